@@ -1,0 +1,7 @@
+"""``python -m omnifield`` runs the CLI."""
+
+import sys
+
+from omnifield.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reconstruction from posed images: train, evaluate, render."""

@@ -1,0 +1,53 @@
+"""The one place that decides which implementation runs: CUDA, native CPU kernel, or pure torch.
+
+Public ops call :func:`use_native` / :func:`has_cuda_extension` instead of
+scattering ``if cuda:`` checks. The environment variable
+``OMNIFIELD_BACKEND=torch`` forces the pure-torch twins everywhere (useful for
+debugging and for tests that compare the two).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from functools import lru_cache
+
+import torch
+
+
+def forced_torch() -> bool:
+    """True when ``OMNIFIELD_BACKEND=torch`` asks for the pure-torch twins."""
+    return os.environ.get("OMNIFIELD_BACKEND", "").lower() == "torch"
+
+
+def native_kernels(tensor: torch.Tensor, family: str):
+    """The compiled native module ``family`` if it should handle ``tensor``, else ``None``.
+
+    Native kernels take CPU float32 tensors; anything else (CUDA, float64 for
+    gradcheck, ``OMNIFIELD_BACKEND=torch``) goes to the pure-torch twin.
+    """
+    if forced_torch() or tensor.device.type != "cpu" or tensor.dtype != torch.float32:
+        return None
+    from omnifield.native import load_native
+
+    return load_native(family)
+
+
+@lru_cache(maxsize=None)
+def has_module(name: str) -> bool:
+    """Whether an optional package (``nerfacc``, ``gsplat``, ``tinycudann``) imports."""
+    try:
+        importlib.import_module(name)
+    except Exception:  # noqa: BLE001 - any import failure means "not available"
+        return False
+    return True
+
+
+def use_cuda_library(tensor: torch.Tensor, name: str) -> bool:
+    """Whether ``tensor`` lives on CUDA and the optional library ``name`` is importable."""
+    return tensor.is_cuda and not forced_torch() and has_module(name)
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,27 @@
+"""Field backends: encodings, decoders and fields (what a scene is)."""
+
+from omnifield.fields.encoding import Encoding
+from omnifield.fields.frequency import Frequency, FrequencyConfig
+from omnifield.fields.hashgrid import HashGrid, HashGridConfig
+from omnifield.fields.mlp import MLP, MLPConfig
+from omnifield.fields.radiance import RadianceField, RadianceFieldConfig
+from omnifield.fields.registry import build_field, field_config, field_names, register_field
+from omnifield.fields.sh import SphericalHarmonics, spherical_harmonics
+
+__all__ = [
+    "Encoding",
+    "Frequency",
+    "FrequencyConfig",
+    "HashGrid",
+    "HashGridConfig",
+    "MLP",
+    "MLPConfig",
+    "RadianceField",
+    "RadianceFieldConfig",
+    "SphericalHarmonics",
+    "build_field",
+    "field_config",
+    "field_names",
+    "register_field",
+    "spherical_harmonics",
+]

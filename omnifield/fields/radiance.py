@@ -1,0 +1,92 @@
+"""Radiance fields: any encoding + a density decoder + a shared view-dependent colour head.
+
+Layout (shared by every backend, so distillation can match point features)::
+
+    x [..., 3] --(box -> [0,1]^3)--> encoding --> density decoder --> [density logit, 15 geo features]
+    sigma = trunc_exp(logit)          rgb = sigmoid(colour MLP([geo features, SH_4(d)]))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from omnifield.config import register_config
+from omnifield.fields.activations import trunc_exp
+from omnifield.fields.hashgrid import HashGridConfig
+from omnifield.fields.mlp import MLPConfig
+from omnifield.fields.sh import spherical_harmonics
+
+
+@register_config("radiance_field")
+@dataclass
+class RadianceFieldConfig:
+    """A radiance field: ``encoding`` (any encoding config), decoders, SH degree of the view encoding, box."""
+
+    encoding: Any = field(default_factory=HashGridConfig)
+    density_decoder: Any = field(default_factory=lambda: MLPConfig(width=64, n_hidden_layers=1))
+    color_decoder: Any = field(default_factory=lambda: MLPConfig(width=64, n_hidden_layers=2))
+    geo_feat_dim: int = 15
+    sh_degree: int = 4
+    aabb: tuple = (-1.5, -1.5, -1.5, 1.5, 1.5, 1.5)
+
+    def build(self) -> "RadianceField":
+        return RadianceField(self)
+
+
+class RadianceField(nn.Module):
+    """Density + view-dependent colour at points of a box.
+
+    - ``point_features(x [..., 3]) -> [..., 1 + geo_feat_dim]`` (density logit first)
+    - ``density(x [..., 3]) -> [...]`` (zero outside the box)
+    - ``forward(x [..., 3], d [..., 3]) -> (rgb [..., 3], sigma [...])``
+    """
+
+    def __init__(self, cfg: RadianceFieldConfig | None = None):
+        super().__init__()
+        self.cfg = cfg or RadianceFieldConfig()
+        aabb = torch.tensor(self.cfg.aabb, dtype=torch.float32)
+        if aabb.shape != (6,) or not bool((aabb[3:] > aabb[:3]).all()):
+            raise ValueError(f"aabb must be (xmin, ymin, zmin, xmax, ymax, zmax) with max > min, got {self.cfg.aabb}")
+        self.register_buffer("aabb", aabb, persistent=False)
+        self.encoding = self.cfg.encoding.build(3)
+        self.density_decoder = self.cfg.density_decoder.build(self.encoding.n_output_dims, 1 + self.cfg.geo_feat_dim)
+        self.color_decoder = self.cfg.color_decoder.build(self.cfg.geo_feat_dim + self.cfg.sh_degree**2, 3)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """World points ``[..., 3]`` -> unit-cube coordinates ``[..., 3]``."""
+        lo, hi = self.aabb[:3].to(x.dtype), self.aabb[3:].to(x.dtype)
+        return (x - lo) / (hi - lo)
+
+    def _inside(self, u: torch.Tensor) -> torch.Tensor:
+        return ((u >= 0.0) & (u <= 1.0)).all(dim=-1)
+
+    def point_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[..., 3] -> [..., 1 + geo_feat_dim]``: raw density logit then geometry features."""
+        u = self.normalize(x)
+        h = self.encoding(u.clamp(0.0, 1.0))
+        return self.density_decoder(h, u)
+
+    def density_from_features(self, feats: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Density ``[...]`` from point features, zero outside the box."""
+        sigma = trunc_exp(feats[..., 0])
+        return torch.where(self._inside(self.normalize(x)), sigma, torch.zeros_like(sigma))
+
+    def rgb_from_features(self, feats: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """Colour ``[..., 3]`` from point features and view directions ``[..., 3]``."""
+        d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+        lead = d.shape[:-1]
+        sh = spherical_harmonics(d.reshape(-1, 3), self.cfg.sh_degree).reshape(*lead, -1)
+        h = torch.cat([feats[..., 1:], sh.to(feats.dtype)], dim=-1)
+        return torch.sigmoid(self.color_decoder(h))
+
+    def density(self, x: torch.Tensor) -> torch.Tensor:
+        """``[..., 3] -> [...]`` volume density."""
+        return self.density_from_features(self.point_features(x), x)
+
+    def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.point_features(x)
+        return self.rgb_from_features(feats, d), self.density_from_features(feats, x)

@@ -1,0 +1,65 @@
+"""Real spherical harmonics of unit directions, degree 0..4 (as in Instant-NGP / tiny-cuda-nn)."""
+
+from __future__ import annotations
+
+import torch
+
+from omnifield.fields.encoding import Encoding
+
+
+def spherical_harmonics(dirs: torch.Tensor, degree: int) -> torch.Tensor:
+    """Real SH basis of unit vectors. ``dirs [N, 3] -> [N, degree**2]`` (degree in 1..5).
+
+    Coefficients follow the standard real SH convention used by 3DGS/tcnn.
+    """
+    if not 1 <= degree <= 5:
+        raise ValueError(f"SH degree must be in 1..5, got {degree}")
+    x, y, z = dirs.unbind(-1)
+    out = [torch.full_like(x, 0.28209479177387814)]
+    if degree > 1:
+        out += [-0.48860251190291987 * y, 0.48860251190291987 * z, -0.48860251190291987 * x]
+    if degree > 2:
+        xx, yy, zz, xy, yz, xz = x * x, y * y, z * z, x * y, y * z, x * z
+        out += [
+            1.0925484305920792 * xy,
+            -1.0925484305920792 * yz,
+            0.94617469575755997 * zz - 0.31539156525251999,
+            -1.0925484305920792 * xz,
+            0.54627421529603959 * (xx - yy),
+        ]
+    if degree > 3:
+        out += [
+            0.59004358992664352 * y * (-3.0 * xx + yy),
+            2.8906114426405538 * xy * z,
+            0.45704579946446572 * y * (1.0 - 5.0 * zz),
+            0.3731763325901154 * z * (5.0 * zz - 3.0),
+            0.45704579946446572 * x * (1.0 - 5.0 * zz),
+            1.4453057213202769 * z * (xx - yy),
+            0.59004358992664352 * x * (-xx + 3.0 * yy),
+        ]
+    if degree > 4:
+        out += [
+            2.5033429417967046 * xy * (xx - yy),
+            1.7701307697799304 * yz * (-3.0 * xx + yy),
+            0.94617469575756008 * xy * (7.0 * zz - 1.0),
+            0.66904654355728921 * yz * (3.0 - 7.0 * zz),
+            -3.1735664074561294 * zz * zz + 3.1735664074561294 * zz - 0.31735664074561293,
+            0.66904654355728921 * xz * (3.0 - 7.0 * zz),
+            0.47308734787878004 * (xx - yy) * (7.0 * zz - 1.0),
+            1.7701307697799304 * xz * (-xx + 3.0 * yy),
+            0.62583573544917614 * (xx * (xx - 3.0 * yy) - yy * (3.0 * xx - yy)),
+        ]
+    return torch.stack(out, dim=-1)
+
+
+class SphericalHarmonics(Encoding):
+    """Direction encoding: unit ``d [N, 3] -> [N, degree**2]``. Takes directions, not unit-cube points."""
+
+    def __init__(self, degree: int = 4):
+        super().__init__()
+        self.degree = degree
+        self.n_input_dims = 3
+        self.n_output_dims = degree * degree
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return spherical_harmonics(x, self.degree)

@@ -1,0 +1,1 @@
+"""omnifield.renderers"""
