@@ -1,0 +1,67 @@
+"""Problems and solvers by name, shared by every PDE solver and the ``omnifield pde`` command.
+
+A problem factory takes no arguments and returns a problem object.
+A solver is ``run(problem_name, args, out_dir) -> metrics`` where ``args`` is the
+parsed ``argparse.Namespace`` of ``omnifield pde solve`` and ``metrics`` a dict
+of JSON-able numbers (``rel_l2`` at least). A solver may also pass
+``add_arguments(parser)`` to contribute its own command-line options.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Callable
+
+from omnifield.errors import OmnifieldError
+
+SolverRun = Callable[[str, argparse.Namespace, Path], dict]
+
+_PROBLEMS: dict[str, Callable[[], Any]] = {}
+_SOLVERS: dict[str, SolverRun] = {}
+_SOLVER_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {}
+
+
+def register_problem(name: str, factory: Callable[[], Any]) -> None:
+    """Register ``factory()`` (returns a fresh problem) under ``name``."""
+    _PROBLEMS[name] = factory
+
+
+def register_solver(
+    name: str,
+    run: SolverRun,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> None:
+    """Register ``run(problem_name, args, out_dir) -> metrics`` under ``name``."""
+    _SOLVERS[name] = run
+    if add_arguments is not None:
+        _SOLVER_ARGUMENTS[name] = add_arguments
+
+
+def problem_names() -> list[str]:
+    """Registered problem names, sorted."""
+    return sorted(_PROBLEMS)
+
+
+def solver_names() -> list[str]:
+    """Registered solver names, sorted."""
+    return sorted(_SOLVERS)
+
+
+def get_problem(name: str) -> Any:
+    """A fresh problem ``name``; :class:`OmnifieldError` naming the choices if unknown."""
+    if name not in _PROBLEMS:
+        raise OmnifieldError(f"unknown PDE problem {name!r}; choose from: {', '.join(problem_names())}")
+    return _PROBLEMS[name]()
+
+
+def get_solver(name: str) -> SolverRun:
+    """The run function of solver ``name``; :class:`OmnifieldError` naming the choices if unknown."""
+    if name not in _SOLVERS:
+        raise OmnifieldError(f"unknown PDE solver {name!r}; choose from: {', '.join(solver_names())}")
+    return _SOLVERS[name]
+
+
+def solver_argument_hooks() -> dict[str, Callable[[argparse.ArgumentParser], None]]:
+    """Per-solver ``add_arguments(parser)`` hooks (a copy)."""
+    return dict(_SOLVER_ARGUMENTS)
