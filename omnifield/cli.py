@@ -17,6 +17,7 @@ from omnifield.errors import OmnifieldError
 # Modules contributing sub-commands, in the order they appear in --help.
 SUBCOMMAND_MODULES = [
     "omnifield.apps.recon.cli",
+    "omnifield.pde.cli",
 ]
 
 

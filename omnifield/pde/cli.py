@@ -1,0 +1,73 @@
+"""``omnifield pde list`` and ``omnifield pde solve PROBLEM --solver SOLVER``.
+
+Dispatches through :mod:`omnifield.pde.registry`; the modules in
+``_PLUGIN_MODULES`` register their problems and solvers when imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from pathlib import Path
+
+from omnifield.pde import registry
+
+# Modules that call register_problem()/register_solver() at import time.
+_PLUGIN_MODULES = [
+    "omnifield.pde.problems",
+    "omnifield.pde.solvers",
+    "omnifield.pde.insr",
+]
+
+
+def load_plugins() -> None:
+    """Import every plugin module that exists so that its problems and solvers register."""
+    for module in _PLUGIN_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def register(subparsers) -> None:
+    """Add the ``pde`` sub-command with ``list`` and ``solve``."""
+    load_plugins()
+    pde = subparsers.add_parser("pde", help="solve PDEs with neural fields (PINN, causal PINN, hard constraints, PIG)")
+    sub = pde.add_subparsers(dest="pde_command", metavar="PDE_COMMAND")
+    pde.set_defaults(func=lambda args: (pde.print_help(), 2)[1])
+
+    lst = sub.add_parser("list", help="list problems and solvers")
+    lst.set_defaults(func=_list)
+
+    solve = sub.add_parser("solve", help="solve a problem and write plots, loss curves and the solution grid")
+    solve.add_argument("problem", help=f"problem name ({', '.join(registry.problem_names())})")
+    solve.add_argument("--solver", default="pinn", help=f"solver name ({', '.join(registry.solver_names())})")
+    solve.add_argument("--steps", type=int, default=None, help="optimiser steps (solver default if omitted)")
+    solve.add_argument("--seed", type=int, default=0, help="random seed (CPU runs are repeatable)")
+    solve.add_argument("--out", type=Path, default=None, help="output folder (default runs/pde/PROBLEM_SOLVER)")
+    solve.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    solve.add_argument("--quiet", action="store_true", help="no progress bar")
+    for add_arguments in registry.solver_argument_hooks().values():
+        add_arguments(solve)
+    solve.set_defaults(func=_solve)
+
+
+def _list(args: argparse.Namespace) -> int:
+    print("problems: " + ", ".join(registry.problem_names()))
+    print("solvers:  " + ", ".join(registry.solver_names()))
+    return 0
+
+
+def _solve(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+    registry.get_problem(args.problem)  # validate the name before any work
+    run = registry.get_solver(args.solver)
+    out_dir = args.out or Path("runs") / "pde" / f"{args.problem}_{args.solver}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = run(args.problem, args, out_dir)
+    print(json.dumps({"problem": args.problem, "solver": args.solver, **metrics}, indent=None))
+    return 0
