@@ -1,0 +1,103 @@
+"""Reader for Blender / NeRF-synthetic scenes (``transforms_{train,val,test}.json`` + PNG frames).
+
+Each ``transforms_<split>.json`` holds ``camera_angle_x`` (or ``fl_x``/``fl_y``/``cx``/``cy``) and
+``frames`` with ``file_path`` (relative, extension optional) and a 4×4 camera-to-world
+``transform_matrix`` in OpenGL axes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from omnifield.data.images import read_image
+from omnifield.errors import OmnifieldError
+from omnifield.renderers.cameras import Cameras
+
+
+@dataclass
+class PosedImages:
+    """Images with their cameras: ``images [N, H, W, C]`` float in [0, 1] (C = 4 when RGBA)."""
+
+    images: torch.Tensor
+    cameras: Cameras
+    names: list[str]
+
+
+def _resolve_frame(root: Path, file_path: str, where: str) -> Path:
+    base = (root / file_path).resolve() if not Path(file_path).is_absolute() else Path(file_path)
+    candidates = [base] if base.suffix else [base.with_suffix(ext) for ext in (".png", ".jpg", ".jpeg", ".PNG", ".JPG")]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise OmnifieldError(f"{where}: image {file_path!r} not found (looked for {candidates[0]})")
+
+
+def _matrix(value, where: str) -> np.ndarray:
+    try:
+        m = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise OmnifieldError(f"{where}: transform_matrix is not a numeric 4x4 matrix") from None
+    if m.shape == (3, 4):
+        m = np.concatenate([m, [[0, 0, 0, 1]]], axis=0)
+    if m.shape != (4, 4):
+        raise OmnifieldError(f"{where}: transform_matrix must be 4x4, got shape {m.shape}")
+    if not np.isfinite(m).all():
+        raise OmnifieldError(f"{where}: transform_matrix contains NaN or Inf")
+    rot = m[:3, :3]
+    if abs(abs(np.linalg.det(rot)) - 1.0) > 1e-2 or not np.allclose(rot.T @ rot, np.eye(3), atol=1e-2):
+        raise OmnifieldError(f"{where}: transform_matrix rotation is not orthonormal (not a rigid camera pose)")
+    return m
+
+
+def load_blender(root: str | Path, split: str = "train") -> PosedImages:
+    """Load ``root/transforms_<split>.json`` and its frames; clear errors for missing or malformed input."""
+    root = Path(root)
+    if not root.is_dir():
+        raise OmnifieldError(f"{root}: data folder not found")
+    meta_path = root / f"transforms_{split}.json"
+    if not meta_path.is_file():
+        fallback = root / "transforms.json"
+        if not fallback.is_file():
+            raise OmnifieldError(f"{meta_path}: file not found (no transforms_{split}.json or transforms.json in {root})")
+        meta_path = fallback
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise OmnifieldError(f"{meta_path}: malformed JSON ({exc})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
+        raise OmnifieldError(f"{meta_path}: missing the 'frames' list")
+    if not meta["frames"]:
+        raise OmnifieldError(f"{meta_path}: 'frames' is empty, no usable images")
+    images, poses, names = [], [], []
+    for i, frame in enumerate(meta["frames"]):
+        where = f"{meta_path} frames[{i}]"
+        if not isinstance(frame, dict) or "file_path" not in frame or "transform_matrix" not in frame:
+            raise OmnifieldError(f"{where}: needs 'file_path' and 'transform_matrix'")
+        path = _resolve_frame(meta_path.parent, str(frame["file_path"]), where)
+        img = read_image(path)
+        if images and img.shape != images[0].shape:
+            raise OmnifieldError(f"{path}: image size {img.shape[:2]} differs from the first frame's {images[0].shape[:2]}")
+        images.append(img)
+        poses.append(_matrix(frame["transform_matrix"], where))
+        names.append(path.stem)
+    h, w = images[0].shape[:2]
+    c2w = torch.from_numpy(np.stack(poses)).float()
+    n = len(images)
+    if "fl_x" in meta:
+        fx = float(meta["fl_x"])
+        fy = float(meta.get("fl_y", fx))
+        cx, cy = float(meta.get("cx", w / 2)), float(meta.get("cy", h / 2))
+        full = lambda v: torch.full((n,), v)  # noqa: E731
+        cameras = Cameras(c2w, full(fx), full(fy), full(cx), full(cy), w, h)
+    else:
+        angle = meta.get("camera_angle_x")
+        if not isinstance(angle, (int, float)) or not 0 < angle < math.pi:
+            raise OmnifieldError(f"{meta_path}: 'camera_angle_x' must be a number in (0, pi), got {angle!r}")
+        cameras = Cameras.from_fov(c2w, float(angle), w, h)
+    return PosedImages(torch.from_numpy(np.stack(images)), cameras, names)

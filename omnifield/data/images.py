@@ -1,0 +1,44 @@
+"""Image reading with clear errors, and alpha compositing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from omnifield.errors import OmnifieldError
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read an 8- or 16-bit PNG/JPEG as float32 ``[H, W, C]`` in [0, 1] (C = 3 or 4)."""
+    import imageio.v3 as iio
+
+    if not path.is_file():
+        raise OmnifieldError(f"{path}: image file not found")
+    try:
+        img = iio.imread(path)
+    except Exception as exc:  # noqa: BLE001 - imageio raises many types for corrupt files
+        raise OmnifieldError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=-1)
+    if img.ndim != 3 or img.shape[-1] not in (1, 3, 4):
+        raise OmnifieldError(f"{path}: expected an RGB or RGBA image, got array of shape {img.shape}")
+    if img.shape[-1] == 1:
+        img = np.repeat(img, 3, axis=-1)
+    scale = 65535.0 if img.dtype == np.uint16 else 255.0 if img.dtype == np.uint8 else 1.0
+    return img.astype(np.float32) / scale
+
+
+def composite_on(rgba: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """``[..., 4]`` RGBA (or ``[..., 3]`` RGB, returned as is) over ``background [..., 3]`` -> ``[..., 3]``."""
+    if rgba.shape[-1] == 3:
+        return rgba
+    alpha = rgba[..., 3:4]
+    return rgba[..., :3] * alpha + background * (1.0 - alpha)
+
+
+def to_uint8(img: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Float image in [0, 1] -> uint8 array."""
+    arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
+    return (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)

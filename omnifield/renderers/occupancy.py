@@ -1,0 +1,78 @@
+"""Occupancy grid for empty-space skipping (the semantics of nerfacc's ``OccGridEstimator``).
+
+A ``G^3`` grid over the field's box keeps, per cell, an exponential moving
+average of ``density * step_size`` evaluated at a random point in the cell.
+Every ``update_every`` steps: during warm-up (first 256 steps) all cells are
+re-evaluated, later a random quarter of all cells plus as many occupied ones.
+A cell is occupied when its value exceeds ``min(threshold, mean)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from omnifield.config import register_config
+
+
+@register_config("occupancy_grid")
+@dataclass
+class OccupancyGridConfig:
+    """Grid resolution, update cadence and thresholds (nerfacc defaults)."""
+
+    resolution: int = 128
+    update_every: int = 16
+    warmup_steps: int = 256
+    ema_decay: float = 0.95
+    threshold: float = 0.01
+
+
+class OccupancyGrid(nn.Module):
+    """``occupancy [G, G, G] bool`` and its EMA values ``values [G^3]``, both saved in checkpoints."""
+
+    def __init__(self, aabb: torch.Tensor, cfg: OccupancyGridConfig | None = None):
+        super().__init__()
+        self.cfg = cfg or OccupancyGridConfig()
+        g = self.cfg.resolution
+        if g < 1:
+            raise ValueError("occupancy grid resolution must be >= 1")
+        self.register_buffer("aabb", aabb.clone().float())
+        self.register_buffer("values", torch.zeros(g**3))
+        self.register_buffer("occupancy", torch.ones(g, g, g, dtype=torch.bool))
+        ijk = torch.stack(torch.meshgrid(*[torch.arange(g)] * 3, indexing="ij"), dim=-1).reshape(-1, 3)
+        self.register_buffer("cell_ijk", ijk, persistent=False)
+
+    def occupied_fraction(self) -> float:
+        return float(self.occupancy.float().mean())
+
+    def _cell_points(self, cells: torch.Tensor) -> torch.Tensor:
+        g = self.cfg.resolution
+        u = (self.cell_ijk[cells].float() + torch.rand(cells.shape[0], 3, device=cells.device)) / g
+        lo, hi = self.aabb[:3], self.aabb[3:]
+        return lo + u * (hi - lo)
+
+    @torch.no_grad()
+    def update(self, step: int, density_fn: Callable[[torch.Tensor], torch.Tensor], step_size: float,
+               chunk: int = 65536) -> bool:
+        """Refresh the grid at ``step`` from ``density_fn(x [N, 3]) -> [N]``; returns whether it ran."""
+        if step % self.cfg.update_every != 0:
+            return False
+        n = self.values.numel()
+        if step < self.cfg.warmup_steps:
+            cells = torch.arange(n, device=self.values.device)
+        else:
+            rand = torch.randint(0, n, (n // 4,), device=self.values.device)
+            occupied = torch.nonzero(self.occupancy.reshape(-1)).squeeze(-1)
+            if occupied.numel() > n // 4:
+                occupied = occupied[torch.randint(0, occupied.numel(), (n // 4,), device=occupied.device)]
+            cells = torch.cat([rand, occupied])
+        points = self._cell_points(cells)
+        fresh = torch.cat([density_fn(points[i:i + chunk]).reshape(-1) for i in range(0, points.shape[0], chunk)])
+        fresh = fresh * step_size
+        self.values[cells] = torch.maximum(self.values[cells] * self.cfg.ema_decay, fresh)
+        threshold = min(self.cfg.threshold, float(self.values.mean()))
+        self.occupancy.copy_((self.values > threshold).reshape(self.occupancy.shape))
+        return True
