@@ -1,0 +1,1 @@
+"""Classical reference solvers (numpy/scipy) that the neural solutions are measured against."""
