@@ -2,6 +2,7 @@
 
 from omnifield.fields.encoding import Encoding
 from omnifield.fields.frequency import Frequency, FrequencyConfig
+from omnifield.fields.gaussian_embedding import GaussianEmbedding, GaussianEmbeddingConfig
 from omnifield.fields.hashgrid import HashGrid, HashGridConfig
 from omnifield.fields.mlp import MLP, MLPConfig
 from omnifield.fields.radiance import RadianceField, RadianceFieldConfig
@@ -12,6 +13,8 @@ __all__ = [
     "Encoding",
     "Frequency",
     "FrequencyConfig",
+    "GaussianEmbedding",
+    "GaussianEmbeddingConfig",
     "HashGrid",
     "HashGridConfig",
     "MLP",
