@@ -1,0 +1,275 @@
+// Multi-resolution hash encoding on the CPU (OpenMP): forward, grad wrt the table, grad wrt x.
+//
+// Semantics are those of the torch twin `_hash_encode` (omnifield/fields/hashgrid.py): level l has
+// resolution R_l, cell = clamp(floor(x * R_l), 0, R_l - 1), frac = x * R_l - cell (float32, as the
+// twin), 2^D corners blended with (bi/tri/quadri)linear weights; dense levels index
+// sum_i c_i (R_l + 1)^i, hashed levels (XOR_i c_i * pi_i) mod T with uint32 wrap-around (T is a power
+// of two, so the low bits equal the twin's int64 remainder).
+//
+// The table gradient is race-free without atomics or per-thread copies: threads own whole levels
+// (each level's slice of the table is written by exactly one thread).
+
+#include <torch/extension.h>
+
+#include <omp.h>
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+constexpr uint32_t kPrimes[4] = {1u, 2654435761u, 805459861u, 3674653429u};
+
+struct Level {
+  float res;            // R_l as float (the twin multiplies by R_l in the input dtype)
+  int64_t stride;       // R_l + 1
+  int64_t offset;       // first row of the level in the flat table
+  uint32_t hash_mask;   // size - 1 for hashed levels
+  bool dense;
+};
+
+std::vector<Level> make_levels(const torch::Tensor& resolutions, const torch::Tensor& offsets,
+                               const torch::Tensor& sizes, const torch::Tensor& dense) {
+  const auto res = resolutions.contiguous().to(torch::kInt64);
+  const auto off = offsets.contiguous().to(torch::kInt64);
+  const auto siz = sizes.contiguous().to(torch::kInt64);
+  const auto den = dense.contiguous().to(torch::kBool);
+  const int64_t n_levels = res.numel();
+  std::vector<Level> levels(n_levels);
+  for (int64_t l = 0; l < n_levels; ++l) {
+    const int64_t r = res.data_ptr<int64_t>()[l];
+    const int64_t size = siz.data_ptr<int64_t>()[l];
+    const bool is_dense = den.data_ptr<bool>()[l];
+    TORCH_CHECK(r >= 1, "hash grid resolution must be >= 1");
+    TORCH_CHECK(is_dense || (size > 0 && (size & (size - 1)) == 0),
+                "hashed levels need a power-of-two table size");
+    levels[l] = Level{static_cast<float>(r), r + 1, off.data_ptr<int64_t>()[l],
+                      static_cast<uint32_t>(size - 1), is_dense};
+  }
+  return levels;
+}
+
+// Corner rows, weights and per-dim weight factors of one point at one level.
+template <int D>
+struct Corners {
+  static constexpr int C = 1 << D;
+  int64_t row[C];
+  float w[C];
+  float frac[D];
+};
+
+template <int D>
+inline void locate(const float* __restrict__ x, const Level& lv, Corners<D>& out) {
+  int64_t cell[D];
+  for (int i = 0; i < D; ++i) {
+    const float pos = x[i] * lv.res;
+    float c = std::floor(pos);
+    c = c < 0.0f ? 0.0f : c;
+    c = c > lv.res - 1.0f ? lv.res - 1.0f : c;
+    out.frac[i] = pos - c;
+    cell[i] = static_cast<int64_t>(c);
+  }
+  for (int k = 0; k < Corners<D>::C; ++k) {
+    float w = 1.0f;
+    int64_t row;
+    if (lv.dense) {
+      int64_t idx = 0, mult = 1;
+      for (int i = 0; i < D; ++i) {
+        idx += (cell[i] + ((k >> i) & 1)) * mult;
+        mult *= lv.stride;
+      }
+      row = idx;
+    } else {
+      uint32_t h = 0;
+      for (int i = 0; i < D; ++i) h ^= static_cast<uint32_t>(cell[i] + ((k >> i) & 1)) * kPrimes[i];
+      row = static_cast<int64_t>(h & lv.hash_mask);
+    }
+    for (int i = 0; i < D; ++i) w *= ((k >> i) & 1) ? out.frac[i] : 1.0f - out.frac[i];
+    out.row[k] = lv.offset + row;
+    out.w[k] = w;
+  }
+}
+
+// d w_k / d frac_i for all corners k and dims i.
+template <int D>
+inline void weight_grads(const Corners<D>& cs, float (&dw)[Corners<D>::C][D]) {
+  for (int k = 0; k < Corners<D>::C; ++k) {
+    for (int i = 0; i < D; ++i) {
+      float g = ((k >> i) & 1) ? 1.0f : -1.0f;
+      for (int j = 0; j < D; ++j) {
+        if (j != i) g *= ((k >> j) & 1) ? cs.frac[j] : 1.0f - cs.frac[j];
+      }
+      dw[k][i] = g;
+    }
+  }
+}
+
+// Loops run level-major: each thread takes whole levels, so the working set is one level's slice of
+// the table (it stays in cache) and the table gradient has a single writer per row. Points go in
+// blocks: all corners of a block are located and prefetched before any is read, which overlaps the
+// cache misses of the random table rows.
+constexpr int64_t kBlock = 16;
+
+template <int D, int F, int RW>
+inline int64_t locate_block(const float* __restrict__ x, int64_t p0, int64_t n, const Level& lv,
+                            const float* table, Corners<D> (&cs)[kBlock]) {
+  const int64_t count = n - p0 < kBlock ? n - p0 : kBlock;
+  for (int64_t b = 0; b < count; ++b) {
+    locate<D>(x + (p0 + b) * D, lv, cs[b]);
+    for (int k = 0; k < Corners<D>::C; ++k) __builtin_prefetch(table + cs[b].row[k] * F, RW, 3);
+  }
+  return count;
+}
+
+// out[l*F + f, p] (feature-major; returned to Python as the [N, L*F] transposed view).
+template <int D, int F>
+void forward_impl(const float* __restrict__ x, const float* __restrict__ table, float* __restrict__ out,
+                  int64_t n, const std::vector<Level>& levels) {
+  const int64_t n_levels = static_cast<int64_t>(levels.size());
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t l = 0; l < n_levels; ++l) {
+    Corners<D> cs[kBlock];
+    float* ol = out + l * F * n;
+    for (int64_t p0 = 0; p0 < n; p0 += kBlock) {
+      const int64_t count = locate_block<D, F, 0>(x, p0, n, levels[l], table, cs);
+      for (int64_t b = 0; b < count; ++b) {
+        float acc[F] = {};
+        for (int k = 0; k < Corners<D>::C; ++k) {
+          const float* feat = table + cs[b].row[k] * F;
+          for (int f = 0; f < F; ++f) acc[f] += cs[b].w[k] * feat[f];
+        }
+        for (int f = 0; f < F; ++f) ol[f * n + p0 + b] = acc[f];
+      }
+    }
+  }
+}
+
+// grad_table[row_k] += w_k g and grad_x[p, i] += R_l sum_k <g, table[row_k]> d w_k / d frac_i, with
+// g = grad_out[p, l*F : (l+1)*F] (strides sp, sc). grad_x is accumulated in one [N, D] buffer per
+// thread (gx_parts [threads, N, D]) and summed afterwards.
+template <int D, int F>
+void backward_impl(const float* __restrict__ x, const float* __restrict__ table,
+                   const float* __restrict__ grad_out, int64_t sp, int64_t sc, float* __restrict__ grad_table,
+                   float* __restrict__ gx_parts, int64_t n, const std::vector<Level>& levels) {
+  const int64_t n_levels = static_cast<int64_t>(levels.size());
+  const float* prefetched = grad_table ? grad_table : table;
+#pragma omp parallel
+  {
+    float* gx = gx_parts ? gx_parts + static_cast<int64_t>(omp_get_thread_num()) * n * D : nullptr;
+    Corners<D> cs[kBlock];
+    float dw[Corners<D>::C][D];
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t l = 0; l < n_levels; ++l) {
+      const Level& lv = levels[l];
+      for (int64_t p0 = 0; p0 < n; p0 += kBlock) {
+        const int64_t count = locate_block<D, F, 1>(x, p0, n, lv, prefetched, cs);
+        for (int64_t b = 0; b < count; ++b) {
+          const int64_t p = p0 + b;
+          float g[F];
+          bool zero = true;
+          for (int f = 0; f < F; ++f) {
+            g[f] = grad_out[p * sp + (l * F + f) * sc];
+            zero &= g[f] == 0.0f;
+          }
+          if (zero) continue;
+          if (grad_table) {
+            for (int k = 0; k < Corners<D>::C; ++k) {
+              float* dst = grad_table + cs[b].row[k] * F;
+              for (int f = 0; f < F; ++f) dst[f] += cs[b].w[k] * g[f];
+            }
+          }
+          if (gx) {
+            weight_grads<D>(cs[b], dw);
+            float gl[D] = {};
+            for (int k = 0; k < Corners<D>::C; ++k) {
+              const float* feat = table + cs[b].row[k] * F;
+              float s = 0.0f;
+              for (int f = 0; f < F; ++f) s += g[f] * feat[f];
+              for (int i = 0; i < D; ++i) gl[i] += s * dw[k][i];
+            }
+            for (int i = 0; i < D; ++i) gx[p * D + i] += lv.res * gl[i];
+          }
+        }
+      }
+    }
+  }
+}
+
+void check_inputs(const torch::Tensor& x, const torch::Tensor& table) {
+  TORCH_CHECK(x.device().is_cpu() && table.device().is_cpu(), "hashgrid kernel needs CPU tensors");
+  TORCH_CHECK(x.scalar_type() == torch::kFloat32 && table.scalar_type() == torch::kFloat32,
+              "hashgrid kernel needs float32 tensors");
+  TORCH_CHECK(x.dim() == 2 && table.dim() == 2, "hashgrid kernel needs x [N, D] and table [T, F]");
+}
+
+// Dispatch on D in {1, 2, 3, 4} and F in {1, 2, 4, 8}.
+template <typename Fn>
+void dispatch(int64_t d, int64_t f, Fn&& fn) {
+#define OMNIFIELD_CASE_F(DV)                                                               \
+  switch (f) {                                                                             \
+    case 1: fn(std::integral_constant<int, DV>{}, std::integral_constant<int, 1>{}); return; \
+    case 2: fn(std::integral_constant<int, DV>{}, std::integral_constant<int, 2>{}); return; \
+    case 4: fn(std::integral_constant<int, DV>{}, std::integral_constant<int, 4>{}); return; \
+    case 8: fn(std::integral_constant<int, DV>{}, std::integral_constant<int, 8>{}); return; \
+    default: break;                                                                        \
+  }
+  switch (d) {
+    case 1: OMNIFIELD_CASE_F(1) break;
+    case 2: OMNIFIELD_CASE_F(2) break;
+    case 3: OMNIFIELD_CASE_F(3) break;
+    case 4: OMNIFIELD_CASE_F(4) break;
+    default: break;
+  }
+#undef OMNIFIELD_CASE_F
+  TORCH_CHECK(false, "hashgrid kernel supports D in {1,2,3,4} and F in {1,2,4,8}, got D=", d, " F=", f);
+}
+
+torch::Tensor forward(torch::Tensor x, torch::Tensor table, torch::Tensor resolutions,
+                      torch::Tensor offsets, torch::Tensor sizes, torch::Tensor dense) {
+  check_inputs(x, table);
+  x = x.contiguous();
+  table = table.contiguous();
+  const auto levels = make_levels(resolutions, offsets, sizes, dense);
+  const int64_t n = x.size(0), f = table.size(1);
+  auto out = torch::empty({static_cast<int64_t>(levels.size()) * f, n}, x.options());
+  dispatch(x.size(1), f, [&](auto dc, auto fc) {
+    forward_impl<decltype(dc)::value, decltype(fc)::value>(x.data_ptr<float>(), table.data_ptr<float>(),
+                                                          out.data_ptr<float>(), n, levels);
+  });
+  return out.t();
+}
+
+// Returns (grad_x or undefined, grad_table or undefined); grad_out may have any strides.
+std::vector<torch::Tensor> backward(torch::Tensor grad_out, torch::Tensor x, torch::Tensor table,
+                                    torch::Tensor resolutions, torch::Tensor offsets, torch::Tensor sizes,
+                                    torch::Tensor dense, bool need_x, bool need_table) {
+  check_inputs(x, table);
+  x = x.contiguous();
+  table = table.contiguous();
+  grad_out = grad_out.to(torch::kFloat32);
+  const auto levels = make_levels(resolutions, offsets, sizes, dense);
+  const int64_t n = x.size(0), d = x.size(1), f = table.size(1);
+  TORCH_CHECK(grad_out.dim() == 2 && grad_out.size(0) == n &&
+                  grad_out.size(1) == static_cast<int64_t>(levels.size()) * f,
+              "hashgrid backward: grad_out has the wrong shape");
+  torch::Tensor grad_x, grad_table, gx_parts;
+  if (need_table) grad_table = torch::zeros_like(table);
+  if (need_x) gx_parts = torch::zeros({omp_get_max_threads(), n, d}, x.options());
+  dispatch(d, f, [&](auto dc, auto fc) {
+    backward_impl<decltype(dc)::value, decltype(fc)::value>(
+        x.data_ptr<float>(), table.data_ptr<float>(), grad_out.data_ptr<float>(), grad_out.stride(0),
+        grad_out.stride(1), need_table ? grad_table.data_ptr<float>() : nullptr,
+        need_x ? gx_parts.data_ptr<float>() : nullptr, n, levels);
+  });
+  if (need_x) grad_x = gx_parts.sum(0);
+  return {grad_x, grad_table};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "Multi-resolution hash encoding (CPU, OpenMP)";
+  m.def("forward", &forward, "x [N, D], table [T, F] -> [N, L*F]");
+  m.def("backward", &backward, "grad wrt x and table");
+}
