@@ -58,7 +58,7 @@ def _load_backends() -> None:
 
 
 # Modules that call register_field() at import time (added as backends land).
-_BACKEND_MODULES: list[str] = []
+_BACKEND_MODULES: list[str] = ["omnifield.fields.triplane", "omnifield.fields.neurbf", "omnifield.fields.cam"]
 
 register_field("hashgrid", lambda: RadianceFieldConfig(encoding=HashGridConfig()))
 register_field(
