@@ -1,0 +1,212 @@
+"""3-D Gaussian scene (Kerbl et al. 2023): the explicit representation rendered by splatting.
+
+Parameters (all ``nn.Parameter``, replaced in place when density control adds/removes Gaussians)::
+
+    means           [N, 3]        world positions
+    log_scales      [N, 3]        scale = exp(log_scales)
+    quats           [N, 4]        rotation, (w, x, y, z), normalised on use
+    opacity_logits  [N]           opacity = sigmoid(opacity_logits)
+    sh_dc           [N, 1, 3]     degree-0 SH colour coefficients
+    sh_rest         [N, K-1, 3]   higher bands, K = (max_sh_degree + 1)^2
+
+Colour seen from camera centre ``o`` is ``max(0, sum_k Y_k(normalise(mu - o)) f_k + 0.5)`` using
+the first ``(active_sh_degree + 1)^2`` bands; the active degree is raised on a schedule.
+
+The scene is also a radiance field: :meth:`density` and :meth:`rgb` evaluate the mixture so
+distillation and navigation can query it like any other field (see :meth:`density` for the scale).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from omnifield.fields.sh import spherical_harmonics
+
+SH_C0 = 0.28209479177387814
+
+
+def rgb_to_sh_dc(rgb: torch.Tensor) -> torch.Tensor:
+    """Degree-0 coefficient giving colour ``rgb`` (``[..., 3] -> [..., 3]``)."""
+    return (rgb - 0.5) / SH_C0
+
+
+def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices of quaternions (w, x, y, z; normalised here). ``[N, 4] -> [N, 3, 3]``."""
+    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
+    rows = [
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ]  # fmt: skip
+    return torch.stack(rows, dim=-1).reshape(*quats.shape[:-1], 3, 3)
+
+
+def build_covariances(scales: torch.Tensor, quats: torch.Tensor) -> torch.Tensor:
+    """``Sigma = R S S^T R^T`` from linear ``scales [N, 3]`` and quaternions ``quats [N, 4]`` -> ``[N, 3, 3]``."""
+    m = quat_to_rotmat(quats) * scales[..., None, :]
+    return m @ m.transpose(-1, -2)
+
+
+class GaussianScene(nn.Module):
+    """A set of anisotropic 3-D Gaussians with opacity and SH colour (see module docstring for shapes)."""
+
+    def __init__(
+        self,
+        means: torch.Tensor,  # [N, 3]
+        log_scales: torch.Tensor,  # [N, 3]
+        quats: torch.Tensor,  # [N, 4]
+        opacity_logits: torch.Tensor,  # [N]
+        sh: torch.Tensor,  # [N, K, 3], K = (sh_degree + 1)^2
+        active_sh_degree: int | None = None,
+    ):
+        super().__init__()
+        n = means.shape[0]
+        k = sh.shape[1]
+        degree = int(round(math.sqrt(k))) - 1
+        shapes_ok = (
+            means.shape == (n, 3) and log_scales.shape == (n, 3) and quats.shape == (n, 4)
+            and opacity_logits.shape == (n,) and sh.shape == (n, k, 3) and (degree + 1) ** 2 == k and degree <= 3
+        )  # fmt: skip
+        if not shapes_ok:
+            raise ValueError(
+                "GaussianScene expects means [N,3], log_scales [N,3], quats [N,4], opacity_logits [N], "
+                f"sh [N,(d+1)^2,3] with d <= 3; got {tuple(means.shape)}, {tuple(log_scales.shape)}, "
+                f"{tuple(quats.shape)}, {tuple(opacity_logits.shape)}, {tuple(sh.shape)}"
+            )
+        self.max_sh_degree = degree
+        self.active_sh_degree = degree if active_sh_degree is None else min(active_sh_degree, degree)
+        self.means = nn.Parameter(means.detach().float().clone())
+        self.log_scales = nn.Parameter(log_scales.detach().float().clone())
+        self.quats = nn.Parameter(quats.detach().float().clone())
+        self.opacity_logits = nn.Parameter(opacity_logits.detach().float().clone())
+        self.sh_dc = nn.Parameter(sh[:, :1].detach().float().clone())
+        self.sh_rest = nn.Parameter(sh[:, 1:].detach().float().clone())
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_points(
+        cls,
+        points: torch.Tensor,  # [N, 3]
+        colors: torch.Tensor | None = None,  # [N, 3] in [0, 1]
+        sh_degree: int = 3,
+        opacity: float = 0.1,
+        scale_factor: float = 1.0,
+    ) -> "GaussianScene":
+        """Isotropic Gaussians at ``points``; scale = mean distance to the 3 nearest neighbours (3DGS init)."""
+        from scipy.spatial import cKDTree
+
+        pts = points.detach().cpu().double().numpy()
+        n = len(pts)
+        if n == 0:
+            raise ValueError("GaussianScene.from_points needs at least one point")
+        k = min(4, n)
+        dist, _ = cKDTree(pts).query(pts, k=k)
+        mean_d = dist[:, 1:].mean(axis=1) if k > 1 else np.ones(n)
+        log_scales = torch.from_numpy(np.log(np.clip(mean_d * scale_factor, 1e-7, None))).float()[:, None].repeat(1, 3)
+        if colors is None:
+            colors = torch.full((n, 3), 0.5)
+        sh = torch.zeros(n, (sh_degree + 1) ** 2, 3)
+        sh[:, 0] = rgb_to_sh_dc(colors.detach().cpu().float())
+        quats = torch.zeros(n, 4)
+        quats[:, 0] = 1.0
+        logits = torch.full((n,), math.log(opacity / (1 - opacity)))
+        return cls(points.detach().cpu().float(), log_scales, quats, logits, sh, active_sh_degree=0)
+
+    # -- activated parameters -----------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def sh(self) -> torch.Tensor:
+        """All SH coefficients ``[N, K, 3]``."""
+        return torch.cat([self.sh_dc, self.sh_rest], dim=1)
+
+    def scales(self) -> torch.Tensor:
+        """Linear scales ``[N, 3]``."""
+        return torch.exp(self.log_scales)
+
+    def opacities(self) -> torch.Tensor:
+        """Opacities in (0, 1) ``[N]``."""
+        return torch.sigmoid(self.opacity_logits)
+
+    def rotations(self) -> torch.Tensor:
+        """Quaternions (w, x, y, z) ``[N, 4]`` (unnormalised; the projection normalises)."""
+        return self.quats
+
+    def covariances(self) -> torch.Tensor:
+        """World covariances ``[N, 3, 3]``."""
+        return build_covariances(self.scales(), self.rotations())
+
+    def colors(self, origin: torch.Tensor) -> torch.Tensor:
+        """Colour ``[N, 3]`` of every Gaussian seen from camera centre ``origin [3]``."""
+        return self.colors_along(self.means - origin)
+
+    def colors_along(self, dirs: torch.Tensor) -> torch.Tensor:
+        """Colour ``[N, 3]`` along (unnormalised) view directions ``dirs [N, 3]`` (one per Gaussian)."""
+        k = (self.active_sh_degree + 1) ** 2
+        coeffs = self.sh[:, :k]
+        if k == 1:
+            return (coeffs[:, 0] * SH_C0 + 0.5).clamp_min(0.0)
+        d = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+        basis = spherical_harmonics(d, self.active_sh_degree + 1)  # [N, k]
+        return ((basis[..., None] * coeffs).sum(dim=1) + 0.5).clamp_min(0.0)
+
+    def colors_for_directions(self, dirs: torch.Tensor) -> torch.Tensor:
+        """Colour of every Gaussian seen along each query direction: ``dirs [B, 3] -> [B, N, 3]``."""
+        k = (self.active_sh_degree + 1) ** 2
+        unit = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+        basis = spherical_harmonics(unit, self.active_sh_degree + 1)[:, :k]
+        return (torch.einsum("bk,nkc->bnc", basis, self.sh[:, :k]) + 0.5).clamp_min(0.0)
+
+    def set_sh_degree_for_step(self, step: int, every: int) -> None:
+        """Raise the active SH degree by one every ``every`` steps (3DGS: 1000), up to the maximum."""
+        self.active_sh_degree = min(self.max_sh_degree, step // max(every, 1))
+
+    # -- as a radiance field ------------------------------------------------------------------
+    def density(self, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """Volume density ``[...]`` of the mixture at points ``x [..., 3]``.
+
+        ``sigma(x) = sum_i -ln(1 - o_i) / (sqrt(2 pi) s_i) exp(-0.5 (x - mu_i)^T Sigma_i^-1 (x - mu_i))``
+        with ``s_i`` the geometric mean scale, so a ray through the centre of an isotropic Gaussian
+        accumulates optical depth ``-ln(1 - o_i)``, i.e. opacity ``o_i`` as in splatting.
+        """
+        return self._mixture(x, None, chunk)[0]
+
+    def rgb(self, x: torch.Tensor, d: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """Colour ``[..., 3]`` at points ``x [..., 3]`` seen along directions ``d [..., 3]``.
+
+        The density-weighted mean of the Gaussians' view-dependent colours (0.5 grey where empty).
+        """
+        return self._mixture(x, d, chunk)[1]
+
+    def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rgb [..., 3], sigma [...])`` like :class:`~omnifield.fields.RadianceField`."""
+        sigma, rgb = self._mixture(x, d, 4096)
+        return rgb, sigma
+
+    def _mixture(self, x: torch.Tensor, d: torch.Tensor | None, chunk: int):
+        lead = x.shape[:-1]
+        pts = x.reshape(-1, 3)
+        dirs = None if d is None else d.reshape(-1, 3).expand(len(pts), 3)
+        scales = self.scales()
+        precision = torch.linalg.inv(build_covariances(scales, self.rotations()))  # [N, 3, 3]
+        opac = self.opacities().clamp(max=1 - 1e-6)
+        peak = -torch.log1p(-opac) / (math.sqrt(2 * math.pi) * scales.prod(-1).pow(1.0 / 3.0))  # [N]
+        sigmas, rgbs = [], []
+        for start in range(0, len(pts), chunk):
+            diff = pts[start : start + chunk, None, :] - self.means[None]  # [B, N, 3]
+            maha = torch.einsum("bni,nij,bnj->bn", diff, precision, diff)
+            w = peak * torch.exp(-0.5 * maha)  # [B, N]
+            sigmas.append(w.sum(-1))
+            if dirs is not None:
+                col = self.colors_for_directions(dirs[start : start + chunk])  # [B, N, 3]
+                total = w.sum(-1, keepdim=True)
+                rgbs.append(torch.where(total > 1e-12, (w[..., None] * col).sum(1) / total.clamp_min(1e-12), 0.5))
+        sigma = torch.cat(sigmas).reshape(lead)
+        rgb = torch.cat(rgbs).reshape(*lead, 3) if dirs is not None else None
+        return sigma, rgb

@@ -1,0 +1,86 @@
+"""EWA projection of 3-D Gaussians to screen-space ellipses (Zwicker et al. 2001, as in 3DGS/gsplat).
+
+For a Gaussian with mean ``mu`` and covariance ``Sigma = R S S^T R^T`` (see
+``omnifield.fields.gaussians.build_covariances``), a world-to-camera ``viewmat``
+(OpenCV: x right, y down, z forward) and pinhole intrinsics ``K``::
+
+    t        = W mu + w                              camera-space mean, depth = t_z
+    mean2d   = (fx t_x / t_z + cx,  fy t_y / t_z + cy)
+    J        = [[fx/t_z, 0, -fx t_x/t_z^2], [0, fy/t_z, -fy t_y/t_z^2]]   (t_x/t_z clamped to 1.3x the FOV)
+    Sigma2d  = J W Sigma W^T J^T + eps2d I             eps2d = 0.3 px^2 (low-pass filter)
+    conic    = Sigma2d^-1 as (a, b, c) of [[a, b], [b, c]]
+    radius   = ceil(3 sqrt(lambda_max(Sigma2d)))
+
+Pixel ``(i, j)`` has its centre at ``(i + 0.5, j + 0.5)``. Gaussians behind the
+near plane, degenerate, or entirely off-screen get ``radius = 0`` and are not drawn.
+Everything here is plain differentiable torch: it is cheap next to rasterization.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def viewmat_from_c2w_opengl(c2w: torch.Tensor) -> torch.Tensor:
+    """OpenCV world-to-camera matrix from an OpenGL camera-to-world matrix (x right, y up, looking down -z).
+
+    ``c2w [..., 4, 4] -> [..., 4, 4]``.
+    """
+    flip = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=c2w.dtype, device=c2w.device))
+    return torch.linalg.inv(c2w @ flip)
+
+
+def project_gaussians(
+    means: torch.Tensor,  # [N, 3]
+    covars: torch.Tensor,  # [N, 3, 3]
+    viewmat: torch.Tensor,  # [4, 4] world-to-camera, OpenCV convention
+    K: torch.Tensor,  # [3, 3]
+    width: int,
+    height: int,
+    near: float = 0.01,
+    far: float = 1e10,
+    eps2d: float = 0.3,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Project Gaussians into one camera.
+
+    Returns ``means2d [N, 2]`` (pixels), ``conics [N, 3]`` (a, b, c of the inverse 2-D covariance),
+    ``depths [N]`` (camera z) and ``radii [N]`` (int32 pixels, 0 = not drawn).
+    """
+    rot, trans = viewmat[:3, :3], viewmat[:3, 3]
+    t = means @ rot.T + trans
+    depths = t[:, 2]
+    tz = depths.clamp_min(near)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    tan_fovx, tan_fovy = 0.5 * width / fx, 0.5 * height / fy
+    lim_x_pos, lim_x_neg = (width - cx) / fx + 0.3 * tan_fovx, cx / fx + 0.3 * tan_fovx
+    lim_y_pos, lim_y_neg = (height - cy) / fy + 0.3 * tan_fovy, cy / fy + 0.3 * tan_fovy
+    tx = tz * torch.minimum(torch.maximum(t[:, 0] / tz, -lim_x_neg), lim_x_pos)
+    ty = tz * torch.minimum(torch.maximum(t[:, 1] / tz, -lim_y_neg), lim_y_pos)
+    zeros = torch.zeros_like(tz)
+    jac = torch.stack(
+        [fx / tz, zeros, -fx * tx / tz**2, zeros, fy / tz, -fy * ty / tz**2], dim=-1
+    ).reshape(-1, 2, 3)
+    jw = jac @ rot
+    cov2d = jw @ covars @ jw.transpose(-1, -2)
+    a = cov2d[:, 0, 0] + eps2d
+    b = cov2d[:, 0, 1]
+    c = cov2d[:, 1, 1] + eps2d
+    det = a * c - b * b
+    det_safe = torch.where(det > 0, det, torch.ones_like(det))
+    conics = torch.stack([c / det_safe, -b / det_safe, a / det_safe], dim=-1)
+    means2d = torch.stack([fx * t[:, 0] / tz + cx, fy * t[:, 1] / tz + cy], dim=-1)
+    with torch.no_grad():
+        mid = 0.5 * (a + c)
+        lam = mid + torch.sqrt((mid * mid - det).clamp_min(0.01))
+        radii = torch.ceil(3.0 * torch.sqrt(lam))
+        visible = (
+            (depths > near)
+            & (depths < far)
+            & (det > 0)
+            & (means2d[:, 0] + radii > 0)
+            & (means2d[:, 0] - radii < width)
+            & (means2d[:, 1] + radii > 0)
+            & (means2d[:, 1] - radii < height)
+        )
+        radii = torch.where(visible, radii, torch.zeros_like(radii)).to(torch.int32)
+    return means2d, conics, depths, radii

@@ -1,0 +1,68 @@
+"""``SplatRenderer``: a :class:`~omnifield.fields.gaussians.GaussianScene` seen by one camera -> image.
+
+On CUDA with gsplat installed it calls gsplat's ``rasterization``; everywhere else it runs
+our projection (:mod:`.projection`) and rasterizer (:mod:`.rasterize`: native kernel or torch twin).
+Both return the same dict, including the screen-space means whose gradient drives densification.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from omnifield.backend import use_cuda_library
+from omnifield.renderers.cameras import Cameras
+from omnifield.renderers.splat.gsplat_bridge import render_with_gsplat
+from omnifield.renderers.splat.projection import project_gaussians, viewmat_from_c2w_opengl
+from omnifield.renderers.splat.rasterize import rasterize_to_pixels
+
+
+@dataclass
+class SplatRenderer:
+    """Render Gaussian scenes. ``background`` is the colour behind everything (white for Blender scenes)."""
+
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    tile_size: int = 16
+    near: float = 0.01
+    eps2d: float = 0.3
+
+    def render(self, scene, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int) -> dict:
+        """One view: ``viewmat [4, 4]`` (OpenCV world-to-camera), ``K [3, 3]``.
+
+        Returns ``rgb [H, W, 3]``, ``alpha [H, W]``, ``means2d [N, 2]`` (retains its grad) and ``radii [N]``.
+        """
+        means = scene.means
+        origin = -viewmat[:3, :3].T @ viewmat[:3, 3]
+        colors = scene.colors(origin)
+        scales, quats, opacities = scene.scales(), scene.rotations(), scene.opacities()
+        bg = torch.tensor(self.background, dtype=means.dtype, device=means.device)
+        if use_cuda_library(means, "gsplat"):
+            out = render_with_gsplat(
+                means, quats, scales, opacities, colors, viewmat, K, width, height, bg,
+                self.tile_size, self.near, self.eps2d,
+            )  # fmt: skip
+        else:
+            covars = scene.covariances()
+            means2d, conics, depths, radii = project_gaussians(
+                means, covars, viewmat, K, width, height, near=self.near, eps2d=self.eps2d
+            )
+            rgb, alpha = rasterize_to_pixels(
+                means2d, conics, colors, opacities, depths, radii, width, height, self.tile_size, bg
+            )
+            out = {"rgb": rgb, "alpha": alpha, "means2d": means2d, "radii": radii}
+        if out["means2d"].requires_grad:
+            out["means2d"].retain_grad()
+        return out
+
+    def render_camera(self, scene, cameras: Cameras, index: int) -> dict:
+        """Render view ``index`` of ``cameras`` (OpenGL camera-to-world, as loaded from Blender/COLMAP)."""
+        device = scene.means.device
+        viewmat = viewmat_from_c2w_opengl(cameras.c2w[index].to(device))
+        K = torch.tensor(
+            [[float(cameras.fx[index]), 0.0, float(cameras.cx[index])],
+             [0.0, float(cameras.fy[index]), float(cameras.cy[index])],
+             [0.0, 0.0, 1.0]],
+            device=device,
+        )  # fmt: skip
+        return self.render(scene, viewmat, K, cameras.width, cameras.height)
