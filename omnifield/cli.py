@@ -18,6 +18,7 @@ from omnifield.errors import OmnifieldError
 SUBCOMMAND_MODULES = [
     "omnifield.apps.recon.cli",
     "omnifield.pde.cli",
+    "omnifield.apps.mae.cli",
 ]
 
 
