@@ -19,14 +19,14 @@ def test_same_seed_same_scene_and_different_seeds_differ():
     assert not np.array_equal(a.centers[:3], c.centers[:3]) or a.n_primitives != c.n_primitives
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("seed", [0, 3])
 def test_scene_inside_box_with_valid_labels_and_boxes_that_hold_their_primitive(seed):
     scene = generate_scene(seed)
     assert scene.labels.min() >= 1 and scene.labels.max() < len(CLASS_NAMES)
     boxes = scene.oriented_boxes()
     assert boxes.shape == (scene.n_primitives, 7)
     gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(40000, 3, generator=gen) * 3 - 1.5
+    x = torch.rand(10000, 3, generator=gen) * 3 - 1.5
     inside = scene.inside(x)  # [N, M]
     for m in range(scene.n_primitives):
         pts = x[inside[:, m]]
@@ -42,7 +42,7 @@ def test_scene_inside_box_with_valid_labels_and_boxes_that_hold_their_primitive(
 
 def test_objects_do_not_overlap():
     scene = generate_scene(11)
-    x = torch.rand(60000, 3, generator=torch.Generator().manual_seed(0)) * 3 - 1.5
+    x = torch.rand(20000, 3, generator=torch.Generator().manual_seed(0)) * 3 - 1.5
     inside = scene.inside(x)
     objects = inside[:, 3:]  # floor and walls touch; objects must not intersect each other
     assert int(objects.sum(1).max()) <= 1
@@ -76,13 +76,13 @@ def test_ray_from_above_hits_top_of_primitive_at_analytic_distance(kind, size, e
 def test_ray_hits_agree_with_marching_the_inside_test():
     scene = generate_scene(2)
     gen = torch.Generator().manual_seed(1)
-    target = torch.rand(300, 3, generator=gen) * 2 - 1
-    eye = torch.tensor([2.5, 2.0, 2.5]) + 0.3 * torch.randn(300, 3, generator=gen)
+    target = torch.rand(150, 3, generator=gen) * 2 - 1
+    eye = torch.tensor([2.5, 2.0, 2.5]) + 0.3 * torch.randn(150, 3, generator=gen)
     dirs = torch.nn.functional.normalize(target - eye, dim=-1)
     t, _, prim = intersect_scene(scene, eye, dirs)
-    ts = torch.linspace(0.0, 8.0, 4001)
+    ts = torch.linspace(0.0, 8.0, 2001)
     pts = eye[:, None, :] + ts[None, :, None] * dirs[:, None, :]
-    owner = scene.owner(pts.reshape(-1, 3)).reshape(300, -1)
+    owner = scene.owner(pts.reshape(-1, 3)).reshape(150, -1)
     hit_ref = (owner >= 0).any(1)
     first = (owner >= 0).float().argmax(1)
     # rays grazing an edge can differ by one march step; require near-total agreement
