@@ -1,0 +1,156 @@
+"""``omnifield train | eval | render``: reconstruction from posed images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from omnifield.apps.recon.config import TrainConfig
+from omnifield.apps.recon.evaluate import evaluate, render_orbit
+from omnifield.apps.recon.run import CHECKPOINT, Run
+from omnifield.apps.recon.trainer import Trainer
+from omnifield.config import replace_config
+from omnifield.config_overrides import apply_override
+from omnifield.data.blender import load_blender
+from omnifield.errors import OmnifieldError
+from omnifield.fields.registry import field_config, field_names
+from omnifield.io.atomic import write_text_atomic
+from omnifield.renderers.volume import VolumeRendererConfig
+
+EPILOG = """examples:
+  omnifield train data/lego_200 --method hashgrid --minutes 4 --out outputs/lego
+  omnifield train data/lego_200 --out outputs/lego --steps 4000 --resume
+  omnifield train data/lego_200 --method mlp --set field.density_decoder.width=256
+  omnifield eval outputs/lego
+  omnifield render outputs/lego --orbit --frames 90
+"""
+
+
+def _build_configs(args: argparse.Namespace) -> tuple[object, object, TrainConfig]:
+    try:
+        train_cfg = TrainConfig(steps=args.steps, minutes=args.minutes, lr=args.lr, batch_rays=args.batch_rays,
+                                target_samples=args.target_samples, seed=args.seed, grad_clip=args.grad_clip)
+        renderer_cfg = VolumeRendererConfig(sampler=args.sampler)
+    except ValueError as exc:
+        raise OmnifieldError(f"invalid option: {exc}") from None
+    roots = {"field": field_config(args.method), "renderer": renderer_cfg, "train": train_cfg}
+    for assignment in args.set or []:
+        section = assignment.split(".", 1)[0]
+        if section not in roots or "." not in assignment.split("=", 1)[0]:
+            raise OmnifieldError(f"--set {assignment!r}: must start with field., renderer. or train.")
+        roots[section] = apply_override(roots[section], assignment.split(".", 1)[1], section)
+    return roots["field"], roots["renderer"], roots["train"]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a field on posed images, then evaluate on the test split."""
+    torch.manual_seed(args.seed)
+    data_dir = Path(args.data)
+    out = Path(args.out) if args.out else Path("outputs") / f"{data_dir.name}-{args.method}"
+    train_data = load_blender(data_dir, "train")
+    if args.resume:
+        run, tensors, meta = Run.open(out)
+        run.train_config = replace_config(run.train_config, steps=args.steps, minutes=args.minutes)
+        trainer = Trainer(run, train_data)
+        trainer.restore(tensors, meta)
+        print(f"resuming {out} at step {trainer.step}")
+    else:
+        if (out / CHECKPOINT).exists():
+            raise OmnifieldError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
+        field_cfg, renderer_cfg, train_cfg = _build_configs(args)
+        run = Run.create(out, args.method, field_cfg, renderer_cfg, train_cfg, str(data_dir))
+        trainer = Trainer(run, train_data)
+        n_params = sum(p.numel() for p in run.field.parameters())
+        print(f"training {args.method} ({n_params / 1e6:.2f} M parameters) on {data_dir} "
+              f"({len(train_data.images)} views, {train_data.cameras.width}x{train_data.cameras.height}) -> {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    trainer.fit(out / "log.jsonl")
+    print(f"trained {trainer.step} steps in {trainer.elapsed:.0f} s of training ({time.perf_counter() - t0:.0f} s wall)")
+    if not args.no_eval:
+        return _evaluate_and_report(run, data_dir, "test", out, trainer.step, trainer.elapsed)
+    return 0
+
+
+def _evaluate_and_report(run: Run, data_dir: Path, split: str, out: Path, step: int | None = None,
+                         train_seconds: float | None = None) -> int:
+    data = load_blender(data_dir, split)
+    metrics = evaluate(run, data, out / "renders" / split)
+    metrics.update(split=split, step=step, train_seconds=train_seconds, method=run.method)
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    print(f"{split}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over {metrics['n_views']} views "
+          f"({metrics['samples_per_ray']:.1f} samples/ray, {metrics['seconds_per_frame']:.2f} s/frame); "
+          f"renders in {out / 'renders' / split}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a trained run on a split of its data (or of --data)."""
+    run, _, meta = Run.open(args.run)
+    data_dir = Path(args.data or run.data_dir)
+    return _evaluate_and_report(run, data_dir, args.split, Path(args.run), int(meta.get("step", 0)))
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """Render test views (with depth) and/or an orbit video of a trained run."""
+    run, _, _ = Run.open(args.run)
+    out = Path(args.run)
+    data = load_blender(Path(args.data or run.data_dir), args.split)
+    if not args.orbit_only:
+        evaluate(run, data, out / "renders" / args.split)
+        print(f"wrote {len(data.images)} renders and depth images to {out / 'renders' / args.split}")
+    if args.orbit or args.orbit_only:
+        path = render_orbit(run, data.cameras, out / "orbit.mp4", n_frames=args.frames, fps=args.fps)
+        print(f"wrote orbit video {path}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``train``, ``eval`` and ``render`` sub-commands."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("train", help="train a field on posed images (Blender/NeRF format)",
+                       description="Train a radiance field on posed images, then evaluate it on the test split.\n"
+                                   "Writes checkpoint, config, metrics.json, log.jsonl and renders to --out.",
+                       epilog=EPILOG, formatter_class=fmt)
+    p.add_argument("data", help="scene folder with transforms_train.json / transforms_test.json and images")
+    p.add_argument("--method", default="hashgrid", help=f"field backend: {', '.join(field_names())}")
+    p.add_argument("--out", help="run folder (default: outputs/<scene>-<method>)")
+    p.add_argument("--steps", type=int, default=20000, help="maximum optimisation steps (default 20000)")
+    p.add_argument("--minutes", type=float, default=0.0, help="training time budget in minutes (0 = none)")
+    p.add_argument("--lr", type=float, default=1e-2, help="peak Adam learning rate (default 1e-2)")
+    p.add_argument("--batch-rays", type=int, default=4096, help="initial rays per step (then adapted)")
+    p.add_argument("--target-samples", type=int, default=1 << 16,
+                   help="samples per step the ray count adapts to (0 = fixed ray count)")
+    p.add_argument("--sampler", choices=["occupancy", "uniform"], default="occupancy",
+                   help="occupancy-grid skipping (fast) or uniform samples (vanilla NeRF)")
+    p.add_argument("--grad-clip", type=float, default=0.0, help="clip the gradient norm (0 = off)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; CPU runs with --steps are repeatable")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation at the end")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any config value, e.g. field.encoding.log2_hashmap_size=17 (repeatable)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a trained run (PSNR, SSIM) and write renders",
+                       description="Render every view of a split, compare with ground truth on white, write "
+                                   "metrics.json and side-by-side PNGs.")
+    p.add_argument("run", help="run folder written by 'omnifield train'")
+    p.add_argument("--data", help="scene folder (default: the one the run was trained on)")
+    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("render", help="render test views with depth, and an orbit video",
+                       description="Render the views of a split (RGB and depth PNGs) and, with --orbit, an orbit "
+                                   "video (mp4, or gif when no ffmpeg) around the scene.")
+    p.add_argument("run", help="run folder written by 'omnifield train'")
+    p.add_argument("--data", help="scene folder (default: the one the run was trained on)")
+    p.add_argument("--split", default="test", help="split whose views to render (default: test)")
+    p.add_argument("--orbit", action="store_true", help="also render an orbit video")
+    p.add_argument("--orbit-only", action="store_true", help="render only the orbit video")
+    p.add_argument("--frames", type=int, default=60, help="orbit frames (default 60)")
+    p.add_argument("--fps", type=int, default=24, help="orbit frames per second (default 24)")
+    p.set_defaults(func=cmd_render)

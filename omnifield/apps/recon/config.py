@@ -1,0 +1,43 @@
+"""Training settings of a reconstruction run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omnifield.config import register_config
+
+
+@register_config("train")
+@dataclass
+class TrainConfig:
+    """Optimisation settings. Training stops at ``steps`` or after ``minutes`` (0 = no time limit).
+
+    The learning-rate schedule (linear warm-up, then x``decay_gamma`` at 50/75/90 % of progress)
+    follows progress = max(step / steps, elapsed / time budget).
+    """
+
+    steps: int = 20000
+    minutes: float = 0.0
+    lr: float = 1e-2
+    eps: float = 1e-15
+    weight_decay: float = 1e-6
+    warmup_steps: int = 100
+    decay_gamma: float = 0.33
+    batch_rays: int = 4096
+    target_samples: int = 1 << 16
+    max_batch_rays: int = 1 << 15
+    random_background: bool = True
+    checkpoint_every_s: float = 60.0
+    log_every: int = 25
+    grad_clip: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.minutes < 0:
+            raise ValueError(f"minutes must be >= 0, got {self.minutes}")
+        if self.lr <= 0:
+            raise ValueError(f"learning rate must be > 0, got {self.lr}")
+        if self.batch_rays < 1 or self.target_samples < 0 or self.max_batch_rays < 1:
+            raise ValueError("batch_rays and max_batch_rays must be >= 1, target_samples >= 0")

@@ -1,0 +1,84 @@
+"""A run folder: ``config.json``, ``checkpoint.safetensors``, ``metrics.json``, ``log.jsonl``, renders.
+
+:class:`Run` bundles everything needed to continue or use a trained scene: the field, the
+renderer (with its occupancy grid), and the configs, and knows how to save and re-open them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from omnifield.config import config_from_dict, config_to_dict
+from omnifield.errors import OmnifieldError
+from omnifield.fields.registry import build_field
+from omnifield.io.atomic import write_text_atomic
+from omnifield.io.checkpoint import load_checkpoint, load_module_state, module_state, save_checkpoint
+from omnifield.renderers.volume import VolumeRenderer
+
+CHECKPOINT = "checkpoint.safetensors"
+CONFIG = "config.json"
+
+
+@dataclass
+class Run:
+    """A trained (or training) scene: field + renderer + configs, living in ``path``."""
+
+    path: Path
+    field: torch.nn.Module
+    renderer: VolumeRenderer
+    field_config: Any
+    renderer_config: Any
+    train_config: Any
+    data_dir: str
+    method: str
+
+    @classmethod
+    def create(cls, path: Path, method: str, field_config, renderer_config, train_config, data_dir: str) -> "Run":
+        """A fresh run with a newly initialised field."""
+        field = build_field(field_config)
+        renderer = VolumeRenderer(field.aabb, renderer_config)
+        return cls(Path(path), field, renderer, field_config, renderer_config, train_config, str(data_dir), method)
+
+    def config_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "data": self.data_dir,
+            "field": config_to_dict(self.field_config),
+            "renderer": config_to_dict(self.renderer_config),
+            "train": config_to_dict(self.train_config),
+        }
+
+    def save(self, step: int, extra_tensors: dict[str, torch.Tensor], extra_meta: dict[str, Any]) -> None:
+        """Atomically write ``config.json`` and the checkpoint (weights, grid, ``extra`` state)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.path / CONFIG, json.dumps(self.config_dict(), indent=2))
+        tensors = {**module_state("field", self.field), **module_state("renderer", self.renderer), **extra_tensors}
+        save_checkpoint(self.path / CHECKPOINT, tensors, {"step": step, "config": self.config_dict(), **extra_meta})
+
+    @classmethod
+    def open(cls, path: str | Path) -> tuple["Run", dict[str, torch.Tensor], dict[str, Any]]:
+        """Re-open a run folder: ``(run, checkpoint tensors, checkpoint meta)``."""
+        path = Path(path)
+        if not path.is_dir():
+            raise OmnifieldError(f"{path}: run folder not found")
+        ckpt = path / CHECKPOINT
+        tensors, meta = load_checkpoint(ckpt)
+        cfg = meta.get("config")
+        if not isinstance(cfg, dict) or "field" not in cfg:
+            raise OmnifieldError(f"{ckpt}: checkpoint has no field config")
+        run = cls.create(
+            path,
+            cfg.get("method", "?"),
+            config_from_dict(cfg["field"], f"{ckpt} field config"),
+            config_from_dict(cfg["renderer"], f"{ckpt} renderer config"),
+            config_from_dict(cfg["train"], f"{ckpt} train config"),
+            cfg.get("data", ""),
+        )
+        load_module_state("field", run.field, tensors, str(ckpt))
+        load_module_state("renderer", run.renderer, tensors, str(ckpt))
+        return run, tensors, meta

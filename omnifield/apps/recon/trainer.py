@@ -1,0 +1,179 @@
+"""``Trainer``: fits any radiance field to posed images through the volume renderer.
+
+Per step: random rays over all training pixels (a seeded generator), random background
+colours composited into RGBA targets, occupancy-grid refresh, render, MSE, Adam. The number
+of rays adapts so that each step carries about ``target_samples`` samples (as nerfacc).
+Checkpoints (weights, occupancy grid, optimiser state, step, RNG) are written atomically every
+``checkpoint_every_s`` seconds, at the end, and on Ctrl-C; ``resume`` continues a run exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm import tqdm
+
+from omnifield.apps.recon.config import TrainConfig
+from omnifield.apps.recon.run import Run
+from omnifield.data.blender import PosedImages
+from omnifield.data.images import composite_on
+from omnifield.errors import OmnifieldError
+from omnifield.io.checkpoint import load_optimizer_state, optimizer_state
+
+
+def lr_factor(progress: float, step: int, cfg: TrainConfig) -> float:
+    """Learning-rate multiplier: linear warm-up over ``warmup_steps``, then step decay at 50/75/90 %."""
+    warm = min(1.0, 0.01 + 0.99 * step / max(cfg.warmup_steps, 1))
+    decays = sum(progress >= m for m in (0.5, 0.75, 0.9))
+    return warm * cfg.decay_gamma**decays
+
+
+def make_optimizer(field: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam: weight decay on decoder weights only (never on grids/tables of features)."""
+    decay, no_decay = [], []
+    for name, p in field.named_parameters():
+        (decay if ("decoder" in name and p.dim() > 1) else no_decay).append(p)
+    groups = [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": cfg.weight_decay}]
+    return torch.optim.Adam([g for g in groups if g["params"]], lr=cfg.lr, eps=cfg.eps)
+
+
+class Trainer:
+    """Trains ``run.field`` on ``data``; ``eval_fn(run, step) -> dict`` is called every ``eval_every`` steps."""
+
+    def __init__(self, run: Run, data: PosedImages, eval_fn: Callable[[Run, int], dict] | None = None,
+                 eval_every: int = 0, progress: bool = True):
+        self.run, self.cfg = run, run.train_config
+        self.eval_fn, self.eval_every, self.progress = eval_fn, eval_every, progress
+        self.optimizer = make_optimizer(run.field, self.cfg)
+        images = data.images
+        self.n_images, self.height, self.width = images.shape[0], images.shape[1], images.shape[2]
+        self.pixels = images.reshape(-1, images.shape[-1])  # [N*H*W, C]
+        self.cameras = data.cameras
+        self.generator = torch.Generator().manual_seed(self.cfg.seed)
+        self.step = 0
+        self.elapsed = 0.0
+        self.n_rays = self.cfg.batch_rays
+        self.history: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors, optim_meta = optimizer_state(self.optimizer)
+        tensors["rng/generator"] = self.generator.get_state()
+        tensors["rng/torch"] = torch.get_rng_state()
+        meta = {"elapsed": self.elapsed, "n_rays": self.n_rays, "optimizer": optim_meta}
+        return tensors, meta
+
+    def restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Continue from a checkpoint written by :meth:`save`."""
+        try:
+            load_optimizer_state(self.optimizer, tensors, meta["optimizer"])
+            self.generator.set_state(tensors["rng/generator"])
+            torch.set_rng_state(tensors["rng/torch"])
+            self.step, self.elapsed, self.n_rays = int(meta["step"]), float(meta["elapsed"]), int(meta["n_rays"])
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise OmnifieldError(f"{self.run.path}: checkpoint lacks a usable training state ({exc})") from None
+
+    def save(self) -> None:
+        tensors, meta = self.state()
+        self.run.save(self.step, tensors, meta)
+
+    # ------------------------------------------------------------------- loop
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        n = self.n_rays
+        idx = torch.randint(0, self.pixels.shape[0], (n,), generator=self.generator)
+        per_image = self.height * self.width
+        cam = idx // per_image
+        pix = idx % per_image
+        px = (pix % self.width).float() + torch.rand(n, generator=self.generator)
+        py = (pix // self.width).float() + torch.rand(n, generator=self.generator)
+        origins, dirs = self.cameras.generate_rays(cam, px, py)
+        if self.cfg.random_background:
+            bg = torch.rand(n, 3, generator=self.generator)
+        else:
+            bg = torch.ones(n, 3)
+        target = composite_on(self.pixels[idx], bg)
+        return origins, dirs, bg, target
+
+    def train_step(self, progress_fraction: float) -> dict[str, float]:
+        """One optimisation step; returns loss, PSNR and sample statistics."""
+        run, cfg = self.run, self.cfg
+        run.field.train()
+        run.renderer.update_occupancy(run.field, self.step)
+        factor = lr_factor(progress_fraction, self.step, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr * factor
+        origins, dirs, bg, target = self._batch()
+        out = run.renderer.render_rays(run.field, origins, dirs, bg, stratified=True)
+        loss = torch.nn.functional.mse_loss(out.rgb, target)
+        if not torch.isfinite(loss):
+            raise OmnifieldError(
+                f"training diverged at step {self.step} (loss is {float(loss)}); the last good checkpoint in "
+                f"{run.path} is kept — lower the learning rate (--lr) or enable --grad-clip"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(run.field.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        if cfg.target_samples > 0 and out.n_samples > 0:
+            want = self.n_rays * cfg.target_samples / out.n_samples
+            self.n_rays = int(min(max(0.9 * self.n_rays + 0.1 * want, 256), cfg.max_batch_rays))
+        mse = float(loss.detach())
+        return {
+            "loss": mse,
+            "psnr": -10.0 * math.log10(max(mse, 1e-12)),
+            "rays": origins.shape[0],
+            "samples_per_ray": out.n_samples / max(origins.shape[0], 1),
+            "lr": cfg.lr * factor,
+        }
+
+    def fit(self, log_path: Path | None = None) -> list[dict[str, Any]]:
+        """Train until ``steps`` or the time budget; checkpoints periodically and on Ctrl-C."""
+        cfg = self.cfg
+        budget = cfg.minutes * 60.0
+        last_ckpt = time.perf_counter()
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True)
+        log = open(log_path, "a") if log_path else None
+        rays_seen, t_window = 0, time.perf_counter()
+        try:
+            while self.step < cfg.steps and (budget <= 0 or self.elapsed < budget):
+                t0 = time.perf_counter()
+                progress = max(self.step / cfg.steps, self.elapsed / budget if budget > 0 else 0.0)
+                stats = self.train_step(progress)
+                self.elapsed += time.perf_counter() - t0
+                self.step += 1
+                rays_seen += stats["rays"]
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == 1:
+                    now = time.perf_counter()
+                    stats.update(step=self.step, elapsed=round(self.elapsed, 2),
+                                 rays_per_s=rays_seen / max(now - t_window, 1e-9))
+                    rays_seen, t_window = 0, now
+                    bar.set_postfix(loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.2f}",
+                                    rays_s=f"{stats['rays_per_s']:.0f}", spr=f"{stats['samples_per_ray']:.1f}")
+                    if log:
+                        log.write(json.dumps(stats) + "\n")
+                        log.flush()
+                if self.eval_fn and self.eval_every and self.step % self.eval_every == 0:
+                    record = {"step": self.step, "elapsed": self.elapsed, **self.eval_fn(self.run, self.step)}
+                    self.history.append(record)
+                    bar.write(f"step {self.step} ({self.elapsed:.0f}s): " +
+                              ", ".join(f"{k} {v:.3f}" for k, v in record.items() if isinstance(v, float)))
+                if time.perf_counter() - last_ckpt > cfg.checkpoint_every_s:
+                    self.save()
+                    last_ckpt = time.perf_counter()
+        except KeyboardInterrupt:
+            self.save()
+            bar.write(f"interrupted: checkpoint at step {self.step} saved in {self.run.path}")
+            raise
+        finally:
+            bar.close()
+            if log:
+                log.close()
+        self.save()
+        return self.history

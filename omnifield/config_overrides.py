@@ -1,0 +1,55 @@
+"""``--set a.b.c=value`` overrides of nested config dataclasses, with clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from omnifield.errors import OmnifieldError
+
+
+def _parse_value(text: str, current: Any, where: str) -> Any:
+    if isinstance(current, bool):
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise OmnifieldError(f"{where}: expected true/false, got {text!r}")
+    if isinstance(current, (int, float)) and not isinstance(current, bool):
+        try:
+            return type(current)(float(text)) if isinstance(current, int) and float(text).is_integer() else float(text) \
+                if isinstance(current, float) else int(text)
+        except ValueError:
+            raise OmnifieldError(f"{where}: expected a number, got {text!r}") from None
+    if isinstance(current, (tuple, list)):
+        try:
+            value = json.loads(text if text.startswith("[") else f"[{text}]")
+        except json.JSONDecodeError:
+            raise OmnifieldError(f"{where}: expected a comma-separated list, got {text!r}") from None
+        return type(current)(value)
+    return text
+
+
+def apply_override(cfg: Any, assignment: str, root: str = "config") -> Any:
+    """Return a copy of ``cfg`` with ``"a.b=value"`` applied (dataclass fields, nested)."""
+    if "=" not in assignment:
+        raise OmnifieldError(f"--set {assignment!r}: expected KEY=VALUE")
+    key, text = assignment.split("=", 1)
+    parts = key.strip().split(".")
+
+    def rec(node: Any, i: int, where: str) -> Any:
+        if not dataclasses.is_dataclass(node):
+            raise OmnifieldError(f"--set {key}: {where} is not a config section")
+        names = [f.name for f in dataclasses.fields(node)]
+        name = parts[i]
+        if name not in names:
+            raise OmnifieldError(f"--set {key}: {where} has no option {name!r} (options: {', '.join(names)})")
+        current = getattr(node, name)
+        value = rec(current, i + 1, f"{where}.{name}") if i + 1 < len(parts) else _parse_value(text, current, key)
+        try:
+            return dataclasses.replace(node, **{name: value})
+        except (TypeError, ValueError) as exc:
+            raise OmnifieldError(f"--set {key}: {exc}") from None
+
+    return rec(cfg, 0, root)
