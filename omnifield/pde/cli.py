@@ -49,9 +49,17 @@ def register(subparsers) -> None:
     solve.add_argument("--out", type=Path, default=None, help="output folder (default runs/pde/PROBLEM_SOLVER)")
     solve.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     solve.add_argument("--quiet", action="store_true", help="no progress bar")
-    for add_arguments in registry.solver_argument_hooks().values():
+    hooks = {id(hook): hook for hook in registry.solver_argument_hooks().values()}  # shared hooks add flags once
+    for add_arguments in hooks.values():
         add_arguments(solve)
     solve.set_defaults(func=_solve)
+
+
+def parse_solve_args(argv: list[str]) -> argparse.Namespace:
+    """Parse ``["PROBLEM", "--solver", ...]`` exactly as ``omnifield pde solve`` would."""
+    parser = argparse.ArgumentParser(prog="omnifield")
+    register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["pde", "solve", *argv])
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -1,0 +1,87 @@
+"""Adam (with collocation resampling and exponential learning-rate decay) then L-BFGS, with a progress bar."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from omnifield.pde.solvers.loss import PhysicsLoss
+
+
+@dataclass
+class OptimizeSettings:
+    """Optimiser schedule."""
+
+    adam_steps: int = 2000
+    lbfgs_steps: int = 0
+    lr: float = 1e-3
+    lr_final: float = 1e-4
+    resample_every: int = 100
+    lbfgs_block: int = 50
+    quiet: bool = False
+
+
+def optimize(loss: PhysicsLoss, params: list[torch.nn.Parameter], settings: OptimizeSettings,
+             generator: torch.Generator) -> list[dict]:
+    """Minimise ``loss``; returns the history, one dict per logged step (``step``, ``phase``, loss parts)."""
+    history: list[dict] = []
+    bar = tqdm(total=settings.adam_steps + settings.lbfgs_steps, disable=settings.quiet, desc="pde", leave=False)
+    adam = torch.optim.Adam(params, lr=settings.lr)
+    decay = (settings.lr_final / settings.lr) ** (1.0 / max(settings.adam_steps, 1))
+    batch = loss.sample(generator)
+    for step in range(settings.adam_steps):
+        if step and step % settings.resample_every == 0:
+            batch = loss.sample(generator)
+        adam.zero_grad(set_to_none=True)
+        total, parts = loss(batch)
+        total.backward()
+        adam.step()
+        for group in adam.param_groups:
+            group["lr"] *= decay
+        if loss.causal is not None and loss.last_weights is not None:
+            loss.causal.update(loss.last_weights)
+        if step % 10 == 0 or step == settings.adam_steps - 1:
+            history.append({"step": step, "phase": "adam", **parts})
+            bar.set_postfix(loss=f"{parts['loss']:.2e}")
+        bar.update(1)
+    if settings.lbfgs_steps > 0:
+        _lbfgs(loss, params, settings, loss.sample(generator), history, bar)
+    bar.close()
+    return history
+
+
+def _lbfgs(loss, params, settings, batch, history, bar) -> None:
+    """L-BFGS (strong Wolfe) on a fixed batch, in blocks; a block that turns the loss non-finite is undone."""
+    lbfgs = torch.optim.LBFGS(params, lr=1.0, max_iter=settings.lbfgs_block, history_size=50,
+                              tolerance_grad=1e-10, tolerance_change=1e-14, line_search_fn="strong_wolfe")
+    last: dict = {}
+
+    def closure():
+        lbfgs.zero_grad(set_to_none=True)
+        total, parts = loss(batch)
+        total.backward()
+        last.update(parts)
+        return total
+
+    step0 = settings.adam_steps
+    done = 0
+    while done < settings.lbfgs_steps:
+        saved = [p.detach().clone() for p in params]
+        saved_state = copy.deepcopy(lbfgs.state_dict())
+        lbfgs.param_groups[0]["max_iter"] = min(settings.lbfgs_block, settings.lbfgs_steps - done)
+        lbfgs.step(closure)
+        if not math.isfinite(last.get("loss", math.nan)):
+            with torch.no_grad():
+                for p, s in zip(params, saved):
+                    p.copy_(s)
+            lbfgs.load_state_dict(saved_state)
+            break
+        block = lbfgs.param_groups[0]["max_iter"]
+        done += block
+        history.append({"step": step0 + done, "phase": "lbfgs", **last})
+        bar.set_postfix(loss=f"{last['loss']:.2e}")
+        bar.update(block)

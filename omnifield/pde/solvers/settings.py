@@ -1,0 +1,78 @@
+"""Solver settings: defaults per solver, tuned overrides per (problem, solver), then command-line flags."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, fields, replace
+
+
+@dataclass
+class SolverSettings:
+    """Everything a solve needs besides the problem (sizes chosen for a 2-core CPU)."""
+
+    field: str = "none"
+    width: int = 20
+    depth: int = 4
+    n_harmonics: int = 1
+    lr: float = 1e-3
+    lr_final: float = 1e-4
+    steps: int = 2000
+    lbfgs_steps: int = 500
+    n_interior: int = 2000
+    n_condition: int = 200
+    resample_every: int = 100
+    condition_weight: float = 1.0
+    chunks: int = 32
+    eps: str = "0.01,0.1,1,10,100"
+    experts: int = 4
+    basis: int = 64
+    constraint_points: int = 48
+    n_gaussians: int = 400
+    gaussian_sigma: float = 0.05
+    gaussian_features: int = 4
+    double: bool = False
+
+
+SOLVER_DEFAULTS: dict[str, dict] = {
+    "pinn": {},
+    "hard": {},
+    "causal": {"width": 64, "depth": 4, "n_harmonics": 2, "lbfgs_steps": 0, "steps": 3000, "n_interior": 2048},
+    "moe": {"width": 32, "depth": 3},
+    "pig": {"field": "gaussian_embedding", "width": 16, "depth": 1, "lr": 1e-2, "lr_final": 1e-3, "double": True},
+}
+
+# Sizes that reach the targets on the reference machine (2 CPU cores); flags override them.
+PROBLEM_DEFAULTS: dict[tuple[str, str], dict] = {}
+
+
+def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of the PINN-family solvers (all optional; unset ones keep the tuned defaults)."""
+    g = parser.add_argument_group("PINN / causal / hard / moe / pig options")
+    g.add_argument("--field", choices=("none", "frequency", "hashgrid", "gaussian_embedding"),
+                   help="encoding of the unknown (none = plain tanh MLP on coordinates)")
+    g.add_argument("--width", type=int, help="MLP width")
+    g.add_argument("--depth", type=int, help="MLP hidden layers")
+    g.add_argument("--lr", type=float, help="Adam learning rate (decays exponentially to --lr-final)")
+    g.add_argument("--lr-final", type=float, help="Adam learning rate at the last step")
+    g.add_argument("--lbfgs-steps", type=int, help="L-BFGS iterations after Adam (0: none)")
+    g.add_argument("--n-interior", type=int, help="collocation points per batch")
+    g.add_argument("--n-condition", type=int, help="points per initial/boundary condition per batch")
+    g.add_argument("--resample-every", type=int, help="Adam steps between collocation resamplings")
+    g.add_argument("--condition-weight", type=float, help="weight of the soft initial/boundary losses")
+    g.add_argument("--chunks", type=int, help="causal: number of time chunks")
+    g.add_argument("--eps", type=str, help="causal: comma-separated eps schedule, e.g. 0.01,0.1,1,10,100")
+    g.add_argument("--experts", type=int, help="moe: number of experts (slabs along the first axis)")
+    g.add_argument("--basis", type=int, help="moe: basis functions per expert")
+    g.add_argument("--constraint-points", type=int, help="moe: constraint points per expert and output")
+    g.add_argument("--n-gaussians", type=int, help="pig: number of Gaussians")
+    g.add_argument("--gaussian-sigma", type=float, help="pig: initial Gaussian standard deviation (unit cube)")
+    g.add_argument("--gaussian-features", type=int, help="pig: features per Gaussian")
+    g.add_argument("--double", action=argparse.BooleanOptionalAction, default=None, help="float64 training")
+
+
+def resolve_settings(solver: str, problem: str, args: argparse.Namespace) -> SolverSettings:
+    """Defaults of ``solver``, then the tuned ``(problem, solver)`` overrides, then any flag that was given."""
+    s = replace(SolverSettings(), **SOLVER_DEFAULTS.get(solver, {}))
+    s = replace(s, **PROBLEM_DEFAULTS.get((problem, solver), {}))
+    given = {f.name: getattr(args, f.name) for f in fields(SolverSettings) if getattr(args, f.name, None) is not None}
+    return replace(s, **given)
