@@ -15,6 +15,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 namespace {
@@ -25,12 +26,14 @@ struct Level {
   float res;            // R_l as float (the twin multiplies by R_l in the input dtype)
   int64_t stride;       // R_l + 1
   int64_t offset;       // first row of the level in the flat table
+  int64_t rows;         // rows of the level in the flat table
   uint32_t hash_mask;   // size - 1 for hashed levels
   bool dense;
 };
 
+// Per-level layout; the levels must tile the table's rows exactly, in order.
 std::vector<Level> make_levels(const torch::Tensor& resolutions, const torch::Tensor& offsets,
-                               const torch::Tensor& sizes, const torch::Tensor& dense) {
+                               const torch::Tensor& sizes, const torch::Tensor& dense, int64_t table_rows) {
   const auto res = resolutions.contiguous().to(torch::kInt64);
   const auto off = offsets.contiguous().to(torch::kInt64);
   const auto siz = sizes.contiguous().to(torch::kInt64);
@@ -44,9 +47,13 @@ std::vector<Level> make_levels(const torch::Tensor& resolutions, const torch::Te
     TORCH_CHECK(r >= 1, "hash grid resolution must be >= 1");
     TORCH_CHECK(is_dense || (size > 0 && (size & (size - 1)) == 0),
                 "hashed levels need a power-of-two table size");
-    levels[l] = Level{static_cast<float>(r), r + 1, off.data_ptr<int64_t>()[l],
+    levels[l] = Level{static_cast<float>(r), r + 1, off.data_ptr<int64_t>()[l], size,
                       static_cast<uint32_t>(size - 1), is_dense};
+    const int64_t expected = l == 0 ? 0 : levels[l - 1].offset + levels[l - 1].rows;
+    TORCH_CHECK(levels[l].offset == expected, "hash grid levels must tile the table in order");
   }
+  TORCH_CHECK(n_levels > 0 && levels.back().offset + levels.back().rows == table_rows,
+              "hash grid table has ", table_rows, " rows, the level layout needs a different number");
   return levels;
 }
 
@@ -147,7 +154,8 @@ void forward_impl(const float* __restrict__ x, const float* __restrict__ table, 
 
 // grad_table[row_k] += w_k g and grad_x[p, i] += R_l sum_k <g, table[row_k]> d w_k / d frac_i, with
 // g = grad_out[p, l*F : (l+1)*F] (strides sp, sc). grad_x is accumulated in one [N, D] buffer per
-// thread (gx_parts [threads, N, D]) and summed afterwards.
+// thread (gx_parts [threads, N, D]) and summed afterwards. grad_table arrives uninitialised: the thread
+// owning a level zeroes that level's rows first (no separate pass, and the rows are then in cache).
 template <int D, int F>
 void backward_impl(const float* __restrict__ x, const float* __restrict__ table,
                    const float* __restrict__ grad_out, int64_t sp, int64_t sc, float* __restrict__ grad_table,
@@ -162,6 +170,7 @@ void backward_impl(const float* __restrict__ x, const float* __restrict__ table,
 #pragma omp for schedule(dynamic, 1)
     for (int64_t l = 0; l < n_levels; ++l) {
       const Level& lv = levels[l];
+      if (grad_table) std::memset(grad_table + lv.offset * F, 0, sizeof(float) * lv.rows * F);
       for (int64_t p0 = 0; p0 < n; p0 += kBlock) {
         const int64_t count = locate_block<D, F, 1>(x, p0, n, lv, prefetched, cs);
         for (int64_t b = 0; b < count; ++b) {
@@ -230,7 +239,7 @@ torch::Tensor forward(torch::Tensor x, torch::Tensor table, torch::Tensor resolu
   check_inputs(x, table);
   x = x.contiguous();
   table = table.contiguous();
-  const auto levels = make_levels(resolutions, offsets, sizes, dense);
+  const auto levels = make_levels(resolutions, offsets, sizes, dense, table.size(0));
   const int64_t n = x.size(0), f = table.size(1);
   auto out = torch::empty({static_cast<int64_t>(levels.size()) * f, n}, x.options());
   dispatch(x.size(1), f, [&](auto dc, auto fc) {
@@ -248,13 +257,13 @@ std::vector<torch::Tensor> backward(torch::Tensor grad_out, torch::Tensor x, tor
   x = x.contiguous();
   table = table.contiguous();
   grad_out = grad_out.to(torch::kFloat32);
-  const auto levels = make_levels(resolutions, offsets, sizes, dense);
+  const auto levels = make_levels(resolutions, offsets, sizes, dense, table.size(0));
   const int64_t n = x.size(0), d = x.size(1), f = table.size(1);
   TORCH_CHECK(grad_out.dim() == 2 && grad_out.size(0) == n &&
                   grad_out.size(1) == static_cast<int64_t>(levels.size()) * f,
               "hashgrid backward: grad_out has the wrong shape");
   torch::Tensor grad_x, grad_table, gx_parts;
-  if (need_table) grad_table = torch::zeros_like(table);
+  if (need_table) grad_table = torch::empty_like(table);
   if (need_x) gx_parts = torch::zeros({omp_get_max_threads(), n, d}, x.options());
   dispatch(d, f, [&](auto dc, auto fc) {
     backward_impl<decltype(dc)::value, decltype(fc)::value>(
