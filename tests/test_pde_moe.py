@@ -5,7 +5,7 @@ import torch
 
 from omnifield.errors import OmnifieldError
 from omnifield.pde.field import PDEField, UnknownConfig
-from omnifield.pde.problems import Burgers, Kovasznay
+from omnifield.pde.problems import Burgers, Heat2D, Kovasznay
 from omnifield.pde.solvers.moe import MixtureOfExpertsConstraint
 
 
@@ -16,7 +16,7 @@ def _moe(problem, n_basis=32, n_experts=3, n_points=8):
     return MixtureOfExpertsConstraint(problem, basis, n_basis, n_experts, n_points, g).double()
 
 
-@pytest.mark.parametrize("problem_cls", [Burgers, Kovasznay])
+@pytest.mark.parametrize("problem_cls", [Burgers, Heat2D])
 def test_constraints_hold_to_machine_precision_per_expert(problem_cls):
     moe = _moe(problem_cls())
     with torch.no_grad():
@@ -45,3 +45,9 @@ def test_solution_is_differentiable_in_basis_and_w0():
 def test_more_constraint_points_than_basis_is_rejected():
     with pytest.raises(OmnifieldError, match="constraint-points"):
         _moe(Burgers(), n_basis=8, n_points=9)
+
+
+def test_components_with_their_own_conditions_get_their_own_points():
+    moe = _moe(Kovasznay())  # u, v on every wall; p on the outlet x = 1 only (the last slab)
+    assert [moe.points[e][2].shape[0] for e in range(3)] == [0, 0, 8]
+    assert all(moe.points[e][0].shape[0] == 8 for e in range(3))
