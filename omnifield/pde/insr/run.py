@@ -1,0 +1,158 @@
+"""``omnifield pde solve PROBLEM --solver insr``: step a problem, compare with its references, write pictures.
+
+Outputs in the run folder: ``state.safetensors``/``state.json`` (saved after
+every step; ``--insr-resume`` continues from it), ``animation.gif``,
+``error_over_time.png``, ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from omnifield.errors import OmnifieldError
+from omnifield.fields.siren import SirenConfig
+from omnifield.pde import registry
+from omnifield.pde.insr.advection import AdvectionProblem
+from omnifield.pde.insr.compare import Comparison, compare, relative_l2
+from omnifield.pde.insr.plots import write_animation, write_error_plot
+from omnifield.pde.insr.problem import InsrProblem
+from omnifield.pde.insr.stepper import InsrStepper, StepperConfig
+from omnifield.pde.insr.taylor_green import TaylorGreenProblem
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """INSR options of ``omnifield pde solve`` (``--steps`` is the per-step iteration cap)."""
+    g = parser.add_argument_group("INSR (--solver insr)")
+    g.add_argument("--insr-time-steps", type=int, default=None, help="number of time steps (problem default)")
+    g.add_argument("--insr-dt", type=float, default=None, help="time step (problem default)")
+    g.add_argument("--insr-rule", default=None, help="midpoint or implicit_euler (default: midpoint where supported)")
+    g.add_argument("--insr-width", type=int, default=None, help="SIREN width (problem default)")
+    g.add_argument("--insr-layers", type=int, default=None, help="SIREN hidden layers (problem default)")
+    g.add_argument("--insr-lr", type=float, default=None, help="Adam learning rate (problem default)")
+    g.add_argument("--insr-samples", type=int, default=None, help="points sampled per iteration")
+    g.add_argument("--insr-init-iters", type=int, default=None, help="iteration cap of the initial-condition fit")
+    g.add_argument("--insr-cold-start", action="store_true", help="re-draw the weights every step (no warm start)")
+    g.add_argument("--insr-resume", type=Path, default=None, help="continue from a saved state.json")
+    g.add_argument("--insr-animation", default="gif", choices=("gif", "mp4"), help="animation format")
+
+
+def solver_settings(problem: InsrProblem) -> tuple[StepperConfig, SirenConfig]:
+    """CPU-sized defaults per problem (the paper trains bigger networks for more iterations on a GPU)."""
+    if isinstance(problem, AdvectionProblem):
+        return StepperConfig(rule="midpoint", lr=3e-4, max_iters=400), SirenConfig(width=32, n_hidden_layers=2)
+    if isinstance(problem, TaylorGreenProblem):
+        return StepperConfig(rule="midpoint", lr=3e-4, max_iters=200), SirenConfig(width=32, n_hidden_layers=2)
+    return StepperConfig(rule="implicit_euler", lr=1e-3, max_iters=400, lr_drops=2, init_iters=300), SirenConfig(
+        width=32, n_hidden_layers=3
+    )
+
+
+def _configure(problem: InsrProblem, args: argparse.Namespace) -> tuple[StepperConfig, SirenConfig]:
+    cfg, decoder = solver_settings(problem)
+    if args.insr_dt is not None:
+        if args.insr_dt <= 0:
+            raise OmnifieldError(f"--insr-dt must be > 0, got {args.insr_dt}")
+        problem.dt = args.insr_dt
+    if args.insr_time_steps is not None:
+        if args.insr_time_steps < 1:
+            raise OmnifieldError(f"--insr-time-steps must be >= 1, got {args.insr_time_steps}")
+        problem.n_steps = args.insr_time_steps
+    for option, value in (("--steps", args.steps), ("--insr-samples", args.insr_samples), ("--insr-width", args.insr_width), ("--insr-layers", args.insr_layers), ("--insr-init-iters", args.insr_init_iters)):
+        if value is not None and value < 1:
+            raise OmnifieldError(f"{option} must be >= 1, got {value}")
+    cfg.rule = args.insr_rule or cfg.rule
+    cfg.max_iters = args.steps or cfg.max_iters
+    cfg.n_samples = args.insr_samples or cfg.n_samples
+    cfg.init_iters = args.insr_init_iters or cfg.init_iters
+    cfg.lr = args.insr_lr or cfg.lr
+    cfg.seed = args.seed
+    cfg.warm_start = not args.insr_cold_start
+    decoder.width = args.insr_width or decoder.width
+    decoder.n_hidden_layers = args.insr_layers or decoder.n_hidden_layers
+    return cfg, decoder
+
+
+def simulate(
+    stepper: InsrStepper,
+    comparison: Comparison,
+    n_steps: int,
+    progress: bool = True,
+    checkpoint: Path | None = None,
+) -> dict:
+    """Run the stepper to step ``n_steps``; ``{"frames": [n_steps + 1, M, C], "wall_s", "iters"}``.
+
+    A resumed run has frames from the step it resumed at onwards.
+    """
+    frames: dict[int, np.ndarray] = {}
+
+    def grab(s: InsrStepper, record: dict | None = None) -> None:
+        with torch.no_grad():
+            frames[s.step_index] = s.problem.solution(s.fields, comparison.points).numpy()
+        if checkpoint is not None:
+            s.save(checkpoint)
+
+    start = time.perf_counter()
+    if not stepper.initialised:
+        stepper.initialise()
+    grab(stepper)
+    stepper.run(max(0, n_steps - stepper.step_index), progress=progress, on_step=grab)
+    wall = sum(r["wall_s"] for r in stepper.log) if stepper.log else time.perf_counter() - start
+    iters = [sum(s["iters"] for s in r["stages"].values()) for r in stepper.log[1:]]
+    return {"frames": frames, "wall_s": wall, "iters": iters}
+
+
+def run(problem_name: str, args: argparse.Namespace, out_dir: Path) -> dict:
+    """The ``insr`` solver of ``omnifield pde solve``."""
+    if args.insr_resume is not None:
+        stepper = InsrStepper.load(args.insr_resume)
+        problem = stepper.problem
+        if type(problem) is not type(registry.get_problem(problem_name)):
+            raise OmnifieldError(f"{args.insr_resume}: the saved state is not a {problem_name!r} run")
+        if args.insr_time_steps is not None:
+            problem.n_steps = args.insr_time_steps
+    else:
+        problem = registry.get_problem(problem_name)
+        if not isinstance(problem, InsrProblem):
+            raise OmnifieldError(f"problem {problem_name!r} is not time-stepped; --solver insr solves: {', '.join(INSR_PROBLEMS)}")
+        cfg, decoder = _configure(problem, args)
+        stepper = InsrStepper(problem, cfg, decoder)
+    torch.manual_seed(stepper.cfg.seed)
+    n_steps = problem.n_steps
+    floats = stepper.state_bytes() // 4
+    comparison = compare(problem, floats, n_steps)
+    result = simulate(stepper, comparison, n_steps, progress=not args.quiet, checkpoint=out_dir / "state.json")
+    steps = sorted(result["frames"])
+    times = problem.dt * np.array(steps, dtype=np.float64)
+    truth = comparison.solutions[comparison.truth]
+    errors = {"insr": np.array([relative_l2(result["frames"][s], truth[s]) for s in steps])}
+    for name, sol in comparison.solutions.items():
+        if name != comparison.truth:
+            errors[name] = np.array([relative_l2(sol[s], truth[s]) for s in steps])
+    frames = {"insr": np.stack([result["frames"][s] for s in steps])}
+    frames.update({name: sol[steps] for name, sol in comparison.solutions.items()})
+    anim = out_dir / f"animation.{args.insr_animation}"
+    write_animation(anim, comparison.points.numpy(), frames, times)
+    write_error_plot(out_dir / "error_over_time.png", times, errors, f"relative L2 error vs {comparison.truth}")
+    metrics = {
+        "rel_l2": float(errors["insr"][-1]),
+        "time": float(times[-1]),
+        "state_bytes": stepper.state_bytes(),
+        "wall_s": result["wall_s"],
+        "mean_iters_per_step": float(np.mean(result["iters"])) if result["iters"] else 0.0,
+        **{f"rel_l2_{name}": float(err[-1]) for name, err in errors.items() if name != "insr"},
+        **{f"state_bytes_{name}": b for name, b in comparison.state_bytes.items()},
+    }
+    tmp = out_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps({**metrics, "errors": {k: v.tolist() for k, v in errors.items()}, "times": times.tolist()}, indent=1))
+    os.replace(tmp, out_dir / "metrics.json")
+    return metrics
+
+
+INSR_PROBLEMS = ("advection", "taylor_green", "elasticity")
