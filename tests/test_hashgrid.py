@@ -171,22 +171,48 @@ def test_module_batch_shapes_use_native_and_match_twin(monkeypatch):
     torch.testing.assert_close(native, twin, rtol=1e-5, atol=1e-6)
 
 
-def test_native_double_backward_matches_twin():
-    """Eikonal-style loss: gradient of |d enc / dx|^2 wrt the table and x (create_graph path)."""
-    grid = _grid(3, SMALL)
+def _encoders(grid):
+    return (lambda x: _native(x, grid.table, grid), lambda x: _hash_encode(x, grid.table, *_layout(grid)))
+
+
+def _assert_close_scaled(a, b):
+    scale = b.abs().max().clamp_min(1.0)
+    torch.testing.assert_close(a / scale, b / scale, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_native_double_backward_matches_twin(d):
+    """Eikonal-style loss on d enc / dx: its gradient wrt the table and x (native second-order terms)."""
+    grid = _grid(d, SMALL)
     torch.manual_seed(3)
-    x = torch.rand(200, 3)
+    x = torch.rand(200, d)
     weights = torch.randn(SMALL.n_levels * 2)
     results = []
-    for encode in (lambda x: _native(x, grid.table, grid), lambda x: _hash_encode(x, grid.table, *_layout(grid))):
+    for encode in _encoders(grid):
         xi = x.clone().requires_grad_(True)
         y = (encode(xi) * weights).sum()
         (gx,) = torch.autograd.grad(y, xi, create_graph=True)
-        loss = (gx**2).sum()
+        loss = (gx**2).sum() + (gx[:, 0] * xi[:, 1]).sum()
         results.append(torch.autograd.grad(loss, [grid.table, xi]))
     for a, b in zip(*results):
-        scale = b.abs().max().clamp_min(1.0)
-        torch.testing.assert_close(a / scale, b / scale, rtol=1e-4, atol=1e-5)
+        _assert_close_scaled(a, b)
+
+
+def test_native_double_backward_through_table_gradient():
+    """A penalty on d enc / d table (weighted by upstream u) differentiated wrt x and u."""
+    grid = _grid(3, SMALL)
+    torch.manual_seed(4)
+    x = torch.rand(150, 3)
+    u = torch.randn(150, SMALL.n_levels * 2)
+    r = torch.randn_like(grid.table)
+    results = []
+    for encode in _encoders(grid):
+        xi, ui = x.clone().requires_grad_(True), u.clone().requires_grad_(True)
+        gx, gt = torch.autograd.grad(encode(xi), [xi, grid.table], ui, create_graph=True)
+        loss = (gt * r).sum() + (gx**2).sum()
+        results.append(torch.autograd.grad(loss, [xi, ui, grid.table]))
+    for a, b in zip(*results):
+        _assert_close_scaled(a, b)
 
 
 def test_public_op_falls_back_for_float64():

@@ -1,15 +1,16 @@
 """Bridge from :func:`hash_encode` to the native CPU kernel (``omnifield/native/hashgrid.cpp``).
 
-The kernel computes the forward pass and the first-order gradients wrt the table and ``x``.
-Second derivatives (``create_graph=True``, e.g. eikonal terms or PDE residuals that differentiate
-the gradient wrt ``x`` again) are not native: when autograd asks for a differentiable backward,
-the backward recomputes the encoding with the torch twin :func:`_hash_encode` and differentiates
-that (identical values, twice differentiable). Plain training keeps the native forward and backward.
+The kernel computes the forward pass, the gradients wrt the table and ``x``, and the second-order
+terms of those gradients, so losses on ``d enc / dx`` (SDF eikonal terms, PDE residuals) and
+gradient penalties on the table train natively. The first backward is an autograd function of its
+own (:class:`_NativeHashEncodeBackward`) whose backward is native and once-differentiable: third
+derivatives raise (the torch twin :func:`_hash_encode` supports them).
 """
 
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from omnifield.backend import native_kernels
 
@@ -18,7 +19,7 @@ _SUPPORTED_FEATURES = (1, 2, 4, 8)
 
 
 class _NativeHashEncode(torch.autograd.Function):
-    """Native forward/backward; differentiable backward through the twin when ``create_graph``."""
+    """``x [N, D], table [T, F] -> [N, L*F]``; backward through :class:`_NativeHashEncodeBackward`."""
 
     @staticmethod
     def forward(ctx, kernels, x, table, resolutions, offsets, sizes, dense):
@@ -28,27 +29,42 @@ class _NativeHashEncode(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, table, resolutions, offsets, sizes, dense = ctx.saved_tensors
+        x, table, *layout = ctx.saved_tensors
         need_x, need_table = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
-        if torch.is_grad_enabled():
-            grad_x, grad_table = _differentiable_backward(
-                grad_out, x, table, resolutions, offsets, sizes, dense, need_x, need_table
-            )
-        else:
-            grad_x, grad_table = ctx.kernels.backward(
-                grad_out, x, table, resolutions, offsets, sizes, dense, need_x, need_table
-            )
+        grad_x, grad_table = _NativeHashEncodeBackward.apply(
+            ctx.kernels, grad_out, x, table, *layout, need_x, need_table
+        )
         return None, grad_x, grad_table, None, None, None, None
 
 
-def _differentiable_backward(grad_out, x, table, resolutions, offsets, sizes, dense, need_x, need_table):
-    """Vector-Jacobian product through the torch twin, kept in the graph for double backward."""
-    from omnifield.fields.hashgrid import _hash_encode
+class _NativeHashEncodeBackward(torch.autograd.Function):
+    """``(grad_out, x, table) -> (grad_x or None, grad_table or None)``, differentiable once more."""
 
-    inputs = [t for t, needed in ((x, need_x), (table, need_table)) if needed]
-    out = _hash_encode(x, table, resolutions, offsets, sizes, dense)
-    grads = iter(torch.autograd.grad(out, inputs, grad_out, create_graph=True, allow_unused=True))
-    return (next(grads) if need_x else None), (next(grads) if need_table else None)
+    @staticmethod
+    def forward(ctx, kernels, grad_out, x, table, resolutions, offsets, sizes, dense, need_x, need_table):
+        ctx.kernels = kernels
+        ctx.save_for_backward(grad_out, x, table, resolutions, offsets, sizes, dense)
+        grad_x, grad_table = kernels.backward(grad_out, x, table, resolutions, offsets, sizes, dense, need_x, need_table)
+        return grad_x, grad_table
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gg_x, gg_table):
+        grad_out, x, table, *layout = ctx.saved_tensors
+        need_g, need_x, need_table = ctx.needs_input_grad[1:4]
+        d_grad_out = d_x = d_table = None
+        if gg_x is not None:  # grad_x = sum_l R_l sum_k <g, table[row_k]> dw_k/dfrac
+            d_grad_out, d_x, d_table = ctx.kernels.double_backward(
+                gg_x, grad_out, x, table, *layout, need_g, need_x, need_table
+            )
+        if gg_table is not None:  # grad_table = scatter of w_k g: its adjoint is the forward pass on gg_table
+            if need_g:
+                from_table = ctx.kernels.forward(x, gg_table, *layout)
+                d_grad_out = from_table if d_grad_out is None else d_grad_out + from_table
+            if need_x:
+                (from_table,) = ctx.kernels.backward(grad_out, x, gg_table, *layout, True, False)[:1]
+                d_x = from_table if d_x is None else d_x + from_table
+        return None, d_grad_out, d_x, d_table, None, None, None, None, None, None
 
 
 def try_hash_encode(

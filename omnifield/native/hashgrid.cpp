@@ -1,4 +1,5 @@
-// Multi-resolution hash encoding on the CPU (OpenMP): forward, grad wrt the table, grad wrt x.
+// Multi-resolution hash encoding on the CPU (OpenMP): forward, grad wrt the table and x, and the
+// second-order terms of the x gradient (for eikonal / PDE losses that differentiate it again).
 //
 // Semantics are those of the torch twin `_hash_encode` (omnifield/fields/hashgrid.py): level l has
 // resolution R_l, cell = clamp(floor(x * R_l), 0, R_l - 1), frac = x * R_l - cell (float32, as the
@@ -112,6 +113,25 @@ inline void weight_grads(const Corners<D>& cs, float (&dw)[Corners<D>::C][D]) {
   }
 }
 
+// d^2 w_k / d frac_i d frac_j (zero for i == j: the weights are linear in each frac_i).
+template <int D>
+inline void weight_hessians(const Corners<D>& cs, float (&hw)[Corners<D>::C][D][D]) {
+  for (int k = 0; k < Corners<D>::C; ++k) {
+    for (int i = 0; i < D; ++i) {
+      for (int j = 0; j < D; ++j) {
+        float h = 0.0f;
+        if (i != j) {
+          h = (((k >> i) & 1) ? 1.0f : -1.0f) * (((k >> j) & 1) ? 1.0f : -1.0f);
+          for (int m = 0; m < D; ++m) {
+            if (m != i && m != j) h *= ((k >> m) & 1) ? cs.frac[m] : 1.0f - cs.frac[m];
+          }
+        }
+        hw[k][i][j] = h;
+      }
+    }
+  }
+}
+
 // Loops run level-major: each thread takes whole levels, so the working set is one level's slice of
 // the table (it stays in cache) and the table gradient has a single writer per row. Points go in
 // blocks: all corners of a block are located and prefetched before any is read, which overlaps the
@@ -205,6 +225,70 @@ void backward_impl(const float* __restrict__ x, const float* __restrict__ table,
   }
 }
 
+// Second-order terms driven by ggx, the gradient wrt the grad_x output of `backward`:
+//   grad_g[p, l*F + f] = R_l sum_k table[row_k, f] a_k,  a_k = sum_i ggx[p, i] d w_k / d frac_i
+//   grad_table[row_k, f] += R_l a_k g[p, l*F + f]
+//   grad_x[p, j] += R_l^2 sum_k <g, table[row_k]> sum_i ggx[p, i] d^2 w_k / d frac_i d frac_j
+template <int D, int F>
+void double_backward_impl(const float* __restrict__ x, const float* __restrict__ table,
+                          const float* __restrict__ grad_out, int64_t sp, int64_t sc,
+                          const float* __restrict__ ggx, float* __restrict__ grad_g,
+                          float* __restrict__ grad_table, float* __restrict__ gx_parts, int64_t n,
+                          const std::vector<Level>& levels) {
+  const int64_t n_levels = static_cast<int64_t>(levels.size());
+#pragma omp parallel
+  {
+    float* gx = gx_parts ? gx_parts + static_cast<int64_t>(omp_get_thread_num()) * n * D : nullptr;
+    Corners<D> cs[kBlock];
+    float dw[Corners<D>::C][D];
+    float hw[Corners<D>::C][D][D];
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t l = 0; l < n_levels; ++l) {
+      const Level& lv = levels[l];
+      if (grad_table) std::memset(grad_table + lv.offset * F, 0, sizeof(float) * lv.rows * F);
+      for (int64_t p0 = 0; p0 < n; p0 += kBlock) {
+        const int64_t count = locate_block<D, F, 0>(x, p0, n, lv, table, cs);
+        for (int64_t b = 0; b < count; ++b) {
+          const int64_t p = p0 + b;
+          const float* gg = ggx + p * D;
+          float g[F];
+          for (int f = 0; f < F; ++f) g[f] = grad_out[p * sp + (l * F + f) * sc];
+          weight_grads<D>(cs[b], dw);
+          float acc_g[F] = {};
+          float gl[D] = {};
+          if (gx) weight_hessians<D>(cs[b], hw);
+          for (int k = 0; k < Corners<D>::C; ++k) {
+            const float* feat = table + cs[b].row[k] * F;
+            float a = 0.0f;
+            for (int i = 0; i < D; ++i) a += gg[i] * dw[k][i];
+            a *= lv.res;
+            for (int f = 0; f < F; ++f) acc_g[f] += a * feat[f];
+            if (grad_table) {
+              float* dst = grad_table + cs[b].row[k] * F;
+              for (int f = 0; f < F; ++f) dst[f] += a * g[f];
+            }
+            if (gx) {
+              float s = 0.0f;
+              for (int f = 0; f < F; ++f) s += g[f] * feat[f];
+              for (int j = 0; j < D; ++j) {
+                float h = 0.0f;
+                for (int i = 0; i < D; ++i) h += gg[i] * hw[k][i][j];
+                gl[j] += s * h;
+              }
+            }
+          }
+          if (grad_g) {
+            for (int f = 0; f < F; ++f) grad_g[p * n_levels * F + l * F + f] = acc_g[f];
+          }
+          if (gx) {
+            for (int j = 0; j < D; ++j) gx[p * D + j] += lv.res * lv.res * gl[j];
+          }
+        }
+      }
+    }
+  }
+}
+
 void check_inputs(const torch::Tensor& x, const torch::Tensor& table) {
   TORCH_CHECK(x.device().is_cpu() && table.device().is_cpu(), "hashgrid kernel needs CPU tensors");
   TORCH_CHECK(x.scalar_type() == torch::kFloat32 && table.scalar_type() == torch::kFloat32,
@@ -275,10 +359,42 @@ std::vector<torch::Tensor> backward(torch::Tensor grad_out, torch::Tensor x, tor
   return {grad_x, grad_table};
 }
 
+// Returns (grad wrt grad_out, grad wrt x, grad wrt table) of <ggx, grad_x(grad_out, x, table)>.
+std::vector<torch::Tensor> double_backward(torch::Tensor ggx, torch::Tensor grad_out, torch::Tensor x,
+                                           torch::Tensor table, torch::Tensor resolutions, torch::Tensor offsets,
+                                           torch::Tensor sizes, torch::Tensor dense, bool need_g, bool need_x,
+                                           bool need_table) {
+  check_inputs(x, table);
+  x = x.contiguous();
+  table = table.contiguous();
+  ggx = ggx.to(torch::kFloat32).contiguous();
+  grad_out = grad_out.to(torch::kFloat32);
+  const auto levels = make_levels(resolutions, offsets, sizes, dense, table.size(0));
+  const int64_t n = x.size(0), d = x.size(1), f = table.size(1);
+  TORCH_CHECK(ggx.sizes() == x.sizes(), "hashgrid double backward: ggx must be shaped like x");
+  TORCH_CHECK(grad_out.dim() == 2 && grad_out.size(0) == n &&
+                  grad_out.size(1) == static_cast<int64_t>(levels.size()) * f,
+              "hashgrid double backward: grad_out has the wrong shape");
+  torch::Tensor grad_g, grad_x, grad_table, gx_parts;
+  if (need_g) grad_g = torch::empty({n, static_cast<int64_t>(levels.size()) * f}, x.options());
+  if (need_table) grad_table = torch::empty_like(table);
+  if (need_x) gx_parts = torch::zeros({omp_get_max_threads(), n, d}, x.options());
+  dispatch(d, f, [&](auto dc, auto fc) {
+    double_backward_impl<decltype(dc)::value, decltype(fc)::value>(
+        x.data_ptr<float>(), table.data_ptr<float>(), grad_out.data_ptr<float>(), grad_out.stride(0),
+        grad_out.stride(1), ggx.data_ptr<float>(), need_g ? grad_g.data_ptr<float>() : nullptr,
+        need_table ? grad_table.data_ptr<float>() : nullptr, need_x ? gx_parts.data_ptr<float>() : nullptr, n,
+        levels);
+  });
+  if (need_x) grad_x = gx_parts.sum(0);
+  return {grad_g, grad_x, grad_table};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "Multi-resolution hash encoding (CPU, OpenMP)";
   m.def("forward", &forward, "x [N, D], table [T, F] -> [N, L*F]");
   m.def("backward", &backward, "grad wrt x and table");
+  m.def("double_backward", &double_backward, "second-order terms of the x gradient");
 }
