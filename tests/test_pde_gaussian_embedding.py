@@ -7,9 +7,10 @@ from omnifield.config import config_from_dict, config_to_dict
 from omnifield.fields import GaussianEmbedding, GaussianEmbeddingConfig
 
 
-def _embedding(covariance):
+def _embedding(covariance, n_neighbors=0):
     torch.manual_seed(0)
-    e = GaussianEmbedding(2, GaussianEmbeddingConfig(n_gaussians=6, n_features=3, init_sigma=0.3, covariance=covariance))
+    cfg = GaussianEmbeddingConfig(n_gaussians=6, n_features=3, init_sigma=0.3, covariance=covariance, n_neighbors=n_neighbors)
+    e = GaussianEmbedding(2, cfg)
     e = e.double()
     with torch.no_grad():
         e.means.uniform_()
@@ -34,8 +35,18 @@ def test_matches_plain_sum_of_gaussians(covariance):
 
 
 @pytest.mark.parametrize("covariance", ["diagonal", "full"])
-def test_gradcheck_and_gradgradcheck_float64(covariance):
-    e = _embedding(covariance)
+def test_nearest_gaussians_equal_the_dense_sum_of_those_gaussians(covariance):
+    dense, nearest = _embedding(covariance), _embedding(covariance, n_neighbors=2)
+    x = torch.rand(9, 2, dtype=torch.float64)
+    w = dense.weights(x)
+    top = torch.topk(w, 2, dim=1).indices
+    kept = torch.zeros_like(w).scatter(1, top, w.gather(1, top))
+    torch.testing.assert_close(nearest(x), kept @ dense.features.detach())
+
+
+@pytest.mark.parametrize("covariance, n_neighbors", [("diagonal", 0), ("full", 0), ("diagonal", 3), ("full", 3)])
+def test_gradcheck_and_gradgradcheck_float64(covariance, n_neighbors):
+    e = _embedding(covariance, n_neighbors)
     x = torch.rand(4, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(e, (x,))
     assert torch.autograd.gradgradcheck(e, (x,))

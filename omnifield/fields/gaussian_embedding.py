@@ -5,7 +5,10 @@ means ``mu [G, D]``, features ``f [G, F]`` and precision factors ``A_i`` with
 ``Sigma_i^{-1} = A_i^T A_i`` (``A_i`` lower-triangular with a positive
 diagonal ``exp(log_precision)``; ``covariance="diagonal"`` keeps only the diagonal).
 Smooth in ``x`` to every order, so PDE residuals may take second derivatives.
-All ``G`` Gaussians are evaluated densely: memory ``O(N G D)`` per call.
+By default all ``G`` Gaussians are evaluated densely (``O(N G)`` per call); with ``n_neighbors = K``
+each point sums only the ``K`` Gaussians with the smallest Mahalanobis distance (chosen without
+gradient; the sum and its derivatives are exact over those ``K``), which makes the double-backward
+of PDE residuals ``O(N K)``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class GaussianEmbeddingConfig:
     init_sigma: float = 0.05
     init_feature_std: float = 0.1
     covariance: str = "diagonal"  # or "full"
+    n_neighbors: int = 0  # > 0: each point sums only its n_neighbors nearest Gaussians (Mahalanobis)
 
     def build(self, n_input_dims: int) -> "GaussianEmbedding":
         return GaussianEmbedding(n_input_dims, self)
@@ -55,6 +59,8 @@ class GaussianEmbedding(Encoding):
             raise ValueError("gaussian_embedding needs n_gaussians >= 1 and n_features >= 1")
         if self.cfg.init_sigma <= 0:
             raise ValueError("gaussian_embedding init_sigma must be > 0")
+        if self.cfg.n_neighbors < 0:
+            raise ValueError("gaussian_embedding n_neighbors must be >= 0 (0 = all Gaussians)")
         if self.cfg.covariance not in ("diagonal", "full"):
             raise ValueError(f"gaussian_embedding covariance must be 'diagonal' or 'full', got {self.cfg.covariance!r}")
         g, d = self.cfg.n_gaussians, n_input_dims
@@ -75,13 +81,34 @@ class GaussianEmbedding(Encoding):
         return a
 
     def weights(self, x: torch.Tensor) -> torch.Tensor:  # [N, D] -> [N, G]
-        """Unnormalised Gaussian values ``exp(-1/2 |A_i (x - mu_i)|^2)``."""
-        diff = x[:, None, :] - self.means.to(x.dtype)[None]  # [N, G, D]
+        """Unnormalised Gaussian values ``exp(-1/2 |A_i (x - mu_i)|^2)``.
+
+        The quadratic form is expanded, ``x^T P x - 2 x^T P mu + mu^T P mu`` with ``P = A^T A``, so that
+        it is a few ``[N, *] @ [*, G]`` matrix products instead of an ``[N, G, D]`` tensor (much
+        cheaper under double backward).
+        """
+        mu = self.means.to(x.dtype)  # [G, D]
         if self.cfg.covariance == "diagonal":
-            z = diff * torch.exp(self.log_precision.to(x.dtype))[None]
+            p = torch.exp(2.0 * self.log_precision.to(x.dtype))  # [G, D] diagonal of P
+            q = (x * x) @ p.T - 2.0 * x @ (p * mu).T + (p * mu * mu).sum(-1)
         else:
-            z = torch.einsum("gij,ngj->ngi", self.precision_factor().to(x.dtype), diff)
-        return torch.exp(-0.5 * (z * z).sum(-1))
+            a = self.precision_factor().to(x.dtype)
+            prec = a.transpose(1, 2) @ a  # [G, D, D]
+            p_mu = (prec @ mu[:, :, None])[:, :, 0]  # [G, D]
+            outer = (x[:, :, None] * x[:, None, :]).flatten(1)  # [N, D*D]
+            q = outer @ prec.flatten(1).T - 2.0 * x @ p_mu.T + (p_mu * mu).sum(-1)
+        return torch.exp(-0.5 * q)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.weights(x) @ self.features.to(x.dtype)
+        k = self.cfg.n_neighbors
+        if k == 0 or k >= self.cfg.n_gaussians:
+            return self.weights(x) @ self.features.to(x.dtype)
+        with torch.no_grad():
+            nearest = torch.topk(self.weights(x), k, dim=1).indices  # [N, K]
+        diff = x[:, None, :] - self.means.to(x.dtype)[nearest]  # [N, K, D]
+        if self.cfg.covariance == "diagonal":
+            z = diff * torch.exp(self.log_precision.to(x.dtype))[nearest]
+        else:
+            z = (self.precision_factor().to(x.dtype)[nearest] @ diff[..., None])[..., 0]
+        w = torch.exp(-0.5 * (z * z).sum(-1))  # [N, K]
+        return (w[..., None] * self.features.to(x.dtype)[nearest]).sum(1)

@@ -65,10 +65,10 @@ class PhysicsLoss:
             parts["eps"] = self.causal.eps
         else:
             total = res_sq.mean()
-        parts["residual"] = float(res_sq.mean())
+        parts["residual"] = float(res_sq.detach().mean())
         for cond in self.soft_conditions:
             term = cond.residual(self.solution, batch[cond.name]).pow(2).sum(-1).mean()
-            parts[cond.name] = float(term)
+            parts[cond.name] = float(term.detach())
             total = total + self.condition_weight * term
-        parts["loss"] = float(total)
+        parts["loss"] = float(total.detach())
         return total, parts

@@ -39,7 +39,7 @@ def _field(problem: Problem, s: SolverSettings, n_outputs: int) -> PDEField:
     enc_cfg = None
     if s.field == "gaussian_embedding":
         enc_cfg = GaussianEmbeddingConfig(n_gaussians=s.n_gaussians, n_features=s.gaussian_features,
-                                          init_sigma=s.gaussian_sigma)
+                                          init_sigma=s.gaussian_sigma, n_neighbors=s.gaussian_neighbors)
     cfg = UnknownConfig(encoding=s.field, encoding_config=enc_cfg, width=s.width, n_hidden_layers=s.depth,
                         n_harmonics=s.n_harmonics)
     return PDEField(problem.lo, problem.hi, n_outputs, cfg, problem.periodic_axes)
