@@ -119,3 +119,31 @@ def test_write_and_stack_scene_grids(tmp_path):
         list_grids(tmp_path / "empty")
     with pytest.raises(OmnifieldError, match="does not exist"):
         list_grids(tmp_path / "missing")
+
+
+def test_grid_from_a_trained_run_uses_its_field_box_and_cameras(tmp_path, capsys):
+    from omnifield.apps.mae.from_run import grid_from_run, training_camera_centres
+    from omnifield.apps.mae.raycast import write_blender_scene
+    from omnifield.apps.recon.config import TrainConfig
+    from omnifield.apps.recon.run import Run
+    from omnifield.cli import main
+    from omnifield.fields.frequency import FrequencyConfig
+    from omnifield.fields.mlp import MLPConfig
+    from omnifield.fields.radiance import RadianceFieldConfig
+    from omnifield.renderers.volume import VolumeRendererConfig
+
+    write_blender_scene(generate_scene(1), tmp_path / "scene", n_train=4, n_test=1, size=8)
+    field_cfg = RadianceFieldConfig(encoding=FrequencyConfig(n_frequencies=2), aabb=(-1.0, -1.0, -1.0, 1.0, 1.0, 0.5),
+                                    density_decoder=MLPConfig(width=16), color_decoder=MLPConfig(width=16))
+    run = Run.create(tmp_path / "run", "mlp", field_cfg, VolumeRendererConfig(), TrainConfig(), str(tmp_path / "scene"))
+    run.save(0, {}, {})
+    centres = training_camera_centres(tmp_path / "scene", max_views=2)
+    assert centres.shape == (2, 3) and torch.allclose(centres.norm(dim=1), torch.full((2,), 4.0), atol=0.5)
+    grid = grid_from_run(tmp_path / "run", resolution=8, max_views=2)
+    expected = sample_field_grid(run.field, field_cfg.aabb, 8, view_origins=centres)
+    assert grid.rgba.shape == (4, 8, 8, 6)
+    np.testing.assert_allclose(grid.rgba, expected.rgba, atol=1e-6)
+    out = tmp_path / "g.npz"
+    assert main(["mae", "grid", str(tmp_path / "run"), str(out), "--resolution", "8"]) == 0
+    assert load_grid(out).rgba.shape == (4, 8, 8, 6)
+    assert main(["mae", "grid", str(tmp_path / "missing"), str(out)]) == 2

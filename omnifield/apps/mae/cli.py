@@ -217,7 +217,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labelled", type=int, default=8, help="number of labelled grids (default 8)")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr", type=float, default=2e-3)
     model_sizes(p)
 
     p = add("eval", cmd_eval, "evaluate a model folder on grids and draw a figure")

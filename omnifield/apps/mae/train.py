@@ -130,7 +130,7 @@ def finetune_segmenter(
     labels: torch.Tensor,  # [N, X, Y, Z] int64 classes
     steps: int,
     batch_size: int = 4,
-    lr: float = 5e-4,
+    lr: float = 2e-3,
     seed: int = 0,
     progress: bool = True,
 ) -> list[dict]:
