@@ -121,6 +121,10 @@ class GaussianScene(nn.Module):
     def __len__(self) -> int:
         return self.means.shape[0]
 
+    def gaussian_parameter_names(self) -> list[str]:
+        """Names of the parameters with one row per Gaussian (what density control resizes)."""
+        return ["means", "log_scales", "quats", "opacity_logits", "sh_dc", "sh_rest"]
+
     @property
     def sh(self) -> torch.Tensor:
         """All SH coefficients ``[N, K, 3]``."""

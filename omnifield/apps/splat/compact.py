@@ -1,0 +1,152 @@
+"""Compact 3D Gaussians (Lee et al., CVPR 2024) as options on top of :class:`GaussianScene`.
+
+- Learnable volume masks: ``m = sigmoid(mask_logit)``, hard ``M = [m > 0.01]`` with a straight-through
+  estimator ``M + m - sg(m)``, multiplied into scale and opacity; loss ``lambda_m * mean(m)``;
+  masked Gaussians are pruned by density control.
+- Colour from a hash grid over the scene box plus a small MLP fed with the SH-encoded view direction,
+  instead of per-Gaussian SH (``rgb = sigmoid(MLP([hash(mu), SH_3(d)]))``).
+- Residual VQ (6 stages x 64 codes) of log-scales and rotations once ``enable_rvq`` is called.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from omnifield.config import register_config
+from omnifield.fields.gaussians import GaussianScene
+from omnifield.fields.hashgrid import HashGridConfig
+from omnifield.fields.mlp import MLPConfig
+from omnifield.fields.sh import spherical_harmonics
+from omnifield.apps.splat.rvq import ResidualVQ
+
+
+@register_config("compact_3dgs")
+@dataclass
+class CompactConfig:
+    """Compact-3DGS options (paper: 2^19 table; smaller here so the file and CPU step stay small)."""
+
+    mask_lambda: float = 5e-4
+    mask_threshold: float = 0.01
+    hash_levels: int = 16
+    hash_log2_size: int = 13
+    hash_max_resolution: int = 512
+    mlp_width: int = 64
+    mlp_hidden_layers: int = 2
+    view_sh_degree: int = 3
+    rvq_stages: int = 6
+    rvq_codes: int = 64
+
+
+class CompactGaussianScene(GaussianScene):
+    """Gaussians with volume masks, a hash-grid colour field and optional RVQ of scale and rotation."""
+
+    def __init__(self, means, log_scales, quats, opacity_logits, aabb: torch.Tensor, cfg: CompactConfig | None = None,
+                 mask_logits: torch.Tensor | None = None):
+        n = means.shape[0]
+        super().__init__(means, log_scales, quats, opacity_logits, torch.zeros(n, 1, 3))
+        del self.sh_dc, self.sh_rest  # colour comes from the field below
+        self.cfg = cfg or CompactConfig()
+        self.register_buffer("aabb", aabb.detach().float().clone())  # [6]: lo, hi
+        self.mask_logits = nn.Parameter(torch.ones(n) if mask_logits is None else mask_logits.detach().float().clone())
+        grid = HashGridConfig(
+            n_levels=self.cfg.hash_levels, log2_hashmap_size=self.cfg.hash_log2_size,
+            max_resolution=self.cfg.hash_max_resolution,
+        )  # fmt: skip
+        self.color_grid = grid.build(3)
+        n_view = (self.cfg.view_sh_degree + 1) ** 2
+        self.color_mlp = MLPConfig(width=self.cfg.mlp_width, n_hidden_layers=self.cfg.mlp_hidden_layers).build(
+            self.color_grid.n_output_dims + n_view, 3
+        )
+        self.scale_vq = ResidualVQ(3, self.cfg.rvq_stages, self.cfg.rvq_codes)
+        self.rotation_vq = ResidualVQ(4, self.cfg.rvq_stages, self.cfg.rvq_codes)
+        self.use_rvq = False
+
+    @classmethod
+    def from_scene(cls, scene: GaussianScene, aabb: torch.Tensor, cfg: CompactConfig | None = None) -> "CompactGaussianScene":
+        """Compact version of an initial scene (its SH colour is dropped)."""
+        return cls(scene.means, scene.log_scales, scene.quats, scene.opacity_logits, aabb, cfg)
+
+    def gaussian_parameter_names(self) -> list[str]:
+        return ["means", "log_scales", "quats", "opacity_logits", "mask_logits"]
+
+    # -- masks ----------------------------------------------------------------------------------
+    def mask(self) -> torch.Tensor:
+        """Straight-through binary mask ``[N]`` (value 0/1, gradient of the sigmoid)."""
+        soft = torch.sigmoid(self.mask_logits)
+        hard = (soft > self.cfg.mask_threshold).to(soft.dtype)
+        return hard + soft - soft.detach()
+
+    def mask_loss(self) -> torch.Tensor:
+        """``lambda_m * mean(sigmoid(mask_logits))``."""
+        return self.cfg.mask_lambda * torch.sigmoid(self.mask_logits).mean()
+
+    def prune_mask(self) -> torch.Tensor:
+        """Gaussians switched off by their mask ``[N] bool``."""
+        return torch.sigmoid(self.mask_logits.detach()) <= self.cfg.mask_threshold
+
+    # -- quantized attributes -------------------------------------------------------------------
+    def enable_rvq(self) -> None:
+        """Fit the codebooks to the current scales/rotations and quantize them from now on."""
+        self.scale_vq.fit(self.log_scales.detach())
+        self.rotation_vq.fit(F.normalize(self.quats.detach(), dim=-1))
+        self.use_rvq = True
+
+    def scales(self) -> torch.Tensor:
+        log_scales = self.scale_vq(self.log_scales) if self.use_rvq else self.log_scales
+        return torch.exp(log_scales) * self.mask()[:, None]
+
+    def opacities(self) -> torch.Tensor:
+        return torch.sigmoid(self.opacity_logits) * self.mask()
+
+    def rotations(self) -> torch.Tensor:
+        quats = F.normalize(self.quats, dim=-1)
+        return self.rotation_vq(quats) if self.use_rvq else quats
+
+    # -- colour field ---------------------------------------------------------------------------
+    def _position_features(self) -> torch.Tensor:
+        lo, hi = self.aabb[:3], self.aabb[3:]
+        return self.color_grid(((self.means - lo) / (hi - lo)).clamp(0.0, 1.0))
+
+    def _decode(self, feats: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+        unit = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+        view = spherical_harmonics(unit, self.cfg.view_sh_degree + 1)
+        return torch.sigmoid(self.color_mlp(torch.cat([feats, view], dim=-1)))
+
+    def colors_along(self, dirs: torch.Tensor) -> torch.Tensor:
+        return self._decode(self._position_features(), dirs)
+
+    def colors_for_directions(self, dirs: torch.Tensor) -> torch.Tensor:
+        feats = self._position_features()  # [N, F]
+        b, n = len(dirs), len(feats)
+        return self._decode(feats[None].expand(b, n, -1), dirs[:, None, :].expand(b, n, 3))
+
+    @property
+    def sh(self) -> torch.Tensor:
+        """Per-Gaussian SH (degree 3) fitted by least squares to the colour field over 64 directions."""
+        return self.baked_sh(3)
+
+    @torch.no_grad()
+    def baked_sh(self, degree: int) -> torch.Tensor:
+        """SH coefficients ``[N, (degree+1)^2, 3]`` reproducing the colour field (for .ply export)."""
+        golden = torch.pi * (3.0 - 5.0**0.5)
+        i = torch.arange(64, dtype=torch.float32) + 0.5
+        z = 1 - 2 * i / 64
+        r = (1 - z * z).sqrt()
+        dirs = torch.stack([r * torch.cos(golden * i), r * torch.sin(golden * i), z], dim=-1).to(self.means.device)
+        basis = spherical_harmonics(dirs, degree + 1)  # [64, K]
+        colors = self.colors_for_directions(dirs) - 0.5  # [64, N, 3]
+        coeffs = torch.linalg.lstsq(basis, colors.reshape(64, -1)).solution  # [K, N*3]
+        return coeffs.reshape(len(basis[0]), len(self), 3).permute(1, 0, 2).contiguous()
+
+    def to_plain_scene(self) -> GaussianScene:
+        """A standard :class:`GaussianScene` (masked, quantized, colour baked into SH degree 3)."""
+        with torch.no_grad():
+            keep = ~self.prune_mask()
+            log_scales = torch.log(self.scales()[keep].clamp_min(1e-12))
+            opac = self.opacities()[keep].clamp(1e-6, 1 - 1e-6)
+            return GaussianScene(self.means[keep], log_scales, self.rotations()[keep], torch.logit(opac),
+                                 self.baked_sh(3)[keep])

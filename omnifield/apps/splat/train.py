@@ -1,0 +1,216 @@
+"""Training Gaussians from posed images (``omnifield train DATA --method splat``).
+
+Per step: one random training view is rendered, loss ``0.8 L1 + 0.2 (1 - SSIM)`` (+ the mask loss
+for Compact-3DGS), Adam with 3DGS/gsplat learning rates (means: ``1.6e-4 * scene_scale`` decayed
+100x), then adaptive density control (:mod:`.density_control`). The SH degree rises by one every
+``--sh-interval`` steps. With ``--minutes`` the run is driven by time: densification stops at
+``--densify-until`` of the budget and RVQ (Compact-3DGS) starts at ``--rvq-from``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from omnifield.apps.splat.compact import CompactConfig, CompactGaussianScene
+from omnifield.apps.splat.compress import save_compressed
+from omnifield.apps.splat.density_control import DensityControl, DensityControlConfig
+from omnifield.apps.splat.init import points_from_density, random_points, read_point_cloud
+from omnifield.apps.splat.losses import photometric_loss
+from omnifield.apps.splat.run import save_splat_run
+from omnifield.data.blender import PosedImages, load_blender
+from omnifield.data.images import composite_on, to_uint8
+from omnifield.errors import OmnifieldError
+from omnifield.fields.gaussians import GaussianScene
+from omnifield.io.atomic import atomic_path, write_text_atomic
+from omnifield.io.splat_ply import save_splat_ply
+from omnifield.metrics import psnr, ssim
+from omnifield.renderers.splat import SplatRenderer
+
+LEARNING_RATES = {"means": 1.6e-4, "log_scales": 5e-3, "quats": 1e-3, "opacity_logits": 5e-2,
+                  "sh_dc": 2.5e-3, "sh_rest": 2.5e-3 / 20, "mask_logits": 1e-2}
+FIELD_LR = 5e-3  # hash grid and colour MLP of Compact-3DGS
+
+
+def add_splat_arguments(parser: argparse.ArgumentParser) -> None:
+    """Splat-specific options of ``omnifield train`` (``--steps``, ``--minutes``, ``--seed`` are shared)."""
+    g = parser.add_argument_group("Gaussian splatting (--method splat)")
+    g.add_argument("--init", choices=["random", "points", "nerf"], default="random",
+                   help="initial Gaussians: random points in the box, --init-points, or --init-nerf's density")
+    g.add_argument("--init-points", metavar="FILE", help="point cloud (.ply or COLMAP points3D.txt) for --init points")
+    g.add_argument("--init-nerf", metavar="RUN", help="trained radiance-field run folder for --init nerf")
+    g.add_argument("--n-init", type=int, default=20000, help="number of initial Gaussians (random / nerf)")
+    g.add_argument("--aabb", type=float, nargs=6, default=[-1.5, -1.5, -1.5, 1.5, 1.5, 1.5],
+                   metavar=("XMIN", "YMIN", "ZMIN", "XMAX", "YMAX", "ZMAX"), help="scene box (random init, colour grid)")
+    g.add_argument("--sh-degree", type=int, default=3, choices=[0, 1, 2, 3], help="maximum SH degree")
+    g.add_argument("--sh-interval", type=int, default=1000, help="raise the active SH degree every N steps")
+    g.add_argument("--max-gaussians", type=int, default=200000, help="cap on the number of Gaussians (0 = none)")
+    g.add_argument("--densify-until", type=float, default=0.5, help="fraction of the run with density control")
+    g.add_argument("--refine-every", type=int, default=100, help="density control period in steps")
+    g.add_argument("--reset-every", type=int, default=3000, help="opacity reset period in steps")
+    g.add_argument("--refine-start", type=int, default=500, help="first step of density control")
+    g.add_argument("--compact", action="store_true", help="Compact-3DGS: masks, hash-grid colour, RVQ, compressed file")
+    g.add_argument("--rvq-from", type=float, default=0.8, help="fraction of the run after which RVQ is on (--compact)")
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ["init", "init_points", "init_nerf", "n_init", "aabb", "sh_degree", "sh_interval", "max_gaussians",
+            "densify_until", "refine_every", "reset_every", "refine_start", "compact", "rvq_from"]
+    defaults = argparse.ArgumentParser()
+    add_splat_arguments(defaults)
+    base = vars(defaults.parse_args([]))
+    opts = {k: getattr(args, k, base[k]) for k in keys}
+    opts.update(steps=int(getattr(args, "steps", 30000) or 0), minutes=float(getattr(args, "minutes", 0.0) or 0.0),
+                seed=int(getattr(args, "seed", 0)))
+    if opts["steps"] <= 0 and opts["minutes"] <= 0:
+        raise OmnifieldError("--steps or --minutes must be positive")
+    if not 0.0 <= opts["densify_until"] <= 1.0 or not 0.0 <= opts["rvq_from"] <= 1.0:
+        raise OmnifieldError("--densify-until and --rvq-from must be fractions in [0, 1]")
+    if opts["n_init"] < 1:
+        raise OmnifieldError("--n-init must be >= 1")
+    return opts
+
+
+def scene_scale_of(cameras) -> float:
+    """gsplat's scene scale: 1.1 x the largest distance of a camera centre from their mean."""
+    centres = cameras.c2w[:, :3, 3]
+    return 1.1 * float((centres - centres.mean(0)).norm(dim=-1).max())
+
+
+def initial_scene(opts: dict[str, Any], generator: torch.Generator) -> GaussianScene:
+    """The starting Gaussians chosen by ``--init``."""
+    aabb = torch.tensor(opts["aabb"], dtype=torch.float32)
+    if opts["init"] == "points":
+        if not opts["init_points"]:
+            raise OmnifieldError("--init points needs --init-points FILE")
+        pts, colors = read_point_cloud(opts["init_points"])
+    elif opts["init"] == "nerf":
+        if not opts["init_nerf"]:
+            raise OmnifieldError("--init nerf needs --init-nerf RUN_FOLDER")
+        from omnifield.apps.recon.run import Run
+
+        run, tensors, _ = Run.open(opts["init_nerf"])
+        from omnifield.io.checkpoint import load_module_state
+
+        load_module_state("field", run.field, tensors, str(opts["init_nerf"]))
+        pts, colors = points_from_density(run.field.eval(), opts["n_init"], generator)
+    else:
+        pts, colors = random_points(opts["n_init"], aabb, generator)
+    return GaussianScene.from_points(pts, colors, sh_degree=opts["sh_degree"])
+
+
+def make_optimizer(scene: GaussianScene, scene_scale: float) -> torch.optim.Adam:
+    """Adam with one group per per-Gaussian parameter (named), plus the colour field for Compact-3DGS."""
+    groups = []
+    for name in scene.gaussian_parameter_names():
+        lr = LEARNING_RATES[name] * (scene_scale if name == "means" else 1.0)
+        groups.append({"params": [getattr(scene, name)], "lr": lr, "name": name, "base_lr": lr})
+    if isinstance(scene, CompactGaussianScene):
+        field_params = list(scene.color_grid.parameters()) + list(scene.color_mlp.parameters())
+        groups.append({"params": field_params, "lr": FIELD_LR, "name": "color_field", "base_lr": FIELD_LR})
+    return torch.optim.Adam(groups, eps=1e-15)
+
+
+def train_splat(data_dir: Path, out_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Train on ``data_dir`` (Blender format), write the run to ``out_dir``; returns the test metrics."""
+    opts = _options(args)
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    torch.manual_seed(opts["seed"])
+    generator = torch.Generator().manual_seed(opts["seed"])
+    train = load_blender(data_dir, "train")
+    background = torch.ones(3)
+    images = composite_on(train.images, background)
+    scale = scene_scale_of(train.cameras)
+    scene = initial_scene(opts, generator)
+    if opts["compact"]:
+        scene = CompactGaussianScene.from_scene(scene, torch.tensor(opts["aabb"]), CompactConfig())
+    optimizer = make_optimizer(scene, scale)
+    control_cfg = DensityControlConfig(refine_start_iter=opts["refine_start"], refine_every=opts["refine_every"],
+                                       reset_every=opts["reset_every"], max_gaussians=opts["max_gaussians"])
+    control = DensityControl(control_cfg, scale)
+    renderer = SplatRenderer(background=tuple(background.tolist()))
+    print(f"training splat{' (compact)' if opts['compact'] else ''} from {len(scene)} Gaussians "
+          f"({opts['init']} init) on {data_dir} ({len(images)} views) -> {out_dir}")
+    steps, budget = opts["steps"], opts["minutes"] * 60.0
+    log: list[dict[str, Any]] = []
+    order = torch.randperm(len(images), generator=generator)
+    start, step = time.perf_counter(), 0
+    while True:
+        elapsed = time.perf_counter() - start
+        progress = max(step / steps if steps > 0 else 0.0, elapsed / budget if budget > 0 else 0.0)
+        if progress >= 1.0:
+            break
+        if progress >= opts["densify_until"] and control.cfg.refine_stop_iter > step:
+            control.cfg.refine_stop_iter = step
+        if isinstance(scene, CompactGaussianScene) and not scene.use_rvq and progress >= opts["rvq_from"]:
+            scene.enable_rvq()
+        step += 1
+        scene.set_sh_degree_for_step(step, opts["sh_interval"])
+        view = int(order[step % len(order)])
+        out = renderer.render_camera(scene, train.cameras, view)
+        loss = photometric_loss(out["rgb"], images[view])
+        if isinstance(scene, CompactGaussianScene):
+            loss = loss + scene.mask_loss()
+        loss.backward()
+        report = control.step_post_backward(
+            scene, optimizer, {**out, "width": train.cameras.width, "height": train.cameras.height}, step)
+        for group in optimizer.param_groups:
+            if group["name"] == "means":
+                group["lr"] = group["base_lr"] * 0.01**progress
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step % 100 == 0 or report.get("split") or report.get("duplicated"):
+            entry = {"step": step, "seconds": round(time.perf_counter() - start, 2), "loss": float(loss),
+                     "n_gaussians": len(scene), **report}
+            log.append(entry)
+            if step % 500 == 0:
+                print(json.dumps(entry))
+    train_seconds = time.perf_counter() - start
+    scene.eval()
+    config = {"method": "splat", "data": str(data_dir), "options": opts}
+    save_splat_run(out_dir, scene, step, config)
+    files = {"ply": out_dir / "scene.ply"}
+    save_splat_ply(scene.to_plain_scene() if isinstance(scene, CompactGaussianScene) else scene, files["ply"])
+    metrics: dict[str, Any] = {"method": "splat-compact" if opts["compact"] else "splat", "steps": step,
+                               "train_seconds": round(train_seconds, 1), "n_gaussians": len(scene),
+                               "ply_mb": files["ply"].stat().st_size / 1e6}
+    if isinstance(scene, CompactGaussianScene):
+        metrics["n_gaussians"] = int((~scene.prune_mask()).sum())
+        metrics["compressed_mb"] = save_compressed(scene, out_dir / "scene.ofz") / 1e6
+    metrics["size_mb"] = metrics.get("compressed_mb", metrics["ply_mb"])
+    with atomic_path(out_dir / "log.jsonl") as tmp:
+        tmp.write_text("".join(json.dumps(e) + "\n" for e in log))
+    if not getattr(args, "no_eval", False):
+        metrics.update(evaluate_splat(scene, load_blender(data_dir, "test"), renderer, out_dir / "renders" / "test"))
+    write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    print(json.dumps(metrics))
+    return metrics
+
+
+@torch.no_grad()
+def evaluate_splat(scene: GaussianScene, data: PosedImages, renderer: SplatRenderer,
+                   render_dir: Path | None = None) -> dict[str, Any]:
+    """Test-split PSNR / SSIM (on white) and render speed (frames/s) of a scene."""
+    import imageio.v3 as iio
+
+    background = torch.tensor(renderer.background)
+    targets = composite_on(data.images, background)
+    psnrs, ssims, seconds = [], [], 0.0
+    for i in range(len(targets)):
+        t0 = time.perf_counter()
+        rgb = renderer.render_camera(scene, data.cameras, i)["rgb"].clamp(0, 1)
+        seconds += time.perf_counter() - t0
+        psnrs.append(psnr(rgb, targets[i]))
+        ssims.append(float(ssim(rgb, targets[i])))
+        if render_dir is not None:
+            render_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(render_dir / f"{i:03d}.png") as tmp:
+                iio.imwrite(tmp, to_uint8(rgb), extension=".png")
+    return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "n_views": len(targets),
+            "render_fps": len(targets) / max(seconds, 1e-9)}

@@ -1,0 +1,142 @@
+"""GaussianScene as a field (density/rgb), SH colours, residual VQ, Compact-3DGS masks and compressed file."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from omnifield.apps.splat.compact import CompactConfig, CompactGaussianScene
+from omnifield.apps.splat.compress import load_compressed, save_compressed
+from omnifield.apps.splat.rvq import ResidualVQ
+from omnifield.errors import OmnifieldError
+from omnifield.fields.gaussians import SH_C0, GaussianScene, rgb_to_sh_dc
+from omnifield.renderers.splat import SplatRenderer
+
+
+def _single(opacity: float, scale: float, rgb=(0.2, 0.6, 0.9)) -> GaussianScene:
+    sh = torch.zeros(1, 16, 3)
+    sh[0, 0] = rgb_to_sh_dc(torch.tensor(rgb))
+    return GaussianScene(torch.zeros(1, 3), torch.full((1, 3), math.log(scale)), torch.tensor([[1.0, 0, 0, 0]]),
+                         torch.logit(torch.tensor([opacity])), sh)
+
+
+def test_density_integrates_to_splat_opacity():
+    """Along a ray through an isotropic Gaussian's centre, 1 - exp(-int sigma) equals its opacity."""
+    scene = _single(0.7, 0.1).double()
+    t = torch.linspace(-1.0, 1.0, 4001, dtype=torch.float64)
+    pts = torch.stack([t, torch.zeros_like(t), torch.zeros_like(t)], dim=-1)
+    sigma = scene.density(pts)
+    optical_depth = torch.trapezoid(sigma, t)
+    assert abs(1 - math.exp(-float(optical_depth)) - 0.7) < 1e-6
+    assert float(sigma[0]) < 1e-12  # far from the Gaussian
+
+
+def test_rgb_is_the_density_weighted_colour():
+    a, b = _single(0.5, 0.1, (1.0, 0.0, 0.0)), _single(0.5, 0.1, (0.0, 0.0, 1.0))
+    scene = GaussianScene(torch.tensor([[-0.2, 0, 0], [0.2, 0, 0]]), torch.cat([a.log_scales, b.log_scales]),
+                          torch.cat([a.quats, b.quats]), torch.cat([a.opacity_logits, b.opacity_logits]),
+                          torch.cat([a.sh, b.sh]).detach())
+    d = torch.tensor([[0.0, 0.0, 1.0]]).expand(3, 3)
+    rgb = scene.rgb(torch.tensor([[-0.2, 0, 0], [0.0, 0, 0], [0.2, 0, 0]]), d)
+    torch.testing.assert_close(rgb[1], torch.tensor([0.5, 0.0, 0.5]), atol=1e-5, rtol=0)
+    assert rgb[0, 0] > 0.99 and rgb[2, 2] > 0.99
+    out_rgb, out_sigma = scene(torch.zeros(1, 3), d[:1])
+    assert out_rgb.shape == (1, 3) and out_sigma.shape == (1,)
+
+
+def test_sh_colour_degree_schedule_and_view_dependence():
+    scene = _single(0.5, 0.1)
+    scene.sh_rest.data[0, 2, 0] = 1.0  # band 1, x-component of red: -0.4886 * x
+    scene.set_sh_degree_for_step(0, 100)
+    assert scene.active_sh_degree == 0
+    torch.testing.assert_close(scene.colors_along(torch.tensor([[1.0, 0, 0]])), torch.tensor([[0.2, 0.6, 0.9]]))
+    scene.set_sh_degree_for_step(100, 100)
+    red = scene.colors_along(torch.tensor([[-1.0, 0, 0]]))[0, 0]
+    assert scene.active_sh_degree == 1 and abs(float(red) - (0.2 + 0.48860251190291987)) < 1e-6
+    scene.set_sh_degree_for_step(10_000, 100)
+    assert scene.active_sh_degree == 3
+    assert abs(SH_C0 * float(rgb_to_sh_dc(torch.tensor(0.8))) + 0.5 - 0.8) < 1e-7
+
+
+def test_scene_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="GaussianScene expects"):
+        GaussianScene(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2), torch.zeros(2, 5, 3))
+
+
+def test_rvq_stages_reduce_error_and_decode_matches():
+    torch.manual_seed(0)
+    x = torch.randn(2000, 3)
+    errors = []
+    for stages in (1, 2, 4, 6):
+        vq = ResidualVQ(3, n_stages=stages, n_codes=64)
+        vq.fit(x)
+        idx = vq.indices(x)
+        assert idx.shape == (2000, stages) and int(idx.max()) < 64
+        errors.append(float((vq.decode(idx) - x).pow(2).mean()))
+    assert errors == sorted(errors, reverse=True) and errors[-1] < 0.1 * errors[0]
+    few = torch.randn(40, 4)  # fewer distinct vectors than codes: the first stage is exact
+    vq = ResidualVQ(4, n_stages=1, n_codes=64)
+    vq.fit(few)
+    torch.testing.assert_close(vq.decode(vq.indices(few)), few)
+
+
+def test_rvq_straight_through_gradient():
+    vq = ResidualVQ(3, n_stages=2, n_codes=8)
+    x = torch.randn(50, 3, requires_grad=True)
+    vq.fit(x)
+    vq.eval()
+    q = vq(x)
+    (q * torch.arange(3.0)).sum().backward()
+    torch.testing.assert_close(x.grad, torch.arange(3.0).expand(50, 3))
+
+
+def _compact(n: int = 300) -> CompactGaussianScene:
+    g = torch.Generator().manual_seed(0)
+    plain = GaussianScene.from_points(torch.rand(n, 3, generator=g) - 0.5, torch.rand(n, 3, generator=g))
+    plain.opacity_logits.data.fill_(1.0)
+    return CompactGaussianScene.from_scene(plain, torch.tensor([-0.5, -0.5, -0.5, 0.5, 0.5, 0.5]),
+                                           CompactConfig(hash_levels=4, hash_log2_size=10))
+
+
+def test_compact_mask_straight_through_and_pruning():
+    scene = _compact(10)
+    scene.mask_logits.data[:3] = -10.0  # sigmoid < 0.01: masked out
+    scales, opac = scene.scales(), scene.opacities()
+    assert float(scales[:3].abs().max()) == 0.0 and float(opac[:3].abs().max()) == 0.0
+    assert float(scales[3:].min()) > 0
+    (scales.sum() + opac.sum() + scene.mask_loss()).backward()
+    assert scene.mask_logits.grad is not None and float(scene.mask_logits.grad[3:].abs().min()) > 0
+    assert scene.prune_mask().tolist() == [True] * 3 + [False] * 7
+
+
+def test_compressed_file_round_trip_renders_the_same(tmp_path):
+    scene = _compact()
+    scene.mask_logits.data[:50] = -10.0
+    renderer = SplatRenderer(background=(1.0, 1.0, 1.0))
+    view = torch.eye(4)
+    view[2, 3] = 2.0
+    K = torch.tensor([[40.0, 0, 20], [0, 40.0, 20], [0, 0, 1]])
+    scene.enable_rvq()
+    scene.eval()
+    with torch.no_grad():
+        before = renderer.render(scene, view, K, 40, 40)["rgb"]
+    size = save_compressed(scene, tmp_path / "s.ofz")
+    assert size == (tmp_path / "s.ofz").stat().st_size
+    back = load_compressed(tmp_path / "s.ofz")
+    assert len(back) == 250
+    with torch.no_grad():
+        after = renderer.render(back.eval(), view, K, 40, 40)["rgb"]
+    assert float((after - before).abs().mean()) < 5e-3
+    bad = tmp_path / "bad.ofz"
+    bad.write_bytes(b"nonsense")
+    with pytest.raises(OmnifieldError, match="bad.ofz: not a compressed"):
+        load_compressed(bad)
+
+
+def test_compact_to_plain_scene_bakes_colour():
+    scene = _compact(50)
+    plain = scene.to_plain_scene()
+    dirs = torch.nn.functional.normalize(torch.randn(50, 3), dim=-1)
+    torch.testing.assert_close(plain.colors_along(dirs), scene.colors_along(dirs).detach(), atol=2e-2, rtol=0)
