@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = [
     "omnifield.apps.recon.cli",
     "omnifield.pde.cli",
     "omnifield.apps.mae.cli",
+    "omnifield.apps.nav.cli",
 ]
 
 

@@ -1,0 +1,129 @@
+"""``omnifield nav``: closed-loop flight in a procedural room, and occupancy/ESDF exports of any field.
+
+    omnifield nav run --out outputs/nav [--quick] [--seed 0]
+    omnifield nav export --scene room --out outputs/nav_grid        # the procedural room
+    omnifield nav export --run outputs/lego --out outputs/lego_grid  # a trained recon run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from omnifield.errors import OmnifieldError
+
+ROOM_AABB = (-2.2, -2.2, -0.2, 2.2, 2.2, 2.2)
+FIELD_FILE = "learned_field.safetensors"
+
+
+def _learned_room_field(world, out: Path, fit_steps: int, seed: int):
+    """The learned model of the room: re-opened from ``out`` when fitted before with the same settings."""
+    from omnifield.apps.nav.world_fit import fit_field_to_world, small_hashgrid_config
+    from omnifield.config import config_from_dict, config_to_dict
+    from omnifield.io.checkpoint import load_checkpoint, load_module_state, module_state, save_checkpoint
+
+    path = out / FIELD_FILE
+    recipe = {"fit_steps": fit_steps, "seed": seed}
+    if path.is_file():
+        tensors, meta = load_checkpoint(path)
+        if meta.get("recipe") == recipe:
+            field = config_from_dict(meta["field"], f"{path} field config").build()
+            load_module_state("field", field, tensors, str(path))
+            return field
+    cfg = small_hashgrid_config(ROOM_AABB)
+    field = cfg.build()
+    print(f"fitting a hash-grid field to the room ({fit_steps} steps)...", flush=True)
+    fit_field_to_world(world, field, steps=fit_steps, batch=4096, seed=seed)
+    save_checkpoint(path, module_state("field", field), {"field": config_to_dict(cfg), "recipe": recipe})
+    return field
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from omnifield.apps.nav.closed_loop import FlightConfig, flight_metrics, fly
+    from omnifield.apps.nav.grid import GridSpec, occupancy_from_density, sample_density
+    from omnifield.apps.nav.plots import flight_frames, plot_flight_3d
+    from omnifield.apps.nav.scenes import pillar_room
+    from omnifield.io.atomic import write_text_atomic
+    from omnifield.io.video import write_video
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    world = pillar_room(n_pillars=args.pillars, seed=args.seed)
+    learned = _learned_room_field(world, out, 150 if args.quick else args.fit_steps, args.seed)
+    cfg = FlightConfig(seed=args.seed)
+    if args.quick:
+        cfg.planner.n_waypoints, cfg.planner.steps, cfg.planner.replan_steps = 14, 120, 15
+        cfg.estimator.steps, cfg.estimator.n_rays = 25, 128
+        cfg.image_size = (32, 24)
+    log = fly(world, learned, ROOM_AABB, cfg, progress=lambda k, n: print(f"step {k}/{n}", flush=True))
+    metrics = flight_metrics(log, world, cfg.goal)
+    spec = GridSpec.with_voxel_size(ROOM_AABB, 0.1)
+    occupied = occupancy_from_density(sample_density(learned, spec), cfg.planner.occupancy_threshold)
+    pts = spec.to_world(np.argwhere(occupied))
+    pts = pts[(pts[:, 2] > 0.05) & (np.abs(pts[:, :2]) < 2.0).all(1)]  # no floor or walls in the plot
+    plot_flight_3d(out / "flight_3d.png", pts[:: max(1, len(pts) // 3000)], log, cfg.goal)
+    video = write_video(out / "flight.mp4", flight_frames(pts[:, :2], log, ROOM_AABB), fps=4)
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    print(json.dumps(metrics, indent=2))
+    print(f"wrote {out / 'flight_3d.png'}, {video}, {out / 'metrics.json'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from omnifield.apps.nav.exports import save_grids_npz, save_occupied_ply, save_pgm_slice
+    from omnifield.apps.nav.grid import GridSpec, occupancy_from_density, sample_density, signed_distance
+    from omnifield.apps.nav.scenes import pillar_room
+
+    if (args.run is None) == (args.scene is None):
+        raise OmnifieldError("nav export: give exactly one of --run RUN_DIR or --scene room")
+    if args.voxel <= 0:
+        raise OmnifieldError(f"nav export: --voxel must be positive, got {args.voxel}")
+    if args.run is not None:
+        from omnifield.apps.recon.run import Run
+
+        run, _, _ = Run.open(args.run)
+        field, bounds = run.field, tuple(float(b) for b in run.field.aabb)
+    else:
+        field, bounds = pillar_room(), ROOM_AABB
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = GridSpec.with_voxel_size(bounds, args.voxel)
+    density = sample_density(field, spec)
+    occupied = occupancy_from_density(density, args.threshold)
+    esdf = signed_distance(occupied, spec.voxel_size)
+    save_grids_npz(out / "grid.npz", spec, density, occupied, esdf)
+    save_occupied_ply(out / "occupied.ply", spec, occupied, esdf)
+    slice_z = args.slice_z if args.slice_z is not None else 0.5 * (bounds[2] + bounds[5])
+    pgm, meta = save_pgm_slice(out / "map.pgm", spec, occupied, slice_z)
+    print(f"grid {spec.shape}, {int(occupied.sum())} occupied cells; wrote {out / 'grid.npz'}, "
+          f"{out / 'occupied.ply'}, {pgm}, {meta}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``nav run`` and ``nav export``."""
+    nav = sub.add_parser("nav", help="robot navigation: closed-loop flight, occupancy/ESDF exports")
+    nav_sub = nav.add_subparsers(dest="nav_command", metavar="NAV_COMMAND", required=True)
+
+    run = nav_sub.add_parser("run", help="fly a quadrotor through a procedural room with vision-only state estimation")
+    run.add_argument("--out", default="outputs/nav", help="output folder (plot, video, metrics, learned field)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--pillars", type=int, default=5, help="number of pillars in the room")
+    run.add_argument("--fit-steps", type=int, default=600, help="steps fitting the learned field to the room")
+    run.add_argument("--quick", action="store_true", help="small settings: a short flight in a few minutes")
+    run.set_defaults(func=cmd_run)
+
+    export = nav_sub.add_parser("export", help="occupancy and signed-distance grids of a field (npz, PLY, PGM)")
+    export.add_argument("--run", help="a trained recon run folder")
+    export.add_argument("--scene", choices=["room"], help="an analytic scene instead of a run")
+    export.add_argument("--out", required=True, help="output folder")
+    export.add_argument("--voxel", type=float, default=0.05, help="cell size (world units)")
+    export.add_argument("--threshold", type=float, default=1.0, help="density above which a cell is occupied")
+    export.add_argument("--slice-z", type=float, default=None, help="height of the PGM slice (default: box middle)")
+    export.set_defaults(func=cmd_export)
