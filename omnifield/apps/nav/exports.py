@@ -5,8 +5,6 @@ Every writer goes through a temporary file in the target folder and renames it i
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,22 +12,14 @@ from plyfile import PlyData, PlyElement
 
 from omnifield.apps.nav.grid import GridSpec
 from omnifield.errors import OmnifieldError
+from omnifield.io.atomic import atomic_path
 
 
-def _atomic_write(path: Path, write) -> Path:
-    """Call ``write(file_object)`` on a temp file next to ``path``, then rename it to ``path``."""
-    path = Path(path)
-    if not path.parent.exists():
-        raise OmnifieldError(f"{path}: the folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+def _atomic_write(path, write) -> Path:
+    """Call ``write(binary_file)`` on a temporary file that then replaces ``path``."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+    return Path(path)
 
 
 def save_grids_npz(path, spec: GridSpec, density: np.ndarray, occupied: np.ndarray, esdf: np.ndarray) -> Path:
