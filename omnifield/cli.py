@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = [
     "omnifield.pde.cli",
     "omnifield.apps.mae.cli",
     "omnifield.apps.nav.cli",
+    "omnifield.apps.splat.cli",
 ]
 
 
