@@ -33,7 +33,8 @@ EPILOG = """examples:
 def _build_configs(args: argparse.Namespace) -> tuple[object, object, TrainConfig]:
     try:
         train_cfg = TrainConfig(steps=args.steps, minutes=args.minutes, lr=args.lr, batch_rays=args.batch_rays,
-                                target_samples=args.target_samples, seed=args.seed, grad_clip=args.grad_clip)
+                                target_samples=args.target_samples, seed=args.seed, grad_clip=args.grad_clip,
+                                s3im_weight=args.s3im_weight)
         renderer_cfg = VolumeRendererConfig(sampler=args.sampler)
     except ValueError as exc:
         raise OmnifieldError(f"invalid option: {exc}") from None
@@ -128,6 +129,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", choices=["occupancy", "uniform"], default="occupancy",
                    help="occupancy-grid skipping (fast) or uniform samples (vanilla NeRF)")
     p.add_argument("--grad-clip", type=float, default=0.0, help="clip the gradient norm (0 = off)")
+    p.add_argument("--loss.s3im-weight", dest="s3im_weight", type=float, default=0.0,
+                   help="weight of the S3IM stochastic structural similarity loss (paper: 1.0; 0 = off)")
     p.add_argument("--seed", type=int, default=0, help="random seed; CPU runs with --steps are repeatable")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation at the end")

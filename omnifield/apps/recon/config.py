@@ -31,6 +31,11 @@ class TrainConfig:
     log_every: int = 25
     grad_clip: float = 0.0
     seed: int = 0
+    s3im_weight: float = 0.0
+    s3im_repeats: int = 10
+    s3im_kernel: int = 4
+    s3im_stride: int = 4
+    s3im_patch: int = 64
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -41,3 +46,5 @@ class TrainConfig:
             raise ValueError(f"learning rate must be > 0, got {self.lr}")
         if self.batch_rays < 1 or self.target_samples < 0 or self.max_batch_rays < 1:
             raise ValueError("batch_rays and max_batch_rays must be >= 1, target_samples >= 0")
+        if self.s3im_weight < 0 or self.s3im_repeats < 1:
+            raise ValueError("s3im_weight must be >= 0 and s3im_repeats >= 1")

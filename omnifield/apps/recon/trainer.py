@@ -99,6 +99,17 @@ class Trainer:
         target = composite_on(self.pixels[idx], bg)
         return origins, dirs, bg, target
 
+    def _extra_losses(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Optional losses switched on in the config (S3IM)."""
+        cfg = self.cfg
+        if cfg.s3im_weight <= 0:
+            return torch.zeros((), dtype=pred.dtype)
+        from omnifield.distill.s3im import s3im_loss
+
+        return cfg.s3im_weight * s3im_loss(pred, target, repeats=cfg.s3im_repeats, kernel_size=cfg.s3im_kernel,
+                                           stride=cfg.s3im_stride, patch_height=cfg.s3im_patch,
+                                           generator=self.generator)
+
     def train_step(self, progress_fraction: float) -> dict[str, float]:
         """One optimisation step; returns loss, PSNR and sample statistics."""
         run, cfg = self.run, self.cfg
@@ -109,7 +120,8 @@ class Trainer:
             group["lr"] = cfg.lr * factor
         origins, dirs, bg, target = self._batch()
         out = run.renderer.render_rays(run.field, origins, dirs, bg, stratified=True)
-        loss = torch.nn.functional.mse_loss(out.rgb, target)
+        mse = torch.nn.functional.mse_loss(out.rgb, target)
+        loss = mse + self._extra_losses(out.rgb, target)
         if not torch.isfinite(loss):
             raise OmnifieldError(
                 f"training diverged at step {self.step} (loss is {float(loss)}); the last good checkpoint in "
@@ -123,9 +135,9 @@ class Trainer:
         if cfg.target_samples > 0 and out.n_samples > 0:
             want = self.n_rays * cfg.target_samples / out.n_samples
             self.n_rays = int(min(max(0.9 * self.n_rays + 0.1 * want, 256), cfg.max_batch_rays))
-        mse = float(loss.detach())
+        mse = float(mse.detach())
         return {
-            "loss": mse,
+            "loss": float(loss.detach()),
             "psnr": -10.0 * math.log10(max(mse, 1e-12)),
             "rays": origins.shape[0],
             "samples_per_ray": out.n_samples / max(origins.shape[0], 1),
