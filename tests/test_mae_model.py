@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import omnifield.apps.mae as mae_pkg
-from omnifield.apps.mae.dataset import load_grid_stack, scene_grid, write_scene_grids
+from omnifield.apps.mae.dataset import scene_grid, write_scene_grids
 from omnifield.apps.mae.model import (
-    MAE3D, MAE3DConfig, VoxelSegmenter, masked_reconstruction_loss, patchify, random_token_mask, unpatchify,
+    MAE3D, MAE3DConfig, masked_reconstruction_loss, patchify, random_token_mask, unpatchify,
 )
 from omnifield.apps.mae.runs import load_model, save_model, segmenter_from_mae
 from omnifield.apps.mae.scene import CLASS_NAMES, generate_scene

@@ -148,7 +148,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             pred, mask = model(show, torch.Generator().manual_seed(args.seed))
         spatial, p = tuple(show.shape[2:]), model.cfg.patch
         hidden = unpatchify(mask[..., None].float().expand(-1, -1, p**3), spatial, p)
-        reconstruction_figure(show * (1 - hidden), unpatchify(pred, spatial, p), show, figure)
+        recon = hidden * unpatchify(pred, spatial, p) + (1 - hidden) * show  # visible cubes shown as given
+        reconstruction_figure(show * (1 - hidden), recon, show, figure)
     else:
         rgba, labels = load_grid_stack(paths, with_labels=True)
         pred = predict_labels(model, rgba)

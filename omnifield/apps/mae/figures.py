@@ -2,7 +2,7 @@
 
 Grids are shown as top-down views: voxels are alpha-composited from the top of
 the box down (``C = sum_i T_i alpha_i c_i`` over white), so the picture reads
-like an orthographic render of the room. Labels show the class of the first
+like an orthographic render of the room; and as horizontal slices. Labels show the class of the first
 voxel (from the top) whose alpha exceeds 0.5.
 """
 
@@ -34,6 +34,15 @@ def top_down_view(rgba: torch.Tensor) -> np.ndarray:
     return image.permute(2, 1, 0).clamp(0, 1).numpy()[::-1]
 
 
+def horizontal_slice(rgba: torch.Tensor, fraction: float = 0.23) -> np.ndarray:
+    """``[4, X, Y, Z] -> [Y, X, 3]``: the z-layer at ``fraction`` of the height, RGB over white by alpha
+    (0.23 of the procedural rooms' box is just above the floor, through every object)."""
+    z = min(rgba.shape[-1] - 1, int(fraction * rgba.shape[-1]))
+    rgb, alpha = rgba[:3, :, :, z], rgba[3, :, :, z].clamp(0, 1)
+    image = rgb * alpha + (1 - alpha)
+    return image.permute(2, 1, 0).clamp(0, 1).numpy()[::-1]
+
+
 def top_down_labels(labels: torch.Tensor, alpha: torch.Tensor) -> np.ndarray:
     """``labels, alpha [X, Y, Z] -> [Y, X, 3]`` colours of the first solid voxel's class from the top."""
     solid = (alpha > 0.5).flip(-1)
@@ -52,15 +61,19 @@ def _save(fig, path) -> Path:
 
 
 def reconstruction_figure(masked: torch.Tensor, recon: torch.Tensor, target: torch.Tensor, path) -> Path:
-    """Rows of (masked input, reconstruction, target) for grids ``[B, 4, X, Y, Z]``; writes a PNG."""
+    """For grids ``[B, 4, X, Y, Z]``: rows of (masked input, reconstruction, target), each as a top-down
+    view and as a horizontal slice; writes a PNG."""
     rows = masked.shape[0]
-    fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.5 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, 6, figsize=(13, 2.4 * rows), squeeze=False)
+    grids = (("masked input", masked), ("reconstruction", recon), ("target", target))
     for r in range(rows):
-        for c, (title, grid) in enumerate((("masked input", masked), ("reconstruction", recon), ("target", target))):
-            axes[r, c].imshow(top_down_view(grid[r]), interpolation="nearest")
-            axes[r, c].set_axis_off()
-            if r == 0:
-                axes[r, c].set_title(title)
+        for c, (title, grid) in enumerate(grids):
+            for k, (kind, image) in enumerate((("top", top_down_view(grid[r])), ("slice", horizontal_slice(grid[r])))):
+                ax = axes[r, c + 3 * k]
+                ax.imshow(image, interpolation="nearest")
+                ax.set_axis_off()
+                if r == 0:
+                    ax.set_title(f"{title}\n({kind})", fontsize=9)
     return _save(fig, path)
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from omnifield.errors import OmnifieldError
+from omnifield.io.atomic import atomic_path
 
 
 @dataclass
@@ -119,9 +120,8 @@ def save_grid(grid: RadianceGrid, path) -> Path:
         if value is not None:
             arrays[name] = value.astype(np.uint8 if name == "labels" else value.dtype)
     arrays["meta_json"] = np.frombuffer(json.dumps(grid.meta).encode(), np.uint8)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, **arrays)
     return path
 
 

@@ -24,6 +24,7 @@ import torch
 
 from omnifield.apps.mae.scene import Scene, rotate_z, save_scene_json
 from omnifield.errors import OmnifieldError
+from omnifield.io.atomic import write_text_atomic
 
 LIGHT_DIR = (0.35, 0.5, 0.79)
 AMBIENT = 0.4
@@ -163,8 +164,6 @@ def write_blender_scene(
             iio.imwrite(out / split / f"r_{i}.png", (image * 255 + 0.5).astype(np.uint8))
             frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": c2w.tolist()})
         meta = {"camera_angle_x": camera_angle_x, "frames": frames}
-        tmp = out / f"transforms_{split}.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=1))
-        tmp.replace(out / f"transforms_{split}.json")
+        write_text_atomic(out / f"transforms_{split}.json", json.dumps(meta, indent=1))
     save_scene_json(scene, out / "scene.json")
     return out

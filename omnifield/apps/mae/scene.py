@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from omnifield.errors import OmnifieldError
+from omnifield.io.atomic import write_text_atomic
 
 CLASS_NAMES = ("empty", "floor", "wall", "cabinet", "bed", "lamp", "ball")
 KINDS = ("box", "cylinder", "sphere")
@@ -226,10 +227,7 @@ def generate_scene(seed: int, min_objects: int = 3, max_objects: int = 7) -> Sce
 
 def save_scene_json(scene: Scene, path) -> None:
     """Write the scene description (primitives, classes, boxes) as JSON, atomically."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(scene.to_json(), indent=1))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(scene.to_json(), indent=1))
 
 
 def scene_from_json(path) -> Scene:
