@@ -7,7 +7,8 @@ iteration, warm-started from the previous weights (or re-drawn when
 ``window`` iterations (after ``min_iters``) the mean loss of the last window
 is compared with the window before; when it improved by less than ``rel_tol``
 of its magnitude the learning rate drops tenfold (at most ``lr_drops`` times)
-and after that the stage stops (or at ``max_iters``).
+and after that the stage stops (or at ``max_iters``, or as soon as the window
+mean falls below ``abs_tol``).
 
 The state (live fields, previous states, sampling RNG, per-step log) saves to
 ``PATH.safetensors`` + ``PATH.json`` and resumes bit-for-bit.
@@ -56,6 +57,7 @@ class StepperConfig:
     window: int = 20
     rel_tol: float = 0.01
     lr_drops: int = 0
+    abs_tol: float = 0.0
     n_samples: int = 1024
     warm_start: bool = True
     init_iters: int = 1500
@@ -187,6 +189,8 @@ class InsrStepper:
             if n >= max(self.cfg.min_iters, last_drop + 2 * w) and n % w == 0:
                 cur = sum(losses[-w:]) / w
                 prev = sum(losses[-2 * w : -w]) / w
+                if cur < self.cfg.abs_tol:
+                    break
                 if prev - cur >= self.cfg.rel_tol * abs(prev):
                     continue
                 if drops == self.cfg.lr_drops:
