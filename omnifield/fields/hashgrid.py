@@ -11,7 +11,10 @@ fit in the table (``(R_l+1)^D <= 2^log2_hashmap_size``) index densely
 
 :func:`hash_encode` is the public op: the native CPU kernel when available,
 else :func:`_hash_encode`, the vectorised pure-torch twin (the reference in
-tests, and the path for float64/gradcheck and for CUDA tensors).
+tests, and the path for float64/gradcheck and for CUDA tensors). The native
+path is differentiable twice (its second-order terms are native too, for
+eikonal and PDE losses on ``d enc / dx``); a third derivative needs the twin.
+Its output is a transposed ``[N, L*F]`` view of a feature-major buffer.
 """
 
 from __future__ import annotations
