@@ -193,3 +193,11 @@ def test_elasticity_clamp_and_energy_at_rest():
     assert psi(torch.eye(2, dtype=torch.float64)).item() == pytest.approx(0.0, abs=1e-12)
     assert psi(rotation).item() == pytest.approx(0.0, abs=1e-12)
     assert psi(rotation @ stretch).item() == pytest.approx(psi(stretch).item()) and psi(stretch).item() > 0
+
+
+def test_stratified_samples_fill_every_cell_of_the_box():
+    problem = TaylorGreenProblem()
+    x = problem.sample(110, torch.Generator().manual_seed(0))  # 10 x 10 strata + 10 uniform points
+    assert x.shape == (110, 2) and bool(((x >= 0) & (x <= 2 * math.pi)).all())
+    cells = torch.floor(x[:100] / (2 * math.pi / 10)).long()
+    assert len(set(map(tuple, cells.tolist()))) == 100
