@@ -1,7 +1,7 @@
 """CAM: coordinate-aware modulation of an MLP decoder (Lee et al., AAAI 2024).
 
-Wraps any :class:`~omnifield.fields.mlp.MLP` config. After every hidden linear layer, the features are
-normalised and modulated by a scale and a shift read from small grids over the input coordinate ``x``::
+Wraps any :class:`~omnifield.fields.mlp.MLP` config. After each of the first ``n_modulated`` hidden linear
+layers (default 1, which keeps the grids small), the features are normalised and modulated by a scale and a shift read from small grids over the input coordinate ``x``::
 
     h <- act( gamma_l(x) * norm(W_l h + b_l) + beta_l(x) ),   gamma_l = 1 + G^gamma_l(x),  beta_l = G^beta_l(x)
 
@@ -34,12 +34,14 @@ NORMALIZATIONS = ("layer", "none")
 @register_config("cam")
 @dataclass
 class CAMConfig:
-    """A base MLP config, the coordinate dimension (2 image, 3 space, 4 space-time), grid resolution, norm."""
+    """A base MLP config, the coordinate dimension (2 image, 3 space, 4 space-time), grid resolution, norm,
+    and how many hidden layers (the first ones) are modulated."""
 
     base: Any = field(default_factory=lambda: MLPConfig(width=64, n_hidden_layers=2))
     coord_dims: int = 3
     resolution: int = 16
     normalization: str = "layer"
+    n_modulated: int = 1
 
     def build(self, n_in: int, n_out: int) -> "CAM":
         return CAM(n_in, n_out, self)
@@ -59,10 +61,10 @@ class CAM(nn.Module):
             raise ValueError("CAM grid resolution must be >= 2")
         if self.cfg.normalization not in NORMALIZATIONS:
             raise ValueError(f"CAM normalization must be one of {NORMALIZATIONS}, got {self.cfg.normalization!r}")
-        if self.cfg.base.n_hidden_layers < 1:
-            raise ValueError("CAM needs a base MLP with at least one hidden layer")
+        if not 1 <= self.cfg.n_modulated <= self.cfg.base.n_hidden_layers:
+            raise ValueError("CAM n_modulated must be between 1 and the base MLP's n_hidden_layers")
         self.mlp: MLP = self.cfg.base.build(n_in, n_out)
-        self.width, self.n_modulated = self.cfg.base.width, self.cfg.base.n_hidden_layers
+        self.width, self.n_modulated = self.cfg.base.width, self.cfg.n_modulated
         channels = 2 * self.width * self.n_modulated
         res = self.cfg.resolution
         if self.cfg.coord_dims == 4:  # a 1-D grid over time
@@ -75,7 +77,7 @@ class CAM(nn.Module):
         self.grids = nn.Parameter(torch.zeros(shape))
 
     def modulation(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x [N, coord_dims] -> (gamma, beta)``, each ``[N, n_hidden_layers, width]``."""
+        """``x [N, coord_dims] -> (gamma, beta)``, each ``[N, n_modulated, width]``."""
         g = grid_lookup(self.grids, x.clamp(0.0, 1.0)[:, self.grid_axes]).sum(dim=1)  # [N, 2*W*L]
         g = g.view(-1, 2, self.n_modulated, self.width)
         return 1.0 + g[:, 0], g[:, 1]
@@ -89,9 +91,11 @@ class CAM(nn.Module):
         gamma, beta = self.modulation(x.reshape(-1, x.shape[-1]).to(h.dtype))
         for layer_index, layer in enumerate(self.mlp.layers[:-1]):
             h = layer(h)
-            if self.cfg.normalization == "layer":
-                h = F.layer_norm(h, (self.width,))
-            h = self.mlp.act(gamma[:, layer_index] * h + beta[:, layer_index])
+            if layer_index < self.n_modulated:
+                if self.cfg.normalization == "layer":
+                    h = F.layer_norm(h, (self.width,))
+                h = gamma[:, layer_index] * h + beta[:, layer_index]
+            h = self.mlp.act(h)
         out = self.mlp.out_act(self.mlp.layers[-1](h))
         return out.reshape(*lead, out.shape[-1])
 

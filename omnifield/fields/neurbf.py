@@ -23,7 +23,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+from scipy.spatial import cKDTree
 from torch import nn
 
 from omnifield.config import register_config
@@ -56,8 +58,8 @@ class NeuRBFConfig:
 
 
 def candidate_grid_resolution(n_bases: int, n_dims: int) -> int:
-    """Cells per axis of the candidate grid: twice the centres per axis, at most 2^18 cells in all."""
-    cap = int(round(2 ** (18 / n_dims)))
+    """Cells per axis of the candidate grid: twice the centres per axis, at most 2^16 cells in all."""
+    cap = int(round(2 ** (16 / n_dims)))
     return int(min(cap, max(2, round(2 * n_bases ** (1.0 / n_dims)))))
 
 
@@ -66,26 +68,23 @@ def build_candidate_lists(
     n_neighbors: int,
     grid_res: int,
     max_candidates: int,
-    chunk: int = 4096,
 ) -> tuple[torch.Tensor, bool]:  # ([G^D, M] int64, exact)
-    """For every cell of a ``grid_res^D`` grid, the ``M`` centres nearest its middle, ``M`` large enough
-    that every centre within ``d_K(m) + 2h`` is listed (exact K-nearest) unless that needs more than
-    ``max_candidates`` (then ``exact`` is False and the list is the ``max_candidates`` nearest)."""
+    """For every cell of a ``grid_res^D`` grid, the ``M`` centres nearest its middle ``m``, with ``M`` large
+    enough that every centre within ``d_K(m) + 2h`` (``h``: the cell's half-diagonal) is listed, so the
+    lookup is the exact K-nearest, unless that needs more than ``max_candidates`` (then ``exact`` is False
+    and each list holds the ``max_candidates`` nearest). Uses scipy's k-d tree."""
     n_bases, d = centers.shape
-    axes = (torch.arange(grid_res, dtype=centers.dtype, device=centers.device) + 0.5) / grid_res
-    mids = torch.stack(torch.meshgrid(*([axes] * d), indexing="ij"), dim=-1).reshape(-1, d)  # [G^D, D]
-    half_diag = 0.5 * math.sqrt(d) / grid_res
+    pts = centers.detach().double().cpu().numpy()
+    axes = (np.arange(grid_res) + 0.5) / grid_res
+    mids = np.stack(np.meshgrid(*([axes] * d), indexing="ij"), axis=-1).reshape(-1, d)  # [G^D, D]
+    tree = cKDTree(pts)
     k = min(n_neighbors, n_bases)
-    order, need = [], []
-    for m in mids.split(chunk):
-        dist = torch.cdist(m, centers)  # [c, B]
-        sorted_dist, sorted_idx = dist.sort(dim=1)
-        radius = sorted_dist[:, k - 1 : k] + 2.0 * half_diag
-        need.append((sorted_dist <= radius).sum(dim=1))
-        order.append(sorted_idx[:, : min(max_candidates, n_bases)])
-    n_needed = int(torch.cat(need).max())
+    dist_k = tree.query(mids, k=[k], workers=2)[0][:, 0]
+    radius = dist_k + math.sqrt(d) / grid_res + 1e-9
+    n_needed = int(tree.query_ball_point(mids, radius, return_length=True, workers=2).max())
     m_cap = min(max(n_needed, k), max_candidates, n_bases)
-    return torch.cat(order)[:, :m_cap].contiguous(), n_needed <= m_cap
+    order = tree.query(mids, k=m_cap, workers=2)[1].reshape(len(mids), m_cap)
+    return torch.from_numpy(np.asarray(order, dtype=np.int64)).to(centers.device), n_needed <= m_cap
 
 
 def cell_index(x: torch.Tensor, grid_res: int) -> torch.Tensor:
@@ -133,28 +132,38 @@ class NeuRBF(Encoding):
         self.n_output_dims = c.n_channels + (self.grid.n_output_dims if self.grid is not None else 0)
         self.register_buffer("candidates", torch.zeros(0, 1, dtype=torch.long), persistent=False)
         self.candidates_exact = False
+        self._candidates_stale = True
         self._reset_shapes()
-        self.register_load_state_dict_post_hook(lambda module, keys: module._refresh_candidates())
+        self.register_load_state_dict_post_hook(lambda module, keys: module._mark_stale())
 
-    def _refresh_candidates(self) -> None:
+    def _mark_stale(self) -> None:
+        self._candidates_stale = True
+
+    def refresh_candidates(self) -> None:
+        """(Re)build the candidate lists from the current centres (done lazily before the next lookup)."""
         self.candidates, self.candidates_exact = build_candidate_lists(
             self.centers, self.cfg.n_neighbors, self.grid_res, self.cfg.max_candidates
         )
+        self._candidates_stale = False
 
     def _reset_shapes(self) -> None:
         """Isotropic shapes with ``phi = 1/2`` at the mean distance to the ``K`` nearest other centres."""
-        self._refresh_candidates()
-        k = min(self.cfg.n_neighbors + 1, self.cfg.n_bases)
-        d = torch.cdist(self.centers, self.centers).topk(k, dim=1, largest=False).values[:, 1:]
-        radius = d.mean(dim=1).clamp_min(1e-4) if k > 1 else torch.full((self.cfg.n_bases,), 0.5)
-        eye = torch.eye(self.n_input_dims, dtype=self.shapes.dtype, device=self.shapes.device)
+        self._candidates_stale = True
+        k = min(self.cfg.n_neighbors, self.cfg.n_bases - 1)
+        if k >= 1:
+            pts = self.centers.detach().double().cpu().numpy()
+            dist = cKDTree(pts).query(pts, k=list(range(2, k + 2)), workers=2)[0]
+            radius = torch.from_numpy(dist.mean(axis=1)).float().clamp_min(1e-4)
+        else:
+            radius = torch.full((self.cfg.n_bases,), 0.5)
+        eye = torch.eye(self.n_input_dims)
         with torch.no_grad():
-            self.shapes.copy_(eye[None] / radius[:, None, None])
+            self.shapes.copy_((eye[None] / radius[:, None, None]).to(self.shapes))
 
     @torch.no_grad()
     def init_centers(self, points: torch.Tensor, weights: torch.Tensor, n_iters: int = 10) -> None:
         """Place the centres by weighted k-means of ``points [P, D]`` in [0,1]^D with ``weights [P]``,
-        then reset the shapes and rebuild the candidate lists."""
+        then reset the shapes (the candidate lists are rebuilt before the next lookup)."""
         generator = torch.Generator().manual_seed(self.cfg.seed)
         centers = weighted_kmeans(points.float().cpu(), weights.float().cpu(), self.cfg.n_bases, n_iters, generator)
         self.centers.copy_(centers.to(self.centers))
@@ -162,6 +171,8 @@ class NeuRBF(Encoding):
 
     def neighbors(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, D] -> [N, K]`` indices of each point's nearest centres."""
+        if self._candidates_stale:
+            self.refresh_candidates()
         return k_nearest_centers(x, self.centers.to(x.dtype), self.candidates, self.grid_res, self.cfg.n_neighbors)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
