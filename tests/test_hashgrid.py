@@ -215,6 +215,15 @@ def test_native_double_backward_through_table_gradient():
         _assert_close_scaled(a, b)
 
 
+def test_native_survives_non_finite_inputs():
+    """NaN / inf coordinates must not index outside the table (they are clamped to a valid cell)."""
+    grid = _grid(3, SMALL)
+    x = torch.tensor([[float("nan"), 0.5, 0.5], [float("inf"), -float("inf"), 0.2], [0.3, 0.4, 0.5]])
+    out = _native(x, grid.table, grid)
+    assert out.shape == (3, SMALL.n_levels * 2)
+    torch.testing.assert_close(out[2], _hash_encode(x[2:], grid.table, *_layout(grid))[0])
+
+
 def test_public_op_falls_back_for_float64():
     grid = _grid(2, TINY, torch.float64)
     x = torch.rand(5, 2, dtype=torch.float64)

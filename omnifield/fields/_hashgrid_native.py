@@ -43,6 +43,7 @@ class _NativeHashEncodeBackward(torch.autograd.Function):
     @staticmethod
     def forward(ctx, kernels, grad_out, x, table, resolutions, offsets, sizes, dense, need_x, need_table):
         ctx.kernels = kernels
+        ctx.set_materialize_grads(False)  # an unused output (often grad_table) gets None, not a zero table
         ctx.save_for_backward(grad_out, x, table, resolutions, offsets, sizes, dense)
         grad_x, grad_table = kernels.backward(grad_out, x, table, resolutions, offsets, sizes, dense, need_x, need_table)
         return grad_x, grad_table

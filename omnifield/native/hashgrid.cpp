@@ -76,7 +76,9 @@ inline void locate(const float* __restrict__ x, const Level& lv, Corners<D>& out
     c = c < 0.0f ? 0.0f : c;
     c = c > lv.res - 1.0f ? lv.res - 1.0f : c;
     out.frac[i] = pos - c;
-    cell[i] = static_cast<int64_t>(c);
+    // integer clamp too: keeps row indices in range even for NaN / inf inputs
+    const int64_t ci = static_cast<int64_t>(c);
+    cell[i] = ci < 0 ? 0 : (ci > lv.stride - 2 ? lv.stride - 2 : ci);
   }
   for (int k = 0; k < Corners<D>::C; ++k) {
     float w = 1.0f;
