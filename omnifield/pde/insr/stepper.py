@@ -5,10 +5,9 @@ runs the problem's stages, each an Adam optimisation at points resampled every
 iteration, warm-started from the previous weights (or re-drawn when
 ``warm_start=False``), stopped by a convergence test on the loss: every
 ``window`` iterations (after ``min_iters``) the mean loss of the last window
-is compared with the window before; when it improved by less than ``rel_tol``
-of its magnitude the learning rate drops tenfold (at most ``lr_drops`` times)
-and after that the stage stops (or at ``max_iters``, or as soon as the window
-mean falls below ``abs_tol``).
+is compared with the window before and the stage stops when it improved by
+less than ``rel_tol`` of its magnitude, or falls below ``abs_tol`` (or at
+``max_iters``; ``min_iters = max_iters`` gives a fixed budget).
 
 The state (live fields, previous states, sampling RNG, per-step log) saves to
 ``PATH.safetensors`` + ``PATH.json`` and resumes bit-for-bit.
@@ -56,7 +55,6 @@ class StepperConfig:
     min_iters: int = 40
     window: int = 20
     rel_tol: float = 0.01
-    lr_drops: int = 0
     abs_tol: float = 0.0
     n_samples: int = 1024
     warm_start: bool = True
@@ -175,7 +173,6 @@ class InsrStepper:
         optimiser = torch.optim.Adam(module.parameters(), lr=self.cfg.lr)
         losses: list[float] = []
         w = self.cfg.window
-        drops, last_drop = 0, 0
         for it in range(max_iters):
             x = self.problem.sample(self.cfg.n_samples, self.generator).requires_grad_(True)
             loss = loss_fn(module, ctx, x)
@@ -186,18 +183,11 @@ class InsrStepper:
             optimiser.step()
             losses.append(loss.item())
             n = it + 1
-            if n >= max(self.cfg.min_iters, last_drop + 2 * w) and n % w == 0:
+            if n >= max(self.cfg.min_iters, 2 * w) and n % w == 0:
                 cur = sum(losses[-w:]) / w
                 prev = sum(losses[-2 * w : -w]) / w
-                if cur < self.cfg.abs_tol:
+                if cur < self.cfg.abs_tol or prev - cur < self.cfg.rel_tol * abs(prev):
                     break
-                if prev - cur >= self.cfg.rel_tol * abs(prev):
-                    continue
-                if drops == self.cfg.lr_drops:
-                    break
-                drops, last_drop = drops + 1, n
-                for group in optimiser.param_groups:
-                    group["lr"] *= 0.1
         tail = losses[-w:]
         return {"iters": len(losses), "loss": sum(tail) / len(tail)}
 
