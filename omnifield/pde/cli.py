@@ -1,39 +1,20 @@
 """``omnifield pde list`` and ``omnifield pde solve PROBLEM --solver SOLVER``.
 
-Dispatches through :mod:`omnifield.pde.registry`; the modules in
-``_PLUGIN_MODULES`` register their problems and solvers when imported.
+Dispatches through :mod:`omnifield.pde.registry`; the modules in its
+``PLUGIN_MODULES`` register their problems and solvers when imported.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 from pathlib import Path
 
 from omnifield.pde import registry
 
-# Modules that call register_problem()/register_solver() at import time.
-_PLUGIN_MODULES = [
-    "omnifield.pde.problems",
-    "omnifield.pde.solvers",
-    "omnifield.pde.insr",
-]
-
-
-def load_plugins() -> None:
-    """Import every plugin module that exists so that its problems and solvers register."""
-    for module in _PLUGIN_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-
-
 def register(subparsers) -> None:
     """Add the ``pde`` sub-command with ``list`` and ``solve``."""
-    load_plugins()
+    registry.load_plugins()
     pde = subparsers.add_parser("pde", help="solve PDEs with neural fields (PINN, causal PINN, hard constraints, PIG)")
     sub = pde.add_subparsers(dest="pde_command", metavar="PDE_COMMAND")
     pde.set_defaults(func=lambda args: (pde.print_help(), 2)[1])

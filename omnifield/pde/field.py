@@ -75,7 +75,7 @@ class PDEField(nn.Module):
         for layer in self.decoder.layers:
             nn.init.xavier_normal_(layer.weight)
             nn.init.zeros_(layer.bias)
-        self.register_buffer("harmonics", math.pi * torch.arange(1, cfg.n_harmonics + 1, dtype=torch.float32))
+        self.register_buffer("harmonics", math.pi * torch.arange(1, cfg.n_harmonics + 1, dtype=torch.float64))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:  # [N, D] -> [N, F]
         s = (x - self.lo.to(x.dtype)) / (self.hi - self.lo).to(x.dtype)

@@ -10,16 +10,34 @@ of JSON-able numbers (``rel_l2`` at least). A solver may also pass
 from __future__ import annotations
 
 import argparse
+import importlib
 from pathlib import Path
 from typing import Any, Callable
 
 from omnifield.errors import OmnifieldError
+
+# Modules that call register_problem()/register_solver() at import time.
+PLUGIN_MODULES = [
+    "omnifield.pde.problems",
+    "omnifield.pde.solvers",
+    "omnifield.pde.insr",
+]
 
 SolverRun = Callable[[str, argparse.Namespace, Path], dict]
 
 _PROBLEMS: dict[str, Callable[[], Any]] = {}
 _SOLVERS: dict[str, SolverRun] = {}
 _SOLVER_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {}
+
+
+def load_plugins() -> None:
+    """Import every plugin module that exists so that its problems and solvers register."""
+    for module in PLUGIN_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
 
 
 def register_problem(name: str, factory: Callable[[], Any]) -> None:
@@ -50,6 +68,7 @@ def solver_names() -> list[str]:
 
 def get_problem(name: str) -> Any:
     """A fresh problem ``name``; :class:`OmnifieldError` naming the choices if unknown."""
+    load_plugins()
     if name not in _PROBLEMS:
         raise OmnifieldError(f"unknown PDE problem {name!r}; choose from: {', '.join(problem_names())}")
     return _PROBLEMS[name]()
@@ -57,6 +76,7 @@ def get_problem(name: str) -> Any:
 
 def get_solver(name: str) -> SolverRun:
     """The run function of solver ``name``; :class:`OmnifieldError` naming the choices if unknown."""
+    load_plugins()
     if name not in _SOLVERS:
         raise OmnifieldError(f"unknown PDE solver {name!r}; choose from: {', '.join(solver_names())}")
     return _SOLVERS[name]

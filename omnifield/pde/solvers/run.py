@@ -101,7 +101,11 @@ def solve(problem_name: str, solver: str, settings: SolverSettings, out_dir: Pat
     start = time.perf_counter()
     history = optimize(loss, params, opt, generator)
     elapsed = time.perf_counter() - start
-    metrics = {"time_s": elapsed, "n_params": sum(p.numel() for p in params), "final_loss": history[-1]["loss"]}
+    metrics = {
+        "time_s": elapsed,
+        "n_params": sum(p.numel() for p in params),
+        "final_loss": history[-1]["loss"] if history else None,
+    }
     return write_outputs(problem, solution, history, out_dir, metrics)
 
 

@@ -43,7 +43,14 @@ SOLVER_DEFAULTS: dict[str, dict] = {
 }
 
 # Sizes that reach the targets on the reference machine (2 CPU cores); flags override them.
-PROBLEM_DEFAULTS: dict[tuple[str, str], dict] = {}
+_BURGERS = {"width": 32, "depth": 4, "steps": 2000, "lbfgs_steps": 4000, "n_interior": 4000}
+PROBLEM_DEFAULTS: dict[tuple[str, str], dict] = {
+    ("burgers", "hard"): _BURGERS,
+    ("burgers", "pinn"): _BURGERS,
+    ("allen_cahn", "causal"): {"width": 48, "depth": 4, "steps": 3000, "lbfgs_steps": 1000, "n_interior": 2048},
+    ("helmholtz", "pig"): {"steps": 3000, "lbfgs_steps": 0, "lr": 5e-3, "lr_final": 5e-4, "n_interior": 1000,
+                           "n_gaussians": 256, "gaussian_sigma": 0.08, "gaussian_features": 8},
+}
 
 
 def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +60,7 @@ def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
                    help="encoding of the unknown (none = plain tanh MLP on coordinates)")
     g.add_argument("--width", type=int, help="MLP width")
     g.add_argument("--depth", type=int, help="MLP hidden layers")
+    g.add_argument("--n-harmonics", type=int, help="periodic embedding harmonics (no encoding only)")
     g.add_argument("--lr", type=float, help="Adam learning rate (decays exponentially to --lr-final)")
     g.add_argument("--lr-final", type=float, help="Adam learning rate at the last step")
     g.add_argument("--lbfgs-steps", type=int, help="L-BFGS iterations after Adam (0: none)")

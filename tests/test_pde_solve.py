@@ -1,0 +1,115 @@
+"""End to end: short solves lower the error, the CLI writes its files, bad options give clear errors."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from omnifield.errors import OmnifieldError
+from omnifield.pde import cli, registry
+from omnifield.pde.field import PDEField, UnknownConfig
+from omnifield.pde.solvers import solve
+from omnifield.pde.solvers.settings import SolverSettings
+
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny problems run fastest (and steadiest on a shared machine) on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+TINY = SolverSettings(width=16, depth=2, steps=0, lbfgs_steps=0, n_interior=256, n_condition=64, lr=5e-3, lr_final=1e-3)
+
+
+@pytest.mark.parametrize("solver, extra", [("hard", {}), ("pinn", {}), ("pig", dict(field="gaussian_embedding", depth=1, n_gaussians=64, gaussian_sigma=0.15, double=False))])
+def test_short_solve_lowers_the_error(tmp_path, solver, extra):
+    settings = replace(TINY, **extra)
+    before = solve("heat", solver, settings, tmp_path / "before", quiet=True)["rel_l2"]
+    after = solve("heat", solver, replace(settings, steps=100), tmp_path / "after", quiet=True)["rel_l2"]
+    assert after < 0.7 * before
+
+
+def test_causal_solve_runs_and_records_weights(tmp_path):
+    settings = replace(TINY, steps=20, chunks=8, eps="1,10")
+    metrics = solve("heat", "causal", settings, tmp_path, quiet=True)
+    history = json.loads((tmp_path / "loss_history.json").read_text())
+    assert 0.0 <= history[-1]["min_weight"] <= 1.0
+    assert np.isfinite(metrics["rel_l2"])
+
+
+def test_cli_solve_writes_plots_losses_and_grid(tmp_path, capsys):
+    args = cli.parse_solve_args(["heat", "--solver", "hard", "--steps", "5", "--lbfgs-steps", "2", "--width", "8",
+                                 "--depth", "1", "--n-interior", "64", "--quiet", "--out", str(tmp_path)])
+    assert args.func(args) == 0
+    for name in ("solution.npz", "solution.png", "loss.png", "metrics.json", "loss_history.json"):
+        assert (tmp_path / name).stat().st_size > 0
+    data = np.load(tmp_path / "solution.npz")
+    assert data["prediction"].shape == data["reference"].shape == (51, 51, 11, 1)
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["rel_l2"] == pytest.approx(json.loads((tmp_path / "metrics.json").read_text())["rel_l2"])
+
+
+def test_cli_list_names_problems_and_solvers(capsys):
+    args = cli.parse_solve_args(["heat"])  # registers everything
+    assert args.solver == "pinn"
+    cli._list(args)
+    out = capsys.readouterr().out
+    for name in ("burgers", "allen_cahn", "helmholtz", "poisson_lshape", "heat", "kovasznay", "pinn", "causal", "moe", "pig"):
+        assert name in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["poisson_lshape", "--solver", "hard"], "no exact output transform"),
+        (["heat", "--solver", "nope"], "unknown PDE solver"),
+        (["nope"], "unknown PDE problem"),
+        (["helmholtz", "--solver", "causal"], "no time axis"),
+        (["heat", "--solver", "causal", "--eps", "a,b"], "--eps"),
+        (["heat", "--solver", "moe", "--basis", "4", "--constraint-points", "8"], "constraint-points"),
+    ],
+)
+def test_bad_options_raise_clear_errors(tmp_path, argv, message):
+    args = cli.parse_solve_args([*argv, "--steps", "0", "--lbfgs-steps", "0", "--out", str(tmp_path), "--quiet"])
+    with pytest.raises(OmnifieldError, match=message):
+        args.func(args)
+
+
+def test_unknown_field_is_rejected():
+    with pytest.raises(OmnifieldError, match="--field"):
+        PDEField((0.0,), (1.0,), 1, UnknownConfig(encoding="voxels"))
+
+
+@pytest.mark.parametrize("encoding", ["none", "frequency", "hashgrid", "gaussian_embedding"])
+def test_every_encoding_gives_the_unknown_and_its_derivatives(encoding):
+    torch.manual_seed(0)
+    field = PDEField((-1.0, 0.0), (1.0, 1.0), 1, UnknownConfig(encoding=encoding, width=8, n_hidden_layers=1))
+    x = torch.rand(16, 2, requires_grad=True)
+    u = field(x)
+    (du,) = torch.autograd.grad(u.sum(), x, create_graph=True)
+    assert u.shape == (16, 1) and du.shape == (16, 2) and torch.isfinite(du).all()
+
+
+def test_periodic_embedding_makes_the_field_exactly_periodic():
+    torch.manual_seed(0)
+    field = PDEField((-1.0, 0.0), (1.0, 1.0), 1, UnknownConfig(n_harmonics=3), periodic_axes=(0,)).double()
+    t = torch.rand(20, 1, dtype=torch.float64)
+    left = torch.cat([-torch.ones_like(t), t], -1)
+    right = torch.cat([torch.ones_like(t), t], -1)
+    torch.testing.assert_close(field(left), field(right), atol=1e-13, rtol=0)
+
+
+def test_registry_all_is_complete():
+    import omnifield.pde.problems as problems
+    import omnifield.pde.solvers as solvers
+
+    for module in (problems, solvers):
+        for name in module.__all__:
+            assert hasattr(module, name)
+    assert set(solvers.SOLVERS) <= set(registry.solver_names())
