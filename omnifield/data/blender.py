@@ -55,8 +55,27 @@ def _matrix(value, where: str) -> np.ndarray:
     return m
 
 
-def load_blender(root: str | Path, split: str = "train") -> PosedImages:
-    """Load ``root/transforms_<split>.json`` and its frames; clear errors for missing or malformed input."""
+def downscale_images(images: torch.Tensor, cameras: Cameras, factor: int) -> tuple[torch.Tensor, Cameras]:
+    """Area-average ``images [N, H, W, C]`` by an integer ``factor`` and scale the intrinsics to match."""
+    if factor == 1:
+        return images, cameras
+    n, h, w, c = images.shape
+    h2, w2 = h // factor, w // factor
+    if h2 < 1 or w2 < 1:
+        raise OmnifieldError(f"downscale factor {factor} is larger than the image size {w}x{h}")
+    small = torch.nn.functional.avg_pool2d(images[:, : h2 * factor, : w2 * factor].permute(0, 3, 1, 2), factor)
+    cams = Cameras(cameras.c2w, cameras.fx / factor, cameras.fy / factor, cameras.cx / factor, cameras.cy / factor,
+                   w2, h2)
+    return small.permute(0, 2, 3, 1).contiguous(), cams
+
+
+def load_blender(root: str | Path, split: str = "train", downscale: int = 1) -> PosedImages:
+    """Load ``root/transforms_<split>.json`` and its frames, optionally downscaled by an integer factor.
+
+    Clear :class:`OmnifieldError` messages for missing or malformed input.
+    """
+    if not isinstance(downscale, int) or downscale < 1:
+        raise OmnifieldError(f"downscale must be a positive integer, got {downscale!r}")
     root = Path(root)
     if not root.is_dir():
         raise OmnifieldError(f"{root}: data folder not found")
@@ -100,4 +119,5 @@ def load_blender(root: str | Path, split: str = "train") -> PosedImages:
         if not isinstance(angle, (int, float)) or not 0 < angle < math.pi:
             raise OmnifieldError(f"{meta_path}: 'camera_angle_x' must be a number in (0, pi), got {angle!r}")
         cameras = Cameras.from_fov(c2w, float(angle), w, h)
-    return PosedImages(torch.from_numpy(np.stack(images)), cameras, names)
+    pixels, cameras = downscale_images(torch.from_numpy(np.stack(images)), cameras, downscale)
+    return PosedImages(pixels, cameras, names)

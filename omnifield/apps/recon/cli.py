@@ -52,9 +52,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     data_dir = Path(args.data)
     out = Path(args.out) if args.out else Path("outputs") / f"{data_dir.name}-{args.method}"
-    train_data = load_blender(data_dir, "train")
     if args.resume:
         run, tensors, meta = Run.open(out)
+        train_data = load_blender(data_dir, "train", run.downscale)
         run.train_config = replace_config(run.train_config, steps=args.steps, minutes=args.minutes)
         trainer = Trainer(run, train_data)
         trainer.restore(tensors, meta)
@@ -63,7 +63,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if (out / CHECKPOINT).exists():
             raise OmnifieldError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
         field_cfg, renderer_cfg, train_cfg = _build_configs(args)
-        run = Run.create(out, args.method, field_cfg, renderer_cfg, train_cfg, str(data_dir))
+        train_data = load_blender(data_dir, "train", args.downscale)
+        run = Run.create(out, args.method, field_cfg, renderer_cfg, train_cfg, str(data_dir), args.downscale)
         trainer = Trainer(run, train_data)
         n_params = sum(p.numel() for p in run.field.parameters())
         print(f"training {args.method} ({n_params / 1e6:.2f} M parameters) on {data_dir} "
@@ -79,7 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _evaluate_and_report(run: Run, data_dir: Path, split: str, out: Path, step: int | None = None,
                          train_seconds: float | None = None) -> int:
-    data = load_blender(data_dir, split)
+    data = load_blender(data_dir, split, run.downscale)
     metrics = evaluate(run, data, out / "renders" / split)
     metrics.update(split=split, step=step, train_seconds=train_seconds, method=run.method)
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
@@ -100,7 +101,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     """Render test views (with depth) and/or an orbit video of a trained run."""
     run, _, _ = Run.open(args.run)
     out = Path(args.run)
-    data = load_blender(Path(args.data or run.data_dir), args.split)
+    data = load_blender(Path(args.data or run.data_dir), args.split, run.downscale)
     if not args.orbit_only:
         evaluate(run, data, out / "renders" / args.split)
         print(f"wrote {len(data.images)} renders and depth images to {out / 'renders' / args.split}")
@@ -120,6 +121,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", help="scene folder with transforms_train.json / transforms_test.json and images")
     p.add_argument("--method", default="hashgrid", help=f"field backend: {', '.join(field_names())}")
     p.add_argument("--out", help="run folder (default: outputs/<scene>-<method>)")
+    p.add_argument("--downscale", type=int, default=1, help="integer factor to shrink images on load (default 1)")
     p.add_argument("--steps", type=int, default=20000, help="maximum optimisation steps (default 20000)")
     p.add_argument("--minutes", type=float, default=0.0, help="training time budget in minutes (0 = none)")
     p.add_argument("--lr", type=float, default=1e-2, help="peak Adam learning rate (default 1e-2)")

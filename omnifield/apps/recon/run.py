@@ -36,18 +36,22 @@ class Run:
     train_config: Any
     data_dir: str
     method: str
+    downscale: int = 1
 
     @classmethod
-    def create(cls, path: Path, method: str, field_config, renderer_config, train_config, data_dir: str) -> "Run":
+    def create(cls, path: Path, method: str, field_config, renderer_config, train_config, data_dir: str,
+               downscale: int = 1) -> "Run":
         """A fresh run with a newly initialised field."""
         field = build_field(field_config)
         renderer = VolumeRenderer(field.aabb, renderer_config)
-        return cls(Path(path), field, renderer, field_config, renderer_config, train_config, str(data_dir), method)
+        return cls(Path(path), field, renderer, field_config, renderer_config, train_config, str(data_dir), method,
+                   downscale)
 
     def config_dict(self) -> dict[str, Any]:
         return {
             "method": self.method,
             "data": self.data_dir,
+            "downscale": self.downscale,
             "field": config_to_dict(self.field_config),
             "renderer": config_to_dict(self.renderer_config),
             "train": config_to_dict(self.train_config),
@@ -78,6 +82,7 @@ class Run:
             config_from_dict(cfg["renderer"], f"{ckpt} renderer config"),
             config_from_dict(cfg["train"], f"{ckpt} train config"),
             cfg.get("data", ""),
+            int(cfg.get("downscale", 1)),
         )
         load_module_state("field", run.field, tensors, str(ckpt))
         load_module_state("renderer", run.renderer, tensors, str(ckpt))

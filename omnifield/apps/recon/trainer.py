@@ -43,12 +43,17 @@ def make_optimizer(field: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
 
 
 class Trainer:
-    """Trains ``run.field`` on ``data``; ``eval_fn(run, step) -> dict`` is called every ``eval_every`` steps."""
+    """Trains ``run.field`` on ``data``.
+
+    ``eval_fn(run, step) -> dict`` runs every ``eval_every`` steps and whenever the training time
+    passes one of ``eval_at_seconds`` (evaluation time is not counted as training time).
+    """
 
     def __init__(self, run: Run, data: PosedImages, eval_fn: Callable[[Run, int], dict] | None = None,
-                 eval_every: int = 0, progress: bool = True):
+                 eval_every: int = 0, eval_at_seconds: tuple[float, ...] = (), progress: bool = True):
         self.run, self.cfg = run, run.train_config
         self.eval_fn, self.eval_every, self.progress = eval_fn, eval_every, progress
+        self.eval_at_seconds = sorted(eval_at_seconds)
         self.optimizer = make_optimizer(run.field, self.cfg)
         images = data.images
         self.n_images, self.height, self.width = images.shape[0], images.shape[1], images.shape[2]
@@ -144,6 +149,15 @@ class Trainer:
             "lr": cfg.lr * factor,
         }
 
+    def _eval_due(self) -> bool:
+        if self.eval_fn is None:
+            return False
+        due = bool(self.eval_every) and self.step % self.eval_every == 0
+        while self.eval_at_seconds and self.elapsed >= self.eval_at_seconds[0]:
+            self.eval_at_seconds.pop(0)
+            due = True
+        return due
+
     def fit(self, log_path: Path | None = None) -> list[dict[str, Any]]:
         """Train until ``steps`` or the time budget; checkpoints periodically and on Ctrl-C."""
         cfg = self.cfg
@@ -171,7 +185,7 @@ class Trainer:
                     if log:
                         log.write(json.dumps(stats) + "\n")
                         log.flush()
-                if self.eval_fn and self.eval_every and self.step % self.eval_every == 0:
+                if self._eval_due():
                     record = {"step": self.step, "elapsed": self.elapsed, **self.eval_fn(self.run, self.step)}
                     self.history.append(record)
                     bar.write(f"step {self.step} ({self.elapsed:.0f}s): " +
