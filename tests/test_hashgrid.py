@@ -215,6 +215,25 @@ def test_native_double_backward_through_table_gradient():
         _assert_close_scaled(a, b)
 
 
+def test_native_third_order_matches_twin():
+    """A mixed second derivative d2 u / dx0 dx1 in the loss, trained wrt the table (third order)."""
+    grid = _grid(3, SMALL)
+    torch.manual_seed(5)
+    x = torch.rand(100, 3)
+    weights = torch.randn(SMALL.n_levels * 2)
+    r = torch.randn(100)
+    results = []
+    for encode in _encoders(grid):
+        xi = x.clone().requires_grad_(True)
+        u = (torch.tanh(encode(xi)) * weights).sum()
+        (g,) = torch.autograd.grad(u, xi, create_graph=True)
+        (h,) = torch.autograd.grad(g[:, 0].sum(), xi, create_graph=True)
+        loss = (h[:, 1] * r).sum()
+        results.append(torch.autograd.grad(loss, [grid.table]))
+    assert results[1][0].abs().max() > 0
+    _assert_close_scaled(results[0][0], results[1][0])
+
+
 def test_native_survives_non_finite_inputs():
     """NaN / inf coordinates must not index outside the table (they are clamped to a valid cell)."""
     grid = _grid(3, SMALL)
