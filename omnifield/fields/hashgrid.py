@@ -13,7 +13,8 @@ fit in the table (``(R_l+1)^D <= 2^log2_hashmap_size``) index densely
 else :func:`_hash_encode`, the vectorised pure-torch twin (the reference in
 tests, and the path for float64/gradcheck and for CUDA tensors). The native
 path is differentiable twice (its second-order terms are native too, for
-eikonal and PDE losses on ``d enc / dx``); a third derivative needs the twin.
+eikonal and PDE losses on ``d enc / dx``); third derivatives go through the
+twin automatically.
 Its output is a transposed ``[N, L*F]`` view of a feature-major buffer.
 """
 
