@@ -1,0 +1,216 @@
+"""``omnifield convert RUN_DIR --to FIELD``: distil a trained run into another field architecture.
+
+Teacher: a radiance-field run (``omnifield train``) or a splat run (``--method splat``). Student: any
+registered field preset (PVD, :mod:`omnifield.distill.pvd`) or ``splat`` (:mod:`.to_splat`). The output
+is a normal run folder; a final table compares teacher and student PSNR on the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from omnifield.config import config_to_dict, replace_config
+from omnifield.errors import OmnifieldError
+
+SPLAT = "splat"
+
+EPILOG = """examples:
+  omnifield convert outputs/lego --to triplane --steps 3000
+  omnifield convert outputs/lego --to mlp --steps 3000 --al --out outputs/lego-mlp
+  omnifield convert outputs/lego-splat --to hashgrid --steps 2000
+  omnifield convert outputs/lego --to splat --steps 2000
+"""
+
+
+@dataclass
+class Teacher:
+    """A loaded teacher: the field (``RadianceField`` or ``GaussianScene``), a sampler describing it."""
+
+    field: torch.nn.Module
+    sampler: Any  # VolumeRenderer with the teacher's occupancy grid
+    data_dir: str
+    kind: str  # "field" or "splat"
+    run: Any = None  # the recon Run of a field teacher
+
+
+def load_teacher(run_dir: Path, grid_resolution: int = 64) -> Teacher:
+    """Open a radiance-field or splat run folder as a teacher."""
+    from omnifield.apps.recon.run import CONFIG, Run
+
+    config_path = run_dir / CONFIG
+    if not config_path.is_file():
+        raise OmnifieldError(f"{run_dir}: not a run folder (no {CONFIG})")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise OmnifieldError(f"{config_path}: not valid JSON ({exc})") from None
+    if config.get("method") == SPLAT:
+        from omnifield.apps.splat.run import load_splat_run
+        from omnifield.renderers.occupancy import OccupancyGridConfig
+        from omnifield.renderers.volume import VolumeRenderer, VolumeRendererConfig
+
+        scene = load_splat_run(run_dir)
+        aabb = config.get("options", {}).get("aabb") or [-1.5, -1.5, -1.5, 1.5, 1.5, 1.5]
+        sampler = VolumeRenderer(aabb, VolumeRendererConfig(grid=OccupancyGridConfig(resolution=grid_resolution)))
+        chunk = max(1, (1 << 22) // max(len(scene), 1))
+        sampler.grid.update(0, lambda x: scene.density(x, chunk=chunk), sampler.step_size)
+        scene.aabb = torch.tensor(aabb, dtype=torch.float32)
+        return Teacher(scene, sampler, config.get("data", ""), SPLAT)
+    run, _, _ = Run.open(run_dir)
+    return Teacher(run.field, run.renderer, run.data_dir, "field", run)
+
+
+def student_config(name: str, teacher: Teacher, overrides: list[str]) -> Any:
+    """The preset ``name`` with the teacher's box and (for field teachers) its colour-head layout."""
+    from omnifield.config_overrides import apply_override
+    from omnifield.fields.registry import field_config
+
+    cfg = field_config(name)
+    shared: dict[str, Any] = {"aabb": tuple(float(v) for v in teacher.sampler.aabb.tolist())}
+    if teacher.kind == "field":
+        t = teacher.run.field_config
+        shared.update(color_decoder=t.color_decoder, geo_feat_dim=t.geo_feat_dim, sh_degree=t.sh_degree)
+    cfg = replace_config(cfg, **shared)
+    for assignment in overrides:
+        if not assignment.startswith("field."):
+            raise OmnifieldError(f"--set {assignment!r}: convert accepts only field.* overrides")
+        cfg = apply_override(cfg, assignment.split(".", 1)[1], "field")
+    return cfg
+
+
+def _evaluate_field(field, renderer, data, limit) -> dict[str, Any]:
+    from omnifield.apps.recon.evaluate import evaluate
+    from omnifield.apps.recon.run import Run
+
+    probe = Run(Path("."), field, renderer, None, None, None, "", "")
+    return evaluate(probe, data, limit=limit, progress=False)
+
+
+def _evaluate_splat(scene, data, limit) -> dict[str, Any]:
+    from omnifield.apps.splat.train import evaluate_splat
+    from omnifield.renderers.splat.renderer import SplatRenderer
+
+    n = len(data.images) if limit is None else min(limit, len(data.images))
+    subset = type(data)(**{**data.__dict__, "images": data.images[:n], "cameras": data.cameras[torch.arange(n)],
+                           "names": data.names[:n]})
+    return evaluate_splat(scene, subset, SplatRenderer(background=(1.0, 1.0, 1.0)))
+
+
+def evaluate_any(kind: str, field, renderer, data, limit: int | None) -> dict[str, Any]:
+    """Test-split PSNR/SSIM of a field (through ``renderer``) or a splat scene."""
+    return _evaluate_splat(field, data, limit) if kind == SPLAT else _evaluate_field(field, renderer, data, limit)
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """The teacher vs student table."""
+    print(f"{'':8} {'field':>10} {'PSNR (dB)':>10} {'SSIM':>7} {'seconds':>8}")
+    for r in rows:
+        print(f"{r['role']:8} {r['field']:>10} {r['psnr']:>10.2f} {r['ssim']:>7.4f} {r.get('seconds', 0):>8.0f}")
+
+
+def convert(run_dir: Path, to: str, out: Path, steps: int, active: bool = False, minutes: float = 0.0,
+            batch_rays: int = 2048, lr: float = 1e-2, seed: int = 0, eval_views: int | None = None,
+            overrides: list[str] | None = None, data_dir: str | None = None, n_gaussians: int = 20000,
+            progress: bool = True) -> list[dict[str, Any]]:
+    """Distil the run in ``run_dir`` into field ``to`` written to ``out``; returns the teacher/student rows."""
+    from omnifield.apps.recon.config import TrainConfig
+    from omnifield.apps.recon.run import CHECKPOINT, Run
+    from omnifield.data.blender import load_blender
+    from omnifield.distill.active import ActiveConfig
+    from omnifield.distill.pvd import Distiller, PVDConfig
+    from omnifield.io.atomic import write_text_atomic
+
+    if (out / CHECKPOINT).exists():
+        raise OmnifieldError(f"{out}: already holds a run; choose another --out")
+    torch.manual_seed(seed)
+    teacher = load_teacher(run_dir)
+    data_dir = data_dir or teacher.data_dir
+    train = load_blender(data_dir, "train")
+    test = load_blender(data_dir, "test")
+    t0 = time.perf_counter()
+    if to == SPLAT:
+        if teacher.kind == SPLAT:
+            raise OmnifieldError(f"{run_dir}: already a splat run; convert it to a field preset instead")
+        from omnifield.apps.splat.run import save_splat_run
+        from omnifield.distill.to_splat import distill_to_splat
+
+        student, info = distill_to_splat(teacher.field, teacher.sampler, train.cameras, steps, n_gaussians,
+                                         seed=seed, minutes=minutes, progress=progress)
+        save_splat_run(out, student, info["steps"], {"method": SPLAT, "data": str(data_dir),
+                                                     "distilled_from": str(run_dir), "options": {}})
+        student_renderer = None
+    else:
+        try:
+            pvd = PVDConfig(steps=steps, lr=lr, batch_rays=batch_rays, seed=seed,
+                            active=ActiveConfig.all_on() if active else ActiveConfig())
+        except ValueError as exc:
+            raise OmnifieldError(f"invalid option: {exc}") from None
+        cfg = student_config(to, teacher, overrides or [])
+        run = Run.create(out, to, cfg, teacher.sampler.cfg, TrainConfig(steps=steps), str(data_dir))
+        run.renderer.load_state_dict(teacher.sampler.state_dict())
+        distiller = Distiller(teacher.field, run.field, teacher.sampler, train.cameras, pvd)
+        log = distiller.fit(progress=progress, minutes=minutes)
+        run.save(distiller.step, {}, {"distilled_from": str(run_dir), "pvd": config_to_dict(pvd),
+                                      "elapsed": distiller.elapsed})
+        write_text_atomic(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in log))
+        student, student_renderer, info = run.field, run.renderer, {"steps": distiller.step}
+    seconds = time.perf_counter() - t0
+    rows = []
+    for role, kind, f, renderer, name in (("teacher", teacher.kind, teacher.field, teacher.sampler,
+                                           teacher.run.method if teacher.run else SPLAT),
+                                          ("student", SPLAT if to == SPLAT else "field", student, student_renderer, to)):
+        m = evaluate_any(kind, f, renderer, test, eval_views)
+        rows.append({"role": role, "field": name, "psnr": m["psnr"], "ssim": m["ssim"], "n_views": m["n_views"]})
+    rows[1].update(seconds=seconds, steps=info["steps"])
+    metrics = {"split": "test", "method": to, "psnr": rows[1]["psnr"], "ssim": rows[1]["ssim"],
+               "teacher_psnr": rows[0]["psnr"], "step": info["steps"], "train_seconds": seconds,
+               "distilled_from": str(run_dir), "active_learning": active}
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    return rows
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Convert a trained run into another field architecture and compare them."""
+    run_dir = Path(args.run)
+    out = Path(args.out) if args.out else run_dir.with_name(f"{run_dir.name}-{args.to}")
+    if args.steps < 1 or (args.eval_views is not None and args.eval_views < 1):
+        raise OmnifieldError("--steps and --eval-views must be >= 1")
+    rows = convert(run_dir, args.to, out, args.steps, args.al, args.minutes, args.batch_rays, args.lr, args.seed,
+                   args.eval_views, args.set or [], args.data, args.n_gaussians, progress=not args.quiet)
+    print_table(rows)
+    gap = rows[1]["psnr"] - rows[0]["psnr"]
+    print(f"student - teacher: {gap:+.2f} dB; run written to {out}" if math.isfinite(gap) else f"run written to {out}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``convert`` sub-command."""
+    from omnifield.fields.registry import field_names
+
+    p = sub.add_parser("convert", help="distil a trained run into another field architecture (PVD, PVD-AL)",
+                       description="Distil a trained radiance-field or splat run into another architecture "
+                                   "(PVD; --al adds PVD-AL active learning) and compare teacher and student.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", help="teacher run folder (omnifield train, any --method including splat)")
+    p.add_argument("--to", required=True, choices=[*field_names(), SPLAT], help="student field preset, or splat")
+    p.add_argument("--out", help="student run folder (default: <run>-<to> next to the teacher)")
+    p.add_argument("--steps", type=int, default=3000, help="distillation steps (default 3000)")
+    p.add_argument("--minutes", type=float, default=0.0, help="wall-clock budget in minutes (0 = none)")
+    p.add_argument("--al", action="store_true", help="PVD-AL: image-, ray- and point-level active learning")
+    p.add_argument("--batch-rays", type=int, default=2048, help="rays per step (default 2048)")
+    p.add_argument("--lr", type=float, default=1e-2, help="peak Adam learning rate (default 1e-2)")
+    p.add_argument("--n-gaussians", type=int, default=20000, help="Gaussians of a splat student (default 20000)")
+    p.add_argument("--data", help="scene folder (default: the teacher's)")
+    p.add_argument("--eval-views", type=int, help="evaluate on the first N test views only (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--set", action="append", metavar="field.KEY=VALUE", help="override a student field setting")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_convert)

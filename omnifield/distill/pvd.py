@@ -1,0 +1,255 @@
+"""PVD, "One is All" (Fang et al., AAAI 2023): distil any teacher field into any student field.
+
+Shared space: every :class:`~omnifield.fields.radiance.RadianceField` computes per-point features
+``[density logit, 15 geo features]`` ahead of a view-dependent colour head of the same shape; the
+student gets the teacher's colour head (copied) and learns to reproduce the teacher's features.
+A :class:`~omnifield.fields.gaussians.GaussianScene` teacher has no features; it is matched through
+``density`` (as the logit ``log sigma``) and ``rgb``.
+
+Per step: rays from random sphere poses and the training cameras (:mod:`.poses`), one set of
+samples along them (occupancy grid and early termination of the teacher), and at those same points:
+
+- stage 1 (from 0): feature loss ``||f_s - f_t||^2`` with a weight decaying from ``feature_weight``
+  to ``feature_weight * feature_decay`` over the run;
+- stage 2 (from ``stage_fractions[0]``): + density (clamped logits) and per-point colour losses;
+- stage 3 (from ``stage_fractions[1]``): + rendered-colour loss against the teacher's rendering.
+
+The density logit is clamped to ``[logit_min, logit_max]`` before the exponential. PVD-AL
+(:mod:`.active`) chooses views, rays and point weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from omnifield.config import register_config
+from omnifield.distill.active import ActiveConfig, HardRayPool, RayBatch, ViewSampler, point_weights
+from omnifield.fields.activations import trunc_exp
+from omnifield.renderers.cameras import Cameras
+from omnifield.renderers.volrend import accumulate_along_rays, render_weight_from_density
+from omnifield.renderers.volume import VolumeRenderer
+
+
+@register_config("pvd")
+@dataclass
+class PVDConfig:
+    """Distillation settings (steps, stages, loss weights, pose sampling, active learning)."""
+
+    steps: int = 3000
+    lr: float = 1e-2
+    batch_rays: int = 2048
+    stage_fractions: tuple = (0.1, 0.3)
+    feature_weight: float = 1.0
+    feature_decay: float = 0.01
+    density_weight: float = 0.01
+    color_weight: float = 1.0
+    render_weight: float = 1.0
+    logit_min: float = -10.0
+    logit_max: float = 10.0
+    sphere_fraction: float = 0.5
+    n_sphere_views: int = 100
+    seed: int = 0
+    active: Any = field(default_factory=ActiveConfig)
+
+    def __post_init__(self) -> None:
+        s2, s3 = self.stage_fractions
+        if self.steps < 1 or self.batch_rays < 1 or self.lr <= 0:
+            raise ValueError("steps and batch_rays must be >= 1 and lr > 0")
+        if not 0 <= s2 <= s3 <= 1:
+            raise ValueError(f"stage_fractions must satisfy 0 <= stage2 <= stage3 <= 1, got {self.stage_fractions}")
+        if self.logit_min >= self.logit_max or not 0 <= self.sphere_fraction <= 1:
+            raise ValueError("logit_min must be < logit_max and sphere_fraction in [0, 1]")
+
+
+@dataclass
+class PointOutputs:
+    """A field at sample points: ``logit [S]`` (density logit), ``features [S, F]`` or None, ``rgb [S, 3]``."""
+
+    logit: torch.Tensor
+    features: torch.Tensor | None
+    rgb: torch.Tensor
+
+
+def has_point_features(f: nn.Module) -> bool:
+    """Whether ``f`` exposes the shared feature space (``point_features`` + ``rgb_from_features``)."""
+    return all(hasattr(f, name) for name in ("point_features", "rgb_from_features", "density_from_features"))
+
+
+def point_outputs(f: nn.Module, x: torch.Tensor, d: torch.Tensor) -> PointOutputs:
+    """Evaluate any radiance field at ``x [S, 3]`` seen along ``d [S, 3]``: one with point features, or a
+    Gaussian mixture (``density(x, chunk)``, ``rgb(x, d, chunk)``, ``len()`` Gaussians)."""
+    if has_point_features(f):
+        feats = f.point_features(x)
+        return PointOutputs(feats[:, 0], feats, f.rgb_from_features(feats, d))
+    chunk = max(1, (1 << 22) // max(len(f), 1))  # a Gaussian mixture: bound the [chunk, N] temporaries
+    sigma, rgb = f.density(x, chunk=chunk), f.rgb(x, d, chunk=chunk)
+    return PointOutputs(torch.log(sigma.clamp_min(1e-12)), None, rgb)
+
+
+def share_color_head(teacher: nn.Module, student: nn.Module) -> bool:
+    """Copy the teacher's colour head into the student when both have one of the same shape."""
+    t, s = getattr(teacher, "color_decoder", None), getattr(student, "color_decoder", None)
+    if t is None or s is None:
+        return False
+    ts, ss = t.state_dict(), s.state_dict()
+    if ts.keys() != ss.keys() or any(ts[k].shape != ss[k].shape for k in ts):
+        return False
+    s.load_state_dict(ts)
+    return True
+
+
+def stage_at(progress: float, cfg: PVDConfig) -> int:
+    """Stage 1, 2 or 3 at ``progress`` in [0, 1]."""
+    return 1 + int(progress >= cfg.stage_fractions[0]) + int(progress >= cfg.stage_fractions[1])
+
+
+def feature_weight_at(progress: float, cfg: PVDConfig) -> float:
+    """Exponential decay from ``feature_weight`` to ``feature_weight * feature_decay``."""
+    return cfg.feature_weight * cfg.feature_decay**progress
+
+
+class Distiller:
+    """Distils ``teacher`` into ``student`` (a field with point features) on rays of ``cameras``.
+
+    ``sampler`` is a :class:`VolumeRenderer` whose occupancy grid describes the teacher (its own
+    renderer, or one filled from the teacher's density); it places the samples both fields share.
+    """
+
+    def __init__(self, teacher: nn.Module, student: nn.Module, sampler: VolumeRenderer, train_cameras: Cameras,
+                 cfg: PVDConfig):
+        from omnifield.distill.poses import join_cameras, sphere_cameras
+
+        if not has_point_features(student):
+            raise ValueError(f"the student ({type(student).__name__}) exposes no point features")
+        self.teacher, self.student, self.sampler, self.cfg = teacher.eval(), student, sampler, cfg
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.n_train = len(train_cameras)
+        sphere = sphere_cameras(train_cameras, cfg.n_sphere_views, self.generator)
+        self.cameras = join_cameras(train_cameras, sphere)
+        self.shared_head = share_color_head(teacher, student)
+        self.views = ViewSampler(len(self.cameras), cfg.active, self.generator)
+        self.pool = HardRayPool(cfg.active, self.generator)
+        self.optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr, eps=1e-15)
+        self.step = 0
+        self.elapsed = 0.0
+
+    # ------------------------------------------------------------------ rays
+    def _fresh_rays(self, n: int) -> RayBatch:
+        cfg, g = self.cfg, self.generator
+        if cfg.active.image:
+            views = self.views.sample(n)
+        else:  # sphere_fraction of the rays from sphere poses, the rest from training cameras
+            sphere = torch.rand(n, generator=g) < cfg.sphere_fraction
+            n_sphere = len(self.cameras) - self.n_train
+            views = torch.where(sphere, self.n_train + torch.randint(0, max(n_sphere, 1), (n,), generator=g),
+                                torch.randint(0, self.n_train, (n,), generator=g))
+        px = torch.rand(n, generator=g) * self.cameras.width
+        py = torch.rand(n, generator=g) * self.cameras.height
+        return RayBatch(views, px, py)
+
+    def draw_rays(self) -> RayBatch:
+        """A batch: fresh rays, plus (ray-level AL) a share from the pool of hard rays."""
+        n = self.cfg.batch_rays
+        n_pool = int(n * self.cfg.active.pool_share) if self.cfg.active.ray and len(self.pool) else 0
+        rays = self._fresh_rays(n - n_pool)
+        hard = self.pool.draw(n_pool)
+        return rays if hard is None else rays.cat(hard)
+
+    # ------------------------------------------------------------------ step
+    def losses(self, rays: RayBatch, progress: float) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        """Total loss, its parts, and the per-ray squared error ``[R]`` of the student's rendering."""
+        cfg, teacher, student = self.cfg, self.teacher, self.student
+        origins, dirs = self.cameras.generate_rays(rays.views, rays.px, rays.py)
+        n = len(rays)
+        bg = torch.rand(n, 3, generator=self.generator)
+        with torch.no_grad():
+            s = self.sampler.sample(teacher, origins, dirs, stratified=True)
+        ri = s.ray_indices
+        mids = (s.t_starts + s.t_ends) * 0.5
+        x = origins[ri] + dirs[ri] * mids[:, None]
+        d = dirs[ri]
+        with torch.no_grad():
+            t = point_outputs(teacher, x, d)
+            t_logit = t.logit.clamp(cfg.logit_min, cfg.logit_max)
+            t_w, _, _ = render_weight_from_density(s.t_starts, s.t_ends, trunc_exp(t_logit), ri, n)
+            t_img = self._composite(t_w, t.rgb, ri, n, bg)
+        pw = point_weights(t_w) if cfg.active.point else torch.ones_like(t_w)
+        f = student.point_features(x)
+        s_logit = f[:, 0].clamp(cfg.logit_min, cfg.logit_max)
+        s_rgb = student.rgb_from_features(f, d)
+        s_w, _, _ = render_weight_from_density(s.t_starts, s.t_ends, trunc_exp(s_logit), ri, n)
+        s_img = self._composite(s_w, s_rgb, ri, n, bg)
+        stage = stage_at(progress, cfg)
+        mean = lambda per_point: (pw * per_point).mean() if per_point.numel() else per_point.sum()  # noqa: E731
+        parts: dict[str, torch.Tensor] = {}
+        if t.features is not None:
+            target = torch.cat([t_logit[:, None], t.features[:, 1:]], dim=-1)
+            parts["feature"] = feature_weight_at(progress, cfg) * mean(((f - target) ** 2).mean(-1))
+        if stage >= 2 or t.features is None:
+            parts["density"] = cfg.density_weight * mean((f[:, 0] - t_logit) ** 2)
+            parts["color"] = cfg.color_weight * mean(((s_rgb - t.rgb) ** 2).mean(-1))
+        ray_err = ((s_img - t_img) ** 2).mean(-1)
+        if stage >= 3:
+            parts["render"] = cfg.render_weight * ray_err.mean()
+        loss = sum(parts.values())
+        stats = {k: float(v.detach()) for k, v in parts.items()}
+        stats.update(stage=stage, psnr=-10 * math.log10(max(float(ray_err.detach().mean()), 1e-10)),
+                     samples_per_ray=ri.numel() / max(n, 1))
+        return loss, stats, ray_err.detach()
+
+    @staticmethod
+    def _composite(weights, rgb, ray_indices, n_rays, bg) -> torch.Tensor:
+        img = accumulate_along_rays(weights, rgb, ray_indices, n_rays)
+        opacity = accumulate_along_rays(weights, None, ray_indices, n_rays)
+        return img + (1.0 - opacity) * bg
+
+    def train_step(self) -> dict[str, float]:
+        """One optimisation step (learning rate decays x0.1 over the run, after a short warm-up)."""
+        cfg = self.cfg
+        progress = self.step / cfg.steps
+        warm = min(1.0, 0.01 + self.step / max(1, min(100, cfg.steps // 10)))
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr * warm * 0.1**progress
+        self.student.train()
+        rays = self.draw_rays()
+        loss, stats, ray_err = self.losses(rays, progress)
+        self.optimizer.zero_grad(set_to_none=True)
+        if loss.requires_grad:
+            loss.backward()
+            self.optimizer.step()
+        self.views.observe(rays.views, ray_err)
+        if cfg.active.ray:
+            self.pool.push(rays, ray_err)
+        stats["loss"] = float(loss.detach())
+        return stats
+
+    def fit(self, progress: bool = True, minutes: float = 0.0,
+            callback: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, Any]]:
+        """Run until ``cfg.steps`` (or ``minutes`` of wall clock); returns the logged statistics."""
+        log: list[dict[str, Any]] = []
+        bar = tqdm(total=self.cfg.steps, initial=self.step, disable=not progress, unit="step", dynamic_ncols=True)
+        try:
+            while self.step < self.cfg.steps and (minutes <= 0 or self.elapsed < minutes * 60):
+                t0 = time.perf_counter()
+                stats = self.train_step()
+                self.elapsed += time.perf_counter() - t0
+                self.step += 1
+                bar.update(1)
+                if self.step % 25 == 0 or self.step == 1:
+                    stats.update(step=self.step, elapsed=round(self.elapsed, 2))
+                    log.append(stats)
+                    bar.set_postfix(stage=stats["stage"], loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.2f}")
+                if callback:
+                    callback(self.step, stats)
+        finally:
+            bar.close()
+        return log
