@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = [
     "omnifield.apps.mae.cli",
     "omnifield.apps.nav.cli",
     "omnifield.apps.splat.cli",
+    "omnifield.distill.cli",
     "omnifield.apps.fit.cli",
 ]
 
