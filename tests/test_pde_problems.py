@@ -102,3 +102,15 @@ def test_spectral_references_start_from_the_initial_condition():
         x = torch.from_numpy(np.stack([ref.axes[0], np.zeros_like(ref.axes[0])], -1))
         expected = problem.conditions[0].target(x).numpy()[:, 0]
         np.testing.assert_allclose(ref.values[:, 0, 0], expected, atol=1e-10)
+
+
+def test_neumann_condition_measures_the_normal_derivative():
+    from omnifield.pde.problem import Neumann
+
+    problem = get_problem("helmholtz")  # u = sin(pi x) sin(4 pi y); on x = 1: du/dn = pi cos(pi) sin(4 pi y)
+    right = problem.box.face(0, "hi")
+    exact_flux = Neumann("flux", right, (1.0, 0.0), lambda x: (-np.pi * torch.sin(4 * np.pi * x[:, 1]))[:, None])
+    wrong_flux = Neumann("flux", right, (1.0, 0.0), lambda x: torch.zeros_like(x[:, :1]))
+    x = right(64, torch.Generator().manual_seed(0)).double()
+    assert exact_flux.residual(problem.exact, x).abs().max() < 1e-12
+    assert wrong_flux.residual(problem.exact, x).abs().max() > 1.0
