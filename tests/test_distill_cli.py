@@ -1,0 +1,90 @@
+"""``omnifield convert``: field -> field -> field and field -> splat on a tiny scene; run folders stay valid."""
+
+import json
+import math
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from omnifield.apps.recon.config import TrainConfig
+from omnifield.apps.recon.run import Run
+from omnifield.cli import main
+from omnifield.fields.hashgrid import HashGridConfig
+from omnifield.fields.mlp import MLPConfig
+from omnifield.fields.radiance import RadianceFieldConfig
+from omnifield.renderers.cameras import look_at
+from omnifield.renderers.volume import VolumeRendererConfig
+
+AABB = (-1.0, -1.0, -1.0, 1.0, 1.0, 1.0)
+
+
+def write_scene(root, size=12):
+    """A Blender-format scene: 4 train and 2 test views of random RGBA images."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("test", 2)):
+        angles = torch.arange(n) * 2 * math.pi / n + (0.3 if split == "test" else 0.0)
+        eye = torch.stack([2.5 * torch.cos(angles), 2.5 * torch.sin(angles), torch.full((n,), 0.6)], -1)
+        c2w = look_at(eye, torch.zeros(3), torch.tensor([0.0, 0.0, 1.0]))
+        (root / split).mkdir(parents=True)
+        frames = []
+        for i in range(n):
+            iio.imwrite(root / split / f"r_{i}.png", rng.integers(0, 256, (size, size, 4), dtype=np.uint8))
+            frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": c2w[i].tolist()})
+        (root / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": 0.9, "frames": frames}))
+
+
+@pytest.fixture
+def teacher_run(tmp_path):
+    data = tmp_path / "scene"
+    write_scene(data)
+    enc = HashGridConfig(n_levels=4, n_features_per_level=2, base_resolution=4, max_resolution=16, init_scale=1.0)
+    cfg = RadianceFieldConfig(encoding=enc, density_decoder=MLPConfig(width=16, n_hidden_layers=1),
+                              color_decoder=MLPConfig(width=16, n_hidden_layers=1), sh_degree=2, aabb=AABB)
+    run = Run.create(tmp_path / "teacher", "hashgrid", cfg, VolumeRendererConfig(sampler="uniform", n_samples=16),
+                     TrainConfig(steps=1), str(data))
+    run.save(1, {}, {})
+    return tmp_path / "teacher"
+
+
+def test_convert_there_and_back_keeps_valid_runs(teacher_run, capsys):
+    tri = teacher_run.parent / "tri"
+    assert main(["convert", str(teacher_run), "--to", "triplane", "--steps", "30", "--batch-rays", "128",
+                 "--out", str(tri), "--set", "field.encoding.resolutions=16", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "teacher" in printed and "student" in printed and "PSNR" in printed
+    run, _, meta = Run.open(tri)
+    assert run.method == "triplane" and meta["step"] == 30 and meta["distilled_from"] == str(teacher_run)
+    assert run.field_config.encoding.resolutions == (16,) and run.field_config.aabb == AABB
+    assert run.field_config.color_decoder == MLPConfig(width=16, n_hidden_layers=1)  # the teacher's head
+    teacher, _, _ = Run.open(teacher_run)
+    assert torch.equal(run.renderer.grid.occupancy, teacher.renderer.grid.occupancy)
+    metrics = json.loads((tri / "metrics.json").read_text())
+    assert math.isfinite(metrics["psnr"]) and math.isfinite(metrics["teacher_psnr"])
+    back = teacher_run.parent / "back"
+    assert main(["convert", str(tri), "--to", "hashgrid", "--steps", "20", "--batch-rays", "128", "--al",
+                 "--out", str(back), "--set", "field.encoding.n_levels=2", "--quiet"]) == 0
+    again, _, _ = Run.open(back)
+    assert again.method == "hashgrid" and again.field_config.encoding.n_levels == 2
+    assert main(["eval", str(back)]) == 0  # the converted run is an ordinary run folder
+
+
+def test_convert_to_splat_writes_a_splat_run(teacher_run, capsys):
+    from omnifield.apps.splat.run import load_splat_run
+
+    out = teacher_run.parent / "splat"
+    assert main(["convert", str(teacher_run), "--to", "splat", "--steps", "3", "--n-gaussians", "40",
+                 "--out", str(out), "--quiet"]) == 0
+    scene = load_splat_run(out)
+    assert len(scene) == 40
+    assert "student" in capsys.readouterr().out
+
+
+def test_convert_reports_bad_input_on_one_line(tmp_path, teacher_run, capsys):
+    assert main(["convert", str(tmp_path / "missing"), "--to", "mlp"]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    assert main(["convert", str(teacher_run), "--to", "mlp", "--set", "train.lr=1"]) == 2
+    assert "field.*" in capsys.readouterr().err
+    assert main(["convert", str(teacher_run), "--to", "mlp", "--out", str(teacher_run)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
