@@ -55,13 +55,14 @@ def add_splat_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--refine-every", type=int, default=100, help="density control period in steps")
     g.add_argument("--reset-every", type=int, default=3000, help="opacity reset period in steps")
     g.add_argument("--refine-start", type=int, default=500, help="first step of density control")
+    g.add_argument("--eval-views", type=int, default=0, help="evaluate on the first N test views (0 = all)")
     g.add_argument("--compact", action="store_true", help="Compact-3DGS: masks, hash-grid colour, RVQ, compressed file")
     g.add_argument("--rvq-from", type=float, default=0.8, help="fraction of the run after which RVQ is on (--compact)")
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     keys = ["init", "init_points", "init_nerf", "n_init", "aabb", "sh_degree", "sh_interval", "max_gaussians",
-            "densify_until", "refine_every", "reset_every", "refine_start", "compact", "rvq_from"]
+            "densify_until", "refine_every", "reset_every", "refine_start", "compact", "rvq_from", "eval_views"]
     defaults = argparse.ArgumentParser()
     add_splat_arguments(defaults)
     base = vars(defaults.parse_args([]))
@@ -166,7 +167,7 @@ def train_splat(data_dir: Path, out_dir: Path, args: argparse.Namespace) -> dict
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if step % 100 == 0 or report.get("split") or report.get("duplicated"):
-            entry = {"step": step, "seconds": round(time.perf_counter() - start, 2), "loss": float(loss),
+            entry = {"step": step, "seconds": round(time.perf_counter() - start, 2), "loss": float(loss.detach()),
                      "n_gaussians": len(scene), **report}
             log.append(entry)
             if step % 500 == 0:
@@ -187,7 +188,8 @@ def train_splat(data_dir: Path, out_dir: Path, args: argparse.Namespace) -> dict
     with atomic_path(out_dir / "log.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(e) + "\n" for e in log))
     if not getattr(args, "no_eval", False):
-        metrics.update(evaluate_splat(scene, load_blender(data_dir, "test"), renderer, out_dir / "renders" / "test"))
+        test = load_blender(data_dir, "test")
+        metrics.update(evaluate_splat(scene, test, renderer, out_dir / "renders" / "test", opts["eval_views"]))
     write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     print(json.dumps(metrics))
     return metrics
@@ -195,12 +197,12 @@ def train_splat(data_dir: Path, out_dir: Path, args: argparse.Namespace) -> dict
 
 @torch.no_grad()
 def evaluate_splat(scene: GaussianScene, data: PosedImages, renderer: SplatRenderer,
-                   render_dir: Path | None = None) -> dict[str, Any]:
-    """Test-split PSNR / SSIM (on white) and render speed (frames/s) of a scene."""
+                   render_dir: Path | None = None, limit: int = 0) -> dict[str, Any]:
+    """Test-split PSNR / SSIM (on white) and render speed (frames/s) over the first ``limit`` views (0 = all)."""
     import imageio.v3 as iio
 
     background = torch.tensor(renderer.background)
-    targets = composite_on(data.images, background)
+    targets = composite_on(data.images[: limit or None], background)
     psnrs, ssims, seconds = [], [], 0.0
     for i in range(len(targets)):
         t0 = time.perf_counter()

@@ -1,0 +1,168 @@
+"""Gaussian splatting on lego (200x200, CPU): vanilla 3DGS vs Compact-3DGS vs the hash-grid NeRF, same time budget.
+
+Rows, one training run each under the same wall-clock budget (``--minutes``): test PSNR / SSIM
+(13 views on white), number of Gaussians, MB on disk (3DGS: the standard .ply; Compact-3DGS: the
+compressed file; NeRF: its checkpoint), train time, render frames/s at 200x200. Then rasterizer
+rows: one 200x200 frame of 100k random Gaussians, native kernel vs the pure-torch twin (the
+baseline), forward and forward+backward. A side-by-side picture GT | NeRF | 3DGS | Compact of test
+view 0 goes to ``--picture``.
+
+    python benchmarks/splat_lego.py [--quick] [--data data/lego_200] [--minutes 10] [--out rows.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+
+from omnifield.apps.splat import add_splat_arguments, train_splat
+from omnifield.renderers.splat.rasterize import _rasterize_to_pixels, rasterize_to_pixels
+
+
+def splat_args(minutes: float, compact: bool, seed: int, extra: dict) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_splat_arguments(parser)
+    args = parser.parse_args([])
+    args.steps, args.minutes, args.seed, args.compact, args.no_eval = 0, minutes, seed, compact, False
+    for key, value in extra.items():
+        setattr(args, key, value)
+    return args
+
+
+def run_nerf(data: Path, out: Path, minutes: float, eval_views: int) -> dict:
+    """The foundation's hash-grid NeRF through the CLI, same budget, evaluated on the first test views."""
+    from omnifield.apps.recon.evaluate import evaluate
+    from omnifield.apps.recon.run import Run
+    from omnifield.cli import main
+    from omnifield.data.blender import load_blender
+
+    argv = ["train", str(data), "--method", "hashgrid", "--out", str(out), "--minutes", str(minutes),
+            "--steps", str(10**7), "--no-eval"]
+    t0 = time.perf_counter()
+    code = main(argv)
+    wall = time.perf_counter() - t0
+    if code != 0:
+        raise SystemExit(f"hash-grid NeRF training failed with exit code {code}")
+    run, _, _ = Run.open(out)
+    metrics = evaluate(run, load_blender(data, "test"), out / "renders" / "test", limit=eval_views)
+    return {"method": "hash-grid NeRF", "psnr": metrics["psnr"], "ssim": metrics["ssim"], "n_gaussians": None,
+            "size_mb": (out / "checkpoint.safetensors").stat().st_size / 1e6,
+            "train_seconds": wall, "render_fps": 1.0 / metrics["seconds_per_frame"]}
+
+
+def nerf_view0(out: Path) -> np.ndarray | None:
+    pngs = sorted((out / "renders" / "test").glob("*.png"))
+    pngs = [p for p in pngs if not p.stem.endswith("_depth")]
+    if not pngs:
+        return None
+    both = iio.imread(pngs[0])[..., :3]
+    return both[:, : both.shape[1] // 2]
+
+
+def raster_rows(n: int, repeats: int) -> list[dict]:
+    """200x200 frame of ``n`` random screen-space Gaussians: native vs torch twin, forward and forward+backward."""
+    g = torch.Generator().manual_seed(0)
+    size = 200
+    means2d = torch.rand(n, 2, generator=g) * size
+    s = torch.rand(n, generator=g) * 2.0 + 0.5
+    conics = torch.stack([1 / s**2, torch.zeros(n), 1 / s**2], -1)
+    colors, opac, depths = torch.rand(n, 3, generator=g), torch.rand(n, generator=g) * 0.8, torch.rand(n, generator=g)
+    radii = torch.ceil(3 * s).int()
+    bg = torch.ones(3)
+    rows = []
+    for name, fn in (("native kernel", rasterize_to_pixels), ("torch twin (baseline)", _rasterize_to_pixels)):
+        times = {"fwd": [], "fwd+bwd": []}
+        for _ in range(repeats):
+            leaves = [t.clone().requires_grad_() for t in (means2d, conics, colors, opac)]
+            t0 = time.perf_counter()
+            img, alpha = fn(*leaves, depths, radii, size, size, 16, bg)
+            t1 = time.perf_counter()
+            (img.sum() + alpha.sum()).backward()
+            t2 = time.perf_counter()
+            times["fwd"].append(t1 - t0)
+            times["fwd+bwd"].append(t2 - t0)
+        rows.append({"method": f"rasterize {n // 1000}k Gaussians 200x200: {name}",
+                     "forward_s": min(times["fwd"]), "forward_backward_s": min(times["fwd+bwd"])})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="data/lego_200", help="Blender-format scene")
+    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per method")
+    parser.add_argument("--quick", action="store_true", help="<= 2 minutes: 0.25-minute budgets, 20k-Gaussian raster rows")
+    parser.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads (<= 2 on the shared machine)")
+    parser.add_argument("--work", help="folder for the runs (default: a temporary folder)")
+    parser.add_argument("--picture", default="benchmarks/splat_lego.png", help="side-by-side picture of test view 0")
+    parser.add_argument("--out", help="write the table as a JSON list of rows")
+    parser.add_argument("--eval-views", type=int, default=13, help="test views evaluated (the first N; 13 = all)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    minutes = 0.25 if args.quick else args.minutes
+    data = Path(args.data)
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="splat_lego_"))
+    n_init = 5000 if args.quick else 20000
+    rows, pictures = [], {}
+    nerf_out = work / "nerf"
+    eval_views = 2 if args.quick else args.eval_views
+    common = {"eval_views": eval_views, "n_init": n_init, "refine_start": 100 if args.quick else 300,
+              "max_gaussians": 60000}
+    rows.append(run_nerf(data, nerf_out, minutes, eval_views))
+    pictures["NeRF"] = nerf_view0(nerf_out)
+    _save(rows, args.out)
+    for label, compact in (("3DGS", False), ("Compact-3DGS", True)):
+        out = work / label
+        m = train_splat(data, out, splat_args(minutes, compact, args.seed, common))
+        rows.append({"method": label, "psnr": m["psnr"], "ssim": m["ssim"], "n_gaussians": m["n_gaussians"],
+                     "size_mb": m["size_mb"], "train_seconds": m["train_seconds"], "render_fps": m["render_fps"],
+                     "steps": m["steps"]})
+        pictures[label] = iio.imread(out / "renders" / "test" / "000.png")[..., :3]
+        _save(rows, args.out)
+    rows += raster_rows(20000 if args.quick else 100000, 1 if args.quick else 3)
+    vanilla, compact_row = rows[1], rows[2]
+    rows.append({"method": "Compact vs 3DGS", "size_ratio": vanilla["size_mb"] / compact_row["size_mb"],
+                 "psnr_loss_db": vanilla["psnr"] - compact_row["psnr"]})
+    _picture(data, pictures, Path(args.picture))
+    _print_table(rows)
+    _save(rows, args.out)
+
+
+def _save(rows: list[dict], path: str | None) -> None:
+    """Write the rows so far (each finished run is kept even if a later one fails)."""
+    if path:
+        Path(path).write_text(json.dumps(rows, indent=2))
+
+
+def _picture(data: Path, pictures: dict, path: Path) -> None:
+    from omnifield.data.blender import load_blender
+    from omnifield.data.images import composite_on, to_uint8
+
+    gt = to_uint8(composite_on(load_blender(data, "test").images[0], torch.ones(3)))
+    panels = [gt] + [p for p in pictures.values() if p is not None]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, np.concatenate(panels, axis=1))
+    print(f"picture ({' | '.join(['GT'] + [k for k, v in pictures.items() if v is not None])}): {path}")
+
+
+def _print_table(rows: list[dict]) -> None:
+    keys = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    fmt = lambda v: "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
+    widths = {k: max(len(k), *(len(fmt(r.get(k))) for r in rows)) for k in keys}
+    print(" | ".join(k.ljust(widths[k]) for k in keys))
+    print("-|-".join("-" * widths[k] for k in keys))
+    for row in rows:
+        print(" | ".join(fmt(row.get(k)).ljust(widths[k]) for k in keys))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Splat training: density-control semantics, a tiny end-to-end run, initialisation, export CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from omnifield.apps.splat import add_splat_arguments, train_splat
+from omnifield.apps.splat.density_control import DensityControl, DensityControlConfig
+from omnifield.apps.splat.init import points_from_density, read_point_cloud
+from omnifield.apps.splat.run import load_splat_run
+from omnifield.apps.splat.train import make_optimizer
+from omnifield.cli import main as cli_main
+from omnifield.errors import OmnifieldError
+from omnifield.fields.gaussians import GaussianScene
+from omnifield.io.splat_ply import load_splat_ply
+from omnifield.renderers.cameras import Cameras, look_at
+from omnifield.renderers.splat import SplatRenderer
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Tiny training runs are dominated by thread start-up; one thread is faster (and deterministic)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _scene_for_control() -> GaussianScene:
+    """Gaussian 0: small, high grad -> duplicate; 1: large, high grad -> split; 2: faint -> pruned; 3: kept."""
+    means = torch.tensor([[0.0, 0, 0], [1.0, 0, 0], [2.0, 0, 0], [3.0, 0, 0]])
+    log_scales = torch.log(torch.tensor([[0.005] * 3, [0.5] * 3, [0.005] * 3, [0.005] * 3]))
+    quats = torch.tensor([[1.0, 0, 0, 0]] * 4)
+    opac = torch.logit(torch.tensor([0.5, 0.5, 0.001, 0.5]))
+    return GaussianScene(means, log_scales, quats, opac, torch.zeros(4, 4, 3))
+
+
+def _backward_with_grad(scene, optimizer, grads2d: torch.Tensor) -> dict:
+    means2d = scene.means[:, :2] + 0.0
+    means2d.retain_grad()
+    (means2d * grads2d).sum().backward()
+    (scene.opacity_logits.sum() + scene.sh.sum() + scene.log_scales.sum() + scene.quats.sum()).backward()
+    optimizer.step()
+    return {"means2d": means2d, "radii": torch.tensor([5, 5, 5, 0]), "width": 100, "height": 50}
+
+
+def test_density_control_duplicates_splits_prunes_with_gsplat_semantics():
+    torch.manual_seed(0)
+    scene = _scene_for_control()
+    optimizer = make_optimizer(scene, scene_scale=1.0)
+    control = DensityControl(DensityControlConfig(refine_start_iter=0, refine_every=1, reset_every=1000), 1.0)
+    # normalised gradient = |g| * (W/2, H/2): 1e-5 * 50 = 5e-4 > 2e-4 for Gaussians 0-2; 3 is not visible
+    grads = torch.tensor([[1e-5, 0.0], [1e-5, 0.0], [1e-5, 0.0], [1.0, 1.0]])
+    info = _backward_with_grad(scene, optimizer, grads)
+    old_moment = optimizer.state[scene.means]["exp_avg"].clone()
+    before, before_scales = scene.means.data.clone(), scene.log_scales.data.exp()
+    report = control.step_post_backward(scene, optimizer, info, step=1)
+    assert report == {"duplicated": 2, "split": 1, "pruned": 2}
+    # kept: original 0, 3 (2 pruned as faint, the duplicate of 2 pruned too), duplicate of 0, two children of 1
+    assert len(scene) == 5
+    means = scene.means.data
+    torch.testing.assert_close(means[:3], before[[0, 3, 0]])
+    children = scene.log_scales.data[3:].exp()
+    torch.testing.assert_close(children, (before_scales[1] / 1.6).expand(2, 3))
+    assert float((means[3:] - before[1]).norm(dim=-1).max()) < 2.5  # sampled from N(mu, Sigma)
+    state = optimizer.state[scene.means]
+    torch.testing.assert_close(state["exp_avg"][:2], old_moment[[0, 3]])
+    assert float(state["exp_avg"][2:].abs().max()) == 0.0
+    assert all(len(g["params"][0]) == 5 for g in optimizer.param_groups)
+
+
+def test_opacity_reset_and_large_gaussian_pruning():
+    scene = _scene_for_control()
+    scene.opacity_logits.data[2] = 3.0
+    optimizer = make_optimizer(scene, 1.0)
+    control = DensityControl(DensityControlConfig(refine_start_iter=0, refine_every=1000, reset_every=10), 1.0)
+    info = _backward_with_grad(scene, optimizer, torch.zeros(4, 2))
+    control.step_post_backward(scene, optimizer, info, step=10)
+    assert float(scene.opacities().max()) <= 0.01 + 1e-6
+    assert float(optimizer.state[scene.opacity_logits]["exp_avg"].abs().max()) == 0.0
+    scene.opacity_logits.data.fill_(0.0)
+    control.cfg.refine_every = 1
+    info = _backward_with_grad(scene, optimizer, torch.zeros(4, 2))
+    control.step_post_backward(scene, optimizer, info, step=11)  # after a reset: scale 0.5 > 0.1 * scene_scale
+    assert len(scene) == 3 and float(scene.scales().max()) < 0.01
+
+
+def _write_blender(root, scene: GaussianScene, n_views: int, size: int, split: str, offset: float) -> None:
+    angles = torch.linspace(0, 2 * math.pi, n_views + 1)[:-1] + offset
+    eye = torch.stack([2.5 * torch.cos(angles), 2.5 * torch.sin(angles), torch.full_like(angles, 1.0)], dim=-1)
+    c2w = look_at(eye, torch.zeros(3), torch.tensor([0.0, 0.0, 1.0]))
+    angle_x = 0.9
+    cams = Cameras.from_fov(c2w, angle_x, size, size)
+    renderer = SplatRenderer(background=(0.0, 0.0, 0.0))
+    frames = []
+    (root / split).mkdir(parents=True, exist_ok=True)
+    for i in range(n_views):
+        with torch.no_grad():
+            out = renderer.render_camera(scene, cams, i)
+        rgba = torch.cat([out["rgb"] / out["alpha"][..., None].clamp_min(1e-6), out["alpha"][..., None]], -1)
+        iio.imwrite(root / split / f"r_{i}.png", (rgba.clamp(0, 1).numpy() * 255).round().astype(np.uint8))
+        frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": c2w[i].tolist()})
+    (root / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": angle_x, "frames": frames}))
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_scene")
+    g = torch.Generator().manual_seed(1)
+    n = 60
+    sh = torch.zeros(n, 1, 3)
+    sh[:, 0] = (torch.rand(n, 3, generator=g) - 0.5) / 0.28209479177387814
+    target = GaussianScene(torch.rand(n, 3, generator=g) - 0.5, torch.full((n, 3), math.log(0.08)),
+                           torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1), torch.full((n,), 2.0), sh)
+    _write_blender(root, target, 10, 32, "train", 0.0)
+    _write_blender(root, target, 3, 32, "test", 0.3)
+    return root
+
+
+def _args(**kw) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_splat_arguments(parser)
+    args = parser.parse_args([])
+    args.steps, args.minutes, args.seed, args.no_eval = 150, 0.0, 0, False
+    args.n_init, args.aabb, args.sh_interval = 300, [-1.0, -1.0, -1.0, 1.0, 1.0, 1.0], 100
+    args.refine_start, args.refine_every, args.densify_until = 40, 20, 0.7
+    for key, value in kw.items():
+        setattr(args, key, value)
+    return args
+
+
+def test_tiny_training_run_learns_and_exports(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    metrics = train_splat(tiny_data, run, _args())
+    baseline = train_splat(tiny_data, tmp_path / "untrained", _args(steps=1))
+    assert metrics["psnr"] > baseline["psnr"] + 6.0, (metrics, baseline)
+    assert metrics["psnr"] > 20.0
+    assert json.loads((run / "metrics.json").read_text())["psnr"] == metrics["psnr"]
+    scene = load_splat_run(run)
+    assert len(scene) == metrics["n_gaussians"] != 300  # density control changed the set
+    assert scene.active_sh_degree == 1
+    from_ply = load_splat_ply(run / "scene.ply")
+    torch.testing.assert_close(from_ply.means.data, scene.means.data)
+    assert cli_main(["export", "splat", str(run), "--out", str(tmp_path / "exported.ply")]) == 0
+    assert len(load_splat_ply(tmp_path / "exported.ply")) == len(scene)
+    assert cli_main(["export", "splat", str(tmp_path / "nowhere")]) == 2
+
+
+def test_tiny_compact_run_writes_compressed_file(tiny_data, tmp_path):
+    metrics = train_splat(tiny_data, tmp_path / "compact", _args(compact=True, steps=80, rvq_from=0.6))
+    assert (tmp_path / "compact" / "scene.ofz").stat().st_size == pytest.approx(metrics["compressed_mb"] * 1e6)
+    assert metrics["psnr"] > 18.0
+    scene = load_splat_run(tmp_path / "compact")
+    assert scene.use_rvq
+
+
+def test_bad_options_raise_clear_errors(tiny_data, tmp_path):
+    with pytest.raises(OmnifieldError, match="--init points needs --init-points"):
+        train_splat(tiny_data, tmp_path / "x", _args(init="points"))
+    with pytest.raises(OmnifieldError, match="--densify-until"):
+        train_splat(tiny_data, tmp_path / "x", _args(densify_until=2.0))
+
+
+def test_point_cloud_readers(tmp_path):
+    txt = tmp_path / "points3D.txt"
+    txt.write_text("# comment\n1 0.5 1.0 -2.0 255 0 51 0.1 1 2\n2 1 2 3 0 0 0 0.2\n")
+    pts, colors = read_point_cloud(txt)
+    torch.testing.assert_close(pts, torch.tensor([[0.5, 1.0, -2.0], [1.0, 2.0, 3.0]]))
+    torch.testing.assert_close(colors[0], torch.tensor([1.0, 0.0, 0.2]))
+    from plyfile import PlyData, PlyElement
+
+    v = np.zeros(3, dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    v["x"], v["red"] = [1, 2, 3], 255
+    PlyData([PlyElement.describe(v, "vertex")]).write(str(tmp_path / "cloud.ply"))
+    pts, colors = read_point_cloud(tmp_path / "cloud.ply")
+    assert pts[:, 0].tolist() == [1.0, 2.0, 3.0] and colors[:, 0].tolist() == [1.0] * 3
+    with pytest.raises(OmnifieldError, match="nothing.ply: point cloud not found"):
+        read_point_cloud(tmp_path / "nothing.ply")
+
+
+class _Ball(torch.nn.Module):
+    """Analytic field: density 50 inside a ball of radius 0.3 at (0.5, 0, 0), red; zero elsewhere."""
+
+    aabb = torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0])
+
+    def density(self, x):
+        return 50.0 * ((x - torch.tensor([0.5, 0.0, 0.0])).norm(dim=-1) < 0.3).float()
+
+    def forward(self, x, d):
+        return torch.tensor([1.0, 0.0, 0.0]).expand(len(x), 3), self.density(x)
+
+
+def test_points_from_radiance_field_density():
+    pts, colors = points_from_density(_Ball(), 500, torch.Generator().manual_seed(0), n_candidates=1 << 17)
+    assert pts.shape == (500, 3)
+    assert float((pts - torch.tensor([0.5, 0.0, 0.0])).norm(dim=-1).max()) < 0.3
+    assert torch.equal(colors, torch.tensor([1.0, 0.0, 0.0]).expand(500, 3))
