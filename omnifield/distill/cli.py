@@ -149,7 +149,7 @@ def convert(run_dir: Path, to: str, out: Path, steps: int, active: bool = False,
         student_renderer = None
     else:
         try:
-            pvd = PVDConfig(steps=steps, lr=lr, batch_rays=batch_rays, seed=seed,
+            pvd = PVDConfig(steps=steps, minutes=minutes, lr=lr, batch_rays=batch_rays, seed=seed,
                             active=ActiveConfig.all_on() if active else ActiveConfig())
         except ValueError as exc:
             raise OmnifieldError(f"invalid option: {exc}") from None
@@ -157,7 +157,7 @@ def convert(run_dir: Path, to: str, out: Path, steps: int, active: bool = False,
         run = Run.create(out, to, cfg, teacher.sampler.cfg, TrainConfig(steps=steps), str(data_dir))
         run.renderer.load_state_dict(teacher.sampler.state_dict())
         distiller = Distiller(teacher.field, run.field, teacher.sampler, train.cameras, pvd)
-        log = distiller.fit(progress=progress, minutes=minutes)
+        log = distiller.fit(progress=progress)
         run.save(distiller.step, {}, {"distilled_from": str(run_dir), "pvd": config_to_dict(pvd),
                                       "elapsed": distiller.elapsed})
         write_text_atomic(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in log))

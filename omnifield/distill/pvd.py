@@ -43,6 +43,7 @@ class PVDConfig:
     """Distillation settings (steps, stages, loss weights, pose sampling, active learning)."""
 
     steps: int = 3000
+    minutes: float = 0.0
     lr: float = 1e-2
     batch_rays: int = 2048
     stage_fractions: tuple = (0.1, 0.3)
@@ -60,8 +61,8 @@ class PVDConfig:
 
     def __post_init__(self) -> None:
         s2, s3 = self.stage_fractions
-        if self.steps < 1 or self.batch_rays < 1 or self.lr <= 0:
-            raise ValueError("steps and batch_rays must be >= 1 and lr > 0")
+        if self.steps < 1 or self.batch_rays < 1 or self.lr <= 0 or self.minutes < 0:
+            raise ValueError("steps and batch_rays must be >= 1, lr > 0 and minutes >= 0")
         if not 0 <= s2 <= s3 <= 1:
             raise ValueError(f"stage_fractions must satisfy 0 <= stage2 <= stage3 <= 1, got {self.stage_fractions}")
         if self.logit_min >= self.logit_max or not 0 <= self.sphere_fraction <= 1:
@@ -212,10 +213,15 @@ class Distiller:
         opacity = accumulate_along_rays(weights, None, ray_indices, n_rays)
         return img + (1.0 - opacity) * bg
 
+    def progress(self) -> float:
+        """Fraction of the run done: ``max(step / steps, elapsed / time budget)``."""
+        budget = self.cfg.minutes * 60.0
+        return min(1.0, max(self.step / self.cfg.steps, self.elapsed / budget if budget > 0 else 0.0))
+
     def train_step(self) -> dict[str, float]:
         """One optimisation step (learning rate decays x0.1 over the run, after a short warm-up)."""
         cfg = self.cfg
-        progress = self.step / cfg.steps
+        progress = self.progress()
         warm = min(1.0, 0.01 + self.step / max(1, min(100, cfg.steps // 10)))
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * warm * 0.1**progress
@@ -232,13 +238,13 @@ class Distiller:
         stats["loss"] = float(loss.detach())
         return stats
 
-    def fit(self, progress: bool = True, minutes: float = 0.0,
+    def fit(self, progress: bool = True,
             callback: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, Any]]:
-        """Run until ``cfg.steps`` (or ``minutes`` of wall clock); returns the logged statistics."""
+        """Run until ``cfg.steps`` or ``cfg.minutes`` of training time; returns the logged statistics."""
         log: list[dict[str, Any]] = []
         bar = tqdm(total=self.cfg.steps, initial=self.step, disable=not progress, unit="step", dynamic_ncols=True)
         try:
-            while self.step < self.cfg.steps and (minutes <= 0 or self.elapsed < minutes * 60):
+            while self.progress() < 1.0:
                 t0 = time.perf_counter()
                 stats = self.train_step()
                 self.elapsed += time.perf_counter() - t0
