@@ -82,6 +82,8 @@ def solve(problem_name: str, solver: str, settings: SolverSettings, out_dir: Pat
     if solver not in SOLVERS:
         raise OmnifieldError(f"unknown solver {solver!r}; choose from {', '.join(SOLVERS)}")
     problem = get_problem(problem_name)
+    if not isinstance(problem, Problem):
+        raise OmnifieldError(f"--solver {solver}: problem {problem_name!r} is not a collocation problem of omnifield.pde")
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     dtype = torch.float64 if settings.double else torch.float32
