@@ -8,7 +8,8 @@ Smooth in ``x`` to every order, so PDE residuals may take second derivatives.
 By default all ``G`` Gaussians are evaluated densely (``O(N G)`` per call); with ``n_neighbors = K``
 each point sums only the ``K`` Gaussians with the smallest Mahalanobis distance (chosen without
 gradient; the sum and its derivatives are exact over those ``K``), which makes the double-backward
-of PDE residuals ``O(N K)``.
+of PDE residuals ``O(N K)``. The truncated sum jumps where the neighbour set changes, so ``K`` must
+cover the Gaussians within about 3 sigma of every point.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ class SolverSettings:
     n_gaussians: int = 400
     gaussian_sigma: float = 0.05
     gaussian_features: int = 4
-    gaussian_neighbors: int = 16
+    gaussian_neighbors: int = 0
     double: bool = False
 
 
@@ -76,7 +76,8 @@ def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--n-gaussians", type=int, help="pig: number of Gaussians")
     g.add_argument("--gaussian-sigma", type=float, help="pig: initial Gaussian standard deviation (unit cube)")
     g.add_argument("--gaussian-features", type=int, help="pig: features per Gaussian")
-    g.add_argument("--gaussian-neighbors", type=int, help="pig: nearest Gaussians summed per point (0 = all)")
+    g.add_argument("--gaussian-neighbors", type=int,
+                   help="pig: nearest Gaussians summed per point (0 = all; K must cover ~3 sigma or the sum jumps)")
     g.add_argument("--double", action=argparse.BooleanOptionalAction, default=None, help="float64 training")
 
 
