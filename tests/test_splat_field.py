@@ -67,13 +67,13 @@ def test_scene_rejects_bad_shapes():
 
 def test_rvq_stages_reduce_error_and_decode_matches():
     torch.manual_seed(0)
-    x = torch.randn(2000, 3)
+    x = torch.randn(600, 3)
     errors = []
     for stages in (1, 2, 4, 6):
         vq = ResidualVQ(3, n_stages=stages, n_codes=64)
         vq.fit(x)
         idx = vq.indices(x)
-        assert idx.shape == (2000, stages) and int(idx.max()) < 64
+        assert idx.shape == (600, stages) and int(idx.max()) < 64
         errors.append(float((vq.decode(idx) - x).pow(2).mean()))
     assert errors == sorted(errors, reverse=True) and errors[-1] < 0.1 * errors[0]
     few = torch.randn(40, 4)  # fewer distinct vectors than codes: the first stage is exact
