@@ -63,7 +63,10 @@ def cmd_sdf(args: argparse.Namespace) -> int:
         raise OmnifieldError(f"--resolution must be >= 16, got {args.resolution}")
     mesh = load_mesh(args.mesh)
     field_cfg = field_for_budget("sdf", args.backend, args.params)
-    cfg = FitSDFConfig(steps=args.steps, seconds=args.seconds, mesh_resolution=args.resolution, seed=args.seed)
+    if args.samples < 1000:
+        raise OmnifieldError(f"--samples must be >= 1000, got {args.samples}")
+    cfg = FitSDFConfig(steps=args.steps, seconds=args.seconds, n_samples=args.samples,
+                       mesh_resolution=args.resolution, seed=args.seed)
     torch.set_num_threads(max(1, args.threads))
     result = fit_sdf(mesh, field_cfg, cfg)
     pred = extract_mesh(result["field"], cfg.mesh_resolution)
@@ -102,6 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sdf = tasks.add_parser("sdf", help="fit a mesh's signed distance, export the marching-cubes mesh")
     sdf.add_argument("mesh", help="triangle mesh (obj, ply, stl, ...)")
     sdf.add_argument("--resolution", type=int, default=128, help="marching-cubes grid resolution")
+    sdf.add_argument("--samples", type=int, default=200_000, help="training points with exact signed distances")
     _common(sdf, 400_000)
     sdf.set_defaults(func=cmd_sdf)
     fit.set_defaults(func=lambda args: fit.print_help() or 2)

@@ -73,7 +73,7 @@ def init_rbf_centers(field: ImageField, image: torch.Tensor) -> None:
     """Place NeuRBF centres by k-means of pixel positions weighted by the image's gradient magnitude."""
     if not hasattr(field.encoding, "init_centers"):
         return
-    grad = sobel(image.numpy(), channel_axis=-1).sum(axis=-1)
+    grad = sum(sobel(image[..., c].numpy()) for c in range(image.shape[-1]))
     uv = pixel_coordinates(*image.shape[:2]).reshape(-1, 2)
     field.encoding.init_centers(uv, torch.from_numpy(grad.reshape(-1)).float() + 1e-3)
 

@@ -1,6 +1,6 @@
 """Backend presets for the image (2-D) and SDF (3-D) tasks, sized to a parameter budget.
 
-Each backend has one size knob (hash-table size, plane channels, number of bases, MLP width, ...);
+Each backend has one size knob (hash-table size, finest plane resolution, number of bases, MLP width);
 :func:`field_for_budget` picks the knob value whose parameter count is closest to the budget.
 Backends: ``mlp`` (positional encoding + ReLU MLP), ``mlp_cam`` (the same MLP with CAM),
 ``hashgrid``, ``hashgrid_cam``, ``triplane`` (one plane in 2-D: a multi-scale dense grid), ``neurbf``.
@@ -40,10 +40,10 @@ def _parts(backend: str, dims: int, knob: int) -> tuple[Any, Any]:
         if backend == "hashgrid":
             return enc, small_mlp
         return enc, CAMConfig(base=small_mlp, coord_dims=dims, resolution=cam_res)
-    if backend == "triplane":
-        resolutions = (64, 128, 256, 512) if dims == 2 else (32, 64, 128, 256)
-        aggregation = "sum" if dims == 2 else "product"
-        return TriPlaneConfig(resolutions=resolutions, n_features=knob, aggregation=aggregation), small_mlp
+    if backend == "triplane":  # knob: the finest of four scales (r/8, r/4, r/2, r)
+        resolutions = tuple(max(2, knob // s) for s in (8, 4, 2, 1))
+        aggregation, n_features = ("sum", 4) if dims == 2 else ("product", 8)
+        return TriPlaneConfig(resolutions=resolutions, n_features=n_features, aggregation=aggregation), small_mlp
     if backend == "neurbf":
         grid = HashGridConfig(n_levels=4, n_features_per_level=2, log2_hashmap_size=12, base_resolution=8, max_resolution=64)
         enc = NeuRBFConfig(n_bases=knob, n_neighbors=4 if dims == 2 else 8, n_channels=32, grid=grid)
@@ -56,7 +56,7 @@ _KNOBS: dict[str, list[int]] = {
     "mlp_cam": [8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256],
     "hashgrid": list(range(8, 21)),
     "hashgrid_cam": list(range(8, 21)),
-    "triplane": [1, 2, 3, 4, 6, 8, 12, 16, 24, 32],
+    "triplane": [16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 256, 320, 384, 512],
     "neurbf": [256, 512, 1024, 2048, 4096, 8192, 16384, 32768],
 }
 
