@@ -34,6 +34,7 @@ from omnifield.distill.active import ActiveConfig
 from omnifield.distill.cli import evaluate_any, student_config, Teacher
 from omnifield.distill.pvd import Distiller, PVDConfig
 from omnifield.fields.registry import field_config
+from omnifield.renderers.occupancy import OccupancyGridConfig
 from omnifield.renderers.volume import VolumeRendererConfig
 
 
@@ -41,9 +42,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def train_scratch(name: str, train: PosedImages, minutes: float, folder: Path, seed: int) -> tuple[Run, int, float]:
+def train_scratch(name: str, train: PosedImages, minutes: float, folder: Path, seed: int,
+                  grid: int) -> tuple[Run, int, float]:
     """Train preset ``name`` on the images for ``minutes``; returns (run, steps, seconds)."""
-    run = Run.create(folder / f"scratch-{name}", name, field_config(name), VolumeRendererConfig(),
+    renderer = VolumeRendererConfig(grid=OccupancyGridConfig(resolution=grid))
+    run = Run.create(folder / f"scratch-{name}", name, field_config(name), renderer,
                      TrainConfig(steps=1_000_000, minutes=minutes, seed=seed, checkpoint_every_s=1e9), "")
     trainer = Trainer(run, train, progress=False)
     t0 = time.perf_counter()
@@ -85,13 +88,14 @@ def main() -> None:
     p.add_argument("--students", default="mlp,triplane,neurbf")
     p.add_argument("--splat", action="store_true", help="also fit Gaussians to the teacher")
     p.add_argument("--downscale", type=int, default=1)
+    p.add_argument("--grid", type=int, default=128, help="occupancy-grid resolution")
     p.add_argument("--eval-views", type=int, default=13)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     if args.quick:
         args.teacher_minutes, args.student_minutes, args.al_steps = 0.4, 0.15, 40
-        args.students, args.downscale, args.eval_views = "mlp,triplane", 4, 2
+        args.students, args.downscale, args.grid, args.eval_views = "mlp,triplane", 4, 64, 2
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     train = load_blender(args.data, "train", args.downscale)
@@ -101,7 +105,7 @@ def main() -> None:
     print(f"{'pair':22} {'method':8} {'steps':>6} {'seconds':>8} {'PSNR':>7} {'SSIM':>7} {'vs teach':>8} {'RSS MB':>7}")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        t_run, t_steps, t_sec = train_scratch("hashgrid", train, args.teacher_minutes, folder, args.seed)
+        t_run, t_steps, t_sec = train_scratch("hashgrid", train, args.teacher_minutes, folder, args.seed, args.grid)
         teacher = Teacher(t_run.field, t_run.renderer, "", "field", t_run)
         t_metrics = evaluate(t_run, test, limit=limit, progress=False)
         rows.append(row("hashgrid (teacher)", "images", t_steps, t_sec, t_metrics, None))
@@ -109,7 +113,7 @@ def main() -> None:
             pair = f"hashgrid -> {name}"
             run, steps, sec = distill(teacher, name, train, folder, 1_000_000, args.student_minutes, False, args.seed, "pvd")
             rows.append(row(pair, "pvd", steps, sec, evaluate(run, test, limit=limit, progress=False), t_metrics["psnr"]))
-            run, steps, sec = train_scratch(name, train, args.student_minutes, folder, args.seed)
+            run, steps, sec = train_scratch(name, train, args.student_minutes, folder, args.seed, args.grid)
             rows.append(row(pair, "scratch", steps, sec, evaluate(run, test, limit=limit, progress=False),
                             t_metrics["psnr"]))
         first = args.students.split(",")[0]

@@ -26,6 +26,7 @@ from omnifield.apps.recon.run import Run
 from omnifield.apps.recon.trainer import Trainer
 from omnifield.data.blender import PosedImages, load_blender
 from omnifield.fields.registry import field_config
+from omnifield.renderers.occupancy import OccupancyGridConfig
 from omnifield.renderers.volume import VolumeRendererConfig
 
 
@@ -49,12 +50,13 @@ def main() -> None:
     p.add_argument("--weight", type=float, default=1.0, help="S3IM weight (paper: 1.0)")
     p.add_argument("--batch-rays", type=int, default=4096, help="rays per step (fixed: the paper's 4096 = 64 x 64)")
     p.add_argument("--downscale", type=int, default=1)
+    p.add_argument("--grid", type=int, default=128, help="occupancy-grid resolution")
     p.add_argument("--eval-views", type=int, default=13)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     if args.quick:
-        args.steps, args.downscale, args.eval_views, args.batch_rays = 150, 4, 3, 1024
+        args.steps, args.downscale, args.grid, args.eval_views, args.batch_rays = 150, 4, 64, 3, 1024
     torch.set_num_threads(args.threads)
     train = load_blender(args.data, "train", args.downscale)
     test = load_blender(args.data, "test", args.downscale)
@@ -69,7 +71,7 @@ def main() -> None:
                 cfg = TrainConfig(steps=args.steps, minutes=args.minutes, seed=args.seed, s3im_weight=weight,
                                   batch_rays=args.batch_rays, target_samples=0, checkpoint_every_s=1e9)
                 run = Run.create(Path(tmp) / f"{n_views}-{weight}", args.method, field_config(args.method),
-                                 VolumeRendererConfig(), cfg, args.data)
+                                 VolumeRendererConfig(grid=OccupancyGridConfig(resolution=args.grid)), cfg, args.data)
                 trainer = Trainer(run, data, progress=False)
                 t0 = time.perf_counter()
                 trainer.fit()

@@ -94,7 +94,7 @@ def test_pvd_lowers_feature_and_rgb_gap_between_two_small_fields(active):
     teacher, student = tiny_hashgrid(), tiny_triplane()
     cameras, sampler = ring_cameras(), uniform_sampler()
     feat0, rgb0 = gaps(teacher, student, cameras, sampler)
-    cfg = PVDConfig(steps=120, batch_rays=256, n_sphere_views=8, stage_fractions=(0.2, 0.5), active=active)
+    cfg = PVDConfig(steps=60, batch_rays=128, n_sphere_views=8, stage_fractions=(0.2, 0.5), active=active)
     distiller = Distiller(teacher, student, sampler, cameras, cfg)
     log = distiller.fit(progress=False)
     feat1, rgb1 = gaps(teacher, student, cameras, sampler)
@@ -118,6 +118,6 @@ def test_pvd_from_a_gaussian_teacher_matches_density_and_colour():
     out = point_outputs(teacher, x, torch.randn(8, 3))
     assert out.features is None and torch.allclose(out.logit.exp(), teacher.density(x), rtol=1e-4)
     _, rgb0 = gaps(teacher, student, cameras, sampler)
-    Distiller(teacher, student, sampler, cameras, PVDConfig(steps=120, batch_rays=256, n_sphere_views=8)).fit(progress=False)
+    Distiller(teacher, student, sampler, cameras, PVDConfig(steps=60, batch_rays=128, n_sphere_views=8)).fit(progress=False)
     _, rgb1 = gaps(teacher, student, cameras, sampler)
     assert rgb1 < 0.5 * rgb0

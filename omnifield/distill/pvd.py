@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from omnifield.config import register_config
 from omnifield.distill.active import ActiveConfig, HardRayPool, RayBatch, ViewSampler, point_weights
+from omnifield.distill.poses import join_cameras, sphere_cameras
 from omnifield.fields.activations import trunc_exp
 from omnifield.renderers.cameras import Cameras
 from omnifield.renderers.volrend import accumulate_along_rays, render_weight_from_density
@@ -125,8 +126,6 @@ class Distiller:
 
     def __init__(self, teacher: nn.Module, student: nn.Module, sampler: VolumeRenderer, train_cameras: Cameras,
                  cfg: PVDConfig):
-        from omnifield.distill.poses import join_cameras, sphere_cameras
-
         if not has_point_features(student):
             raise ValueError(f"the student ({type(student).__name__}) exposes no point features")
         self.teacher, self.student, self.sampler, self.cfg = teacher.eval(), student, sampler, cfg
