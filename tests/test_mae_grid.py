@@ -147,3 +147,14 @@ def test_grid_from_a_trained_run_uses_its_field_box_and_cameras(tmp_path, capsys
     assert main(["mae", "grid", str(tmp_path / "run"), str(out), "--resolution", "8"]) == 0
     assert load_grid(out).rgba.shape == (4, 8, 8, 6)
     assert main(["mae", "grid", str(tmp_path / "missing"), str(out)]) == 2
+
+
+def test_compare_grids_scores_known_differences():
+    ref = scene_grid(generate_scene(2), resolution=8)
+    empty = type(ref)(rgba=np.zeros_like(ref.rgba), aabb=ref.aabb)
+    scores = compare_grids(empty, ref)
+    assert scores["solid_iou"] == 0.0 and scores["psnr_rgb_solid"] is None
+    expected = -10 * np.log10((ref.rgba[3] ** 2).mean())
+    assert scores["psnr_alpha"] == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(OmnifieldError, match="shapes differ"):
+        compare_grids(scene_grid(generate_scene(2), resolution=4), ref)

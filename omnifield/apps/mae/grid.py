@@ -145,15 +145,17 @@ def load_grid(path) -> RadianceGrid:
 
 def compare_grids(pred: RadianceGrid, ref: RadianceGrid, solid_alpha: float = 0.5) -> dict:
     """Agreement of two grids of one shape: IoU of solid voxels (alpha > ``solid_alpha``), PSNR of alpha
-    over all voxels and of RGB over voxels solid in both."""
+    over all voxels and of RGB over voxels solid in both (None when there are none)."""
     if pred.rgba.shape != ref.rgba.shape:
         raise OmnifieldError(f"grid shapes differ: {list(pred.rgba.shape)} vs {list(ref.rgba.shape)}")
     a, b = pred.rgba[3] > solid_alpha, ref.rgba[3] > solid_alpha
     both = a & b
-    rgb_mse = float(((pred.rgba[:3] - ref.rgba[:3])[:, both] ** 2).mean()) if both.any() else float("nan")
     alpha_mse = float(((pred.rgba[3] - ref.rgba[3]) ** 2).mean())
+    rgb_psnr = None
+    if both.any():
+        rgb_psnr = float(-10 * np.log10(max(float(((pred.rgba[:3] - ref.rgba[:3])[:, both] ** 2).mean()), 1e-12)))
     return {
         "solid_iou": float(both.sum() / max(1, (a | b).sum())),
-        "psnr_alpha": -10 * np.log10(max(alpha_mse, 1e-12)),
-        "psnr_rgb_solid": -10 * np.log10(max(rgb_mse, 1e-12)),
+        "psnr_alpha": float(-10 * np.log10(max(alpha_mse, 1e-12))),
+        "psnr_rgb_solid": rgb_psnr,
     }
