@@ -30,6 +30,13 @@ def test_advection_writes_animation_plots_metrics_and_resumes(tmp_path, capsys):
     assert json.loads((tmp_path / "state.json").read_text())["step"] == 3
 
 
+def test_problem_parameters_reach_the_saved_state(tmp_path):
+    args = ["pde", "solve", "advection", "--solver", "insr", "--insr-time-steps", "1", "--out", str(tmp_path)]
+    assert main([*args, "--insr-param", "speed=0.5", "--insr-param", "n_steps=1", *FAST]) == 0
+    problem = json.loads((tmp_path / "state.json").read_text())["problem"]
+    assert problem["speed"] == 0.5 and problem["type"] == "insr_advection"
+
+
 @pytest.mark.parametrize(
     "problem, extra, message",
     [
@@ -37,6 +44,8 @@ def test_advection_writes_animation_plots_metrics_and_resumes(tmp_path, capsys):
         ("elasticity", ["--insr-rule", "midpoint"], "implicit_euler"),
         ("advection", ["--insr-dt", "-1"], "--insr-dt"),
         ("advection", ["--insr-resume", "nowhere.json"], "not found"),
+        ("taylor_green", ["--insr-param", "viscosty=0.1"], "unknown parameter"),
+        ("taylor_green", ["--insr-param", "viscosity=abc"], "not a valid float"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(tmp_path, capsys, problem, extra, message):

@@ -8,6 +8,7 @@ every step; ``--insr-resume`` continues from it), ``animation.gif``,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -42,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--insr-init-iters", type=int, default=None, help="iteration cap of the initial-condition fit")
     g.add_argument("--insr-cold-start", action="store_true", help="re-draw the weights every step (no warm start)")
     g.add_argument("--insr-resume", type=Path, default=None, help="continue from a saved state.json")
+    g.add_argument(
+        "--insr-param", action="append", default=[], metavar="NAME=VALUE",
+        help="set a problem parameter, e.g. viscosity=0.05 (taylor_green), speed=0.5 (advection), youngs=1e4 (elasticity)",
+    )
     g.add_argument("--insr-animation", default="gif", choices=("gif", "mp4"), help="animation format")
 
 
@@ -61,7 +66,22 @@ def solver_settings(problem: InsrProblem) -> tuple[StepperConfig, SirenConfig]:
     )
 
 
+def _set_parameters(problem: InsrProblem, assignments: list[str]) -> None:
+    """Apply ``NAME=VALUE`` assignments to the problem's numeric dataclass fields."""
+    fields = {f.name: f for f in dataclasses.fields(problem) if f.name != "box"}
+    for item in assignments:
+        name, _, value = item.partition("=")
+        if name not in fields:
+            raise OmnifieldError(f"--insr-param {item!r}: unknown parameter; {type(problem).__name__} has: {', '.join(fields)}")
+        kind = type(getattr(problem, name))
+        try:
+            setattr(problem, name, kind(value))
+        except ValueError:
+            raise OmnifieldError(f"--insr-param {item!r}: {value!r} is not a valid {kind.__name__}") from None
+
+
 def _configure(problem: InsrProblem, args: argparse.Namespace) -> tuple[StepperConfig, SirenConfig]:
+    _set_parameters(problem, args.insr_param)
     cfg, decoder = solver_settings(problem)
     if args.insr_dt is not None:
         if args.insr_dt <= 0:
