@@ -29,6 +29,7 @@ class FlightConfig:
 
     start: tuple = (-1.6, -1.6, 1.0)
     goal: tuple = (1.6, 1.6, 1.0)
+    flight_bounds: tuple = (-2.0, -2.0, 0.0, 2.0, 2.0, 2.0)  # the planner's A* grid (where the robot may fly)
     image_size: tuple = (48, 36)
     fov_deg: float = 80.0
     velocity_noise: float = 0.02  # m/s per step, true dynamics
@@ -68,7 +69,7 @@ def fly(world: AnalyticScene, learned, aabb: tuple, cfg: FlightConfig | None = N
     """Fly from ``cfg.start`` to ``cfg.goal``; ``progress(step, total)`` is called after each step."""
     cfg = cfg or FlightConfig()
     gen = torch.Generator().manual_seed(cfg.seed)
-    planner = TrajectoryPlanner(learned, aabb, cfg.planner)
+    planner = TrajectoryPlanner(learned, cfg.flight_bounds, cfg.planner)
     camera = PinholeCamera.from_fov(cfg.image_size[0], cfg.image_size[1], cfg.fov_deg)
     world_renderer = renderer_for(world, aabb, resolution=96, steps_per_diagonal=1024)
     estimator = PhotometricEstimator(learned, renderer_for(learned, aabb), camera, cfg.estimator)
