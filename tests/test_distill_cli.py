@@ -79,6 +79,12 @@ def test_convert_to_splat_writes_a_splat_run(teacher_run, capsys):
     scene = load_splat_run(out)
     assert len(scene) == 40
     assert "student" in capsys.readouterr().out
+    back = teacher_run.parent / "from-splat"  # Gaussians -> field through density/rgb
+    assert main(["convert", str(out), "--to", "mlp", "--steps", "5", "--batch-rays", "64", "--out", str(back),
+                 "--set", "field.encoding.n_frequencies=2", "--quiet"]) == 0
+    run, _, meta = Run.open(back)
+    assert run.method == "mlp" and meta["distilled_from"] == str(out)
+    assert "teacher" in capsys.readouterr().out
 
 
 def test_convert_reports_bad_input_on_one_line(tmp_path, teacher_run, capsys):

@@ -164,9 +164,10 @@ def convert(run_dir: Path, to: str, out: Path, steps: int, active: bool = False,
         student, student_renderer, info = run.field, run.renderer, {"steps": distiller.step}
     seconds = time.perf_counter() - t0
     rows = []
-    for role, kind, f, renderer, name in (("teacher", teacher.kind, teacher.field, teacher.sampler,
-                                           teacher.run.method if teacher.run else SPLAT),
-                                          ("student", SPLAT if to == SPLAT else "field", student, student_renderer, to)):
+    teacher_name = teacher.run.method if teacher.run else SPLAT
+    student_kind = SPLAT if to == SPLAT else "field"
+    for role, kind, f, renderer, name in (("teacher", teacher.kind, teacher.field, teacher.sampler, teacher_name),
+                                          ("student", student_kind, student, student_renderer, to)):
         m = evaluate_any(kind, f, renderer, test, eval_views)
         rows.append({"role": role, "field": name, "psnr": m["psnr"], "ssim": m["ssim"], "n_views": m["n_views"]})
     rows[1].update(seconds=seconds, steps=info["steps"])
