@@ -50,6 +50,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from omnifield.io.atomic import write_text_atomic
     from omnifield.io.video import write_video
 
+    if not 0 <= args.pillars <= 8:
+        raise OmnifieldError(f"nav run: --pillars must be between 0 and 8, got {args.pillars}")
+    if args.fit_steps < 1:
+        raise OmnifieldError(f"nav run: --fit-steps must be positive, got {args.fit_steps}")
     torch.manual_seed(args.seed)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     out = Path(args.out)

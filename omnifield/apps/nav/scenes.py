@@ -100,11 +100,15 @@ def pillar_room(size: float = 4.0, height: float = 2.0, n_pillars: int = 5, seed
     walls_c = [[0, 0, -t], [half + t, 0, height / 2], [-half - t, 0, height / 2], [0, half + t, height / 2], [0, -half - t, height / 2]]
     walls_h = [[half + t, half + t, t], [t, half, height / 2], [t, half, height / 2], [half, t, height / 2], [half, t, height / 2]]
     pillars = []
-    while len(pillars) < n_pillars:
+    for _ in range(1000):
+        if len(pillars) == n_pillars:
+            break
         p = (torch.rand(2, generator=g) * 2 - 1) * 0.65 * half
         far_from_corners = min((p - torch.tensor(c) * half * 0.8).norm() for c in ([-1.0, -1.0], [1.0, 1.0])) > 0.9
         if far_from_corners and all((p - q).norm() > 0.7 for q in pillars):
             pillars.append(p)
+    if len(pillars) < n_pillars:
+        raise ValueError(f"could not place {n_pillars} pillars apart in a {size} m room")
     pillar_c = [[float(p[0]), float(p[1]), height / 2] for p in pillars]
     pillar_h = [[0.15, 0.15, height / 2]] * n_pillars
     colors = torch.rand(len(walls_c) + n_pillars, 3, generator=g) * 0.7 + 0.3
