@@ -89,7 +89,8 @@ def write_outputs(problem: Problem, solution: torch.nn.Module, history: list[dic
     for key in keys:
         ax.semilogy([h["step"] for h in history], [max(h.get(key, np.nan), 1e-30) for h in history], label=key)
     ax.set_xlabel("step (Adam, then L-BFGS iterations)")
-    ax.legend()
+    if keys:
+        ax.legend()
     fig.tight_layout()
     _write(out_dir / "loss.png", lambda p: fig.savefig(p, dpi=100))
     plt.close(fig)
