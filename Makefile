@@ -15,9 +15,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+RUN := outputs/lego-$(shell date +%Y%m%d-%H%M%S)
+
 demo: $(STAMP)
-	$(VENV)/bin/omnifield train data/lego_200 --method hashgrid --minutes 4 --out outputs/lego-demo --seed 0
-	$(VENV)/bin/omnifield render outputs/lego-demo --orbit
+	$(VENV)/bin/omnifield train data/lego_200 --method hashgrid --minutes 3 --out $(RUN) --seed 0
+	$(VENV)/bin/omnifield render $(RUN) --orbit-only --frames 48
+	@echo "demo outputs in $(RUN): checkpoint, metrics.json, renders/test (render | ground truth, depth), orbit video"
 
 test: $(STAMP)
 	$(PY) -m pytest -q --timeout=900
