@@ -35,7 +35,7 @@ from omnifield.apps.mae.train import (
 
 FULL = dict(resolution=24, pretrain_scenes=240, heldout_scenes=24, labelled_scenes=8, eval_scenes=32,
             dim=128, depth=4, decoder_dim=96, pretrain_steps=1000, pretrain_batch=8, pretrain_lr=1e-3,
-            finetune_steps=200, finetune_batch=4, finetune_lr=2e-3)
+            finetune_steps=150, finetune_batch=4, finetune_lr=2e-3)
 QUICK = dict(resolution=16, pretrain_scenes=32, heldout_scenes=4, labelled_scenes=4, eval_scenes=8,
              dim=64, depth=2, decoder_dim=48, pretrain_steps=80, pretrain_batch=8, pretrain_lr=2e-3,
              finetune_steps=60, finetune_batch=4, finetune_lr=2e-3)
