@@ -91,7 +91,7 @@ def main() -> None:
     p.add_argument("--splat", action="store_true", help="also fit Gaussians to the teacher")
     p.add_argument("--downscale", type=int, default=1)
     p.add_argument("--grid", type=int, default=128, help="occupancy-grid resolution")
-    p.add_argument("--batch-rays", type=int, default=2048, help="rays per step (initial value when training)")
+    p.add_argument("--batch-rays", type=int, default=1024, help="rays per step (initial value when training)")
     p.add_argument("--eval-views", type=int, default=13)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
