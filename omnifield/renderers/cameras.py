@@ -13,6 +13,8 @@ class Cameras:
     """A set of pinhole cameras sharing one image size.
 
     c2w: ``[N, 4, 4]`` camera-to-world; fx, fy, cx, cy: ``[N]`` in pixels; width, height: ints.
+    distortion: optional ``[N, 6]`` lens coefficients ``(k1, k2, k3, k4, p1, p2)`` of the OpenCV
+    radial-tangential model (``fisheye=True``: the OpenCV fisheye model, k1..k4 only); None = ideal pinhole.
     """
 
     c2w: torch.Tensor  # [N, 4, 4]
@@ -22,6 +24,8 @@ class Cameras:
     cy: torch.Tensor  # [N]
     width: int
     height: int
+    distortion: torch.Tensor | None = None  # [N, 6] (k1, k2, k3, k4, p1, p2)
+    fisheye: bool = False
 
     def __len__(self) -> int:
         return self.c2w.shape[0]
@@ -38,11 +42,13 @@ class Cameras:
         return Cameras(
             self.c2w.to(device), self.fx.to(device), self.fy.to(device),
             self.cx.to(device), self.cy.to(device), self.width, self.height,
+            None if self.distortion is None else self.distortion.to(device), self.fisheye,
         )
 
     def __getitem__(self, idx) -> "Cameras":
         sel = lambda t: t[idx].reshape(-1, *t.shape[1:])  # noqa: E731
-        return Cameras(sel(self.c2w), sel(self.fx), sel(self.fy), sel(self.cx), sel(self.cy), self.width, self.height)
+        return Cameras(sel(self.c2w), sel(self.fx), sel(self.fy), sel(self.cx), sel(self.cy), self.width, self.height,
+                       None if self.distortion is None else sel(self.distortion), self.fisheye)
 
     def generate_rays(
         self,
@@ -50,11 +56,14 @@ class Cameras:
         px: torch.Tensor,  # [R] float, pixel x (0.5 = centre of the first column)
         py: torch.Tensor,  # [R] float, pixel y (0.5 = centre of the first row)
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """World-space ray origins ``[R, 3]`` and unit directions ``[R, 3]``."""
-        dirs_cam = torch.stack(
-            [(px - self.cx[cam_idx]) / self.fx[cam_idx], -(py - self.cy[cam_idx]) / self.fy[cam_idx], -torch.ones_like(px)],
-            dim=-1,
-        )
+        """World-space ray origins ``[R, 3]`` and unit directions ``[R, 3]`` (lens distortion undone)."""
+        u = (px - self.cx[cam_idx]) / self.fx[cam_idx]
+        v = (py - self.cy[cam_idx]) / self.fy[cam_idx]
+        if self.distortion is not None:
+            from omnifield.renderers.distortion import undistort
+
+            u, v = undistort(u, v, self.distortion[cam_idx], self.fisheye)
+        dirs_cam = torch.stack([u, -v, -torch.ones_like(px)], dim=-1)
         rot = self.c2w[cam_idx, :3, :3]
         dirs = torch.einsum("rij,rj->ri", rot, dirs_cam)
         dirs = dirs / dirs.norm(dim=-1, keepdim=True)

@@ -1,0 +1,136 @@
+"""One entry point for every capture format: :func:`load_scene` detects the format of a folder.
+
+Formats: Blender / NeRF-synthetic (``transforms_<split>.json``), Instant-NGP / nerfstudio
+(one ``transforms.json``, every 8th frame held out for ``test``/``val``), COLMAP (``sparse/0`` or
+``sparse``). Each loader maps the scene into the field's box with a recorded :class:`Normalization`
+(``x_box = scale * x_world + offset``) so exports can come back in world units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from omnifield.data.blender import PosedImages
+from omnifield.errors import OmnifieldError
+
+HOLDOUT_EVERY = 8
+NORMALIZATION_FILE = "normalization.json"
+
+
+@dataclass
+class Normalization:
+    """Similarity from world to box coordinates: ``x_box = scale * x_world + offset``."""
+
+    scale: float = 1.0
+    offset: tuple = (0.0, 0.0, 0.0)
+
+    def to_world(self, x_box: np.ndarray) -> np.ndarray:
+        """Box points ``[N, 3]`` -> world points ``[N, 3]``."""
+        return (np.asarray(x_box, dtype=np.float64) - np.asarray(self.offset)) / self.scale
+
+    def to_box(self, x_world: np.ndarray) -> np.ndarray:
+        """World points ``[N, 3]`` -> box points ``[N, 3]``."""
+        return np.asarray(x_world, dtype=np.float64) * self.scale + np.asarray(self.offset)
+
+    def apply_to_poses(self, c2w: np.ndarray) -> np.ndarray:
+        """Camera-to-world ``[N, 4, 4]`` in world units -> the same cameras in box coordinates."""
+        out = np.array(c2w, dtype=np.float64, copy=True)
+        out[:, :3, 3] = self.to_box(out[:, :3, 3])
+        return out
+
+    @classmethod
+    def fitting(cls, points: np.ndarray, half_extent: float = 1.0) -> "Normalization":
+        """The similarity mapping the robust (2-98 %) bounding box of ``points [N, 3]`` to ``[-h, h]^3``."""
+        lo, hi = np.percentile(points, [2, 98], axis=0) if len(points) > 10 else (points.min(0), points.max(0))
+        extent = float((hi - lo).max())
+        scale = 2.0 * half_extent / extent if extent > 1e-9 else 1.0
+        return cls(scale, tuple(float(v) for v in -scale * (lo + hi) / 2))
+
+
+@dataclass
+class ScenePoints:
+    """Sparse 3D points of a capture in box coordinates: ``xyz [P, 3]``, ``rgb [P, 3]`` in [0, 1]."""
+
+    xyz: torch.Tensor
+    rgb: torch.Tensor
+
+
+@dataclass
+class Scene(PosedImages):
+    """:class:`PosedImages` plus the world-to-box normalisation and the sparse points (when the format has them)."""
+
+    normalization: Normalization = field(default_factory=Normalization)
+    points: ScenePoints | None = None
+
+
+def split_indices(n: int, split: str, where: str) -> np.ndarray:
+    """Indices of ``split`` among ``n`` name-sorted frames: every 8th is ``test``/``val``, the rest ``train``."""
+    idx = np.arange(n)
+    if split == "train":
+        return idx[idx % HOLDOUT_EVERY != 0] if n > 1 else idx
+    if split in ("test", "val"):
+        return idx[idx % HOLDOUT_EVERY == 0]
+    if split == "all":
+        return idx
+    raise OmnifieldError(f"{where}: unknown split {split!r} (train, val, test or all)")
+
+
+def detect_format(root: str | Path, split: str = "train") -> str:
+    """``"blender"``, ``"transforms"`` or ``"colmap"`` for the capture in ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise OmnifieldError(f"{root}: data folder not found")
+    if (root / f"transforms_{split}.json").is_file():
+        return "blender"
+    if (root / "transforms.json").is_file():
+        return "transforms"
+    if colmap_model_dir(root) is not None:
+        return "colmap"
+    raise OmnifieldError(f"{root}: no transforms_{split}.json, transforms.json or COLMAP sparse/0 model found")
+
+
+def colmap_model_dir(root: Path) -> Path | None:
+    """The COLMAP model folder under ``root`` (``sparse/0``, ``sparse`` or ``root`` itself), or None."""
+    for candidate in (root / "sparse" / "0", root / "sparse", root):
+        if any((candidate / f"cameras{ext}").is_file() for ext in (".bin", ".txt")):
+            return candidate
+    return None
+
+
+def load_scene(root: str | Path, split: str = "train", downscale: int = 1) -> Scene:
+    """Load ``split`` of the capture in ``root`` in any supported format, downscaled by an integer factor."""
+    if not isinstance(downscale, int) or downscale < 1:
+        raise OmnifieldError(f"downscale must be a positive integer, got {downscale!r}")
+    fmt = detect_format(root, split)
+    if fmt == "blender":
+        from omnifield.data.blender import load_blender
+
+        data = load_blender(root, split, downscale)
+        return Scene(data.images, data.cameras, data.names)
+    if fmt == "transforms":
+        from omnifield.data.transforms import load_transforms
+
+        return load_transforms(Path(root) / "transforms.json", split, downscale)
+    from omnifield.data.colmap import load_colmap
+
+    return load_colmap(root, split, downscale)
+
+
+def scene_normalization(root: str | Path) -> Normalization:
+    """The world-to-box normalisation of the capture in ``root`` without reading its images."""
+    root = Path(root)
+    if (root / "transforms_train.json").is_file():
+        return Normalization()
+    if (root / "transforms.json").is_file():
+        from omnifield.data.transforms import read_transforms_json, transforms_normalization
+
+        return transforms_normalization(read_transforms_json(root / "transforms.json"))
+    if colmap_model_dir(root) is not None:
+        from omnifield.data.colmap import colmap_normalization
+
+        return colmap_normalization(root)
+    return Normalization()
