@@ -139,7 +139,7 @@ class Trainer:
         self.optimizer.step()
         if cfg.target_samples > 0 and out.n_samples > 0:
             want = self.n_rays * cfg.target_samples / out.n_samples
-            self.n_rays = int(min(max(0.9 * self.n_rays + 0.1 * want, 256), cfg.max_batch_rays))
+            self.n_rays = int(min(max(want, 256), cfg.max_batch_rays))
         mse = float(mse.detach())
         return {
             "loss": float(loss.detach()),
