@@ -28,7 +28,7 @@ def test_density_integrates_to_splat_opacity():
     t = torch.linspace(-1.0, 1.0, 4001, dtype=torch.float64)
     pts = torch.stack([t, torch.zeros_like(t), torch.zeros_like(t)], dim=-1)
     sigma = scene.density(pts)
-    optical_depth = torch.trapezoid(sigma, t)
+    optical_depth = torch.trapezoid(sigma.detach(), t)
     assert abs(1 - math.exp(-float(optical_depth)) - 0.7) < 1e-6
     assert float(sigma[0]) < 1e-12  # far from the Gaussian
 
