@@ -27,8 +27,8 @@ def test_density_integrates_to_splat_opacity():
     scene = _single(0.7, 0.1).double()
     t = torch.linspace(-1.0, 1.0, 4001, dtype=torch.float64)
     pts = torch.stack([t, torch.zeros_like(t), torch.zeros_like(t)], dim=-1)
-    sigma = scene.density(pts)
-    optical_depth = torch.trapezoid(sigma.detach(), t)
+    sigma = scene.density(pts).detach()
+    optical_depth = torch.trapezoid(sigma, t)
     assert abs(1 - math.exp(-float(optical_depth)) - 0.7) < 1e-6
     assert float(sigma[0]) < 1e-12  # far from the Gaussian
 
