@@ -50,6 +50,11 @@ def _build_configs(args: argparse.Namespace) -> tuple[object, object, TrainConfi
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a field on posed images, then evaluate on the test split."""
     torch.manual_seed(args.seed)
+    if args.method == "splat":
+        from omnifield.apps.splat import train_splat
+
+        train_splat(Path(args.data), Path(args.out or f"outputs/{Path(args.data).name}-splat"), args)
+        return 0
     data_dir = Path(args.data)
     out = Path(args.out) if args.out else Path("outputs") / f"{data_dir.name}-{args.method}"
     if args.resume:
@@ -119,7 +124,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Writes checkpoint, config, metrics.json, log.jsonl and renders to --out.",
                        epilog=EPILOG, formatter_class=fmt)
     p.add_argument("data", help="scene folder with transforms_train.json / transforms_test.json and images")
-    p.add_argument("--method", default="hashgrid", help=f"field backend: {', '.join(field_names())}")
+    p.add_argument("--method", default="hashgrid",
+                   help=f"field backend: {', '.join(field_names())}, or splat (3D Gaussian splatting)")
     p.add_argument("--out", help="run folder (default: outputs/<scene>-<method>)")
     p.add_argument("--downscale", type=int, default=1, help="integer factor to shrink images on load (default 1)")
     p.add_argument("--steps", type=int, default=20000, help="maximum optimisation steps (default 20000)")
@@ -138,6 +144,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation at the end")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config value, e.g. field.encoding.log2_hashmap_size=17 (repeatable)")
+    from omnifield.apps.splat import add_splat_arguments
+
+    add_splat_arguments(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a trained run (PSNR, SSIM) and write renders",
