@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES = [
     "omnifield.apps.splat.cli",
     "omnifield.distill.cli",
     "omnifield.apps.fit.cli",
+    "omnifield.apps.export.cli",
 ]
 
 

@@ -1,0 +1,64 @@
+"""Point clouds sampled where a field is dense, written as coloured .ply (plyfile)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from omnifield.errors import OmnifieldError
+from omnifield.io.atomic import atomic_path
+from omnifield.io.mesh import ColorFn, DensityFn
+
+AXIS_DIRECTIONS = torch.tensor([[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]])
+
+
+@torch.no_grad()
+def sample_dense_points(density: DensityFn, aabb: torch.Tensor, n_points: int, threshold: float = 10.0,
+                        color: ColorFn | None = None, resolution: int = 128, chunk: int = 65536,
+                        seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Up to ``n_points`` points ``[P, 3]`` with ``density > threshold`` and their colours ``[P, 3]``.
+
+    Candidates are jittered inside the voxels of a ``resolution^3`` grid whose centre is dense; the colour is
+    the radiance averaged over the six axis view directions.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    lo, hi = aabb[:3], aabb[3:]
+    voxel = (hi - lo) / resolution
+    axes = [lo[i] + (torch.arange(resolution) + 0.5) * voxel[i] for i in range(3)]
+    centres = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+    dense = torch.cat([density(centres[i:i + chunk]).reshape(-1) > threshold for i in range(0, len(centres), chunk)])
+    occupied = centres[dense]
+    if len(occupied) == 0:
+        raise OmnifieldError(f"no point of the field has density above {threshold} (choose a lower --threshold)")
+    picks = occupied[torch.randint(len(occupied), (2 * n_points,), generator=gen)]
+    x = picks + (torch.rand(picks.shape, generator=gen) - 0.5) * voxel
+    keep = torch.cat([density(x[i:i + chunk]).reshape(-1) > threshold for i in range(0, len(x), chunk)])
+    x = x[keep][:n_points]
+    if color is None:
+        return x, None
+    rgb = torch.zeros_like(x)
+    for d in AXIS_DIRECTIONS:
+        rgb += torch.cat([color(x[i:i + chunk], d.expand(len(x[i:i + chunk]), 3)) for i in range(0, len(x), chunk)])
+    return x, (rgb / len(AXIS_DIRECTIONS)).clamp(0, 1)
+
+
+def save_points_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray | None = None) -> Path:
+    """Atomically write ``xyz [P, 3]`` (float32) and optional ``rgb [P, 3]`` in [0, 1] as a binary .ply."""
+    from plyfile import PlyData, PlyElement
+
+    path = Path(path)
+    if path.suffix.lower() != ".ply":
+        raise OmnifieldError(f"{path}: point clouds are written as .ply")
+    fields = [("x", "f4"), ("y", "f4"), ("z", "f4")]
+    if rgb is not None:
+        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    vertex = np.empty(len(xyz), dtype=fields)
+    vertex["x"], vertex["y"], vertex["z"] = np.asarray(xyz, dtype=np.float32).T
+    if rgb is not None:
+        colours = (np.clip(np.asarray(rgb), 0, 1) * 255 + 0.5).astype(np.uint8)
+        vertex["red"], vertex["green"], vertex["blue"] = colours.T
+    with atomic_path(path) as tmp:
+        PlyData([PlyElement.describe(vertex, "vertex")]).write(str(tmp))
+    return path
