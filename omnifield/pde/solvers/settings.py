@@ -48,7 +48,7 @@ PROBLEM_DEFAULTS: dict[tuple[str, str], dict] = {
     ("burgers", "hard"): _BURGERS,
     ("burgers", "pinn"): _BURGERS,
     ("allen_cahn", "causal"): {"width": 48, "depth": 4, "steps": 3000, "lbfgs_steps": 1000, "n_interior": 2048},
-    ("helmholtz", "pig"): {"steps": 3000, "lbfgs_steps": 0, "lr": 5e-3, "lr_final": 5e-4, "n_interior": 1000,
+    ("helmholtz", "pig"): {"steps": 2000, "lbfgs_steps": 500, "lr": 5e-3, "lr_final": 5e-4, "n_interior": 1000,
                            "n_gaussians": 256, "gaussian_sigma": 0.08, "gaussian_features": 8},
 }
 
