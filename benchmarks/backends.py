@@ -70,13 +70,14 @@ def image_rows(args) -> list[dict]:
                      "param_MB": round(param_megabytes(field), 2), "act_MB_4k": round(act, 1)})
         print(rows[-1], flush=True)
 
-    for backend in args.backends:
+    for backend in args.backends if "equal-params" in args.settings else ():
         run("equal-params", backend, field_for_budget("image", backend, args.image_params), args.steps, 0.0)
-    for backend in args.backends:
+    for backend in args.backends if "equal-time" in args.settings else ():
         run("equal-time", backend, field_for_budget("image", backend, args.image_params), 10**9, args.seconds)
-    base = field_for_budget("image", "mlp", args.image_params)
-    run("cam-pair", "mlp", base, args.steps, 0.0)
-    run("cam-pair", "mlp+cam", with_cam(base, 2), args.steps, 0.0)
+    if "cam-pair" in args.settings:
+        base = field_for_budget("image", "mlp", args.image_params)
+        run("cam-pair", "mlp", base, args.steps, 0.0)
+        run("cam-pair", "mlp+cam", with_cam(base, 2), args.steps, 0.0)
     return rows
 
 
@@ -103,9 +104,9 @@ def sdf_rows(args) -> list[dict]:
                      "param_MB": round(param_megabytes(field), 2), "act_MB_4k": round(act, 1)})
         print(rows[-1], flush=True)
 
-    for backend in args.backends:
+    for backend in args.backends if "equal-params" in args.settings else ():
         run("equal-params", backend, field_for_budget("sdf", backend, args.sdf_params), args.sdf_steps, 0.0)
-    for backend in args.backends:
+    for backend in args.backends if "equal-time" in args.settings else ():
         run("equal-time", backend, field_for_budget("sdf", backend, args.sdf_params), 10**9, args.seconds)
     return rows
 
@@ -166,19 +167,26 @@ def main() -> None:
     p.add_argument("--image", default=str(REPO / "data" / "astronaut" / "astronaut.png"))
     p.add_argument("--mesh", default=str(REPO / "data" / "bunny" / "bunny.obj"))
     p.add_argument("--tasks", default="image,sdf,nerf")
+    p.add_argument("--backends", default=",".join(BACKENDS), help="image/SDF backends to run")
+    p.add_argument("--nerf-backends", default=",".join(NERF_BACKENDS))
+    p.add_argument("--settings", default="equal-params,equal-time,cam-pair")
+    p.add_argument("--steps", dest="steps_override", type=int, default=0, help="override the image/SDF/NeRF step counts")
     p.add_argument("--out", default=None, help="write the rows as a JSON list")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", default="/tmp/omnifield_backends_bench")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     q = args.quick
-    args.backends = list(BACKENDS)
+    args.backends = args.backends.split(",")
+    args.settings = set(args.settings.split(","))
     args.image_size, args.image_params = (64, 20_000) if q else (128, 60_000)
     args.steps, args.seconds, args.batch = (150, 8.0, 2048) if q else (500, 30.0, 4096)
     args.sdf_params, args.sdf_steps, args.sdf_samples = (40_000, 80, 20_000) if q else (100_000, 300, 60_000)
     args.mesh_resolution = 48 if q else 96
-    args.nerf_backends, args.nerf_downscale, args.nerf_views = NERF_BACKENDS, 4, 4
+    args.nerf_backends, args.nerf_downscale, args.nerf_views = args.nerf_backends.split(","), 4, 4
     args.nerf_steps, args.nerf_minutes = (50, 0.0) if q else (300, 0.0)
+    if args.steps_override:
+        args.steps = args.sdf_steps = args.nerf_steps = args.steps_override
     tasks = set(args.tasks.split(","))
     rows: list[dict] = []
     t0 = time.perf_counter()
