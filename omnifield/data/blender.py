@@ -55,6 +55,17 @@ def _matrix(value, where: str) -> np.ndarray:
     return m
 
 
+def _intrinsic(meta: dict, key: str, default: float | None, where: Path, positive: bool = False) -> float:
+    """``meta[key]`` (or ``default``) as a finite float, > 0 when ``positive``."""
+    value = meta.get(key, default)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if positive and ok and value <= 0:
+        raise OmnifieldError(f"{where}: '{key}' must be a positive number, got {value!r}")
+    if not ok:
+        raise OmnifieldError(f"{where}: '{key}' must be a {'positive' if positive else 'finite'} number, got {value!r}")
+    return float(value)
+
+
 def downscale_images(images: torch.Tensor, cameras: Cameras, factor: int) -> tuple[torch.Tensor, Cameras]:
     """Area-average ``images [N, H, W, C]`` by an integer ``factor`` and scale the intrinsics to match."""
     if factor == 1:
@@ -109,9 +120,9 @@ def load_blender(root: str | Path, split: str = "train", downscale: int = 1) -> 
     c2w = torch.from_numpy(np.stack(poses)).float()
     n = len(images)
     if "fl_x" in meta:
-        fx = float(meta["fl_x"])
-        fy = float(meta.get("fl_y", fx))
-        cx, cy = float(meta.get("cx", w / 2)), float(meta.get("cy", h / 2))
+        fx = _intrinsic(meta, "fl_x", None, meta_path, positive=True)
+        fy = _intrinsic(meta, "fl_y", fx, meta_path, positive=True)
+        cx, cy = _intrinsic(meta, "cx", w / 2, meta_path), _intrinsic(meta, "cy", h / 2, meta_path)
         full = lambda v: torch.full((n,), v)  # noqa: E731
         cameras = Cameras(c2w, full(fx), full(fy), full(cx), full(cy), w, h)
     else:
