@@ -80,15 +80,15 @@ def ball_run(tmp_path_factory):
     (data / "transforms.json").write_text(json.dumps({"fl_x": 8.0, "w": 8, "h": 8, "scale": 0.25,
                                                       "offset": [0.5, 0.5, 0.5], "frames": frames}))
     torch.manual_seed(0)
-    enc = HashGridConfig(n_levels=4, n_features_per_level=2, base_resolution=8, max_resolution=32)
+    enc = HashGridConfig(n_levels=2, n_features_per_level=2, base_resolution=8, max_resolution=24)
     cfg = RadianceFieldConfig(encoding=enc, density_decoder=MLPConfig(width=16, n_hidden_layers=1),
                               color_decoder=MLPConfig(width=16, n_hidden_layers=1), sh_degree=1,
                               aabb=tuple(AABB.tolist()))
     run = Run.create(root / "run", "hashgrid", cfg, VolumeRendererConfig(sampler="uniform", n_samples=16),
                      TrainConfig(steps=1), str(data))
-    opt = torch.optim.Adam(run.field.parameters(), lr=2e-2)
-    for _ in range(300):
-        x = torch.rand(4096, 3) * 2 - 1
+    opt = torch.optim.Adam(run.field.parameters(), lr=5e-2)
+    for _ in range(60):
+        x = torch.rand(2048, 3) * 2 - 1
         loss = (run.field.density(x).reshape(-1) / 100 - ball_density(x, radius=0.6) / 100).abs().mean()
         opt.zero_grad()
         loss.backward()
