@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES = [
     "omnifield.distill.cli",
     "omnifield.apps.fit.cli",
     "omnifield.apps.export.cli",
+    "omnifield.apps.viewer.cli",
 ]
 
 

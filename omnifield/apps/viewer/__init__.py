@@ -1,0 +1,1 @@
+"""Browser viewer (viser) for trained runs."""
