@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     world = pillar_room()
     plan_cfg = PlannerConfig(n_waypoints=30, steps=150 if args.quick else 250)
-    est_cfg = EstimatorConfig(n_rays=192, steps=60 if args.quick else 150)
+    est_cfg = EstimatorConfig(n_rays=128, steps=60) if args.quick else EstimatorConfig(n_rays=256, steps=300)
     rows = bench_planning(world, ROUTES[:1] if args.quick else ROUTES, plan_cfg)
     for level in PERTURBATIONS:
         rows += bench_estimation(world, 2 if args.quick else 8, est_cfg, level)

@@ -72,10 +72,11 @@ class AlignResult:
 
 
 def image_gradient_weights(image: torch.Tensor) -> torch.Tensor:
-    """Sampling weights ``[H*W]`` proportional to the colour-gradient magnitude of ``image [H, W, 3]``."""
+    """Sampling weights ``[H*W]`` proportional to the colour-gradient magnitude of ``image [H, W, 3]``
+    (uniform for a flat image)."""
     gy, gx = torch.gradient(image, dim=(0, 1))
-    mag = (gx.square() + gy.square()).sum(-1).sqrt().reshape(-1)
-    return mag / mag.sum().clamp_min(1e-12)
+    mag = (gx.square() + gy.square()).sum(-1).sqrt().reshape(-1) + 1e-6
+    return mag / mag.sum()
 
 
 class PhotometricEstimator:
