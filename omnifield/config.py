@@ -68,6 +68,22 @@ def config_to_dict(cfg: Any) -> Any:
     raise TypeError(f"cannot serialise config value of type {type(cfg).__name__}")
 
 
+def _check_scalar_type(value: Any, default: Any, where: str) -> None:
+    """A value whose field has a bool/int/float/str default must have that kind (an int may stand for a float)."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    else:
+        return
+    if not ok:
+        raise OmnifieldError(f"{where}: expected {type(default).__name__}, got {value!r}")
+
+
 def config_from_dict(data: Any, where: str = "config") -> Any:
     """Rebuild a config tree written by :func:`config_to_dict`.
 
@@ -80,7 +96,7 @@ def config_from_dict(data: Any, where: str = "config") -> Any:
     if "type" not in data:
         return {k: config_from_dict(v, f"{where}.{k}") for k, v in data.items()}
     name = data["type"]
-    cls = _CONFIG_TYPES.get(name)
+    cls = _CONFIG_TYPES.get(name) if isinstance(name, str) else None
     if cls is None:
         known = ", ".join(sorted(_CONFIG_TYPES))
         raise OmnifieldError(f"{where}: unknown config type {name!r} (known: {known})")
@@ -95,6 +111,7 @@ def config_from_dict(data: Any, where: str = "config") -> Any:
         default = names[key].default
         if isinstance(default, tuple) and isinstance(value, list):
             value = tuple(value)
+        _check_scalar_type(value, default, f"{where}.{key}")
         kwargs[key] = value
     try:
         return cls(**kwargs)

@@ -1,0 +1,174 @@
+"""Property-based fuzzing of the input readers: whatever the bytes, the transforms.json reader,
+the config parser and ``--set`` overrides either succeed or raise :class:`OmnifieldError`."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from omnifield.apps.recon.config import TrainConfig
+from omnifield.config import config_from_dict, config_to_dict, registered_config_types
+from omnifield.config_overrides import apply_override
+from omnifield.data.blender import load_blender
+from omnifield.errors import OmnifieldError
+from omnifield.fields.registry import field_config, field_names
+from omnifield.renderers.volume import VolumeRendererConfig
+
+FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
+                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8))
+json_values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=5),
+                                                            st.dictionaries(st.text(max_size=6), inner, max_size=5)),
+                           max_leaves=20)
+
+IDENTITY = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 4.0], [0.0, 0.0, 0.0, 1.0]]
+matrices = st.one_of(
+    json_values,
+    st.just(IDENTITY),
+    st.lists(st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=0, max_size=5), max_size=5),
+)
+frames = st.fixed_dictionaries(
+    {},
+    optional={"file_path": st.one_of(st.sampled_from(["img", "img.png", "./img", "missing", "", "/", ".."]),
+                                     json_values),
+              "transform_matrix": matrices},
+)
+near_valid_meta = st.fixed_dictionaries(
+    {"frames": st.one_of(st.lists(frames, max_size=3), json_values)},
+    optional={"camera_angle_x": st.one_of(st.floats(allow_nan=True, allow_infinity=True), json_values),
+              "fl_x": scalars, "fl_y": scalars, "cx": scalars, "cy": scalars},
+)
+
+
+def _load(text: bytes, downscale: int = 1) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        iio.imwrite(root / "img.png", np.full((4, 4, 4), 200, np.uint8))
+        (root / "transforms_train.json").write_bytes(text)
+        try:
+            data = load_blender(root, "train", downscale)
+        except OmnifieldError as exc:
+            assert str(exc) and "\n" not in str(exc)
+            return
+        # a successful load is well formed: finite poses, images in [0, 1]
+        assert data.images.shape[1:] == (4 // downscale, 4 // downscale, 4)
+        assert bool(np.isfinite(data.cameras.c2w.numpy()).all())
+
+
+@FUZZ
+@given(near_valid_meta, st.sampled_from([1, 2, 3, 5]))
+def test_transforms_reader_structured(meta, downscale):
+    _load(json.dumps(meta).encode(), downscale)
+
+
+@FUZZ
+@given(json_values)
+def test_transforms_reader_any_json(meta):
+    _load(json.dumps(meta).encode())
+
+
+@FUZZ
+@given(st.binary(max_size=64))
+def test_transforms_reader_any_bytes(blob):
+    _load(blob)
+
+
+def _valid_config_dicts():
+    roots = [field_config(name) for name in field_names()] + [TrainConfig(), VolumeRendererConfig()]
+    return [config_to_dict(cfg) for cfg in roots]
+
+
+def _mutate(data, path_choice, value):
+    """Replace one entry (chosen by ``path_choice``) of a nested config dict by ``value``."""
+    nodes = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key in node:
+                nodes.append((node, key))
+                walk(node[key])
+        elif isinstance(node, list):
+            for i in range(len(node)):
+                nodes.append((node, i))
+                walk(node[i])
+
+    walk(data)
+    if nodes:
+        parent, key = nodes[path_choice % len(nodes)]
+        parent[key] = value
+    return data
+
+
+@FUZZ
+@given(st.sampled_from(range(len(_valid_config_dicts()))), st.integers(0, 10**6), json_values,
+       st.one_of(st.none(), st.text(max_size=6), st.sampled_from(sorted(registered_config_types()))))
+def test_config_parser_mutated_configs(which, path_choice, value, extra_key):
+    data = _mutate(json.loads(json.dumps(_valid_config_dicts()[which])), path_choice, value)
+    if extra_key is not None:
+        data[extra_key] = value
+    try:
+        config_from_dict(data, "fuzz")
+    except OmnifieldError as exc:
+        assert str(exc).startswith("fuzz")
+
+
+@FUZZ
+@given(json_values)
+def test_config_parser_any_json(data):
+    try:
+        config_from_dict(data, "fuzz")
+    except OmnifieldError:
+        pass
+
+
+option_names = st.sampled_from(["lr", "steps", "minutes", "random_background", "seed", "grad_clip", "eps",
+                                "encoding.n_levels", "encoding", "density_decoder.width", "aabb", "nope", "",
+                                "lr.x", "grid.resolution", "sampler"])
+
+
+@FUZZ
+@given(st.sampled_from(["train", "field", "renderer"]), option_names,
+       st.one_of(st.text(max_size=12), st.sampled_from(["nan", "inf", "-inf", "1e400", "-1", "0", "1.5", "true",
+                                                        "[1,2", "[]", "[1e999]", "0x10", "1_000"])),
+       st.booleans())
+def test_overrides_never_crash(section, option, text, with_equals):
+    roots = {"train": TrainConfig(), "field": field_config("hashgrid"), "renderer": VolumeRendererConfig()}
+    assignment = f"{option}={text}" if with_equals else option
+    try:
+        cfg = apply_override(roots[section], assignment, section)
+    except OmnifieldError as exc:
+        assert "\n" not in str(exc)
+        return
+    if section == "train" and option in ("lr", "eps", "minutes"):
+        value = getattr(cfg, option)
+        assert isinstance(value, float) and not (option == "lr" and not value > 0)
+        assert not math.isnan(value) or option != "lr"
+
+
+def test_every_registered_config_round_trips_and_wrong_kinds_are_named():
+    built = 0
+    for name, cls in registered_config_types().items():
+        try:
+            cfg = cls()
+        except TypeError:  # a config with required fields
+            continue
+        assert config_from_dict(json.loads(json.dumps(config_to_dict(cfg)))) == cfg, name
+        built += 1
+    assert built >= 10
+    bad = config_to_dict(TrainConfig())
+    for key, value, kind in (("steps", "100", "int"), ("steps", 1.5, "int"), ("lr", float("nan"), "float"),
+                             ("random_background", 1, "bool"), ("lr", True, "float")):
+        try:
+            config_from_dict({**bad, key: value}, "run.json train")
+        except OmnifieldError as exc:
+            assert str(exc) == f"run.json train.{key}: expected {kind}, got {value!r}"
+        else:
+            raise AssertionError(f"{key}={value!r} accepted")
