@@ -29,6 +29,8 @@ EPILOG = """examples:
   omnifield render outputs/lego --orbit --frames 90
 """
 
+CHUNK_HELP = "rays rendered at once: bounds rendering memory, which grows linearly with it (default 8192)"
+
 
 def _build_configs(args: argparse.Namespace) -> tuple[object, object, TrainConfig]:
     try:
@@ -83,10 +85,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chunk_rays(args: argparse.Namespace) -> int:
+    if args.chunk_rays < 1:
+        raise OmnifieldError(f"--chunk-rays must be >= 1, got {args.chunk_rays}")
+    return args.chunk_rays
+
+
 def _evaluate_and_report(run: Run, data_dir: Path, split: str, out: Path, step: int | None = None,
-                         train_seconds: float | None = None) -> int:
+                         train_seconds: float | None = None, chunk: int = 8192) -> int:
     data = load_blender(data_dir, split, run.downscale)
-    metrics = evaluate(run, data, out / "renders" / split)
+    metrics = evaluate(run, data, out / "renders" / split, chunk=chunk)
     metrics.update(split=split, step=step, train_seconds=train_seconds, method=run.method)
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
     print(f"{split}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over {metrics['n_views']} views "
@@ -97,21 +105,23 @@ def _evaluate_and_report(run: Run, data_dir: Path, split: str, out: Path, step: 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a trained run on a split of its data (or of --data)."""
+    chunk = _chunk_rays(args)
     run, _, meta = Run.open(args.run)
     data_dir = Path(args.data or run.data_dir)
-    return _evaluate_and_report(run, data_dir, args.split, Path(args.run), int(meta.get("step", 0)))
+    return _evaluate_and_report(run, data_dir, args.split, Path(args.run), int(meta.get("step", 0)), chunk=chunk)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
     """Render test views (with depth) and/or an orbit video of a trained run."""
+    chunk = _chunk_rays(args)
     run, _, _ = Run.open(args.run)
     out = Path(args.run)
     data = load_blender(Path(args.data or run.data_dir), args.split, run.downscale)
     if not args.orbit_only:
-        evaluate(run, data, out / "renders" / args.split)
+        evaluate(run, data, out / "renders" / args.split, chunk=chunk)
         print(f"wrote {len(data.images)} renders and depth images to {out / 'renders' / args.split}")
     if args.orbit or args.orbit_only:
-        path = render_orbit(run, data.cameras, out / "orbit.mp4", n_frames=args.frames, fps=args.fps)
+        path = render_orbit(run, data.cameras, out / "orbit.mp4", n_frames=args.frames, fps=args.fps, chunk=chunk)
         print(f"wrote orbit video {path}")
     return 0
 
@@ -155,6 +165,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run folder written by 'omnifield train'")
     p.add_argument("--data", help="scene folder (default: the one the run was trained on)")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--chunk-rays", type=int, default=8192, help=CHUNK_HELP)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("render", help="render test views with depth, and an orbit video",
@@ -167,4 +178,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--orbit-only", action="store_true", help="render only the orbit video")
     p.add_argument("--frames", type=int, default=60, help="orbit frames (default 60)")
     p.add_argument("--fps", type=int, default=24, help="orbit frames per second (default 24)")
+    p.add_argument("--chunk-rays", type=int, default=8192, help=CHUNK_HELP)
     p.set_defaults(func=cmd_render)

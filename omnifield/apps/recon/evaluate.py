@@ -21,18 +21,19 @@ WHITE = torch.ones(3)
 
 
 def evaluate(run: Run, data: PosedImages, out_dir: Path | None = None, limit: int | None = None,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, chunk: int = 8192) -> dict[str, Any]:
     """Render every view of ``data`` on white, compare with ground truth composited on white.
 
     Returns mean ``psnr``, ``ssim``, per-view values, ``samples_per_ray`` and seconds per frame. With
     ``out_dir``, writes ``<name>.png`` (render | ground truth) and ``<name>_depth.png`` there.
+    At most ``chunk`` rays are rendered at once (memory grows with it).
     """
     run.field.eval()
     n = len(data.images) if limit is None else min(limit, len(data.images))
     per_view, spr, seconds = [], [], []
     for i in tqdm(range(n), desc="evaluating", disable=not progress, leave=False):
         t0 = time.perf_counter()
-        out = run.renderer.render_image(run.field, data.cameras, i, WHITE)
+        out = run.renderer.render_image(run.field, data.cameras, i, WHITE, chunk=chunk)
         seconds.append(time.perf_counter() - t0)
         gt = composite_on(data.images[i], WHITE)
         pred = out["rgb"].clamp(0, 1)
@@ -52,17 +53,17 @@ def evaluate(run: Run, data: PosedImages, out_dir: Path | None = None, limit: in
     }
 
 
-def render_cameras(run: Run, cameras: Cameras, progress: bool = True) -> list[np.ndarray]:
-    """Render every camera on white; uint8 frames ``[H, W, 3]``."""
+def render_cameras(run: Run, cameras: Cameras, progress: bool = True, chunk: int = 8192) -> list[np.ndarray]:
+    """Render every camera on white, ``chunk`` rays at a time; uint8 frames ``[H, W, 3]``."""
     run.field.eval()
     frames = []
     for i in tqdm(range(len(cameras)), desc="rendering", disable=not progress, leave=False):
-        frames.append(to_uint8(run.renderer.render_image(run.field, cameras, i, WHITE)["rgb"]))
+        frames.append(to_uint8(run.renderer.render_image(run.field, cameras, i, WHITE, chunk=chunk)["rgb"]))
     return frames
 
 
 def render_orbit(run: Run, reference: Cameras, out_path: Path, n_frames: int = 60, fps: int = 24,
-                 progress: bool = True) -> Path:
+                 progress: bool = True, chunk: int = 8192) -> Path:
     """An orbit video around the scene at the reference cameras' mean radius and height."""
-    frames = render_cameras(run, orbit_cameras(reference, n_frames), progress)
+    frames = render_cameras(run, orbit_cameras(reference, n_frames), progress, chunk)
     return write_video(out_path, frames, fps=fps)
