@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-_ITERATIONS = 20
+_ITERATIONS = 10
 
 
 def _radial_tangential(x, y, k):
