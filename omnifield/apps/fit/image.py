@@ -59,7 +59,7 @@ def load_image(path: str | Path, size: int = 0) -> torch.Tensor:
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
     """Peak signal-to-noise ratio (dB) of images in [0, 1]."""
     mse = torch.mean((pred.clamp(0, 1) - target) ** 2).item()
-    return float("inf") if mse == 0 else -10.0 * np.log10(mse)
+    return float("inf") if mse == 0 else float(-10.0 * np.log10(mse))
 
 
 @torch.no_grad()
