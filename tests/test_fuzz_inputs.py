@@ -172,3 +172,57 @@ def test_every_registered_config_round_trips_and_wrong_kinds_are_named():
             assert str(exc) == f"run.json train.{key}: expected {kind}, got {value!r}"
         else:
             raise AssertionError(f"{key}={value!r} accepted")
+
+
+# ---------------------------------------------------------------- nerfstudio transforms.json and COLMAP models
+def _load_ngp(meta) -> None:
+    from omnifield.data.transforms import load_transforms
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        iio.imwrite(root / "img.png", np.full((4, 4, 3), 200, np.uint8))
+        (root / "transforms.json").write_bytes(meta if isinstance(meta, bytes) else json.dumps(meta).encode())
+        try:
+            load_transforms(root / "transforms.json", "train")
+        except OmnifieldError as exc:
+            assert str(exc) and "\n" not in str(exc)
+
+
+ngp_meta = st.fixed_dictionaries(
+    {"frames": st.one_of(st.lists(st.fixed_dictionaries({"file_path": st.just("img.png")},
+                                                        optional={"transform_matrix": matrices, "fl_x": scalars,
+                                                                  "mask_path": json_values}),
+                                  max_size=3), json_values)},
+    optional={k: scalars for k in ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "k1", "scale")}
+    | {"offset": json_values, "camera_model": json_values},
+)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(ngp_meta, json_values, st.binary(max_size=48)))
+def test_ngp_transforms_reader_never_crashes(meta):
+    _load_ngp(meta)
+
+
+colmap_text = st.lists(st.lists(st.one_of(st.sampled_from(["1", "PINHOLE", "SIMPLE_RADIAL", "4", "4.0", "nan",
+                                                           "-1", "0", "img.png", "x"]), st.text(max_size=4)),
+                                max_size=11), max_size=4)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(colmap_text, colmap_text, st.booleans(), st.binary(max_size=96), st.binary(max_size=96))
+def test_colmap_reader_never_crashes(cameras, images, binary, cameras_bin, images_bin):
+    from omnifield.data.colmap import read_colmap_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if binary:
+            (folder / "cameras.bin").write_bytes(cameras_bin)
+            (folder / "images.bin").write_bytes(images_bin)
+        else:
+            (folder / "cameras.txt").write_text("\n".join(" ".join(r) for r in cameras))
+            (folder / "images.txt").write_text("\n".join(" ".join(r) for r in images))
+        try:
+            read_colmap_model(folder)
+        except OmnifieldError as exc:
+            assert "\n" not in str(exc)

@@ -33,8 +33,11 @@ def _resolve_frame(root: Path, file_path: str, where: str) -> Path:
     base = (root / file_path).resolve() if not Path(file_path).is_absolute() else Path(file_path)
     candidates = [base] if base.suffix else [base.with_suffix(ext) for ext in (".png", ".jpg", ".jpeg", ".PNG", ".JPG")]
     for candidate in candidates:
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:  # a name too long or otherwise impossible for the file system
+            break
     raise OmnifieldError(f"{where}: image {file_path!r} not found (looked for {candidates[0]})")
 
 

@@ -44,15 +44,28 @@ def transforms_normalization(meta: dict) -> Normalization:
     """World-to-box map: Instant-NGP's ``x * scale + offset`` into [0, 1]^3, re-centred onto [-1, 1]^3."""
     if "scale" not in meta and "offset" not in meta:
         return Normalization()
-    scale = float(meta.get("scale", 1.0))
-    offset = np.asarray(meta.get("offset", [0.5, 0.5, 0.5]), dtype=np.float64)
-    if scale <= 0 or offset.shape != (3,):
+    try:
+        scale = float(meta.get("scale", 1.0))
+        offset = np.asarray(meta.get("offset", [0.5, 0.5, 0.5]), dtype=np.float64)
+    except (TypeError, ValueError):
+        scale, offset = 0.0, np.zeros(0)
+    if not scale > 0 or offset.shape != (3,) or not np.isfinite(offset).all():
         raise OmnifieldError(f"transforms.json: 'scale' must be > 0 and 'offset' a list of 3 numbers")
     return Normalization(2.0 * scale, tuple(float(v) for v in 2.0 * offset - 1.0))
 
 
 def _intrinsics(params: dict, image_hw: tuple[int, int], where: str) -> list[float]:
     """``[fx, fy, cx, cy, k1, k2, k3, k4, p1, p2]`` of one frame from its merged parameters."""
+    try:
+        values = _intrinsics_unchecked(params, image_hw, where)
+    except (TypeError, ValueError, ZeroDivisionError) as exc:
+        raise OmnifieldError(f"{where}: camera intrinsics must be numbers ({exc})") from None
+    if not all(math.isfinite(v) for v in values):
+        raise OmnifieldError(f"{where}: camera intrinsics contain NaN or Inf")
+    return values
+
+
+def _intrinsics_unchecked(params: dict, image_hw: tuple[int, int], where: str) -> list[float]:
     h, w = image_hw
     if "fl_x" in params:
         fx = float(params["fl_x"])
