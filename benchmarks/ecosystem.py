@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (well under 2 minutes)")
     parser.add_argument("--data", help="a capture folder to time load_scene on")
     parser.add_argument("--run", help="a trained run folder to export")
+    parser.add_argument("--threshold", type=float, default=10.0, help="density iso-level for --run (default 10)")
     parser.add_argument("--out", help="write the table as JSON rows")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -61,12 +62,13 @@ def main() -> None:
     ball = lambda x: 100 * torch.sigmoid((0.5 - x.norm(dim=-1)) * 60)  # noqa: E731
     rows += export_rows(ball, lambda x, d: (x + 1) / 2, aabb, "analytic ball (baseline)", resolution, n_points, 50.0)
     if args.run:
+        import omnifield.apps.recon.config  # noqa: F401 - registers the train config type
         from omnifield.apps.recon.run import Run
 
         run, _, _ = Run.open(args.run)
         run.field.eval()
         rows += export_rows(run.field.density, lambda x, d: run.field(x, d)[0], run.field.aabb, f"run {args.run}",
-                            resolution, n_points, 10.0)
+                            resolution, n_points, args.threshold)
     if args.data:
         scene, seconds = timed(lambda: load_scene(args.data, "train"))
         rows.append({"task": "load_scene train", "variant": args.data, "seconds": seconds,

@@ -13,7 +13,7 @@ _ITERATIONS = 10
 
 def _radial_tangential(x, y, k):
     """Distorted ``(xd, yd)`` and the 2x2 Jacobian entries of the OpenCV radial-tangential model."""
-    k1, k2, k3, k4, p1, p2 = k.unbind(-1)
+    k1, k2, k3, k4, p1, p2 = k
     r2 = x * x + y * y
     radial = 1 + r2 * (k1 + r2 * (k2 + r2 * (k3 + r2 * k4)))
     d_radial = k1 + r2 * (2 * k2 + r2 * (3 * k3 + r2 * 4 * k4))  # d radial / d r2
@@ -26,13 +26,19 @@ def _radial_tangential(x, y, k):
 
 
 def _fisheye_theta_d(theta, k):
-    k1, k2, k3, k4 = k[..., 0], k[..., 1], k[..., 2], k[..., 3]
+    k1, k2, k3, k4 = k[:4]
     t2 = theta * theta
     return theta * (1 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4))))
 
 
+def _columns(coeffs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``[R, 6]`` -> six contiguous ``[R]`` coefficient vectors (fast element-wise maths)."""
+    return tuple(coeffs.expand(-1, 6).T.contiguous())
+
+
 def distort(x: torch.Tensor, y: torch.Tensor, coeffs: torch.Tensor, fisheye: bool = False):
     """Apply the lens model to undistorted normalised points ``x, y [R]``; returns ``(xd, yd)``."""
+    coeffs = _columns(coeffs)
     if fisheye:
         r = torch.sqrt(x * x + y * y).clamp_min(1e-12)
         scale = _fisheye_theta_d(torch.atan(r), coeffs) / r
@@ -43,10 +49,11 @@ def distort(x: torch.Tensor, y: torch.Tensor, coeffs: torch.Tensor, fisheye: boo
 
 def undistort(xd: torch.Tensor, yd: torch.Tensor, coeffs: torch.Tensor, fisheye: bool = False):
     """Invert :func:`distort` by Newton's method: distorted ``xd, yd [R]`` -> undistorted ``(x, y)``."""
+    coeffs = _columns(coeffs)
     if fisheye:
         theta_d = torch.sqrt(xd * xd + yd * yd)
         theta = theta_d.clone()
-        k1, k2, k3, k4 = coeffs[..., 0], coeffs[..., 1], coeffs[..., 2], coeffs[..., 3]
+        k1, k2, k3, k4 = coeffs[:4]
         for _ in range(_ITERATIONS):
             t2 = theta * theta
             derivative = 1 + t2 * (3 * k1 + t2 * (5 * k2 + t2 * (7 * k3 + t2 * 9 * k4)))
