@@ -19,7 +19,8 @@ def read_image(path: Path) -> np.ndarray:
     try:
         img = iio.imread(path)
     except Exception as exc:  # noqa: BLE001 - imageio raises many types for corrupt files
-        raise OmnifieldError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+        reason = " ".join(str(exc).split())  # imageio's messages span several lines
+        raise OmnifieldError(f"{path}: cannot read image ({type(exc).__name__}: {reason})") from None
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=-1)
     if img.ndim != 3 or img.shape[-1] not in (1, 3, 4):

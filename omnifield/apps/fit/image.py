@@ -43,7 +43,7 @@ def load_image(path: str | Path, size: int = 0) -> torch.Tensor:
     try:
         img = iio.imread(path)
     except (OSError, ValueError) as exc:
-        raise OmnifieldError(f"{path}: cannot read image ({exc})") from None
+        raise OmnifieldError(f"{path}: cannot read image ({' '.join(str(exc).split())})") from None
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=-1)
     if img.ndim != 3 or img.shape[-1] not in (3, 4):
