@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import struct
 from pathlib import Path
 
 import imageio.v3 as iio

@@ -113,8 +113,7 @@ def test_nan_loss_stops_with_one_line_and_keeps_last_good_checkpoint(tiny_scene,
 
 
 def test_grad_clip_bounds_the_update(tiny_scene, tmp_path):  # noqa: F811
-    """With --grad-clip c and plain SGD-like first Adam step the update is unchanged in direction;
-    here we check the trainer clips: the pre-step gradient norm after clipping is <= c."""
+    """``--grad-clip c`` is stored in the run and the gradient the optimiser sees has norm <= c."""
     from omnifield.apps.recon.trainer import Trainer
     from omnifield.data.blender import load_blender
 
