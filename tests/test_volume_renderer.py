@@ -100,3 +100,11 @@ def test_render_image_in_chunks_matches_single_pass():
     assert torch.allclose(small["rgb"], big["rgb"], atol=1e-6)
     # centre pixel hits the ball, corner misses it
     assert small["opacity"][10, 12] > 0.99 and small["opacity"][0, 0] < 1e-3
+
+
+def test_rays_missing_the_box_render_background():
+    r = _renderer()
+    o = torch.tensor([[5.0, 5.0, 5.0], [6.0, 5.0, 5.0]])
+    d = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    out = r.render_rays(BoxField(), o, d, torch.tensor([0.2, 0.4, 0.6]))
+    assert torch.allclose(out.rgb, torch.tensor([[0.2, 0.4, 0.6]] * 2)) and out.n_samples == 0

@@ -79,7 +79,7 @@ class RadianceField(nn.Module):
         """Colour ``[..., 3]`` from point features and view directions ``[..., 3]``."""
         d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-9)
         lead = d.shape[:-1]
-        sh = spherical_harmonics(d.reshape(-1, 3), self.cfg.sh_degree).reshape(*lead, -1)
+        sh = spherical_harmonics(d.reshape(-1, 3), self.cfg.sh_degree).reshape(*lead, self.cfg.sh_degree**2)
         h = torch.cat([feats[..., 1:], sh.to(feats.dtype)], dim=-1)
         return torch.sigmoid(self.color_decoder(h))
 

@@ -159,6 +159,10 @@ class VolumeRenderer(nn.Module):
         """Differentiable rendering of a batch of rays of ``field``."""
         n_rays = origins.shape[0]
         s = self.sample(field, origins, directions, stratified)
+        if s.ray_indices.numel() == 0:  # every ray missed the box or crossed only empty space
+            zeros = origins.new_zeros(n_rays)
+            bg = origins.new_zeros(n_rays, 3) if background is None else background.expand(n_rays, 3)
+            return RenderOutput(bg.clone(), zeros, zeros.clone(), 0)
         mids = (s.t_starts + s.t_ends) * 0.5
         x = origins[s.ray_indices] + directions[s.ray_indices] * mids[:, None]
         rgbs, sigmas = field(x, directions[s.ray_indices])

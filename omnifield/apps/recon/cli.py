@@ -15,7 +15,7 @@ from omnifield.apps.recon.run import CHECKPOINT, Run
 from omnifield.apps.recon.trainer import Trainer
 from omnifield.config import replace_config
 from omnifield.config_overrides import apply_override
-from omnifield.data.blender import load_blender
+from omnifield.data.scene import load_scene
 from omnifield.errors import OmnifieldError
 from omnifield.fields.registry import field_config, field_names
 from omnifield.io.atomic import write_text_atomic
@@ -61,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("outputs") / f"{data_dir.name}-{args.method}"
     if args.resume:
         run, tensors, meta = Run.open(out)
-        train_data = load_blender(data_dir, "train", run.downscale)
+        train_data = load_scene(data_dir, "train", run.downscale)
         run.train_config = replace_config(run.train_config, steps=args.steps, minutes=args.minutes)
         trainer = Trainer(run, train_data)
         trainer.restore(tensors, meta)
@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if (out / CHECKPOINT).exists():
             raise OmnifieldError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
         field_cfg, renderer_cfg, train_cfg = _build_configs(args)
-        train_data = load_blender(data_dir, "train", args.downscale)
+        train_data = load_scene(data_dir, "train", args.downscale)
         run = Run.create(out, args.method, field_cfg, renderer_cfg, train_cfg, str(data_dir), args.downscale)
         trainer = Trainer(run, train_data)
         n_params = sum(p.numel() for p in run.field.parameters())
@@ -93,7 +93,7 @@ def _chunk_rays(args: argparse.Namespace) -> int:
 
 def _evaluate_and_report(run: Run, data_dir: Path, split: str, out: Path, step: int | None = None,
                          train_seconds: float | None = None, chunk: int = 8192) -> int:
-    data = load_blender(data_dir, split, run.downscale)
+    data = load_scene(data_dir, split, run.downscale)
     metrics = evaluate(run, data, out / "renders" / split, chunk=chunk)
     metrics.update(split=split, step=step, train_seconds=train_seconds, method=run.method)
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
@@ -116,7 +116,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     chunk = _chunk_rays(args)
     run, _, _ = Run.open(args.run)
     out = Path(args.run)
-    data = load_blender(Path(args.data or run.data_dir), args.split, run.downscale)
+    data = load_scene(Path(args.data or run.data_dir), args.split, run.downscale)
     if not args.orbit_only:
         evaluate(run, data, out / "renders" / args.split, chunk=chunk)
         print(f"wrote {len(data.images)} renders and depth images to {out / 'renders' / args.split}")

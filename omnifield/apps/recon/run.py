@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from omnifield.apps.recon.config import TrainConfig  # noqa: F401 - registers the 'train' config type
 from omnifield.config import config_from_dict, config_to_dict
 from omnifield.errors import OmnifieldError
 from omnifield.fields.registry import build_field
