@@ -35,6 +35,7 @@ def ssim(
     if pred.dim() == 3:
         pred, target = pred.permute(2, 0, 1)[None], target.permute(2, 0, 1)[None]
     c = pred.shape[1]
+    window_size = min(window_size, pred.shape[-2], pred.shape[-1])  # images smaller than the window
     if window == "gaussian":
         w = _gaussian_window(window_size, sigma, c, pred.device, pred.dtype)
     elif window == "uniform":

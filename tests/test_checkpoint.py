@@ -65,3 +65,14 @@ def test_failed_write_keeps_previous_file(tmp_path):
     tensors, meta = load_checkpoint(path)
     assert meta["step"] == 1 and torch.equal(tensors["a"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]
+
+
+def test_stale_temporaries_are_removed(tmp_path):
+    from omnifield.io.atomic import remove_stale_temporaries
+
+    path = tmp_path / "checkpoint.safetensors"
+    save_checkpoint(path, {"a": torch.ones(1)}, {})
+    (tmp_path / ".checkpoint.safetensors.abc123.tmp.safetensors").write_bytes(b"partial")
+    (tmp_path / "keep.txt").write_text("x")
+    assert remove_stale_temporaries(path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.safetensors", "keep.txt"]

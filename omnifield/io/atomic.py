@@ -39,3 +39,16 @@ def write_text_atomic(target: str | Path, text: str) -> None:
     """Write ``text`` to ``target`` atomically."""
     with atomic_path(target) as tmp:
         tmp.write_text(text)
+
+
+def remove_stale_temporaries(target: str | Path) -> int:
+    """Delete temporary files that an interrupted :func:`atomic_path` write of ``target`` left behind.
+
+    Returns how many were removed. Only call it while no other process writes ``target``.
+    """
+    target = Path(target)
+    removed = 0
+    for stale in target.parent.glob(f".{target.name}.*.tmp*"):
+        stale.unlink(missing_ok=True)
+        removed += 1
+    return removed

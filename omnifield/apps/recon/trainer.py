@@ -19,10 +19,11 @@ import torch
 from tqdm import tqdm
 
 from omnifield.apps.recon.config import TrainConfig
-from omnifield.apps.recon.run import Run
+from omnifield.apps.recon.run import CHECKPOINT, Run
 from omnifield.data.blender import PosedImages
 from omnifield.data.images import composite_on
 from omnifield.errors import OmnifieldError
+from omnifield.io.atomic import remove_stale_temporaries
 from omnifield.io.checkpoint import load_optimizer_state, optimizer_state
 
 
@@ -162,6 +163,7 @@ class Trainer:
         """Train until ``steps`` or the time budget; checkpoints periodically and on Ctrl-C."""
         cfg = self.cfg
         budget = cfg.minutes * 60.0
+        remove_stale_temporaries(self.run.path / CHECKPOINT)
         last_ckpt = time.perf_counter()
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True)
         log = open(log_path, "a") if log_path else None
