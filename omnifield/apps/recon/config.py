@@ -21,7 +21,7 @@ class TrainConfig:
     lr: float = 1e-2
     eps: float = 1e-15
     weight_decay: float = 1e-6
-    warmup_steps: int = 100
+    warmup_steps: int = 30
     decay_gamma: float = 0.33
     batch_rays: int = 4096
     target_samples: int = 1 << 16
