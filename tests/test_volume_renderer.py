@@ -108,3 +108,20 @@ def test_rays_missing_the_box_render_background():
     d = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
     out = r.render_rays(BoxField(), o, d, torch.tensor([0.2, 0.4, 0.6]))
     assert torch.allclose(out.rgb, torch.tensor([[0.2, 0.4, 0.6]] * 2)) and out.n_samples == 0
+
+
+def test_visual_hull_keeps_the_object_and_carves_free_space():
+    field = BoxField()
+    r = _renderer(early_stop_eps=0.0)
+    angles = torch.linspace(0, 6.283, 9)[:-1]
+    eyes = torch.stack([3 * torch.cos(angles), 3 * torch.sin(angles), 1.0 + 0 * angles], dim=-1)
+    cams = Cameras.from_fov(look_at(eyes, torch.zeros(3), torch.tensor([0.0, 0.0, 1.0])), 0.9, 40, 40)
+    alphas = torch.stack([r.render_image(field, cams, i)["opacity"] for i in range(len(cams))])
+    kept = r.grid.carve_from_masks(cams, alphas)
+    assert 0.1 < kept < 0.6
+    g = r.grid
+    centres = -1 + (g.cell_ijk.float() + 0.5) / 32 * 2
+    allowed = g.allowed.reshape(-1)
+    assert bool(allowed[(centres.abs() < 0.5).all(dim=-1)].all())  # every cell of the object survives
+    assert not bool(allowed[(centres.abs() > 0.95).any(dim=-1) & (centres[:, 2].abs() < 0.5)].any())
+    assert not bool(g.occupancy.reshape(-1)[~allowed].any())

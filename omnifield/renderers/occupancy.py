@@ -4,7 +4,9 @@ A ``G^3`` grid over the field's box keeps, per cell, an exponential moving
 average of ``density * step_size`` evaluated at a random point in the cell.
 Every ``update_every`` steps: during warm-up (the first ``warmup_steps``) all
 cells are re-evaluated, later a random quarter of all cells plus as many
-occupied ones. A cell is occupied when its value exceeds ``min(threshold, mean)``.
+occupied ones. A cell is occupied when its value exceeds ``min(threshold, mean)`` and it has
+not been carved away by :meth:`OccupancyGrid.carve_from_masks` (visual hull of
+the training views' alpha masks, when the images have them).
 Warm-up is 64 steps rather than nerfacc's 256: a full refresh of a 128^3 grid
 is 2M density evaluations, which a CPU feels.
 """
@@ -44,6 +46,7 @@ class OccupancyGrid(nn.Module):
         self.register_buffer("aabb", aabb.clone().float())
         self.register_buffer("values", torch.zeros(g**3))
         self.register_buffer("occupancy", torch.ones(g, g, g, dtype=torch.bool))
+        self.register_buffer("allowed", torch.ones(g, g, g, dtype=torch.bool))
         ijk = torch.stack(torch.meshgrid(*[torch.arange(g)] * 3, indexing="ij"), dim=-1).reshape(-1, 3)
         self.register_buffer("cell_ijk", ijk, persistent=False)
 
@@ -76,5 +79,42 @@ class OccupancyGrid(nn.Module):
         fresh = fresh * step_size
         self.values[cells] = torch.maximum(self.values[cells] * self.cfg.ema_decay, fresh)
         threshold = min(self.cfg.threshold, float(self.values.mean()))
-        self.occupancy.copy_((self.values > threshold).reshape(self.occupancy.shape))
+        self.occupancy.copy_((self.values > threshold).reshape(self.occupancy.shape) & self.allowed)
         return True
+
+    @torch.no_grad()
+    def carve_from_masks(self, cameras, alphas: torch.Tensor, alpha_threshold: float = 0.01) -> float:
+        """Visual hull: mark cells empty that project onto background in some view.
+
+        cameras: :class:`Cameras` of the views; alphas: ``[N, H, W]`` in [0, 1]. A cell is carved
+        when, in at least one view that sees its centre in front of the camera and inside the
+        image, the alpha mask dilated by the cell's projected radius (plus one pixel) is below
+        ``alpha_threshold`` there — a conservative test, so thin structures survive. Returns the
+        fraction of cells kept. Views without transparent pixels carve nothing.
+        """
+        g = self.cfg.resolution
+        lo, hi = self.aabb[:3], self.aabb[3:]
+        centres = lo + (self.cell_ijk.float() + 0.5) / g * (hi - lo)  # [G^3, 3]
+        half_diagonal = 0.5 * float(((hi - lo) / g).norm())
+        keep = torch.ones(g**3, dtype=torch.bool, device=centres.device)
+        for i in range(len(cameras)):
+            mask = alphas[i]
+            if bool((mask >= alpha_threshold).all()):
+                continue
+            idx = torch.nonzero(keep).squeeze(-1)  # only cells no earlier view has carved
+            w2c = torch.linalg.inv(cameras.c2w[i].double()).float()
+            p = centres[idx] @ w2c[:3, :3].T + w2c[:3, 3]
+            depth = -p[:, 2]
+            front = depth > 1e-3
+            u = cameras.fx[i] * p[:, 0] / depth.clamp_min(1e-3) + cameras.cx[i]
+            v = -cameras.fy[i] * p[:, 1] / depth.clamp_min(1e-3) + cameras.cy[i]
+            inside = front & (u >= 0) & (v >= 0) & (u < cameras.width) & (v < cameras.height)
+            if not bool(inside.any()):
+                continue
+            radius = int(torch.ceil(half_diagonal * cameras.fx[i] / depth[inside].min()).item()) + 1
+            dilated = torch.nn.functional.max_pool2d(mask[None, None], 2 * radius + 1, stride=1, padding=radius)[0, 0]
+            seen = dilated[v[inside].long(), u[inside].long()]
+            keep[idx[inside][seen < alpha_threshold]] = False
+        self.allowed.copy_(keep.reshape(g, g, g))
+        self.occupancy &= self.allowed
+        return float(keep.float().mean())

@@ -76,6 +76,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         n_params = sum(p.numel() for p in run.field.parameters())
         print(f"training {args.method} ({n_params / 1e6:.2f} M parameters) on {data_dir} "
               f"({len(train_data.images)} views, {train_data.cameras.width}x{train_data.cameras.height}) -> {out}")
+        if trainer.hull_fraction < 1.0:
+            print(f"alpha masks: the visual hull keeps {100 * trainer.hull_fraction:.1f}% of the occupancy grid")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     trainer.fit(out / "log.jsonl")

@@ -65,6 +65,9 @@ class Trainer:
         self.elapsed = 0.0
         self.n_rays = self.cfg.batch_rays
         self.history: list[dict[str, Any]] = []
+        self.hull_fraction = 1.0  # fraction of the occupancy grid inside the masks' visual hull
+        if images.shape[-1] == 4 and run.renderer.cfg.sampler == "occupancy":
+            self.hull_fraction = run.renderer.grid.carve_from_masks(data.cameras, images[..., 3])
 
     # ------------------------------------------------------------------ state
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
