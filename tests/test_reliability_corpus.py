@@ -286,7 +286,7 @@ def _no_transforms(tmp, base):
     return ["train", str(scene), "--out", str(tmp / "out"), *RUN_FLAGS]
 
 
-CORPUS[1] = ("transforms-missing", _no_transforms, r"transforms_train.json: file not found")
+CORPUS[1] = ("transforms-missing", _no_transforms, r"no transforms_train.json, transforms.json or COLMAP sparse/0 model found")
 
 
 def test_corpus_is_large_and_named_uniquely():

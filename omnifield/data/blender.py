@@ -31,7 +31,10 @@ class PosedImages:
 
 def _resolve_frame(root: Path, file_path: str, where: str) -> Path:
     base = (root / file_path).resolve() if not Path(file_path).is_absolute() else Path(file_path)
-    candidates = [base] if base.suffix else [base.with_suffix(ext) for ext in (".png", ".jpg", ".jpeg", ".PNG", ".JPG")]
+    if base.suffix or not base.name:
+        candidates = [base]
+    else:
+        candidates = [base.with_suffix(ext) for ext in (".png", ".jpg", ".jpeg", ".PNG", ".JPG")]
     for candidate in candidates:
         try:
             if candidate.is_file():
