@@ -134,7 +134,7 @@ class Trainer:
         loss = mse + self._extra_losses(out.rgb, target)
         if not torch.isfinite(loss):
             raise OmnifieldError(
-                f"training diverged at step {self.step} (loss is {float(loss)}); the last good checkpoint in "
+                f"training diverged at step {self.step} (loss is {float(loss.detach())}); the last good checkpoint in "
                 f"{run.path} is kept — lower the learning rate (--lr) or enable --grad-clip"
             )
         self.optimizer.zero_grad(set_to_none=True)
