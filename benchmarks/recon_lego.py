@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 METHODS = {
     # name -> (field preset, renderer sampler, extra config overrides)
     "hashgrid+occgrid": ("hashgrid", "occupancy", []),
-    "nerf (mlp+pe, uniform)": ("mlp", "uniform", ["renderer.n_samples=64", "train.lr=5e-4", "train.batch_rays=1024",
+    "nerf-mlp-uniform": ("mlp", "uniform", ["renderer.n_samples=64", "train.lr=5e-4", "train.batch_rays=1024",
                                                   "train.target_samples=0"]),
 }
 
