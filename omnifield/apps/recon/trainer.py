@@ -169,7 +169,10 @@ class Trainer:
         budget = cfg.minutes * 60.0
         remove_stale_temporaries(self.run.path / CHECKPOINT)
         last_ckpt = time.perf_counter()
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True)
+        timed = budget > 0  # with a time budget the bar counts training seconds, so its ETA is right
+        bar = tqdm(total=budget if timed else cfg.steps, initial=self.elapsed if timed else self.step,
+                   disable=not self.progress, unit="s" if timed else "step", dynamic_ncols=True,
+                   bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]" if timed else None)
         log = open(log_path, "a") if log_path else None
         rays_seen, t_window = 0, time.perf_counter()
         try:
@@ -177,10 +180,11 @@ class Trainer:
                 t0 = time.perf_counter()
                 progress = max(self.step / cfg.steps, self.elapsed / budget if budget > 0 else 0.0)
                 stats = self.train_step(progress)
-                self.elapsed += time.perf_counter() - t0
+                dt = time.perf_counter() - t0
+                self.elapsed += dt
                 self.step += 1
                 rays_seen += stats["rays"]
-                bar.update(1)
+                bar.update(min(dt, budget - bar.n) if timed else 1)
                 if self.step % cfg.log_every == 0 or self.step == 1:
                     now = time.perf_counter()
                     stats.update(step=self.step, elapsed=round(self.elapsed, 2),
