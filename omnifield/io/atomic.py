@@ -24,6 +24,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; outputs get ordinary permissions
         os.replace(tmp_path, target)
         dir_fd = os.open(target.parent, os.O_RDONLY)
         try:
