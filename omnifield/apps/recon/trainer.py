@@ -66,9 +66,11 @@ class Trainer:
         self.elapsed = 0.0
         self.n_rays = self.cfg.batch_rays
         self.history: list[dict[str, Any]] = []
-        self.hull_fraction = 1.0  # fraction of the occupancy grid inside the masks' visual hull
-        if images.shape[-1] == 4 and run.renderer.cfg.sampler == "occupancy":
-            self.hull_fraction = run.renderer.grid.carve_from_masks(data.cameras, images[..., 3])
+        grid = run.renderer.grid
+        carved_before = not bool(grid.allowed.all())  # a re-opened run carries its hull in the checkpoint
+        if images.shape[-1] == 4 and run.renderer.cfg.sampler == "occupancy" and not carved_before:
+            grid.carve_from_masks(data.cameras, images[..., 3])
+        self.hull_fraction = float(grid.allowed.float().mean())  # share of the grid inside the visual hull
 
     # ------------------------------------------------------------------ state
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
