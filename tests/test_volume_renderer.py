@@ -125,3 +125,25 @@ def test_visual_hull_keeps_the_object_and_carves_free_space():
     assert bool(allowed[(centres.abs() < 0.5).all(dim=-1)].all())  # every cell of the object survives
     assert not bool(allowed[(centres.abs() > 0.95).any(dim=-1) & (centres[:, 2].abs() < 0.5)].any())
     assert not bool(g.occupancy.reshape(-1)[~allowed].any())
+
+
+def test_updates_after_carving_evaluate_only_cells_inside_the_hull():
+    grid = _renderer().grid
+    keep = torch.zeros(32, 32, 32, dtype=torch.bool)
+    keep[8:24, 8:24, 8:24] = True
+    grid.allowed.copy_(keep)
+    seen = []
+
+    def density(x):
+        seen.append(x)
+        return BoxField().density(x)
+
+    for step in (0, 16, 32):  # step 0 is warm-up (every hull cell), later steps sample a quarter plus occupied
+        grid.update(step, density, step_size=0.1)
+    points = torch.cat(seen)
+    cells = ((points + 1) / 2 * 32).long().clamp(0, 31)
+    assert bool(keep[cells[:, 0], cells[:, 1], cells[:, 2]].all())  # never a carved cell
+    assert len(seen[0]) == int(keep.sum()) and len(seen) == 3  # warm-up covers the whole hull
+    inside = (-1 + (grid.cell_ijk.float() + 0.5) / 16).abs() < 0.5
+    assert bool(grid.occupancy.reshape(-1)[inside.all(dim=-1)].all())
+    assert not bool(grid.occupancy[~keep].any())
