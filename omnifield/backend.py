@@ -1,7 +1,8 @@
 """The one place that decides which implementation runs: CUDA, native CPU kernel, or pure torch.
 
-Public ops call :func:`use_native` / :func:`has_cuda_extension` instead of
-scattering ``if cuda:`` checks. The environment variable
+Public ops call :func:`native_kernels` / :func:`use_cuda_library` instead of
+scattering ``if cuda:`` checks, and configs with an ``implementation`` field (hash grid, MLP)
+ask :func:`resolve_implementation` whether tiny-cuda-nn takes over. The environment variable
 ``OMNIFIELD_BACKEND=torch`` forces the pure-torch twins everywhere (useful for
 debugging and for tests that compare the two).
 """
@@ -51,3 +52,25 @@ def use_cuda_library(tensor: torch.Tensor, name: str) -> bool:
 def default_device() -> torch.device:
     """CUDA when present, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+IMPLEMENTATIONS = ("auto", "omnifield", "tcnn")
+
+
+def resolve_implementation(requested: str, what: str) -> str:
+    """The implementation a hash grid or MLP config asks for: ``omnifield`` or ``tcnn``.
+
+    ``auto`` means tiny-cuda-nn when it imports and CUDA is present (and ``OMNIFIELD_BACKEND`` does
+    not force the torch twins), else our own. An explicit ``tcnn`` without them is a clear error.
+    """
+    if requested not in IMPLEMENTATIONS:
+        raise ValueError(f"{what}: implementation must be one of {', '.join(IMPLEMENTATIONS)}, got {requested!r}")
+    usable = torch.cuda.is_available() and not forced_torch() and has_module("tinycudann")
+    if requested == "auto":
+        return "tcnn" if usable else "omnifield"
+    if requested == "tcnn" and not usable:
+        from omnifield.errors import OmnifieldError
+
+        raise OmnifieldError(f"{what}: implementation 'tcnn' needs a CUDA device and the tinycudann package "
+                             "(pip install omnifield[cuda], then tiny-cuda-nn's torch bindings)")
+    return requested

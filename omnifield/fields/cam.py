@@ -63,7 +63,7 @@ class CAM(nn.Module):
             raise ValueError(f"CAM normalization must be one of {NORMALIZATIONS}, got {self.cfg.normalization!r}")
         if not 1 <= self.cfg.n_modulated <= self.cfg.base.n_hidden_layers:
             raise ValueError("CAM n_modulated must be between 1 and the base MLP's n_hidden_layers")
-        self.mlp: MLP = self.cfg.base.build(n_in, n_out)
+        self.mlp = MLP(n_in, n_out, self.cfg.base)  # always ours: CAM modulates its hidden layers
         self.width, self.n_modulated = self.cfg.base.width, self.cfg.n_modulated
         channels = 2 * self.width * self.n_modulated
         res = self.cfg.resolution

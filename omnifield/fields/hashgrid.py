@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from omnifield.backend import resolve_implementation
 from omnifield.config import register_config
 from omnifield.fields.encoding import Encoding
 
@@ -43,8 +44,13 @@ class HashGridConfig:
     base_resolution: int = 16
     max_resolution: int = 2048
     init_scale: float = 1e-4
+    implementation: str = "auto"  # auto | omnifield | tcnn (auto = tiny-cuda-nn on CUDA when installed)
 
-    def build(self, n_input_dims: int) -> "HashGrid":
+    def build(self, n_input_dims: int) -> Encoding:
+        if resolve_implementation(self.implementation, "hash grid") == "tcnn":
+            from omnifield.fields.tcnn import TcnnHashGrid
+
+            return TcnnHashGrid(n_input_dims, self)
         return HashGrid(n_input_dims, self)
 
 

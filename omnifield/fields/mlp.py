@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from omnifield.backend import resolve_implementation
 from omnifield.config import register_config
 
 _ACTIVATIONS = {
@@ -30,8 +31,20 @@ class MLPConfig:
     activation: str = "relu"
     output_activation: str = "none"
     bias: bool = True
+    implementation: str = "auto"  # auto | omnifield | tcnn (auto = tiny-cuda-nn's fused MLP on CUDA when installed)
 
-    def build(self, n_in: int, n_out: int) -> "MLP":
+    def build(self, n_in: int, n_out: int) -> nn.Module:
+        """Our :class:`MLP`, or tiny-cuda-nn's when the implementation resolves to it and it can express
+        this MLP (its activations, at least one hidden layer; it has no biases)."""
+        if resolve_implementation(self.implementation, "MLP") == "tcnn":
+            from omnifield.fields.tcnn import TcnnMLP, mlp_network_config
+
+            network = mlp_network_config(self)
+            if network is not None:
+                return TcnnMLP(n_in, n_out, self, network)
+            if self.implementation == "tcnn":
+                raise ValueError(f"tiny-cuda-nn has no MLP with activation {self.activation!r}/"
+                                 f"{self.output_activation!r} and {self.n_hidden_layers} hidden layers")
         return MLP(n_in, n_out, self)
 
 

@@ -67,9 +67,13 @@ def load_module_state(prefix: str, module: torch.nn.Module, tensors: dict[str, t
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
+        hint = ""
+        if any("tcnn" in k for k in missing + unexpected):
+            hint = ("; one side uses tiny-cuda-nn, whose parameter layout differs from omnifield's: re-open the run "
+                    "with the implementation it was trained with (--set field.encoding.implementation=...)")
         raise OmnifieldError(
             f"{where}: checkpoint does not match the {type(module).__name__} architecture "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}){hint}"
         )
     for key, value in state.items():
         if value.shape != expected[key].shape:

@@ -43,7 +43,9 @@ def _encoding_config(name: str, cfg):
         return cfg
     return {
         "frequency": FrequencyConfig(n_frequencies=4),
-        "hashgrid": HashGridConfig(n_levels=8, log2_hashmap_size=14, base_resolution=4, max_resolution=256),
+        # ours, never tiny-cuda-nn: PDE residuals need second derivatives through the encoding
+        "hashgrid": HashGridConfig(n_levels=8, log2_hashmap_size=14, base_resolution=4, max_resolution=256,
+                                   implementation="omnifield"),
         "gaussian_embedding": GaussianEmbeddingConfig(),
     }[name]
 
@@ -67,9 +69,8 @@ class PDEField(nn.Module):
             self.encoding = _encoding_config(cfg.encoding, cfg.encoding_config).build(d)
             n_features = self.encoding.n_output_dims
         try:
-            self.decoder = MLPConfig(width=cfg.width, n_hidden_layers=cfg.n_hidden_layers, activation=cfg.activation).build(
-                n_features, n_outputs
-            )
+            self.decoder = MLPConfig(width=cfg.width, n_hidden_layers=cfg.n_hidden_layers, activation=cfg.activation,
+                                     implementation="omnifield").build(n_features, n_outputs)
         except ValueError as exc:
             raise OmnifieldError(f"PDE field decoder: {exc}") from None
         for layer in self.decoder.layers:

@@ -89,14 +89,18 @@ class VolumeRenderer(nn.Module):
             return False
         return self.grid.update(step, field.density, self.step_size)
 
-    def _uniform(self, origins, directions, near, far, stratified: bool) -> Samples:
+    def jitter_shape(self, n_rays: int) -> tuple[int, ...]:
+        """Shape of the stratified-sampling offsets :meth:`render_rays` takes for ``n_rays`` rays."""
+        return (n_rays, self.cfg.n_samples) if self.cfg.sampler == "uniform" else (n_rays,)
+
+    def _uniform(self, origins, directions, near, far, stratified: bool, jitter: torch.Tensor | None) -> Samples:
         n_rays, n = origins.shape[0], self.cfg.n_samples
         hit = far > near
         origins, directions, near, far = origins[hit], directions[hit], near[hit], far[hit]
         ray_ids = torch.nonzero(hit).squeeze(-1)
         u = torch.arange(n, device=origins.device, dtype=origins.dtype)[None].expand(ray_ids.numel(), n)
         if stratified:
-            u = u + torch.rand_like(u)
+            u = u + (torch.rand_like(u) if jitter is None else jitter[hit])
         else:
             u = u + 0.5
         span = (far - near)[:, None] / n
@@ -105,9 +109,9 @@ class VolumeRenderer(nn.Module):
         ids = ray_ids[:, None].expand(-1, n)
         return Samples(ids.reshape(-1), t_starts.reshape(-1), t_ends.reshape(-1))
 
-    def _march(self, origins, directions, near, far, stratified: bool) -> Samples:
+    def _march(self, origins, directions, near, far, stratified: bool, jitter: torch.Tensor | None) -> Samples:
         if stratified:  # jitter the start so samples cover the whole ray over iterations
-            near = near + torch.rand_like(near) * self.step_size
+            near = near + (torch.rand_like(near) if jitter is None else jitter) * self.step_size
         if use_cuda_library(origins, "nerfacc"):
             return self._march_nerfacc(origins, directions, near, far)
         ids, t0, t1 = march_rays(origins, directions, near, far, self.grid.occupancy, self.aabb, self.step_size)
@@ -123,13 +127,17 @@ class VolumeRenderer(nn.Module):
         return Samples(samples.ray_indices.long(), intervals.vals[intervals.is_left], intervals.vals[intervals.is_right])
 
     def sample(self, field: nn.Module, origins: torch.Tensor, directions: torch.Tensor,
-               stratified: bool = False) -> Samples:
+               stratified: bool = False, jitter: torch.Tensor | None = None) -> Samples:
         """Packed samples along rays ``origins/directions [R, 3]``, after empty-space skipping
-        and early termination (occupancy sampler)."""
+        and early termination (occupancy sampler).
+
+        ``stratified`` offsets the samples randomly: by ``jitter`` (in [0, 1), shape
+        :meth:`jitter_shape`) when given, else by fresh ``torch.rand`` draws.
+        """
         near, far = ray_aabb_intersect(origins, directions, self.aabb, self.cfg.near_plane)
         if self.cfg.sampler == "uniform":
-            return self._uniform(origins, directions, near, far, stratified)
-        s = self._march(origins, directions, near, far, stratified)
+            return self._uniform(origins, directions, near, far, stratified, jitter)
+        s = self._march(origins, directions, near, far, stratified, jitter)
         if s.ray_indices.numel() == 0 or (self.cfg.early_stop_eps <= 0 and self.cfg.alpha_threshold <= 0):
             return s
         with torch.no_grad():
@@ -155,10 +163,11 @@ class VolumeRenderer(nn.Module):
         directions: torch.Tensor,  # [R, 3] unit
         background: torch.Tensor | None = None,  # [3] or [R, 3]; None = black
         stratified: bool = False,
+        jitter: torch.Tensor | None = None,  # stratified offsets, see sample()
     ) -> RenderOutput:
         """Differentiable rendering of a batch of rays of ``field``."""
         n_rays = origins.shape[0]
-        s = self.sample(field, origins, directions, stratified)
+        s = self.sample(field, origins, directions, stratified, jitter)
         if s.ray_indices.numel() == 0:  # every ray missed the box or crossed only empty space
             zeros = origins.new_zeros(n_rays)
             bg = origins.new_zeros(n_rays, 3) if background is None else background.expand(n_rays, 3)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from omnifield import distributed
 from omnifield.apps.recon.config import TrainConfig
 from omnifield.apps.recon.evaluate import evaluate, render_orbit
 from omnifield.apps.recon.run import CHECKPOINT, Run
@@ -26,6 +27,7 @@ EPILOG = """examples:
   omnifield train data/lego_200 --out outputs/lego --steps 4000 --resume
   omnifield train data/lego_200 --method mlp --set field.density_decoder.width=256
   omnifield eval outputs/lego
+  torchrun --nproc_per_node 2 -m omnifield train data/lego_200 --out outputs/lego-ddp   # data parallel
   omnifield render outputs/lego --orbit --frames 90
 """
 
@@ -50,13 +52,26 @@ def _build_configs(args: argparse.Namespace) -> tuple[object, object, TrainConfi
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train a field on posed images, then evaluate on the test split."""
+    """Train a field on posed images, then evaluate on the test split.
+
+    Under ``torchrun --nproc_per_node N -m omnifield train ...`` the N processes train one run
+    together (data parallel); rank 0 prints, writes the run folder and evaluates.
+    """
     torch.manual_seed(args.seed)
     if args.method == "splat":
         from omnifield.apps.splat import train_splat
 
         train_splat(Path(args.data), Path(args.out or f"outputs/{Path(args.data).name}-splat"), args)
         return 0
+    group = distributed.init_from_environment()
+    try:
+        return _train(args, group)
+    finally:
+        distributed.shutdown()
+
+
+def _train(args: argparse.Namespace, group: distributed.ProcessGroup) -> int:
+    say = print if group.is_main else (lambda *a, **k: None)
     data_dir = Path(args.data)
     out = Path(args.out) if args.out else Path("outputs") / f"{data_dir.name}-{args.method}"
     if args.resume:
@@ -65,7 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run.train_config = replace_config(run.train_config, steps=args.steps, minutes=args.minutes)
         trainer = Trainer(run, train_data)
         trainer.restore(tensors, meta)
-        print(f"resuming {out} at step {trainer.step}")
+        say(f"resuming {out} at step {trainer.step}")
     else:
         if (out / CHECKPOINT).exists():
             raise OmnifieldError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
@@ -74,15 +89,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         run = Run.create(out, args.method, field_cfg, renderer_cfg, train_cfg, str(data_dir), args.downscale)
         trainer = Trainer(run, train_data)
         n_params = sum(p.numel() for p in run.field.parameters())
-        print(f"training {args.method} ({n_params / 1e6:.2f} M parameters) on {data_dir} "
-              f"({len(train_data.images)} views, {train_data.cameras.width}x{train_data.cameras.height}) -> {out}")
+        ranks = f", {group.world_size} processes" if group.active else ""
+        say(f"training {args.method} ({n_params / 1e6:.2f} M parameters) on {data_dir} "
+            f"({len(train_data.images)} views, {train_data.cameras.width}x{train_data.cameras.height}{ranks}) -> {out}")
         if trainer.hull_fraction < 1.0:
-            print(f"alpha masks: the visual hull keeps {100 * trainer.hull_fraction:.1f}% of the occupancy grid")
-    out.mkdir(parents=True, exist_ok=True)
+            say(f"alpha masks: the visual hull keeps {100 * trainer.hull_fraction:.1f}% of the occupancy grid")
+    if group.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     trainer.fit(out / "log.jsonl")
-    print(f"trained {trainer.step} steps in {trainer.elapsed:.0f} s of training ({time.perf_counter() - t0:.0f} s wall)")
-    if not args.no_eval:
+    say(f"trained {trainer.step} steps in {trainer.elapsed:.0f} s of training ({time.perf_counter() - t0:.0f} s wall)")
+    if not args.no_eval and group.is_main:
         return _evaluate_and_report(run, data_dir, "test", out, trainer.step, trainer.elapsed)
     return 0
 

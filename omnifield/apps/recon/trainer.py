@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from omnifield.apps.recon.config import TrainConfig
 from omnifield.apps.recon.run import CHECKPOINT, Run
 from omnifield.data.blender import PosedImages
 from omnifield.data.images import composite_on
+from omnifield.distributed import broadcast_from_main, current, shard, sum_over_ranks
 from omnifield.errors import OmnifieldError
 from omnifield.io.atomic import remove_stale_temporaries
 from omnifield.io.checkpoint import load_optimizer_state, optimizer_state
@@ -44,11 +46,28 @@ def make_optimizer(field: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     return torch.optim.Adam([g for g in groups if g["params"]], lr=cfg.lr, eps=cfg.eps, fused=True)
 
 
+class _RayRendering(nn.Module):
+    """``(origins, directions, background, jitter) -> (rgb [R, 3], n_samples)``: the one forward
+    that ``DistributedDataParallel`` wraps, so gradients of the field are averaged across ranks."""
+
+    def __init__(self, field: nn.Module, renderer: nn.Module):
+        super().__init__()
+        self.field, self.renderer = field, renderer
+
+    def forward(self, origins, directions, background, jitter):
+        out = self.renderer.render_rays(self.field, origins, directions, background, stratified=True, jitter=jitter)
+        return out.rgb, out.n_samples
+
+
 class Trainer:
     """Trains ``run.field`` on ``data``.
 
     ``eval_fn(run, step) -> dict`` runs every ``eval_every`` steps and whenever the training time
     passes one of ``eval_at_seconds`` (evaluation time is not counted as training time).
+
+    Under torchrun (see :mod:`omnifield.distributed`) every rank draws the same global batch and
+    renders its shard; DDP averages the gradients, the occupancy grid follows rank 0, the ray
+    count and the stopping time are agreed across ranks, and rank 0 alone writes checkpoints.
     """
 
     def __init__(self, run: Run, data: PosedImages, eval_fn: Callable[[Run, int], dict] | None = None,
@@ -56,6 +75,11 @@ class Trainer:
         self.run, self.cfg = run, run.train_config
         self.eval_fn, self.eval_every, self.progress = eval_fn, eval_every, progress
         self.eval_at_seconds = sorted(eval_at_seconds)
+        self.group = current()
+        self.rendering = _RayRendering(run.field, run.renderer)
+        if self.group.active:  # buffers: the occupancy grid is broadcast after each update instead
+            self.rendering = nn.parallel.DistributedDataParallel(self.rendering, broadcast_buffers=False,
+                                                                 find_unused_parameters=True)
         self.optimizer = make_optimizer(run.field, self.cfg)
         images = data.images
         self.n_images, self.height, self.width = images.shape[0], images.shape[1], images.shape[2]
@@ -91,25 +115,30 @@ class Trainer:
             raise OmnifieldError(f"{self.run.path}: checkpoint lacks a usable training state ({exc})") from None
 
     def save(self) -> None:
-        tensors, meta = self.state()
-        self.run.save(self.step, tensors, meta)
+        """Checkpoint the run (rank 0 only under torchrun)."""
+        if self.group.is_main:
+            tensors, meta = self.state()
+            self.run.save(self.step, tensors, meta)
 
     # ------------------------------------------------------------------- loop
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _batch(self) -> tuple[torch.Tensor, ...]:
+        """This rank's shard of the global batch: origins, directions, background, target, jitter."""
         n = self.n_rays
         idx = torch.randint(0, self.pixels.shape[0], (n,), generator=self.generator)
+        px_offset = torch.rand(n, generator=self.generator)
+        py_offset = torch.rand(n, generator=self.generator)
+        bg = torch.rand(n, 3, generator=self.generator) if self.cfg.random_background else torch.ones(n, 3)
+        jitter = torch.rand(self.run.renderer.jitter_shape(n), generator=self.generator)
+        mine = shard(n, self.group)
+        idx, px_offset, py_offset, bg, jitter = idx[mine], px_offset[mine], py_offset[mine], bg[mine], jitter[mine]
         per_image = self.height * self.width
         cam = idx // per_image
         pix = idx % per_image
-        px = (pix % self.width).float() + torch.rand(n, generator=self.generator)
-        py = (pix // self.width).float() + torch.rand(n, generator=self.generator)
+        px = (pix % self.width).float() + px_offset
+        py = (pix // self.width).float() + py_offset
         origins, dirs = self.cameras.generate_rays(cam, px, py)
-        if self.cfg.random_background:
-            bg = torch.rand(n, 3, generator=self.generator)
-        else:
-            bg = torch.ones(n, 3)
         target = composite_on(self.pixels[idx], bg)
-        return origins, dirs, bg, target
+        return origins, dirs, bg, target, jitter
 
     def _extra_losses(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Optional losses switched on in the config (S3IM)."""
@@ -126,15 +155,20 @@ class Trainer:
         """One optimisation step; returns loss, PSNR and sample statistics."""
         run, cfg = self.run, self.cfg
         run.field.train()
-        run.renderer.update_occupancy(run.field, self.step)
+        if run.renderer.update_occupancy(run.field, self.step):
+            broadcast_from_main([run.renderer.grid.values, run.renderer.grid.occupancy], self.group)
         factor = lr_factor(progress_fraction, self.step, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * factor
-        origins, dirs, bg, target = self._batch()
-        out = run.renderer.render_rays(run.field, origins, dirs, bg, stratified=True)
-        mse = torch.nn.functional.mse_loss(out.rgb, target)
-        loss = mse + self._extra_losses(out.rgb, target)
-        if not torch.isfinite(loss):
+        origins, dirs, bg, target, jitter = self._batch()
+        rgb, n_samples = self.rendering(origins, dirs, bg, jitter)
+        mse = torch.nn.functional.mse_loss(rgb, target)
+        loss = mse + self._extra_losses(rgb, target)
+        # one collective per step: the batch's samples, squared error and divergence, summed over ranks
+        n_samples, sq_err, bad = sum_over_ranks(
+            [float(n_samples), float(mse.detach()) * rgb.numel(), float(not torch.isfinite(loss))], self.group)
+        mse = sq_err / (3 * self.n_rays)
+        if bad:
             raise OmnifieldError(
                 f"training diverged at step {self.step} (loss is {float(loss.detach())}); the last good checkpoint in "
                 f"{run.path} is kept — lower the learning rate (--lr) or enable --grad-clip"
@@ -144,15 +178,15 @@ class Trainer:
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(run.field.parameters(), cfg.grad_clip)
         self.optimizer.step()
-        if cfg.target_samples > 0 and out.n_samples > 0:
-            want = self.n_rays * cfg.target_samples / out.n_samples
+        n_rays = self.n_rays
+        if cfg.target_samples > 0 and n_samples > 0:
+            want = n_rays * cfg.target_samples / n_samples
             self.n_rays = int(min(max(want, 256), cfg.max_batch_rays))
-        mse = float(mse.detach())
         return {
             "loss": float(loss.detach()),
             "psnr": -10.0 * math.log10(max(mse, 1e-12)),
-            "rays": origins.shape[0],
-            "samples_per_ray": out.n_samples / max(origins.shape[0], 1),
+            "rays": n_rays,
+            "samples_per_ray": n_samples / max(n_rays, 1),
             "lr": cfg.lr * factor,
         }
 
@@ -173,9 +207,9 @@ class Trainer:
         last_ckpt = time.perf_counter()
         timed = budget > 0  # with a time budget the bar counts training seconds, so its ETA is right
         bar = tqdm(total=budget if timed else cfg.steps, initial=self.elapsed if timed else self.step,
-                   disable=not self.progress, unit="s" if timed else "step", dynamic_ncols=True,
+                   disable=not (self.progress and self.group.is_main), unit="s" if timed else "step", dynamic_ncols=True,
                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]" if timed else None)
-        log = open(log_path, "a") if log_path else None
+        log = open(log_path, "a") if log_path and self.group.is_main else None
         rays_seen, t_window = 0, time.perf_counter()
         try:
             while self.step < cfg.steps and (budget <= 0 or self.elapsed < budget):
@@ -183,6 +217,8 @@ class Trainer:
                 progress = max(self.step / cfg.steps, self.elapsed / budget if budget > 0 else 0.0)
                 stats = self.train_step(progress)
                 dt = time.perf_counter() - t0
+                if self.group.active:  # every rank must see the same clock to stop at the same step
+                    dt = sum_over_ranks([self.elapsed + dt], self.group)[0] / self.group.world_size - self.elapsed
                 self.elapsed += dt
                 self.step += 1
                 rays_seen += stats["rays"]
@@ -207,7 +243,8 @@ class Trainer:
                     last_ckpt = time.perf_counter()
         except KeyboardInterrupt:
             self.save()
-            bar.write(f"interrupted: checkpoint at step {self.step} saved in {self.run.path}")
+            if self.group.is_main:
+                bar.write(f"interrupted: checkpoint at step {self.step} saved in {self.run.path}")
             raise
         finally:
             bar.close()
