@@ -10,6 +10,9 @@ and by 10-20 cm / 10-20 degrees, recovered by photometric alignment against the 
 final position/rotation error and success rate (< 2 cm and < 1 degree) over seeded trials, against the
 unrefined perturbed pose.
 
+Closed loop (``omnifield nav run``): a hash-grid field fitted to the room, flights in rooms of three
+seeds on the robot's own estimates from rendered camera images, measured in the true world.
+
     python benchmarks/nav.py [--quick] [--out nav.json]
 """
 
@@ -39,7 +42,8 @@ from omnifield.renderers.occupancy import OccupancyGridConfig  # noqa: E402
 from omnifield.renderers.volume import VolumeRenderer, VolumeRendererConfig  # noqa: E402
 
 ROOM_AABB = (-2.2, -2.2, -0.2, 2.2, 2.2, 2.2)
-ROUTES = [((-1.6, -1.6, 1.0), (1.6, 1.6, 1.0)), ((-1.6, 1.6, 0.6), (1.6, -1.6, 1.2)), ((-1.7, 0.0, 1.0), (1.7, 0.2, 1.0))]
+# corner to corner (the room keeps its corners free of pillars): both diagonals and one side
+ROUTES = [((-1.6, -1.6, 1.0), (1.6, 1.6, 1.0)), ((-1.6, 1.6, 0.6), (1.6, -1.6, 1.2)), ((-1.6, -1.6, 0.8), (-1.6, 1.6, 1.2))]
 
 
 def peak_rss_mb() -> float:
@@ -121,6 +125,33 @@ def bench_estimation(world, n_trials, cfg, perturbation):
     return rows
 
 
+def bench_closed_loop(seeds, fit_steps: int) -> list[dict]:
+    """Closed-loop flights (``omnifield nav run``) in rooms of several seeds: the robot flies on its
+    estimates from camera images; goal error, clearance and pose errors are measured in the true world."""
+    import tempfile
+
+    from omnifield.apps.nav.cli import learned_room_field
+    from omnifield.apps.nav.closed_loop import FlightConfig, flight_metrics, fly
+
+    rows = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        world = pillar_room(seed=seed)
+        with tempfile.TemporaryDirectory() as tmp:
+            learned = learned_room_field(world, Path(tmp), fit_steps, seed)
+        cfg = FlightConfig(seed=seed)
+        tic = time.perf_counter()
+        m = flight_metrics(fly(world, learned, ROOM_AABB, cfg), world, cfg.goal)
+        rows.append({"task": "closed loop", "method": f"room seed {seed}", "seconds": round(time.perf_counter() - tic, 1),
+                     "collision_free": not m["collided"], "min_clearance_m": round(m["min_clearance_m"], 3),
+                     "goal_error_m": round(m["goal_error_m"], 3), "length_m": round(m["flown_length_m"], 3),
+                     "astar_length_m": round(m["astar_length_m"], 3),
+                     "position_error_cm_mean": round(m["pose_error_cm_mean"], 2),
+                     "rotation_error_deg_mean": round(m["rotation_error_deg_mean"], 2),
+                     "peak_rss_mb": round(peak_rss_mb())})
+    return rows
+
+
 def print_table(rows):
     keys = []
     for r in rows:
@@ -134,7 +165,8 @@ def print_table(rows):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="one route and two estimation trials per level")
+    parser.add_argument("--quick", action="store_true",
+                        help="one route, two estimation trials per level, one closed-loop flight")
     parser.add_argument("--out", help="write the table as a JSON list of rows")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
@@ -145,6 +177,7 @@ def main(argv=None) -> int:
     rows = bench_planning(world, ROUTES[:1] if args.quick else ROUTES, plan_cfg)
     for level in PERTURBATIONS:
         rows += bench_estimation(world, 2 if args.quick else 8, est_cfg, level)
+    rows += bench_closed_loop([0] if args.quick else [0, 1, 2], fit_steps=600)
     print_table(rows)
     if args.out:
         write_text_atomic(args.out, json.dumps(rows, indent=2))

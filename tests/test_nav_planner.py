@@ -142,3 +142,23 @@ def test_bad_inputs_raise_clear_errors(tmp_path, planner):
     (tmp_path / "junk.npz").write_bytes(b"nope")
     with pytest.raises(OmnifieldError, match="junk.npz"):
         load_grids_npz(tmp_path / "junk.npz")
+
+
+def test_planner_routes_around_gaussian_splats():
+    """Splats are a field like any other: a ball of opaque Gaussians is avoided through ``density``."""
+    from omnifield.fields.gaussians import GaussianScene
+
+    g = torch.Generator().manual_seed(0)
+    direction = torch.randn(300, 3, generator=g)
+    points = direction / direction.norm(dim=-1, keepdim=True) * 0.3 * torch.rand(300, 1, generator=g) ** (1 / 3)
+    splats = GaussianScene.from_points(points, sh_degree=0, opacity=0.9)
+    with torch.no_grad():
+        splats.log_scales.fill_(float(np.log(0.05)))
+    planner = TrajectoryPlanner(splats, BOUNDS, PlannerConfig(n_waypoints=24, clearance=0.1, steps=80))
+    start, goal = [-1.2, 0.05, 0.0], [1.2, 0.0, 0.0]
+    plan = planner.plan(start, goal)
+    straight = torch.from_numpy(np.linspace(start, goal, 24)).float()
+    straight_collision, _, _ = planner.costs(straight, torch.zeros(24), plan.dt)
+    assert float(straight_collision) > 100 * max(plan.collision, 1e-3)
+    body = plan.waypoints[:, None] + (plan.state.rotation[:, None] * planner.body[None, :, None, :]).sum(-1)
+    assert float(body.norm(dim=-1).min()) > 0.3  # no body point inside the ball of splat centres

@@ -20,7 +20,7 @@ ROOM_AABB = (-2.2, -2.2, -0.2, 2.2, 2.2, 2.2)
 FIELD_FILE = "learned_field.safetensors"
 
 
-def _learned_room_field(world, out: Path, fit_steps: int, seed: int):
+def learned_room_field(world, out: Path, fit_steps: int, seed: int):
     """The learned model of the room: re-opened from ``out`` when fitted before with the same settings."""
     from omnifield.apps.nav.world_fit import fit_field_to_world, small_hashgrid_config
     from omnifield.config import config_from_dict, config_to_dict
@@ -59,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     world = pillar_room(n_pillars=args.pillars, seed=args.seed)
-    learned = _learned_room_field(world, out, 150 if args.quick else args.fit_steps, args.seed)
+    learned = learned_room_field(world, out, args.fit_steps, args.seed)  # an under-fitted field misleads the estimator
     cfg = FlightConfig(seed=args.seed)
     if args.quick:
         cfg.planner.n_waypoints, cfg.planner.steps, cfg.planner.replan_steps = 14, 120, 15
@@ -120,7 +120,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--pillars", type=int, default=5, help="number of pillars in the room")
     run.add_argument("--fit-steps", type=int, default=600, help="steps fitting the learned field to the room")
-    run.add_argument("--quick", action="store_true", help="small settings: a short flight in a few minutes")
+    run.add_argument("--quick", action="store_true", help="small settings: a shorter, coarser flight (under a minute)")
     run.set_defaults(func=cmd_run)
 
     export = nav_sub.add_parser("export", help="occupancy and signed-distance grids of a field (npz, PLY, PGM)")

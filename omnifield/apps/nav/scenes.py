@@ -92,8 +92,8 @@ class AnalyticScene(nn.Module):
 def pillar_room(size: float = 4.0, height: float = 2.0, n_pillars: int = 5, seed: int = 0) -> AnalyticScene:
     """A walled room (floor, four walls) on ``[-size/2, size/2]^2 x [0, height]`` with square pillars.
 
-    Pillars are placed pseudo-randomly (``seed``) away from the corners (-0.8, -0.8) and (0.8, 0.8)
-    of the unit-scaled room, which are good start/goal points.
+    Pillars are placed pseudo-randomly (``seed``) away from the four corners (+-0.8, +-0.8) of the
+    unit-scaled room, which are good start/goal points.
     """
     half, t = size / 2, 0.1
     g = torch.Generator().manual_seed(seed)
@@ -104,7 +104,8 @@ def pillar_room(size: float = 4.0, height: float = 2.0, n_pillars: int = 5, seed
         if len(pillars) == n_pillars:
             break
         p = (torch.rand(2, generator=g) * 2 - 1) * 0.65 * half
-        far_from_corners = min((p - torch.tensor(c) * half * 0.8).norm() for c in ([-1.0, -1.0], [1.0, 1.0])) > 0.9
+        corners = ([-1.0, -1.0], [1.0, 1.0], [-1.0, 1.0], [1.0, -1.0])
+        far_from_corners = min((p - torch.tensor(c) * half * 0.8).norm() for c in corners) > 0.9
         if far_from_corners and all((p - q).norm() > 0.7 for q in pillars):
             pillars.append(p)
     if len(pillars) < n_pillars:
