@@ -49,9 +49,29 @@ def use_cuda_library(tensor: torch.Tensor, name: str) -> bool:
     return tensor.is_cuda and not forced_torch() and has_module(name)
 
 
-def default_device() -> torch.device:
-    """CUDA when present, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; a missing GPU is a clear error.
+
+    Under torchrun a bare ``cuda``/``auto`` on a GPU machine means this process' ``LOCAL_RANK`` GPU.
+    """
+    from omnifield.errors import OmnifieldError
+
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise OmnifieldError(f"--device {requested!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise OmnifieldError(f"--device {requested!r}: expected auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise OmnifieldError(f"--device {requested}: no CUDA device is available (use --device cpu)")
+        if device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        if device.index >= torch.cuda.device_count():
+            raise OmnifieldError(f"--device {requested}: only {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 IMPLEMENTATIONS = ("auto", "omnifield", "tcnn")

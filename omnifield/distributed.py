@@ -18,6 +18,8 @@ import torch.distributed as dist
 
 from omnifield.errors import OmnifieldError
 
+_device = "cpu"  # the device of the process group joined by init_from_environment
+
 
 @dataclass(frozen=True)
 class ProcessGroup:
@@ -25,6 +27,7 @@ class ProcessGroup:
 
     rank: int = 0
     world_size: int = 1
+    device: str = "cpu"  # where the collectives' tensors live (NCCL needs them on the GPU)
 
     @property
     def active(self) -> bool:
@@ -40,8 +43,10 @@ class ProcessGroup:
 def init_from_environment(device: torch.device | str = "cpu") -> ProcessGroup:
     """Join the process group torchrun describes in the environment (single process: no-op).
 
-    ``device`` is where this rank trains; CUDA ranks use NCCL and bind to ``LOCAL_RANK``'s GPU.
+    ``device`` is where this rank trains (see :func:`omnifield.backend.resolve_device`); CUDA ranks use
+    NCCL and bind to that GPU.
     """
+    global _device
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return ProcessGroup()
@@ -49,17 +54,18 @@ def init_from_environment(device: torch.device | str = "cpu") -> ProcessGroup:
         missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
         if missing:
             raise OmnifieldError(f"WORLD_SIZE={world} but {', '.join(missing)} not set: start with torchrun")
-        cuda = torch.device(device).type == "cuda"
-        if cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if cuda else "gloo")
+        device = torch.device(device)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        _device = str(device)
     return current()
 
 
 def current() -> ProcessGroup:
     """The process group joined so far (a single process when none)."""
     if dist.is_available() and dist.is_initialized():
-        return ProcessGroup(dist.get_rank(), dist.get_world_size())
+        return ProcessGroup(dist.get_rank(), dist.get_world_size(), _device)
     return ProcessGroup()
 
 
@@ -74,7 +80,7 @@ def sum_over_ranks(values: list[float], group: ProcessGroup) -> list[float]:
     """Element-wise sum of ``values`` over all ranks (identity for one process)."""
     if not group.active:
         return values
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=group.device)
     dist.all_reduce(t)
     return t.tolist()
 

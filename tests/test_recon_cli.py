@@ -101,3 +101,27 @@ def test_cli_errors_exit_2_without_traceback(tmp_path, capsys):
     assert "data folder not found" in err and "Traceback" not in err
     assert main(["eval", str(tmp_path / "norun")]) == 2
     assert main(["train", str(tmp_path), "--method", "nope"]) == 2
+
+
+def test_device_choice_is_checked(tiny_scene, tmp_path, capsys):
+    args = ["train", str(tiny_scene), "--out", str(tmp_path / "run"), "--steps", "2", "--no-eval", *TINY]
+    assert main([*args, "--device", "tpu"]) == 2
+    assert "expected auto, cpu, cuda or cuda:N" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main([*args, "--device", "cuda"]) == 2
+        assert "no CUDA device is available" in capsys.readouterr().err
+    assert main([*args, "--device", "cpu"]) == 0
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_train_resume_and_eval_on_cuda(tiny_scene, tmp_path):
+    out = tmp_path / "run"
+    common = [str(tiny_scene), "--out", str(out), "--no-eval", *TINY, "--device", "cuda"]
+    assert main(["train", *common, "--steps", "6"]) == 0
+    assert main(["train", *common, "--steps", "10", "--resume"]) == 0
+    assert main(["eval", str(out), "--device", "cuda"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_views"] == 2 and 5.0 < metrics["psnr"] < 60.0
+    run, _, meta = Run.open(out)  # a GPU-trained run re-opens on the CPU
+    assert meta["step"] == 10 and run.device.type == "cpu"

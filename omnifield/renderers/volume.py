@@ -187,15 +187,18 @@ class VolumeRenderer(nn.Module):
     def render_image(self, field: nn.Module, cameras, index: int, background: torch.Tensor | None = None,
                      chunk: int = 8192) -> dict[str, torch.Tensor]:
         """Full image of camera ``index`` in chunks of rays: ``rgb [H,W,3]``, ``depth [H,W]``, ``opacity [H,W]``,
-        and ``samples_per_ray`` (a float)."""
-        origins, directions = cameras.image_rays(index)
+        and ``samples_per_ray`` (a float). Rays are rendered on the renderer's device (CPU or a GPU, the
+        field's), images come back on the CPU."""
+        device = self.aabb.device
+        origins, directions = (t.to(device) for t in cameras.image_rays(index))
+        background = None if background is None else background.to(device)
         outs = [self.render_rays(field, origins[i:i + chunk], directions[i:i + chunk], background)
                 for i in range(0, origins.shape[0], chunk)]
         h, w = cameras.height, cameras.width
         return {
-            "rgb": torch.cat([o.rgb for o in outs]).reshape(h, w, 3),
-            "depth": torch.cat([o.depth for o in outs]).reshape(h, w),
-            "opacity": torch.cat([o.opacity for o in outs]).reshape(h, w),
+            "rgb": torch.cat([o.rgb for o in outs]).reshape(h, w, 3).cpu(),
+            "depth": torch.cat([o.depth for o in outs]).reshape(h, w).cpu(),
+            "opacity": torch.cat([o.opacity for o in outs]).reshape(h, w).cpu(),
             "samples_per_ray": sum(o.n_samples for o in outs) / max(origins.shape[0], 1),
         }
 

@@ -14,6 +14,7 @@ from omnifield.apps.recon.config import TrainConfig
 from omnifield.apps.recon.evaluate import evaluate, render_orbit
 from omnifield.apps.recon.run import CHECKPOINT, Run
 from omnifield.apps.recon.trainer import Trainer
+from omnifield.backend import resolve_device
 from omnifield.config import replace_config
 from omnifield.config_overrides import apply_override
 from omnifield.data.scene import load_scene
@@ -31,6 +32,7 @@ EPILOG = """examples:
   omnifield render outputs/lego --orbit --frames 90
 """
 
+DEVICE_HELP = "auto (a GPU when present, else the CPU), cpu, cuda or cuda:N (default auto)"
 CHUNK_HELP = "rays rendered at once: bounds rendering memory, which grows linearly with it (default 8192)"
 
 
@@ -63,19 +65,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         train_splat(Path(args.data), Path(args.out or f"outputs/{Path(args.data).name}-splat"), args)
         return 0
-    group = distributed.init_from_environment()
+    device = resolve_device(args.device)
+    group = distributed.init_from_environment(device)
     try:
-        return _train(args, group)
+        return _train(args, group, device)
     finally:
         distributed.shutdown()
 
 
-def _train(args: argparse.Namespace, group: distributed.ProcessGroup) -> int:
+def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: torch.device) -> int:
     say = print if group.is_main else (lambda *a, **k: None)
     data_dir = Path(args.data)
     out = Path(args.out) if args.out else Path("outputs") / f"{data_dir.name}-{args.method}"
     if args.resume:
         run, tensors, meta = Run.open(out)
+        run.to(device)
         train_data = load_scene(data_dir, "train", run.downscale)
         run.train_config = replace_config(run.train_config, steps=args.steps, minutes=args.minutes)
         trainer = Trainer(run, train_data)
@@ -86,10 +90,11 @@ def _train(args: argparse.Namespace, group: distributed.ProcessGroup) -> int:
             raise OmnifieldError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
         field_cfg, renderer_cfg, train_cfg = _build_configs(args)
         train_data = load_scene(data_dir, "train", args.downscale)
-        run = Run.create(out, args.method, field_cfg, renderer_cfg, train_cfg, str(data_dir), args.downscale)
+        run = Run.create(out, args.method, field_cfg, renderer_cfg, train_cfg, str(data_dir), args.downscale).to(device)
         trainer = Trainer(run, train_data)
         n_params = sum(p.numel() for p in run.field.parameters())
         ranks = f", {group.world_size} processes" if group.active else ""
+        ranks += f", on {device}" if device.type != "cpu" else ""
         say(f"training {args.method} ({n_params / 1e6:.2f} M parameters) on {data_dir} "
             f"({len(train_data.images)} views, {train_data.cameras.width}x{train_data.cameras.height}{ranks}) -> {out}")
         if trainer.hull_fraction < 1.0:
@@ -126,6 +131,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a trained run on a split of its data (or of --data)."""
     chunk = _chunk_rays(args)
     run, _, meta = Run.open(args.run)
+    run.to(resolve_device(args.device))
     data_dir = Path(args.data or run.data_dir)
     return _evaluate_and_report(run, data_dir, args.split, Path(args.run), int(meta.get("step", 0)), chunk=chunk)
 
@@ -134,6 +140,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     """Render test views (with depth) and/or an orbit video of a trained run."""
     chunk = _chunk_rays(args)
     run, _, _ = Run.open(args.run)
+    run.to(resolve_device(args.device))
     out = Path(args.run)
     data = load_scene(Path(args.data or run.data_dir), args.split, run.downscale)
     if not args.orbit_only:
@@ -169,6 +176,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loss.s3im-weight", dest="s3im_weight", type=float, default=0.0,
                    help="weight of the S3IM stochastic structural similarity loss (paper: 1.0; 0 = off)")
     p.add_argument("--seed", type=int, default=0, help="random seed; CPU runs with --steps are repeatable")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation at the end")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -185,6 +193,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="scene folder (default: the one the run was trained on)")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
     p.add_argument("--chunk-rays", type=int, default=8192, help=CHUNK_HELP)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("render", help="render test views with depth, and an orbit video",
@@ -198,4 +207,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=60, help="orbit frames (default 60)")
     p.add_argument("--fps", type=int, default=24, help="orbit frames per second (default 24)")
     p.add_argument("--chunk-rays", type=int, default=8192, help=CHUNK_HELP)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_render)

@@ -48,6 +48,16 @@ class Run:
         return cls(Path(path), field, renderer, field_config, renderer_config, train_config, str(data_dir), method,
                    downscale)
 
+    def to(self, device: torch.device | str) -> "Run":
+        """Move the field and the renderer (occupancy grid included) to ``device``; returns ``self``."""
+        self.field.to(device)
+        self.renderer.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.renderer.aabb.device
+
     def config_dict(self) -> dict[str, Any]:
         return {
             "method": self.method,

@@ -77,14 +77,16 @@ class Trainer:
         self.eval_at_seconds = sorted(eval_at_seconds)
         self.group = current()
         self.rendering = _RayRendering(run.field, run.renderer)
+        self.device = run.device
         if self.group.active:  # buffers: the occupancy grid is broadcast after each update instead
-            self.rendering = nn.parallel.DistributedDataParallel(self.rendering, broadcast_buffers=False,
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.rendering = nn.parallel.DistributedDataParallel(self.rendering, device_ids=ids, broadcast_buffers=False,
                                                                  find_unused_parameters=True)
         self.optimizer = make_optimizer(run.field, self.cfg)
         images = data.images
         self.n_images, self.height, self.width = images.shape[0], images.shape[1], images.shape[2]
-        self.pixels = images.reshape(-1, images.shape[-1])  # [N*H*W, C]
-        self.cameras = data.cameras
+        self.pixels = images.reshape(-1, images.shape[-1]).to(self.device)  # [N*H*W, C]
+        self.cameras = data.cameras.to(self.device)
         self.generator = torch.Generator().manual_seed(self.cfg.seed)
         self.step = 0
         self.elapsed = 0.0
@@ -93,7 +95,7 @@ class Trainer:
         grid = run.renderer.grid
         carved_before = not bool(grid.allowed.all())  # a re-opened run carries its hull in the checkpoint
         if images.shape[-1] == 4 and run.renderer.cfg.sampler == "occupancy" and not carved_before:
-            grid.carve_from_masks(data.cameras, images[..., 3])
+            grid.carve_from_masks(self.cameras, images[..., 3].to(self.device))
         self.hull_fraction = float(grid.allowed.float().mean())  # share of the grid inside the visual hull
 
     # ------------------------------------------------------------------ state
@@ -129,8 +131,8 @@ class Trainer:
         py_offset = torch.rand(n, generator=self.generator)
         bg = torch.rand(n, 3, generator=self.generator) if self.cfg.random_background else torch.ones(n, 3)
         jitter = torch.rand(self.run.renderer.jitter_shape(n), generator=self.generator)
-        mine = shard(n, self.group)
-        idx, px_offset, py_offset, bg, jitter = idx[mine], px_offset[mine], py_offset[mine], bg[mine], jitter[mine]
+        mine = shard(n, self.group)  # the random draws stay on the CPU generator: the same on every device
+        idx, px_offset, py_offset, bg, jitter = (t[mine].to(self.device) for t in (idx, px_offset, py_offset, bg, jitter))
         per_image = self.height * self.width
         cam = idx // per_image
         pix = idx % per_image
