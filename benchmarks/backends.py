@@ -60,6 +60,7 @@ def image_rows(args) -> list[dict]:
     image = load_image(args.image, args.image_size)
     uv = torch.rand(4096, 2)
     rows = []
+    crops = {"ground truth": image}
 
     def run(setting, backend, cfg, steps, seconds):
         result = fit_image(image, cfg, FitImageConfig(steps=steps, seconds=seconds, batch_pixels=args.batch))
@@ -69,6 +70,8 @@ def image_rows(args) -> list[dict]:
                      "steps": result["steps"], "seconds": round(result["seconds"], 1), "psnr": round(result["psnr"], 2),
                      "param_MB": round(param_megabytes(field), 2), "act_MB_4k": round(act, 1)})
         print(rows[-1], flush=True)
+        if setting == "equal-params":
+            crops[f"{backend} {result['psnr']:.1f} dB"] = result["prediction"]
 
     for backend in args.backends if "equal-params" in args.settings else ():
         run("equal-params", backend, field_for_budget("image", backend, args.image_params), args.steps, 0.0)
@@ -78,7 +81,32 @@ def image_rows(args) -> list[dict]:
         base = field_for_budget("image", "mlp", args.image_params)
         run("cam-pair", "mlp", base, args.steps, 0.0)
         run("cam-pair", "mlp+cam", with_cam(base, 2), args.steps, 0.0)
+    if args.figure and len(crops) > 1:
+        save_crops(crops, Path(args.figure))
     return rows
+
+
+def save_crops(images: dict, path: Path) -> None:
+    """One labelled crop (the central half of the image) per backend, side by side, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from omnifield.io.atomic import atomic_path
+
+    fig, axes = plt.subplots(1, len(images), figsize=(2.2 * len(images), 2.6))
+    for ax, (label, img) in zip(axes, images.items()):
+        h, w = img.shape[:2]
+        ax.imshow(img[h // 4: 3 * h // 4, w // 4: 3 * w // 4].clamp(0, 1).numpy(), interpolation="nearest")
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    print(f"wrote {path}", flush=True)
 
 
 def sdf_rows(args) -> list[dict]:
@@ -174,6 +202,7 @@ def main() -> None:
     p.add_argument("--out", default=None, help="write the rows as a JSON list")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", default="/tmp/omnifield_backends_bench")
+    p.add_argument("--figure", default=None, help="write image crops of every backend (equal parameters) to this PNG")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     q = args.quick
