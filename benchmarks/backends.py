@@ -208,7 +208,8 @@ def main() -> None:
     q = args.quick
     args.backends = args.backends.split(",")
     args.settings = set(args.settings.split(","))
-    args.image_size, args.image_params = (64, 20_000) if q else (128, 60_000)
+    # the full image keeps astronaut's 512^2 pixels, 4x more than the parameters (a compression regime)
+    args.image_size, args.image_params = (64, 20_000) if q else (512, 60_000)
     args.steps, args.seconds, args.batch = (150, 8.0, 2048) if q else (500, 30.0, 4096)
     args.sdf_params, args.sdf_steps, args.sdf_samples = (40_000, 80, 20_000) if q else (100_000, 300, 60_000)
     args.mesh_resolution = 48 if q else 96

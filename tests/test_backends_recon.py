@@ -64,3 +64,33 @@ def test_every_backend_trains_ten_steps_on_lego(name, lego_tiny, tmp_path):
     changed = [k for k, v in run.field.state_dict().items() if not torch.equal(v, before[k])]
     assert any(k.startswith("encoding.") or ".grids" in k for k in changed) or name == "mlp"
     assert any("decoder" in k for k in changed)
+
+
+def test_neurbf_bases_move_onto_the_coarse_density(lego_tiny, tmp_path):
+    """At the end of the occupancy warm-up the trainer places NeuRBF's centres by k-means on the density."""
+    import dataclasses
+
+    from omnifield.apps.recon.config import TrainConfig
+    from omnifield.apps.recon.run import Run
+    from omnifield.apps.recon.trainer import Trainer
+    from omnifield.fields.registry import field_config
+    from omnifield.renderers.occupancy import OccupancyGridConfig
+    from omnifield.renderers.volume import VolumeRendererConfig
+
+    cfg = field_config("neurbf")
+    cfg = dataclasses.replace(cfg, encoding=dataclasses.replace(cfg.encoding, n_bases=64))
+    run = Run.create(tmp_path, "neurbf", cfg, VolumeRendererConfig(grid=OccupancyGridConfig(resolution=16)),
+                     TrainConfig(steps=1), "", 1)
+    trainer = Trainer(run, lego_tiny, progress=False)
+    grid = run.renderer.grid
+    dense = torch.zeros(16, 16, 16, dtype=torch.bool)
+    dense[2:6, 9:14, 4:8] = True  # a known blob of density
+    grid.occupancy.copy_(dense)
+    grid.values.copy_(dense.reshape(-1).float())
+    assert trainer.place_bases_on_density()
+    centres = run.field.encoding.centers * 16
+    inside = ((centres[:, 0] >= 2) & (centres[:, 0] <= 6) & (centres[:, 1] >= 9) & (centres[:, 1] <= 14)
+              & (centres[:, 2] >= 4) & (centres[:, 2] <= 8))
+    assert bool(inside.all())
+    assert not Trainer(Run.create(tmp_path / "h", "hashgrid", field_config("hashgrid"), VolumeRendererConfig(),
+                                  TrainConfig(steps=1), "", 1), lego_tiny, progress=False).place_bases_on_density()

@@ -39,7 +39,8 @@ def _parts(backend: str, dims: int, knob: int) -> tuple[Any, Any]:
         enc = HashGridConfig(n_levels=16, n_features_per_level=2, log2_hashmap_size=knob, max_resolution=hash_max)
         if backend == "hashgrid":
             return enc, small_mlp
-        return enc, CAMConfig(base=small_mlp, coord_dims=dims, resolution=cam_res)
+        # a 16^2 modulation grid in 2-D (32^2 x 128 channels alone would exceed small budgets)
+        return enc, CAMConfig(base=small_mlp, coord_dims=dims, resolution=16)
     if backend == "triplane":  # knob: the finest of four scales (r/8, r/4, r/2, r)
         resolutions = tuple(max(2, knob // s) for s in (8, 4, 2, 1))
         aggregation, n_features = ("sum", 4) if dims == 2 else ("product", 8)

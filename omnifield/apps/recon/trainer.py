@@ -159,6 +159,8 @@ class Trainer:
         run.field.train()
         if run.renderer.update_occupancy(run.field, self.step):
             broadcast_from_main([run.renderer.grid.values, run.renderer.grid.occupancy], self.group)
+        if self.step == run.renderer.grid.cfg.warmup_steps and run.renderer.cfg.sampler == "occupancy":
+            self.place_bases_on_density()
         factor = lr_factor(progress_fraction, self.step, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * factor
@@ -191,6 +193,28 @@ class Trainer:
             "samples_per_ray": n_samples / max(n_rays, 1),
             "lr": cfg.lr * factor,
         }
+
+    @torch.no_grad()
+    def place_bases_on_density(self, max_points: int = 1 << 16) -> bool:
+        """Encodings with movable bases (NeuRBF's ``init_centers``) are placed by weighted k-means on
+        the coarse density of the occupancy grid (its occupied cells weighted by their EMA density), as
+        NeuRBF initialises radiance fields. Runs once, when the grid's warm-up ends; returns whether it did."""
+        init = getattr(getattr(self.run.field, "encoding", None), "init_centers", None)
+        if init is None:
+            return False
+        grid = self.run.renderer.grid
+        cells = torch.nonzero(grid.occupancy.reshape(-1)).squeeze(-1)
+        n_bases = self.run.field.encoding.cfg.n_bases
+        if cells.numel() < n_bases:  # too few occupied cells to hold every basis: the hull instead
+            cells = torch.nonzero(grid.allowed.reshape(-1)).squeeze(-1)
+        if cells.numel() < n_bases:
+            return False
+        if cells.numel() > max_points:  # a seeded subset keeps k-means to a second or two
+            pick = torch.randperm(cells.numel(), generator=torch.Generator().manual_seed(self.cfg.seed))[:max_points]
+            cells = cells[pick.to(cells.device)]
+        points = (grid.cell_ijk[cells].float() + 0.5) / grid.cfg.resolution  # the field's unit cube = the grid's box
+        init(points, grid.values[cells] + 1e-6)
+        return True
 
     def _eval_due(self) -> bool:
         if self.eval_fn is None:
