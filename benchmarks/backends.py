@@ -202,6 +202,8 @@ def main() -> None:
     p.add_argument("--out", default=None, help="write the rows as a JSON list")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", default="/tmp/omnifield_backends_bench")
+    p.add_argument("--nerf-minutes", type=float, default=0.0,
+                   help="give every NeRF backend this wall-clock budget instead of the same step count")
     p.add_argument("--figure", default=None, help="write image crops of every backend (equal parameters) to this PNG")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -214,7 +216,9 @@ def main() -> None:
     args.sdf_params, args.sdf_steps, args.sdf_samples = (40_000, 80, 20_000) if q else (100_000, 300, 60_000)
     args.mesh_resolution = 48 if q else 96
     args.nerf_backends, args.nerf_downscale, args.nerf_views = args.nerf_backends.split(","), 4, 4
-    args.nerf_steps, args.nerf_minutes = (50, 0.0) if q else (300, 0.0)
+    args.nerf_steps = 50 if q else 300
+    if args.nerf_minutes > 0:  # equal time instead of the same number of steps
+        args.nerf_steps = 10**9
     if args.steps_override:
         args.steps = args.sdf_steps = args.nerf_steps = args.steps_override
     tasks = set(args.tasks.split(","))
