@@ -94,3 +94,16 @@ def test_neurbf_bases_move_onto_the_coarse_density(lego_tiny, tmp_path):
     assert bool(inside.all())
     assert not Trainer(Run.create(tmp_path / "h", "hashgrid", field_config("hashgrid"), VolumeRendererConfig(),
                                   TrainConfig(steps=1), "", 1), lego_tiny, progress=False).place_bases_on_density()
+
+
+def test_weight_decay_reaches_decoder_matrices_but_not_cam_grids():
+    from omnifield.apps.recon.config import TrainConfig
+    from omnifield.apps.recon.trainer import make_optimizer
+    from omnifield.fields.registry import build_field, field_config
+
+    field = build_field(field_config("hashgrid_cam"))
+    decayed = {id(p) for g in make_optimizer(field, TrainConfig()).param_groups if g["weight_decay"] > 0
+               for p in g["params"]}
+    names = {n for n, p in field.named_parameters() if id(p) in decayed}
+    assert names and all("decoder" in n and n.endswith("weight") for n in names)
+    assert not any(n.endswith("grids") for n in names)

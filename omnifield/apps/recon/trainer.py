@@ -37,10 +37,12 @@ def lr_factor(progress: float, step: int, cfg: TrainConfig) -> float:
 
 
 def make_optimizer(field: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Fused Adam: weight decay on decoder weights only (never on grids/tables of features)."""
+    """Fused Adam: weight decay on decoder weight matrices only (never on grids/tables of features,
+    CAM's modulation grids inside a decoder included)."""
     decay, no_decay = [], []
     for name, p in field.named_parameters():
-        (decay if ("decoder" in name and p.dim() > 1) else no_decay).append(p)
+        weight_matrix = "decoder" in name and p.dim() == 2
+        (decay if weight_matrix else no_decay).append(p)
     groups = [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": cfg.weight_decay}]
     # the fused kernel is ~8x faster than the default on CPU (12M hash-table entries: 7 ms vs 53 ms per step)
     return torch.optim.Adam([g for g in groups if g["params"]], lr=cfg.lr, eps=cfg.eps, fused=True)
