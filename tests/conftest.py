@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -21,3 +23,15 @@ def _seed_and_threads():
 @pytest.fixture
 def lego_dir() -> Path:
     return LEGO
+
+
+def lego_subset(root: Path, views: dict[str, int]) -> Path:
+    """A scene folder at ``root`` with the first ``views[split]`` lego views of each split (images and transforms)."""
+    for split, n in views.items():
+        meta = json.loads((LEGO / f"transforms_{split}.json").read_text())
+        meta["frames"] = meta["frames"][:n]
+        (root / split).mkdir(parents=True)
+        for f in meta["frames"]:
+            shutil.copy(LEGO / (f["file_path"] + ".png"), root / (f["file_path"] + ".png"))
+        (root / f"transforms_{split}.json").write_text(json.dumps(meta))
+    return root

@@ -1,7 +1,6 @@
 """End to end: train a few steps, stop, resume, evaluate, render — through the CLI and the API."""
 
 import json
-import shutil
 
 import pytest
 import torch
@@ -10,6 +9,7 @@ from omnifield.apps.recon.run import Run
 from omnifield.apps.recon.trainer import Trainer
 from omnifield.cli import main
 from omnifield.data.blender import load_blender
+from tests.conftest import lego_subset
 
 TINY = [
     "--set", "field.encoding.log2_hashmap_size=12", "--set", "field.encoding.n_levels=4",
@@ -20,17 +20,9 @@ TINY = [
 
 
 @pytest.fixture
-def tiny_scene(tmp_path, lego_dir):
+def tiny_scene(tmp_path):
     """Lego with 6 training and 2 test views."""
-    root = tmp_path / "scene"
-    for split, n in (("train", 6), ("test", 2)):
-        meta = json.loads((lego_dir / f"transforms_{split}.json").read_text())
-        meta["frames"] = meta["frames"][:n]
-        (root / split).mkdir(parents=True)
-        for f in meta["frames"]:
-            shutil.copy(lego_dir / (f["file_path"] + ".png"), root / (f["file_path"] + ".png"))
-        (root / f"transforms_{split}.json").write_text(json.dumps(meta))
-    return root
+    return lego_subset(tmp_path / "scene", {"train": 6, "test": 2})
 
 
 def test_train_resume_eval_render(tiny_scene, tmp_path, capsys):

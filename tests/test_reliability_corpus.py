@@ -18,7 +18,7 @@ import pytest
 
 from omnifield.apps.recon.run import CHECKPOINT
 from omnifield.cli import main
-from tests.conftest import LEGO
+from tests.conftest import lego_subset
 from tests.test_recon_cli import TINY
 
 RUN_FLAGS = [*TINY, "--steps", "1", "--no-eval"]
@@ -28,14 +28,7 @@ RUN_FLAGS = [*TINY, "--steps", "1", "--no-eval"]
 def base(tmp_path_factory):
     """``(scene, run)``: lego with 2 train / 1 test views, and a one-step hash-grid run trained on it."""
     root = tmp_path_factory.mktemp("base")
-    scene = root / "scene"
-    for split, n in (("train", 2), ("test", 1)):
-        meta = json.loads((LEGO / f"transforms_{split}.json").read_text())
-        meta["frames"] = meta["frames"][:n]
-        (scene / split).mkdir(parents=True)
-        for f in meta["frames"]:
-            shutil.copy(LEGO / (f["file_path"] + ".png"), scene / (f["file_path"] + ".png"))
-        (scene / f"transforms_{split}.json").write_text(json.dumps(meta))
+    scene = lego_subset(root / "scene", {"train": 2, "test": 1})
     run = root / "run"
     assert main(["train", str(scene), "--out", str(run), *RUN_FLAGS]) == 0
     return scene, run

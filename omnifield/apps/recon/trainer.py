@@ -170,7 +170,7 @@ class Trainer:
         rgb, n_samples = self.rendering(origins, dirs, bg, jitter)
         mse = torch.nn.functional.mse_loss(rgb, target)
         loss = mse + self._extra_losses(rgb, target)
-        # one collective per step: the batch's samples, squared error and divergence, summed over ranks
+        # a single all-reduce for the batch's samples, squared error and divergence (the clock has its own)
         n_samples, sq_err, bad = sum_over_ranks(
             [float(n_samples), float(mse.detach()) * rgb.numel(), float(not torch.isfinite(loss))], self.group)
         mse = sq_err / (3 * self.n_rays)
