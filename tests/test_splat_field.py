@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from omnifield.apps.splat.compact import CompactConfig, CompactGaussianScene
-from omnifield.apps.splat.compress import load_compressed, save_compressed
+from omnifield.apps.splat.compress import dequantize_u8, load_compressed, quantize_u8, save_compressed
 from omnifield.apps.splat.rvq import ResidualVQ
 from omnifield.errors import OmnifieldError
 from omnifield.fields.gaussians import SH_C0, GaussianScene, rgb_to_sh_dc
@@ -111,6 +111,16 @@ def test_compact_mask_straight_through_and_pruning():
     assert scene.prune_mask().tolist() == [True] * 3 + [False] * 7
 
 
+def test_quantize_u8_error_is_at_most_half_a_step():
+    values = torch.randn(1000) * 3
+    codes, value_range = quantize_u8(values)
+    assert codes.dtype == torch.uint8 and int(codes.min()) == 0 and int(codes.max()) == 255
+    step = float(values.max() - values.min()) / 255
+    assert float((dequantize_u8(codes, value_range) - values).abs().max()) <= step / 2 + 1e-6
+    fixed, _ = quantize_u8(torch.tensor([-1.0, 0.0, 0.6, 2.0]), 0.0, 1.0)  # a fixed range clamps
+    assert fixed.tolist() == [0, 0, 153, 255]
+
+
 def test_compressed_file_round_trip_renders_the_same(tmp_path):
     scene = _compact()
     scene.mask_logits.data[:50] = -10.0
@@ -132,6 +142,9 @@ def test_compressed_file_round_trip_renders_the_same(tmp_path):
     bad = tmp_path / "bad.ofz"
     bad.write_bytes(b"nonsense")
     with pytest.raises(OmnifieldError, match="bad.ofz: not a compressed"):
+        load_compressed(bad)
+    bad.write_bytes(b"OFSPLATZ1" + b"old")
+    with pytest.raises(OmnifieldError, match="an older version's compressed"):
         load_compressed(bad)
 
 

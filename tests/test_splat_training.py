@@ -14,6 +14,7 @@ import torch
 from omnifield.apps.splat import add_splat_arguments, train_splat
 from omnifield.apps.splat.density_control import DensityControl, DensityControlConfig
 from omnifield.apps.splat.init import points_from_density, read_point_cloud
+from omnifield.apps.splat.losses import s3im_on_pixels
 from omnifield.apps.splat.run import load_splat_run
 from omnifield.apps.splat.train import make_optimizer
 from omnifield.cli import main as cli_main
@@ -161,11 +162,22 @@ def test_tiny_compact_run_writes_compressed_file(tiny_data, tmp_path):
     assert scene.use_rvq
 
 
+def test_s3im_in_splat_training(tiny_data, tmp_path):
+    image = torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    assert float(s3im_on_pixels(image, image, g)) == pytest.approx(0.0, abs=1e-6)
+    assert float(s3im_on_pixels(image, image.flip(0), g)) > 0.5
+    metrics = train_splat(tiny_data, tmp_path / "s3im", _args(s3im_weight=1.0))
+    assert metrics["psnr"] > 20.0
+
+
 def test_bad_options_raise_clear_errors(tiny_data, tmp_path):
     with pytest.raises(OmnifieldError, match="--init points needs --init-points"):
         train_splat(tiny_data, tmp_path / "x", _args(init="points"))
     with pytest.raises(OmnifieldError, match="--densify-until"):
         train_splat(tiny_data, tmp_path / "x", _args(densify_until=2.0))
+    with pytest.raises(OmnifieldError, match="s3im-weight must be >= 0"):
+        train_splat(tiny_data, tmp_path / "x", _args(s3im_weight=-1.0))
 
 
 def test_point_cloud_readers(tmp_path):

@@ -1,8 +1,8 @@
 """Training Gaussians from posed images (``omnifield train DATA --method splat``).
 
 Per step: one random training view is rendered, loss ``0.8 L1 + 0.2 (1 - SSIM)`` (+ the mask loss
-for Compact-3DGS), Adam with 3DGS/gsplat learning rates (means: ``1.6e-4 * scene_scale`` decayed
-100x), then adaptive density control (:mod:`.density_control`). The SH degree rises by one every
+for Compact-3DGS, + S3IM over 4096 random pixels with ``--loss.s3im-weight``), Adam with 3DGS/gsplat
+learning rates (means: ``1.6e-4 * scene_scale`` decayed 100x), then adaptive density control (:mod:`.density_control`). The SH degree rises by one every
 ``--sh-interval`` steps. With ``--minutes`` the run is driven by time: densification stops at
 ``--densify-until`` of the budget and RVQ (Compact-3DGS) starts at ``--rvq-from``.
 """
@@ -22,7 +22,7 @@ from omnifield.apps.splat.compact import CompactConfig, CompactGaussianScene
 from omnifield.apps.splat.compress import save_compressed
 from omnifield.apps.splat.density_control import DensityControl, DensityControlConfig
 from omnifield.apps.splat.init import points_from_density, random_points, read_point_cloud
-from omnifield.apps.splat.losses import photometric_loss
+from omnifield.apps.splat.losses import photometric_loss, s3im_on_pixels
 from omnifield.apps.splat.run import save_splat_run
 from omnifield.data.blender import PosedImages, load_blender
 from omnifield.data.images import composite_on, to_uint8
@@ -68,13 +68,15 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     base = vars(defaults.parse_args([]))
     opts = {k: getattr(args, k, base[k]) for k in keys}
     opts.update(steps=int(getattr(args, "steps", 30000) or 0), minutes=float(getattr(args, "minutes", 0.0) or 0.0),
-                seed=int(getattr(args, "seed", 0)))
+                seed=int(getattr(args, "seed", 0)), s3im_weight=float(getattr(args, "s3im_weight", 0.0) or 0.0))
     if opts["steps"] <= 0 and opts["minutes"] <= 0:
         raise OmnifieldError("--steps or --minutes must be positive")
     if not 0.0 <= opts["densify_until"] <= 1.0 or not 0.0 <= opts["rvq_from"] <= 1.0:
         raise OmnifieldError("--densify-until and --rvq-from must be fractions in [0, 1]")
     if opts["n_init"] < 1:
         raise OmnifieldError("--n-init must be >= 1")
+    if opts["s3im_weight"] < 0:
+        raise OmnifieldError("--loss.s3im-weight must be >= 0")
     return opts
 
 
@@ -156,6 +158,8 @@ def train_splat(data_dir: Path, out_dir: Path, args: argparse.Namespace) -> dict
         view = int(order[step % len(order)])
         out = renderer.render_camera(scene, train.cameras, view)
         loss = photometric_loss(out["rgb"], images[view])
+        if opts["s3im_weight"] > 0:
+            loss = loss + opts["s3im_weight"] * s3im_on_pixels(out["rgb"], images[view], generator)
         if isinstance(scene, CompactGaussianScene):
             loss = loss + scene.mask_loss()
         loss.backward()
