@@ -2,10 +2,11 @@
 
 Pre-trains the 3-D ViT MAE on procedural grids, measures masked reconstruction on
 held-out grids (baseline in the same run: the per-voxel mean grid of the training
-set), then fine-tunes voxel labelling on a few labelled scenes twice -- from the
-pre-trained encoder and from scratch, same steps, seed and head -- and reports mIoU
-on held-out scenes. Sized for 2 CPU cores: the full setting takes <= 30 min on an
-idle machine, ``--quick`` <= 2 min. "CPU s" is process CPU time (all threads); on a
+set), then, for each count in ``label_counts``, fine-tunes voxel labelling on that many
+labelled scenes three ways -- from scratch, from the pre-trained encoder (all weights
+trained), and on the frozen pre-trained encoder (a probe of what its features hold) --
+same steps, seed and head, and reports mIoU on held-out scenes. Sized for 2 CPU cores:
+the full setting takes about 20 min on an idle machine, ``--quick`` <= 2 min. "CPU s" is process CPU time (all threads); on a
 shared machine it estimates the idle cost better than wall time.
 
     python benchmarks/mae.py --quick
@@ -33,12 +34,13 @@ from omnifield.apps.mae.train import (
     evaluate_reconstruction, finetune_segmenter, predict_labels, pretrain_mae, segmentation_scores,
 )
 
-FULL = dict(resolution=24, pretrain_scenes=240, heldout_scenes=24, labelled_scenes=8, eval_scenes=32,
-            dim=128, depth=4, decoder_dim=96, pretrain_steps=1000, pretrain_batch=8, pretrain_lr=1e-3,
-            finetune_steps=150, finetune_batch=4, finetune_lr=2e-3)
-QUICK = dict(resolution=16, pretrain_scenes=32, heldout_scenes=4, labelled_scenes=4, eval_scenes=8,
+FULL = dict(resolution=24, pretrain_scenes=400, heldout_scenes=24, label_counts="4,16", eval_scenes=32,
+            dim=128, depth=4, decoder_dim=96, pretrain_steps=8000, pretrain_batch=8, pretrain_lr=1e-3,
+            finetune_steps=600, finetune_batch=4, finetune_lr=2e-3)
+QUICK = dict(resolution=16, pretrain_scenes=32, heldout_scenes=4, label_counts="2,4", eval_scenes=8,
              dim=64, depth=2, decoder_dim=48, pretrain_steps=80, pretrain_batch=8, pretrain_lr=2e-3,
              finetune_steps=60, finetune_batch=4, finetune_lr=2e-3)
+FINETUNES = (("scratch", False, 1.0), ("pre-trained", True, 1.0), ("pre-trained, frozen", True, 0.0))
 SEEDS = {"pretrain": 0, "heldout": 50_000, "labelled": 60_000, "eval": 70_000}
 
 
@@ -86,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     t0, c0 = time.perf_counter(), time.process_time()
     pre = load_grid_stack(grids(folder, "pretrain", s["pretrain_scenes"], s["resolution"]))
     held = load_grid_stack(grids(folder, "heldout", s["heldout_scenes"], s["resolution"]))
-    lab, lab_y = load_grid_stack(grids(folder, "labelled", s["labelled_scenes"], s["resolution"]), with_labels=True)
+    counts = sorted(int(c) for c in str(s["label_counts"]).split(","))
+    lab, lab_y = load_grid_stack(grids(folder, "labelled", counts[-1], s["resolution"]), with_labels=True)
     ev, ev_y = load_grid_stack(grids(folder, "eval", s["eval_scenes"], s["resolution"]), with_labels=True)
     rows.append({"stage": "data", "what": f"{len(pre) + len(held) + len(lab) + len(ev)} grids {s['resolution']}^3",
                  "seconds": round(time.perf_counter() - t0, 1), "cpu_seconds": round(time.process_time() - c0, 1)})
@@ -109,16 +112,18 @@ def main(argv: list[str] | None = None) -> int:
                      "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1)})
     rows[-1]["train_loss_first_last"] = [round(history[0]["loss"], 4), round(history[-1]["loss"], 4)]
 
-    for name, source in (("scratch", None), ("pre-trained", mae)):
-        model = segmenter_from_mae(source, cfg, len(CLASS_NAMES), args.seed)
-        t0, c0 = time.perf_counter(), time.process_time()
-        finetune_segmenter(model, lab, lab_y, s["finetune_steps"], s["finetune_batch"], s["finetune_lr"], args.seed)
-        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-        scores = segmentation_scores(predict_labels(model, ev), ev_y, len(CLASS_NAMES))
-        rows.append({"stage": "voxel labelling", "what": f"{name} ({len(lab)} labelled)",
-                     "miou": round(scores["miou"], 4), "fg_accuracy": round(scores["fg_accuracy"], 4),
-                     "iou": {c: round(v, 3) for c, v in zip(CLASS_NAMES[1:], scores["iou"][1:])},
-                     "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1)})
+    for count in counts:
+        for name, pretrained, encoder_lr_scale in FINETUNES:
+            model = segmenter_from_mae(mae if pretrained else None, cfg, len(CLASS_NAMES), args.seed)
+            t0, c0 = time.perf_counter(), time.process_time()
+            finetune_segmenter(model, lab[:count], lab_y[:count], s["finetune_steps"], s["finetune_batch"],
+                               s["finetune_lr"], args.seed, encoder_lr_scale=encoder_lr_scale)
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+            scores = segmentation_scores(predict_labels(model, ev), ev_y, len(CLASS_NAMES))
+            rows.append({"stage": "voxel labelling", "what": f"{name} ({count} labelled)",
+                         "miou": round(scores["miou"], 4), "fg_accuracy": round(scores["fg_accuracy"], 4),
+                         "iou": {c: round(v, 3) for c, v in zip(CLASS_NAMES[1:], scores["iou"][1:])},
+                         "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1)})
     for row in rows:
         row["peak_rss_mb"] = round(peak_rss_mb())
     print_table(rows, s)
@@ -131,12 +136,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_table(rows: list[dict], setting: dict) -> None:
     print("setting: " + ", ".join(f"{k}={v}" for k, v in setting.items()))
-    print(f"{'stage':<16} {'what':<26} {'PSNR rgb':>9} {'PSNR a':>7} {'mIoU':>7} {'fg acc':>7} {'wall s':>8} "
+    print(f"{'stage':<16} {'what':<32} {'PSNR rgb':>9} {'PSNR a':>7} {'mIoU':>7} {'fg acc':>7} {'wall s':>8} "
           f"{'CPU s':>8} {'RSS MB':>7}")
     for r in rows:
         def f(key, fmt):
             return format(r[key], fmt) if key in r else "-"
-        print(f"{r['stage']:<16} {r['what']:<26} {f('psnr_rgb', '9.2f'):>9} {f('psnr_alpha', '7.2f'):>7} "
+        print(f"{r['stage']:<16} {r['what']:<32} {f('psnr_rgb', '9.2f'):>9} {f('psnr_alpha', '7.2f'):>7} "
               f"{f('miou', '7.4f'):>7} {f('fg_accuracy', '7.4f'):>7} {r['seconds']:>8.1f} {r['cpu_seconds']:>8.1f} "
               f"{r['peak_rss_mb']:>7}")
 

@@ -132,6 +132,18 @@ def test_finetuning_lowers_the_loss_and_scores_are_right(tiny_grids):
     assert scores["miou"] == pytest.approx(0.5) and scores["fg_accuracy"] == pytest.approx(3 / 5)
 
 
+def test_frozen_encoder_keeps_its_weights_and_the_head_learns(tiny_grids):
+    rgba, labels = tiny_grids
+    model = segmenter_from_mae(MAE3D(TINY), TINY, len(CLASS_NAMES), seed=0)
+    encoder_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    head_before = model.classify[0].weight.detach().clone()
+    finetune_segmenter(model, rgba[:2], labels[:2], steps=5, batch_size=2, lr=3e-3, progress=False,
+                       encoder_lr_scale=0.0)
+    for key, value in model.encoder.state_dict().items():
+        torch.testing.assert_close(value, encoder_before[key], rtol=0, atol=0)
+    assert not torch.equal(model.classify[0].weight, head_before)
+
+
 def test_pretrained_encoder_is_copied_and_checkpoints_roundtrip(tmp_path):
     torch.manual_seed(1)
     mae = MAE3D(TINY)

@@ -116,7 +116,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     model = segmenter_from_mae(mae, cfg, len(CLASS_NAMES), args.seed)
     start = f"pre-trained encoder {args.pretrained}" if mae is not None else "scratch"
     print(f"fine-tuning voxel labelling from {start} on {len(paths)} labelled grids")
-    history = finetune_segmenter(model, rgba, labels, _positive("steps", args.steps), args.batch, args.lr, args.seed)
+    if args.encoder_lr_scale < 0:
+        raise OmnifieldError(f"--encoder-lr-scale must be >= 0, got {args.encoder_lr_scale}")
+    history = finetune_segmenter(model, rgba, labels, _positive("steps", args.steps), args.batch, args.lr, args.seed,
+                                 encoder_lr_scale=args.encoder_lr_scale)
     out = Path(args.out)
     save_model(out, model, {"steps": args.steps, "labelled": len(paths), "pretrained": str(args.pretrained or "")})
     write_text_atomic(out / "history.json", json.dumps(history))
@@ -219,6 +222,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--encoder-lr-scale", type=float, default=1.0,
+                   help="encoder learning rate as a fraction of --lr (0 freezes the encoder; default 1)")
     model_sizes(p)
 
     p = add("eval", cmd_eval, "evaluate a model folder on grids and draw a figure")

@@ -56,9 +56,10 @@ def _batches(n: int, batch_size: int, steps: int, generator: torch.Generator):
         order = order[batch_size:]
 
 
-def _fit(model, loss_of_batch, n: int, steps: int, batch_size: int, lr: float, seed: int, desc: str, progress: bool):
+def _fit(model, loss_of_batch, n: int, steps: int, batch_size: int, lr: float, seed: int, desc: str, progress: bool,
+         groups: list[dict] | None = None):
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    optimizer = torch.optim.AdamW(groups or model.parameters(), lr=lr, weight_decay=0.05)
     scheduler = _schedule(optimizer, steps)
     history = []
     model.train()
@@ -133,16 +134,25 @@ def finetune_segmenter(
     lr: float = 2e-3,
     seed: int = 0,
     progress: bool = True,
+    encoder_lr_scale: float = 1.0,
 ) -> list[dict]:
-    """Train all weights with class-weighted voxel cross-entropy; returns per-step ``{"step", "loss"}``."""
+    """Train with class-weighted voxel cross-entropy; returns per-step ``{"step", "loss"}``.
+
+    The encoder learns at ``lr * encoder_lr_scale`` (0 freezes it: a linear-probe-like setting), the head at ``lr``.
+    """
     torch.manual_seed(seed)
     weights = class_weights(labels, model.n_classes)
+    encoder = list(model.encoder.parameters())
+    head = [p for name, p in model.named_parameters() if not name.startswith("encoder.")]
+    for p in encoder:
+        p.requires_grad_(encoder_lr_scale > 0)
+    groups = [{"params": head, "lr": lr}] + ([{"params": encoder, "lr": lr * encoder_lr_scale}] if encoder_lr_scale > 0 else [])
 
     def loss_of_batch(idx, generator):
         batch, target = augment(rgba[idx], labels[idx], generator)
         return {"loss": F.cross_entropy(model(batch), target, weight=weights)}
 
-    return _fit(model, loss_of_batch, rgba.shape[0], steps, batch_size, lr, seed, "finetune", progress)
+    return _fit(model, loss_of_batch, rgba.shape[0], steps, batch_size, lr, seed, "finetune", progress, groups)
 
 
 @torch.no_grad()
