@@ -35,7 +35,7 @@ from omnifield.apps.mae.train import (
 )
 
 FULL = dict(resolution=24, pretrain_scenes=400, heldout_scenes=24, label_counts="4,16", eval_scenes=32,
-            dim=128, depth=4, decoder_dim=96, pretrain_steps=8000, pretrain_batch=8, pretrain_lr=1e-3,
+            dim=128, depth=4, decoder_dim=96, pretrain_steps=6000, pretrain_batch=8, pretrain_lr=1e-3,
             finetune_steps=600, finetune_batch=4, finetune_lr=2e-3)
 QUICK = dict(resolution=16, pretrain_scenes=32, heldout_scenes=4, label_counts="2,4", eval_scenes=8,
              dim=64, depth=2, decoder_dim=48, pretrain_steps=80, pretrain_batch=8, pretrain_lr=2e-3,
