@@ -8,6 +8,9 @@ baseline), forward and forward+backward. A side-by-side picture GT | NeRF | 3DGS
 view 0 goes to ``--picture``.
 
     python benchmarks/splat_lego.py [--quick] [--data data/lego_200] [--minutes 10] [--out rows.json]
+
+``--methods`` runs a subset; with ``--reuse OLD.json --work SAME_FOLDER`` the other rows (and their
+pictures) come from an earlier run, e.g. to measure Compact-3DGS again after a change to it.
 """
 
 from __future__ import annotations
@@ -66,6 +69,11 @@ def nerf_view0(out: Path) -> np.ndarray | None:
     return both[:, : both.shape[1] // 2]
 
 
+def _first_render(run: Path) -> np.ndarray | None:
+    path = run / "renders" / "test" / "000.png"
+    return iio.imread(path)[..., :3] if path.is_file() else None
+
+
 def raster_rows(n: int, repeats: int) -> list[dict]:
     """200x200 frame of ``n`` random screen-space Gaussians: native vs torch twin, forward and forward+backward."""
     g = torch.Generator().manual_seed(0)
@@ -104,27 +112,38 @@ def main() -> None:
     parser.add_argument("--out", help="write the table as a JSON list of rows")
     parser.add_argument("--eval-views", type=int, default=13, help="test views evaluated (the first N; 13 = all)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", default="nerf,3dgs,compact", help="which training rows to run")
+    parser.add_argument("--reuse", help="JSON of an earlier --out: rows of the methods not run come from it")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     minutes = 0.25 if args.quick else args.minutes
     data = Path(args.data)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="splat_lego_"))
     n_init = 5000 if args.quick else 20000
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = set(methods) - {"nerf", "3dgs", "compact"}
+    if unknown:
+        parser.error(f"--methods: unknown {sorted(unknown)} (choose from nerf, 3dgs, compact)")
+    previous = {r["method"]: r for r in json.loads(Path(args.reuse).read_text())} if args.reuse else {}
     rows, pictures = [], {}
     nerf_out = work / "nerf"
     eval_views = 2 if args.quick else args.eval_views
     common = {"eval_views": eval_views, "n_init": n_init, "refine_start": 100 if args.quick else 300,
               "max_gaussians": 60000}
-    rows.append(run_nerf(data, nerf_out, minutes, eval_views))
-    pictures["NeRF"] = nerf_view0(nerf_out)
-    _save(rows, args.out)
-    for label, compact in (("3DGS", False), ("Compact-3DGS", True)):
-        out = work / label
-        m = train_splat(data, out, splat_args(minutes, compact, args.seed, common))
-        rows.append({"method": label, "psnr": m["psnr"], "ssim": m["ssim"], "n_gaussians": m["n_gaussians"],
-                     "size_mb": m["size_mb"], "train_seconds": m["train_seconds"], "render_fps": m["render_fps"],
-                     "steps": m["steps"]})
-        pictures[label] = iio.imread(out / "renders" / "test" / "000.png")[..., :3]
+    for key, label in (("nerf", "hash-grid NeRF"), ("3dgs", "3DGS"), ("compact", "Compact-3DGS")):
+        if key not in methods:
+            if label not in previous:
+                parser.error(f"--methods leaves out {key} but --reuse has no {label!r} row")
+            rows.append({**previous[label], "reused": True})
+        elif key == "nerf":
+            rows.append(run_nerf(data, nerf_out, minutes, eval_views))
+        else:
+            out = work / label
+            m = train_splat(data, out, splat_args(minutes, key == "compact", args.seed, common))
+            rows.append({"method": label, "psnr": m["psnr"], "ssim": m["ssim"], "n_gaussians": m["n_gaussians"],
+                         "size_mb": m["size_mb"], "train_seconds": m["train_seconds"],
+                         "render_fps": m["render_fps"], "steps": m["steps"]})
+        pictures[label] = nerf_view0(nerf_out) if key == "nerf" else _first_render(work / label)
         _save(rows, args.out)
     rows += raster_rows(20000 if args.quick else 100000, 1 if args.quick else 3)
     vanilla, compact_row = rows[1], rows[2]

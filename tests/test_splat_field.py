@@ -9,7 +9,7 @@ import torch
 
 from omnifield.apps.splat.compact import CompactConfig, CompactGaussianScene
 from omnifield.apps.splat.compress import dequantize_u8, load_compressed, quantize_u8, save_compressed
-from omnifield.apps.splat.rvq import ResidualVQ
+from omnifield.apps.splat.rvq import ResidualVQ, nearest_code
 from omnifield.errors import OmnifieldError
 from omnifield.fields.gaussians import SH_C0, GaussianScene, rgb_to_sh_dc
 from omnifield.renderers.splat import SplatRenderer
@@ -63,6 +63,13 @@ def test_sh_colour_degree_schedule_and_view_dependence():
 def test_scene_rejects_bad_shapes():
     with pytest.raises(ValueError, match="GaussianScene expects"):
         GaussianScene(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2), torch.zeros(2, 5, 3))
+
+
+def test_nearest_code_matches_brute_force_distances():
+    g = torch.Generator().manual_seed(3)
+    x, codes = torch.randn(500, 4, generator=g), torch.randn(64, 4, generator=g)
+    brute = ((x[:, None] - codes[None]) ** 2).sum(-1).argmin(-1)
+    assert torch.equal(nearest_code(x, codes), brute)
 
 
 def test_rvq_stages_reduce_error_and_decode_matches():

@@ -32,7 +32,7 @@ class CompactConfig:
     mask_lambda: float = 5e-4
     mask_threshold: float = 0.01
     hash_levels: int = 16
-    hash_log2_size: int = 13
+    hash_log2_size: int = 14
     hash_max_resolution: int = 512
     mlp_width: int = 64
     mlp_hidden_layers: int = 2

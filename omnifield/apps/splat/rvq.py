@@ -12,8 +12,11 @@ from torch import nn
 
 
 def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """Index ``[N]`` of the nearest row of ``codebook [C, D]`` for each row of ``x [N, D]``."""
-    return torch.cdist(x, codebook).argmin(dim=-1)
+    """Index ``[N]`` of the nearest row of ``codebook [C, D]`` for each row of ``x [N, D]``.
+
+    ``argmin |c|^2 - 2 x.c`` (the squared distance less ``|x|^2``): one matrix product, no square roots.
+    """
+    return torch.addmm((codebook * codebook).sum(-1)[None], x, codebook.T, alpha=-2.0).argmin(dim=-1)
 
 
 class ResidualVQ(nn.Module):
@@ -61,11 +64,11 @@ class ResidualVQ(nn.Module):
         return self.codebooks[stages[None, :], indices].sum(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Straight-through quantization of ``x [N, D]``; in training mode also updates the codebooks (EMA)."""
+        """Straight-through quantization of ``x [N, D]``; in training mode the codebooks first follow the
+        vectors assigned to them (EMA), and ``x`` is decoded with the updated codes (as VQ-VAE's EMA)."""
         idx = self.indices(x)
         if self.training:
             self._ema_update(x.detach(), idx)
-            idx = self.indices(x)
         q = self.decode(idx)
         return x + (q - x).detach()
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from omnifield.backend import use_cuda_library
+from omnifield.fields.gaussians import build_covariances
 from omnifield.renderers.cameras import Cameras
 from omnifield.renderers.splat.gsplat_bridge import render_with_gsplat
 from omnifield.renderers.splat.projection import project_gaussians, viewmat_from_c2w_opengl
@@ -43,7 +44,7 @@ class SplatRenderer:
                 self.tile_size, self.near, self.eps2d,
             )  # fmt: skip
         else:
-            covars = scene.covariances()
+            covars = build_covariances(scales, quats)  # from the attributes above: masks/RVQ run once per view
             means2d, conics, depths, radii = project_gaussians(
                 means, covars, viewmat, K, width, height, near=self.near, eps2d=self.eps2d
             )
