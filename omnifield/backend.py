@@ -9,8 +9,10 @@ debugging and for tests that compare the two).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+from collections.abc import Iterator
 from functools import lru_cache
 
 import torch
@@ -75,19 +77,35 @@ def resolve_device(requested: str) -> torch.device:
 
 
 IMPLEMENTATIONS = ("auto", "omnifield", "tcnn")
+_build_device: list[torch.device] = []  # innermost build_on() device, if any
+
+
+@contextlib.contextmanager
+def build_on(device: torch.device) -> Iterator[None]:
+    """Modules built inside are meant for ``device``: on a CPU, ``auto`` never picks tiny-cuda-nn.
+
+    Example: ``with build_on(torch.device("cpu")): run = Run.open(path)`` on a machine with CUDA.
+    """
+    _build_device.append(torch.device(device))
+    try:
+        yield
+    finally:
+        _build_device.pop()
 
 
 def resolve_implementation(requested: str, what: str) -> str:
     """The implementation a hash grid or MLP config asks for: ``omnifield`` or ``tcnn``.
 
     ``auto`` means tiny-cuda-nn when it imports and CUDA is present (and ``OMNIFIELD_BACKEND`` does
-    not force the torch twins), else our own. An explicit ``tcnn`` without them is a clear error.
+    not force the torch twins, and no enclosing :func:`build_on` names a CPU), else our own.
+    An explicit ``tcnn`` without them is a clear error.
     """
     if requested not in IMPLEMENTATIONS:
         raise ValueError(f"{what}: implementation must be one of {', '.join(IMPLEMENTATIONS)}, got {requested!r}")
     usable = torch.cuda.is_available() and not forced_torch() and has_module("tinycudann")
     if requested == "auto":
-        return "tcnn" if usable else "omnifield"
+        on_cpu = bool(_build_device) and _build_device[-1].type == "cpu"
+        return "tcnn" if usable and not on_cpu else "omnifield"
     if requested == "tcnn" and not usable:
         from omnifield.errors import OmnifieldError
 

@@ -80,6 +80,15 @@ def test_auto_picks_tcnn_with_equivalent_settings(fake_tcnn):
     assert isinstance(cam.density_decoder.mlp, MLP)
 
 
+def test_modules_built_for_the_cpu_stay_ours_even_with_tcnn(fake_tcnn):
+    with backend.build_on(torch.device("cpu")):
+        assert isinstance(HashGridConfig().build(3), HashGrid)
+        assert isinstance(MLPConfig().build(4, 2), MLP)
+        with backend.build_on(torch.device("cuda", 0)):  # the innermost device decides
+            assert type(HashGridConfig().build(3)).__name__ == "TcnnHashGrid"
+    assert type(HashGridConfig().build(3)).__name__ == "TcnnHashGrid"
+
+
 def test_checkpoint_of_the_other_implementation_names_the_cause(fake_tcnn):
     tcnn_field = build_field(field_config("hashgrid"))
     state = module_state("field", tcnn_field)

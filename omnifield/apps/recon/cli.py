@@ -14,7 +14,7 @@ from omnifield.apps.recon.config import TrainConfig
 from omnifield.apps.recon.evaluate import evaluate, render_orbit
 from omnifield.apps.recon.run import CHECKPOINT, Run
 from omnifield.apps.recon.trainer import Trainer
-from omnifield.backend import resolve_device
+from omnifield.backend import build_on, resolve_device
 from omnifield.config import replace_config
 from omnifield.config_overrides import apply_override
 from omnifield.data.scene import load_scene
@@ -68,7 +68,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     group = distributed.init_from_environment(device)
     try:
-        return _train(args, group, device)
+        with build_on(device):
+            return _train(args, group, device)
     finally:
         distributed.shutdown()
 
@@ -130,8 +131,10 @@ def _evaluate_and_report(run: Run, data_dir: Path, split: str, out: Path, step: 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a trained run on a split of its data (or of --data)."""
     chunk = _chunk_rays(args)
-    run, _, meta = Run.open(args.run)
-    run.to(resolve_device(args.device))
+    device = resolve_device(args.device)
+    with build_on(device):
+        run, _, meta = Run.open(args.run)
+    run.to(device)
     data_dir = Path(args.data or run.data_dir)
     return _evaluate_and_report(run, data_dir, args.split, Path(args.run), int(meta.get("step", 0)), chunk=chunk)
 
@@ -139,8 +142,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     """Render test views (with depth) and/or an orbit video of a trained run."""
     chunk = _chunk_rays(args)
-    run, _, _ = Run.open(args.run)
-    run.to(resolve_device(args.device))
+    device = resolve_device(args.device)
+    with build_on(device):
+        run, _, _ = Run.open(args.run)
+    run.to(device)
     out = Path(args.run)
     data = load_scene(Path(args.data or run.data_dir), args.split, run.downscale)
     if not args.orbit_only:
