@@ -1,4 +1,11 @@
-"""The physics-informed loss: residual at collocation points (optionally causal) + soft conditions."""
+"""The physics-informed loss: residual at collocation points (optionally causal) + soft conditions.
+
+Collocation points are uniform, or (``adaptive_k > 0``) drawn by residual-based adaptive
+distribution, RAD (Wu, Zhu, Tan, Kartha & Lu 2023): from a uniform pool of
+``pool_factor * n_interior`` points, each is kept with probability proportional to
+``|r|^k / mean(|r|^k) + c``, so points crowd where the residual is large (a shock) while
+``c`` keeps the rest of the domain covered.
+"""
 
 from __future__ import annotations
 
@@ -26,11 +33,19 @@ class PhysicsLoss:
         condition_weight: float = 1.0,
         causal: CausalSchedule | None = None,
         dtype: torch.dtype = torch.float32,
+        adaptive_k: float = 0.0,
+        adaptive_c: float = 1.0,
+        pool_factor: int = 8,
     ):
         if causal is not None and problem.time_axis is None:
             raise OmnifieldError(f"--solver causal: problem {problem.name!r} has no time axis")
         if n_interior < 1:
             raise OmnifieldError("--n-interior must be >= 1")
+        if adaptive_k < 0 or adaptive_c < 0 or pool_factor < 1:
+            raise OmnifieldError("--adaptive-k and --adaptive-c must be >= 0 and the pool factor >= 1")
+        if adaptive_k > 0 and causal is not None:
+            raise OmnifieldError("--adaptive-k: residual-adaptive sampling and causal time chunks do not combine")
+        self.adaptive_k, self.adaptive_c, self.pool_factor = adaptive_k, adaptive_c, pool_factor
         self.problem, self.solution, self.causal = problem, solution, causal
         self.n_interior, self.n_condition = n_interior, n_condition
         self.soft_conditions, self.condition_weight = soft_conditions, condition_weight
@@ -39,7 +54,12 @@ class PhysicsLoss:
 
     def sample(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Fresh collocation points (time-stratified per chunk when causal) and condition points."""
-        x = self.problem.sample_interior(self.n_interior, generator)
+        if self.adaptive_k > 0:
+            pool = self.problem.sample_interior(self.pool_factor * self.n_interior, generator)
+            r = self.residual_magnitude(pool.to(self.dtype)).to(pool.dtype)
+            x = pool[rad_select(r, self.n_interior, self.adaptive_k, self.adaptive_c, generator)]
+        else:
+            x = self.problem.sample_interior(self.n_interior, generator)
         batch = {"interior": x}
         if self.causal is not None:
             m, axis = self.causal.n_chunks, self.problem.time_axis
@@ -51,6 +71,15 @@ class PhysicsLoss:
         for cond in self.soft_conditions:
             batch[cond.name] = cond.sample(self.n_condition, generator)
         return {k: v.to(self.dtype) if v.is_floating_point() else v for k, v in batch.items()}
+
+    def residual_magnitude(self, x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+        """``|residual| [N]`` at points ``x [N, D]`` (no graph kept)."""
+        out = []
+        with torch.enable_grad():
+            for part in x.split(chunk):
+                part = part.detach().requires_grad_(True)
+                out.append(self.problem.residual(part, self.solution(part)).detach().norm(dim=-1))
+        return torch.cat(out)
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         x = batch["interior"].detach().requires_grad_(True)
@@ -72,3 +101,13 @@ class PhysicsLoss:
             total = total + self.condition_weight * term
         parts["loss"] = float(total.detach())
         return total, parts
+
+
+def rad_select(residual: torch.Tensor, n: int, k: float, c: float, generator: torch.Generator) -> torch.Tensor:
+    """Indices ``[n]`` drawn without replacement from ``residual [M]`` (M >= n) with probability
+    proportional to ``|r|^k / mean(|r|^k) + c`` (RAD)."""
+    density = residual.abs().double() ** k
+    density = density / density.mean().clamp_min(1e-300) + c
+    if not bool(torch.isfinite(density).all()) or float(density.sum()) <= 0:
+        density = torch.ones_like(density)  # a non-finite residual: fall back to uniform
+    return torch.multinomial(density, n, replacement=False, generator=generator)

@@ -96,7 +96,7 @@ def solve(problem_name: str, solver: str, settings: SolverSettings, out_dir: Pat
         except ValueError as exc:
             raise OmnifieldError(f"--eps/--chunks: {exc}") from None
     loss = PhysicsLoss(problem, solution, settings.n_interior, settings.n_condition, soft,
-                       settings.condition_weight, causal, dtype)
+                       settings.condition_weight, causal, dtype, settings.adaptive_k, settings.adaptive_c)
     opt = OptimizeSettings(adam_steps=settings.steps, lbfgs_steps=settings.lbfgs_steps, lr=settings.lr,
                            lr_final=settings.lr_final, resample_every=max(1, settings.resample_every), quiet=quiet)
     params = [p for p in solution.parameters() if p.requires_grad]

@@ -21,6 +21,8 @@ class SolverSettings:
     n_interior: int = 2000
     n_condition: int = 200
     resample_every: int = 100
+    adaptive_k: float = 0.0
+    adaptive_c: float = 1.0
     condition_weight: float = 1.0
     chunks: int = 32
     eps: str = "0.01,0.1,1,10,100"
@@ -67,6 +69,9 @@ def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--n-interior", type=int, help="collocation points per batch")
     g.add_argument("--n-condition", type=int, help="points per initial/boundary condition per batch")
     g.add_argument("--resample-every", type=int, help="Adam steps between collocation resamplings")
+    g.add_argument("--adaptive-k", type=float,
+                   help="residual-adaptive sampling (RAD) exponent k: density ~ |r|^k/mean + c (0 = uniform)")
+    g.add_argument("--adaptive-c", type=float, help="RAD's uniform share c (default 1)")
     g.add_argument("--condition-weight", type=float, help="weight of the soft initial/boundary losses")
     g.add_argument("--chunks", type=int, help="causal: number of time chunks")
     g.add_argument("--eps", type=str, help="causal: comma-separated eps schedule, e.g. 0.01,0.1,1,10,100")
