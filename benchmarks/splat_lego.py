@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="<= 2 minutes: 0.25-minute budgets, 20k-Gaussian raster rows")
     parser.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads (<= 2 on the shared machine)")
     parser.add_argument("--work", help="folder for the runs (default: a temporary folder)")
-    parser.add_argument("--picture", default="benchmarks/splat_lego.png", help="side-by-side picture of test view 0")
+    parser.add_argument("--picture", default="docs/images/splat_lego.png", help="side-by-side picture of test view 0")
     parser.add_argument("--out", help="write the table as a JSON list of rows")
     parser.add_argument("--eval-views", type=int, default=13, help="test views evaluated (the first N; 13 = all)")
     parser.add_argument("--seed", type=int, default=0)
