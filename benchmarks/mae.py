@@ -6,7 +6,7 @@ set), then, for each count in ``label_counts``, fine-tunes voxel labelling on th
 labelled scenes three ways -- from scratch, from the pre-trained encoder (all weights
 trained), and on the frozen pre-trained encoder (a probe of what its features hold) --
 same steps, seed and head, and reports mIoU on held-out scenes. Sized for 2 CPU cores:
-the full setting takes about 20 min on an idle machine, ``--quick`` <= 2 min. "CPU s" is process CPU time (all threads); on a
+the full setting takes about 12 min on an idle machine, ``--quick`` <= 2 min. "CPU s" is process CPU time (all threads); on a
 shared machine it estimates the idle cost better than wall time.
 
     python benchmarks/mae.py --quick
@@ -35,7 +35,7 @@ from omnifield.apps.mae.train import (
 )
 
 FULL = dict(resolution=24, pretrain_scenes=400, heldout_scenes=24, label_counts="4,16", eval_scenes=32,
-            dim=128, depth=4, decoder_dim=96, pretrain_steps=6000, pretrain_batch=8, pretrain_lr=1e-3,
+            dim=128, depth=4, decoder_dim=96, pretrain_steps=3000, pretrain_batch=8, pretrain_lr=1e-3,
             finetune_steps=600, finetune_batch=4, finetune_lr=2e-3)
 QUICK = dict(resolution=16, pretrain_scenes=32, heldout_scenes=4, label_counts="2,4", eval_scenes=8,
              dim=64, depth=2, decoder_dim=48, pretrain_steps=80, pretrain_batch=8, pretrain_lr=2e-3,
