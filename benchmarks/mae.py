@@ -6,8 +6,8 @@ set), then, for each count in ``label_counts``, fine-tunes voxel labelling on th
 labelled scenes three ways -- from scratch, from the pre-trained encoder (all weights
 trained), and on the frozen pre-trained encoder (a probe of what its features hold) --
 same steps, seed and head, and reports mIoU on held-out scenes. Sized for 2 CPU cores:
-the full setting takes about 12 min on an idle machine, ``--quick`` <= 2 min. "CPU s" is process CPU time (all threads); on a
-shared machine it estimates the idle cost better than wall time.
+the full setting takes about 12 min on an idle machine, ``--quick`` <= 2 min. "CPU s" is
+process CPU time (all threads); on a shared machine it estimates the idle cost better than wall time.
 
     python benchmarks/mae.py --quick
     python benchmarks/mae.py --data outputs/mae-grids --out outputs/mae.json
