@@ -33,6 +33,18 @@ def test_density_integrates_to_splat_opacity():
     assert float(sigma[0]) < 1e-12  # far from the Gaussian
 
 
+def test_density_of_needle_thin_and_zero_scale_gaussians_is_finite():
+    """Trained scenes hold Gaussians too thin to invert their covariance in float32; masked ones have scale 0."""
+    needle = _single(0.9, 0.1)
+    needle.log_scales.data[0, 2] = -60.0  # exp(-60)^2 underflows float32: Sigma is singular
+    pts = torch.tensor([[0.0, 0.0, 0.0], [0.05, 0.0, 0.0], [0.0, 0.0, 0.05]])
+    sigma = needle.density(pts).detach()
+    assert bool(torch.isfinite(sigma).all()) and float(sigma[2]) == 0.0
+    scene = _compact(20)
+    scene.mask_logits.data[:5] = -10.0  # masked out: zero scale and opacity
+    assert bool(torch.isfinite(scene.density(torch.rand(50, 3) - 0.5).detach()).all())
+
+
 def test_rgb_is_the_density_weighted_colour():
     a, b = _single(0.5, 0.1, (1.0, 0.0, 0.0)), _single(0.5, 0.1, (0.0, 0.0, 1.0))
     scene = GaussianScene(torch.tensor([[-0.2, 0, 0], [0.2, 0, 0]]), torch.cat([a.log_scales, b.log_scales]),

@@ -198,9 +198,14 @@ class GaussianScene(nn.Module):
         pts = x.reshape(-1, 3)
         dirs = None if d is None else d.reshape(-1, 3).expand(len(pts), 3)
         scales = self.scales()
-        precision = torch.linalg.inv(build_covariances(scales, self.rotations()))  # [N, 3, 3]
+        # Sigma^-1 = R S^-2 R^T directly: trained scenes hold Gaussians too thin to invert Sigma in float32,
+        # and Compact-3DGS's masked ones have zero scale (and opacity); those get no density.
+        safe = scales.clamp_min(1e-7)
+        precision = build_covariances(1.0 / safe, self.rotations())  # [N, 3, 3]
         opac = self.opacities().clamp(max=1 - 1e-6)
-        peak = -torch.log1p(-opac) / (math.sqrt(2 * math.pi) * scales.prod(-1).pow(1.0 / 3.0))  # [N]
+        alive = (scales.min(-1).values > 0) & (opac > 0)
+        peak = -torch.log1p(-opac) / (math.sqrt(2 * math.pi) * safe.prod(-1).pow(1.0 / 3.0))
+        peak = torch.where(alive, peak, torch.zeros_like(peak))  # [N]
         sigmas, rgbs = [], []
         for start in range(0, len(pts), chunk):
             diff = pts[start : start + chunk, None, :] - self.means[None]  # [B, N, 3]
