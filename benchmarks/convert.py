@@ -141,6 +141,8 @@ def main() -> None:
     p.add_argument("--students", default="mlp,triplane,neurbf,hashgrid_cam")
     p.add_argument("--splat", action="store_true", help="also fit Gaussians to the teacher")
     p.add_argument("--splat-teacher", metavar="RUN", help="a trained splat run: also distil it into a hash grid")
+    p.add_argument("--splat-teacher-only", action="store_true",
+                   help="run only the --splat-teacher rows (no hash-grid teacher, students, PVD-AL or round trip)")
     p.add_argument("--curve-every", type=float, default=10.0, help="seconds of training time between PSNR probes")
     p.add_argument("--curve-views", type=int, default=4, help="test views of the PSNR probes")
     p.add_argument("--downscale", type=int, default=1)
@@ -164,43 +166,51 @@ def main() -> None:
           f"{'to match':>8} {'speedup':>7} {'RSS MB':>7}")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        t_run, t_steps, t_sec = train_scratch("hashgrid", train, args.teacher_minutes, folder, args.seed, args.grid,
-                                               args.batch_rays)
-        teacher = Teacher(t_run.field, t_run.renderer, "", "field", t_run)
-        t_metrics = evaluate(t_run, test, limit=limit, progress=False)
-        rows.append(row("hashgrid (teacher)", "images", t_steps, t_sec, t_metrics, None))
-        students = [s for s in args.students.split(",") if s]
-        first_student = None
-        for name in students:
-            pair_rows, pvd_run = pvd_vs_scratch(teacher, "hashgrid", t_metrics["psnr"], name, train, test, folder, args)
-            rows += pair_rows
-            _save(rows, args.out)  # finished pairs survive a later failure
-            first_student = first_student or (name, pvd_run, pair_rows[0]["psnr"])
-        first = students[0]
-        for method, active in (("pvd", False), ("pvd-al", True)):
-            run, steps, sec = distill(teacher, first, train, folder, args.al_steps, 0.0, active, args.seed, method,
-                                      args.batch_rays)
-            rows.append(row(f"hashgrid -> {first} (eq. steps)", method, steps, sec,
-                            evaluate(run, test, limit=limit, progress=False), t_metrics["psnr"]))
-        name, run, psnr = first_student
-        back = Teacher(run.field, run.renderer, "", "field", run)
-        back_run, steps, sec = distill(back, "hashgrid", train, folder, 1_000_000, args.student_minutes, False,
-                                       args.seed, "round-trip", args.batch_rays)
-        rows.append(row(f"hashgrid -> {name} -> hashgrid", "pvd", steps, sec,
-                        evaluate(back_run, test, limit=limit, progress=False), t_metrics["psnr"]))
-        if args.splat:
-            from omnifield.distill.to_splat import distill_to_splat
-
-            scene, info = distill_to_splat(t_run.field, t_run.renderer, train.cameras, 1_000_000, n_gaussians=20000,
-                                           minutes=args.student_minutes, seed=args.seed, progress=False)
-            rows.append(row("hashgrid -> splat", "fit", info["steps"], info["seconds"],
-                            evaluate_any("splat", scene, None, test, limit), t_metrics["psnr"]))
+        if not args.splat_teacher_only:
+            rows += field_teacher_rows(train, test, folder, args)
         if args.splat_teacher:
             splats = load_teacher(Path(args.splat_teacher), args.grid)
             s_metrics = evaluate_any("splat", splats.field, None, test, limit)
             rows.append(row("splat (teacher)", "images", 0, 0.0, s_metrics, None))
             rows += pvd_vs_scratch(splats, "splat", s_metrics["psnr"], "hashgrid", train, test, folder, args)[0]
     _save(rows, args.out)
+
+
+def field_teacher_rows(train: PosedImages, test: PosedImages, folder: Path, args: argparse.Namespace) -> list[dict]:
+    """Hash-grid teacher, its students (PVD vs scratch), PVD vs PVD-AL, the round trip and (--splat) splats."""
+    limit, rows = args.eval_views, []
+    t_run, t_steps, t_sec = train_scratch("hashgrid", train, args.teacher_minutes, folder, args.seed, args.grid,
+                                          args.batch_rays)
+    teacher = Teacher(t_run.field, t_run.renderer, "", "field", t_run)
+    t_metrics = evaluate(t_run, test, limit=limit, progress=False)
+    rows.append(row("hashgrid (teacher)", "images", t_steps, t_sec, t_metrics, None))
+    students = [s for s in args.students.split(",") if s]
+    first_student = None
+    for name in students:
+        pair_rows, pvd_run = pvd_vs_scratch(teacher, "hashgrid", t_metrics["psnr"], name, train, test, folder, args)
+        rows += pair_rows
+        _save(rows, args.out)  # finished pairs survive a later failure
+        first_student = first_student or (name, pvd_run)
+    first = students[0]
+    for method, active in (("pvd", False), ("pvd-al", True)):
+        run, steps, sec = distill(teacher, first, train, folder, args.al_steps, 0.0, active, args.seed, method,
+                                  args.batch_rays)
+        rows.append(row(f"hashgrid -> {first} (eq. steps)", method, steps, sec,
+                        evaluate(run, test, limit=limit, progress=False), t_metrics["psnr"]))
+    name, run = first_student
+    back = Teacher(run.field, run.renderer, "", "field", run)
+    back_run, steps, sec = distill(back, "hashgrid", train, folder, 1_000_000, args.student_minutes, False,
+                                   args.seed, "round-trip", args.batch_rays)
+    rows.append(row(f"hashgrid -> {name} -> hashgrid", "pvd", steps, sec,
+                    evaluate(back_run, test, limit=limit, progress=False), t_metrics["psnr"]))
+    if args.splat:
+        from omnifield.distill.to_splat import distill_to_splat
+
+        scene, info = distill_to_splat(t_run.field, t_run.renderer, train.cameras, 1_000_000, n_gaussians=20000,
+                                       minutes=args.student_minutes, seed=args.seed, progress=False)
+        rows.append(row("hashgrid -> splat", "fit", info["steps"], info["seconds"],
+                        evaluate_any("splat", scene, None, test, limit), t_metrics["psnr"]))
+    return rows
 
 
 def _save(rows: list[dict], path: str | None) -> None:
