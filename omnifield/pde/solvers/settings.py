@@ -45,7 +45,7 @@ SOLVER_DEFAULTS: dict[str, dict] = {
 }
 
 # Sizes that reach the targets on the reference machine (2 CPU cores); flags override them.
-_BURGERS = {"width": 32, "depth": 4, "steps": 2000, "lbfgs_steps": 4000, "n_interior": 4000}
+_BURGERS = {"width": 32, "depth": 4, "steps": 2000, "lbfgs_steps": 4000, "n_interior": 4000, "double": True}
 PROBLEM_DEFAULTS: dict[tuple[str, str], dict] = {
     ("burgers", "hard"): _BURGERS,
     ("burgers", "pinn"): _BURGERS,
