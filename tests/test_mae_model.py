@@ -142,6 +142,8 @@ def test_frozen_encoder_keeps_its_weights_and_the_head_learns(tiny_grids):
     for key, value in model.encoder.state_dict().items():
         torch.testing.assert_close(value, encoder_before[key], rtol=0, atol=0)
     assert not torch.equal(model.classify[0].weight, head_before)
+    with pytest.raises(OmnifieldError, match="encoder-lr-scale must be >= 0"):
+        finetune_segmenter(model, rgba[:2], labels[:2], steps=1, progress=False, encoder_lr_scale=-1.0)
 
 
 def test_pretrained_encoder_is_copied_and_checkpoints_roundtrip(tmp_path):

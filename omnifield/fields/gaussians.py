@@ -142,10 +142,6 @@ class GaussianScene(nn.Module):
         """Quaternions (w, x, y, z) ``[N, 4]`` (unnormalised; the projection normalises)."""
         return self.quats
 
-    def covariances(self) -> torch.Tensor:
-        """World covariances ``[N, 3, 3]``."""
-        return build_covariances(self.scales(), self.rotations())
-
     def colors(self, origin: torch.Tensor) -> torch.Tensor:
         """Colour ``[N, 3]`` of every Gaussian seen from camera centre ``origin [3]``."""
         return self.colors_along(self.means - origin)

@@ -116,8 +116,6 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     model = segmenter_from_mae(mae, cfg, len(CLASS_NAMES), args.seed)
     start = f"pre-trained encoder {args.pretrained}" if mae is not None else "scratch"
     print(f"fine-tuning voxel labelling from {start} on {len(paths)} labelled grids")
-    if args.encoder_lr_scale < 0:
-        raise OmnifieldError(f"--encoder-lr-scale must be >= 0, got {args.encoder_lr_scale}")
     history = finetune_segmenter(model, rgba, labels, _positive("steps", args.steps), args.batch, args.lr, args.seed,
                                  encoder_lr_scale=args.encoder_lr_scale)
     out = Path(args.out)

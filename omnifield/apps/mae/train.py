@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from omnifield.apps.mae.model import MAE3D, VoxelSegmenter, masked_reconstruction_loss, patchify
+from omnifield.errors import OmnifieldError
 
 
 def augment(rgba: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator):
@@ -138,15 +139,20 @@ def finetune_segmenter(
 ) -> list[dict]:
     """Train with class-weighted voxel cross-entropy; returns per-step ``{"step", "loss"}``.
 
-    The encoder learns at ``lr * encoder_lr_scale`` (0 freezes it: a linear-probe-like setting), the head at ``lr``.
+    The encoder learns at ``lr * encoder_lr_scale`` (0 freezes it: a linear-probe-like setting), the
+    head at ``lr``.
     """
+    if encoder_lr_scale < 0:
+        raise OmnifieldError(f"--encoder-lr-scale must be >= 0, got {encoder_lr_scale}")
     torch.manual_seed(seed)
     weights = class_weights(labels, model.n_classes)
     encoder = list(model.encoder.parameters())
     head = [p for name, p in model.named_parameters() if not name.startswith("encoder.")]
+    groups = [{"params": head, "lr": lr}]
     for p in encoder:
         p.requires_grad_(encoder_lr_scale > 0)
-    groups = [{"params": head, "lr": lr}] + ([{"params": encoder, "lr": lr * encoder_lr_scale}] if encoder_lr_scale > 0 else [])
+    if encoder_lr_scale > 0:
+        groups.append({"params": encoder, "lr": lr * encoder_lr_scale})
 
     def loss_of_batch(idx, generator):
         batch, target = augment(rgba[idx], labels[idx], generator)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from omnifield.apps.splat.compact import CompactConfig, CompactGaussianScene
+from omnifield.apps.splat.rvq import decode_codes
 from omnifield.config import config_from_dict, config_to_dict
 from omnifield.errors import OmnifieldError
 from omnifield.io.atomic import atomic_path
@@ -24,7 +25,8 @@ from omnifield.io.atomic import atomic_path
 MAGIC = b"OFSPLATZ2"
 
 
-def quantize_u8(values: torch.Tensor, lo: float | None = None, hi: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_u8(values: torch.Tensor, lo: float | None = None,
+                hi: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """8-bit min-max quantization: ``values -> (codes uint8 like values, range [2] = (lo, hi))``."""
     lo = float(values.min()) if lo is None else lo
     hi = float(values.max()) if hi is None else hi
@@ -101,15 +103,14 @@ def load_compressed(path: str | Path) -> CompactGaussianScene:
 
 def _scene_from_tensors(tensors: dict[str, torch.Tensor], cfg: CompactConfig) -> CompactGaussianScene:
     """Undo the quantization of :func:`save_compressed`."""
-    scale_cb, rot_cb = tensors["scale_codebooks"].float(), tensors["rotation_codebooks"].float()
-    stages = torch.arange(scale_cb.shape[0])
-    log_scales = scale_cb[stages[None], tensors["scale_idx"].long()].sum(1)
-    quats = rot_cb[stages[None], tensors["rotation_idx"].long()].sum(1)
+    log_scales = decode_codes(tensors["scale_codebooks"].float(), tensors["scale_idx"])
+    quats = decode_codes(tensors["rotation_codebooks"].float(), tensors["rotation_idx"])
     n = len(log_scales)
     opacity = dequantize_u8(tensors["opacity"], tensors["opacity_range"]).clamp(1e-6, 1 - 1e-6)
     scene = CompactGaussianScene(tensors["means"].float(), log_scales, quats, torch.logit(opacity),
                                  tensors["aabb"], cfg, mask_logits=torch.full((n,), 10.0))
     grid = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("color_grid/")}
+    mlp = {k.split("/", 1)[1]: v.float() for k, v in tensors.items() if k.startswith("color_mlp/")}
     scene.color_grid.load_state_dict({k: dequantize_u8(v, tensors[f"color_grid_range/{k}"]) for k, v in grid.items()})
-    scene.color_mlp.load_state_dict({k.split("/", 1)[1]: v.float() for k, v in tensors.items() if k.startswith("color_mlp/")})
+    scene.color_mlp.load_state_dict(mlp)
     return scene

@@ -24,5 +24,5 @@ def s3im_on_pixels(pred: torch.Tensor, target: torch.Tensor, generator: torch.Ge
     from omnifield.distill.s3im import s3im_loss
 
     flat_pred, flat_target = pred.reshape(-1, pred.shape[-1]), target.reshape(-1, target.shape[-1])
-    pick = torch.randperm(flat_pred.shape[0], generator=generator)[: min(n_rays, flat_pred.shape[0])]
-    return s3im_loss(flat_pred[pick.to(pred.device)], flat_target[pick.to(pred.device)], generator=generator)
+    pick = torch.randperm(flat_pred.shape[0], generator=generator)[:n_rays].to(pred.device)
+    return s3im_loss(flat_pred[pick], flat_target[pick], generator=generator)

@@ -19,6 +19,12 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     return torch.addmm((codebook * codebook).sum(-1)[None], x, codebook.T, alpha=-2.0).argmin(dim=-1)
 
 
+def decode_codes(codebooks: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """``sum_s codebooks[s, indices[:, s]]``: vectors ``[N, D]`` from ``codebooks [S, C, D]``, ``indices [N, S]``."""
+    stages = torch.arange(codebooks.shape[0], device=indices.device)
+    return codebooks[stages[None, :], indices.long()].sum(dim=1)
+
+
 class ResidualVQ(nn.Module):
     """``n_stages`` x ``n_codes`` codebooks over ``dim``-vectors (buffers, not trained by gradients)."""
 
@@ -60,8 +66,7 @@ class ResidualVQ(nn.Module):
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         """Vectors ``[N, D]`` from code indices ``[N, S]``."""
-        stages = torch.arange(self.codebooks.shape[0], device=indices.device)
-        return self.codebooks[stages[None, :], indices].sum(dim=1)
+        return decode_codes(self.codebooks, indices)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Straight-through quantization of ``x [N, D]``; in training mode the codebooks first follow the
