@@ -60,8 +60,7 @@ def load_teacher(run_dir: Path, grid_resolution: int = 64) -> Teacher:
         scene = load_splat_run(run_dir)
         aabb = config.get("options", {}).get("aabb") or [-1.5, -1.5, -1.5, 1.5, 1.5, 1.5]
         sampler = VolumeRenderer(aabb, VolumeRendererConfig(grid=OccupancyGridConfig(resolution=grid_resolution)))
-        chunk = max(1, (1 << 22) // max(len(scene), 1))
-        sampler.grid.update(0, lambda x: scene.density(x, chunk=chunk), sampler.step_size)
+        sampler.grid.update(0, scene.density, sampler.step_size)
         scene.aabb = torch.tensor(aabb, dtype=torch.float32)
         return Teacher(scene, sampler, config.get("data", ""), SPLAT)
     run, _, _ = Run.open(run_dir)

@@ -86,12 +86,11 @@ def has_point_features(f: nn.Module) -> bool:
 
 def point_outputs(f: nn.Module, x: torch.Tensor, d: torch.Tensor) -> PointOutputs:
     """Evaluate any radiance field at ``x [S, 3]`` seen along ``d [S, 3]``: one with point features, or a
-    Gaussian mixture (``density(x, chunk)``, ``rgb(x, d, chunk)``, ``len()`` Gaussians)."""
+    Gaussian mixture (``forward(x, d) -> (rgb, sigma)``, evaluated over nearby Gaussians only)."""
     if has_point_features(f):
         feats = f.point_features(x)
         return PointOutputs(feats[:, 0], feats, f.rgb_from_features(feats, d))
-    chunk = max(1, (1 << 22) // max(len(f), 1))  # a Gaussian mixture: bound the [chunk, N] temporaries
-    sigma, rgb = f.density(x, chunk=chunk), f.rgb(x, d, chunk=chunk)
+    rgb, sigma = f(x, d)
     return PointOutputs(torch.log(sigma.clamp_min(1e-12)), None, rgb)
 
 

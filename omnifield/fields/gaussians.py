@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omnifield.fields.gaussian_bins import GaussianBins
 from omnifield.fields.sh import spherical_harmonics
 
 SH_C0 = 0.28209479177387814
@@ -148,70 +149,88 @@ class GaussianScene(nn.Module):
 
     def colors_along(self, dirs: torch.Tensor) -> torch.Tensor:
         """Colour ``[N, 3]`` along (unnormalised) view directions ``dirs [N, 3]`` (one per Gaussian)."""
-        k = (self.active_sh_degree + 1) ** 2
-        coeffs = self.sh[:, :k]
-        if k == 1:
-            return (coeffs[:, 0] * SH_C0 + 0.5).clamp_min(0.0)
-        d = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-        basis = spherical_harmonics(d, self.active_sh_degree + 1)  # [N, k]
-        return ((basis[..., None] * coeffs).sum(dim=1) + 0.5).clamp_min(0.0)
+        return self.decode_colors(self.color_parameters(), dirs)
 
-    def colors_for_directions(self, dirs: torch.Tensor) -> torch.Tensor:
-        """Colour of every Gaussian seen along each query direction: ``dirs [B, 3] -> [B, N, 3]``."""
-        k = (self.active_sh_degree + 1) ** 2
-        unit = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-        basis = spherical_harmonics(unit, self.active_sh_degree + 1)[:, :k]
-        return (torch.einsum("bk,nkc->bnc", basis, self.sh[:, :k]) + 0.5).clamp_min(0.0)
+    def color_parameters(self) -> torch.Tensor:
+        """What colours each Gaussian: its active SH coefficients ``[N, (degree+1)^2, 3]``."""
+        return self.sh[:, : (self.active_sh_degree + 1) ** 2]
+
+    def decode_colors(self, params: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+        """Colours ``[P, 3]`` of Gaussians with ``params [P, ...]`` (rows of :meth:`color_parameters`) along ``dirs [P, 3]``."""
+        k = params.shape[1]
+        if k == 1:
+            return (params[:, 0] * SH_C0 + 0.5).clamp_min(0.0)
+        d = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+        basis = spherical_harmonics(d, round(math.sqrt(k)))  # [P, k]
+        return ((basis[..., None] * params).sum(dim=1) + 0.5).clamp_min(0.0)
 
     def set_sh_degree_for_step(self, step: int, every: int) -> None:
         """Raise the active SH degree by one every ``every`` steps (3DGS: 1000), up to the maximum."""
         self.active_sh_degree = min(self.max_sh_degree, step // max(every, 1))
 
     # -- as a radiance field ------------------------------------------------------------------
-    def density(self, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    def density(self, x: torch.Tensor, pair_budget: int = 1 << 22) -> torch.Tensor:
         """Volume density ``[...]`` of the mixture at points ``x [..., 3]``.
 
         ``sigma(x) = sum_i -ln(1 - o_i) / (sqrt(2 pi) s_i) exp(-0.5 (x - mu_i)^T Sigma_i^-1 (x - mu_i))``
         with ``s_i`` the geometric mean scale, so a ray through the centre of an isotropic Gaussian
-        accumulates optical depth ``-ln(1 - o_i)``, i.e. opacity ``o_i`` as in splatting.
+        accumulates optical depth ``-ln(1 - o_i)``, i.e. opacity ``o_i`` as in splatting. As the
+        rasterizer drops alpha below 1/255, each Gaussian is cut off where ``o_i exp(-m/2) < 1/255``
+        (``m`` the squared Mahalanobis distance); Gaussians are found through a spatial index, so the
+        cost is proportional to the (point, nearby Gaussian) pairs, evaluated ``pair_budget`` at a time.
         """
-        return self._mixture(x, None, chunk)[0]
+        return self._mixture(x, None, pair_budget)[0]
 
-    def rgb(self, x: torch.Tensor, d: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    def rgb(self, x: torch.Tensor, d: torch.Tensor, pair_budget: int = 1 << 22) -> torch.Tensor:
         """Colour ``[..., 3]`` at points ``x [..., 3]`` seen along directions ``d [..., 3]``.
 
         The density-weighted mean of the Gaussians' view-dependent colours (0.5 grey where empty).
         """
-        return self._mixture(x, d, chunk)[1]
+        return self._mixture(x, d, pair_budget)[1]
 
     def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(rgb [..., 3], sigma [...])`` like :class:`~omnifield.fields.RadianceField`."""
-        sigma, rgb = self._mixture(x, d, 4096)
+        sigma, rgb = self._mixture(x, d, 1 << 22)
         return rgb, sigma
 
-    def _mixture(self, x: torch.Tensor, d: torch.Tensor | None, chunk: int):
+    def _mixture(self, x: torch.Tensor, d: torch.Tensor | None, pair_budget: int):
         lead = x.shape[:-1]
         pts = x.reshape(-1, 3)
         dirs = None if d is None else d.reshape(-1, 3).expand(len(pts), 3)
         scales = self.scales()
-        # Sigma^-1 = R S^-2 R^T directly: trained scenes hold Gaussians too thin to invert Sigma in float32,
-        # and Compact-3DGS's masked ones have zero scale (and opacity); those get no density.
+        # Sigma^-1 = L L^T with L = R S^-1 directly: trained scenes hold Gaussians too thin to invert Sigma
+        # in float32, and Compact-3DGS's masked ones have zero scale (and opacity); those get no density.
         safe = scales.clamp_min(1e-7)
-        precision = build_covariances(1.0 / safe, self.rotations())  # [N, 3, 3]
+        rot = quat_to_rotmat(self.rotations())
+        whiten = rot / safe[:, None, :]  # [N, 3, 3]; z = whiten^T (x - mu)
         opac = self.opacities().clamp(max=1 - 1e-6)
-        alive = (scales.min(-1).values > 0) & (opac > 0)
+        cutoff = 2.0 * torch.log((255.0 * opac.detach()).clamp_min(1.0))  # squared Mahalanobis radius [N]
+        alive = (scales.min(-1).values > 0) & (cutoff > 0)
         peak = -torch.log1p(-opac) / (math.sqrt(2 * math.pi) * safe.prod(-1).pow(1.0 / 3.0))
         peak = torch.where(alive, peak, torch.zeros_like(peak))  # [N]
+        # axis-aligned half extent of the cut-off ellipsoid: r * sqrt(diag Sigma)
+        half = cutoff.sqrt()[:, None] * (rot.detach() * scales.detach()[:, None, :]).square().sum(-1).sqrt()
+        half = torch.where(alive[:, None], half, torch.zeros_like(half))
+        bins = GaussianBins(self.means, half)
+        colors = None if dirs is None else self.color_parameters()
+        if len(pts) == 0:
+            return pts.new_zeros(lead), (None if dirs is None else pts.new_zeros(*lead, 3))
+        # chunks of consecutive points holding about pair_budget candidate pairs each
+        group = torch.div(torch.cumsum(bins.pair_counts(pts), 0) - 1, pair_budget, rounding_mode="floor")
+        bounds = [0, *(torch.nonzero(group[1:] != group[:-1]).squeeze(-1) + 1).tolist(), len(pts)]
         sigmas, rgbs = [], []
-        for start in range(0, len(pts), chunk):
-            diff = pts[start : start + chunk, None, :] - self.means[None]  # [B, N, 3]
-            maha = torch.einsum("bni,nij,bnj->bn", diff, precision, diff)
-            w = peak * torch.exp(-0.5 * maha)  # [B, N]
-            sigmas.append(w.sum(-1))
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            p, g = bins.pairs(pts[a:b])
+            z = ((pts[a:b][p] - self.means[g])[:, :, None] * whiten[g]).sum(1)  # [P, 3]
+            maha = (z * z).sum(-1)
+            w = torch.where(maha <= cutoff[g], peak[g] * torch.exp(-0.5 * maha), torch.zeros_like(maha))
+            sigma = torch.zeros(b - a, dtype=w.dtype, device=w.device).index_add(0, p, w)
+            sigmas.append(sigma)
             if dirs is not None:
-                col = self.colors_for_directions(dirs[start : start + chunk])  # [B, N, 3]
-                total = w.sum(-1, keepdim=True)
-                rgbs.append(torch.where(total > 1e-12, (w[..., None] * col).sum(1) / total.clamp_min(1e-12), 0.5))
+                col = self.decode_colors(colors[g], dirs[a:b][p])  # [P, 3]
+                num = torch.zeros(b - a, 3, dtype=w.dtype, device=w.device).index_add(0, p, w[:, None] * col)
+                total = sigma[:, None]
+                rgbs.append(torch.where(total > 1e-12, num / total.clamp_min(1e-12), torch.full_like(num, 0.5)))
         sigma = torch.cat(sigmas).reshape(lead)
         rgb = torch.cat(rgbs).reshape(*lead, 3) if dirs is not None else None
         return sigma, rgb

@@ -107,22 +107,22 @@ class CompactGaussianScene(GaussianScene):
         return self.rotation_vq(quats) if self.use_rvq else quats
 
     # -- colour field ---------------------------------------------------------------------------
-    def _position_features(self) -> torch.Tensor:
+    def color_parameters(self) -> torch.Tensor:
+        """Hash-grid features ``[N, F]`` at the Gaussians' means."""
         lo, hi = self.aabb[:3], self.aabb[3:]
         return self.color_grid(((self.means - lo) / (hi - lo)).clamp(0.0, 1.0))
 
-    def _decode(self, feats: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+    def decode_colors(self, feats: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+        """``sigmoid(MLP([feats [P, F], SH(dirs [P, 3])]))`` -> ``[P, 3]``."""
         unit = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-9)
         view = spherical_harmonics(unit, self.cfg.view_sh_degree + 1)
         return torch.sigmoid(self.color_mlp(torch.cat([feats, view], dim=-1)))
 
-    def colors_along(self, dirs: torch.Tensor) -> torch.Tensor:
-        return self._decode(self._position_features(), dirs)
-
     def colors_for_directions(self, dirs: torch.Tensor) -> torch.Tensor:
-        feats = self._position_features()  # [N, F]
+        """Colour of every Gaussian seen along each query direction: ``dirs [B, 3] -> [B, N, 3]``."""
+        feats = self.color_parameters()  # [N, F]
         b, n = len(dirs), len(feats)
-        return self._decode(feats[None].expand(b, n, -1), dirs[:, None, :].expand(b, n, 3))
+        return self.decode_colors(feats[None].expand(b, n, -1), dirs[:, None, :].expand(b, n, 3))
 
     @property
     def sh(self) -> torch.Tensor:
