@@ -90,6 +90,33 @@ def test_binned_mixture_equals_the_dense_sum_over_all_gaussians():
     torch.testing.assert_close(small_budget, sigma, rtol=1e-12, atol=1e-12)
 
 
+def test_native_mixture_matches_the_torch_twin(monkeypatch):
+    """Without gradients, CPU float32 queries run the native kernel; values equal the torch pair loop."""
+    from omnifield.backend import native_kernels
+
+    if native_kernels(torch.zeros(1), "gaussian_mixture") is None:
+        pytest.skip("no C++ compiler: the native mixture kernel is unavailable")
+    g = torch.Generator().manual_seed(1)
+    n = 500
+    log_scales = torch.empty(n, 3).uniform_(-4.0, -2.0, generator=g)
+    log_scales[:3] = math.log(1.5)  # a few huge ones on the short list
+    scene = GaussianScene(torch.rand(n, 3, generator=g) * 2 - 1, log_scales, torch.randn(n, 4, generator=g),
+                          torch.randn(n, generator=g) * 2, torch.randn(n, 16, 3, generator=g) * 0.3)
+    x, d = torch.rand(4000, 3, generator=g) * 2.4 - 1.2, torch.randn(4000, 3, generator=g)
+    for degree in (0, 3):
+        scene.active_sh_degree = degree
+        with torch.no_grad():
+            native_rgb, native_sigma = scene(x, d)
+            native_density = scene.density(x)
+            monkeypatch.setenv("OMNIFIELD_BACKEND", "torch")
+            twin_rgb, twin_sigma = scene(x, d)
+            monkeypatch.delenv("OMNIFIELD_BACKEND")
+        torch.testing.assert_close(native_sigma, twin_sigma, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(native_density, twin_sigma, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(native_rgb, twin_rgb, rtol=1e-4, atol=1e-5)
+        assert float((twin_rgb - 0.5).abs().max()) > 0.1  # colours are not all the empty-space grey
+
+
 def test_mixture_gradients_flow_to_points_and_gaussians():
     scene = _single(0.8, 0.2).double()
     x = torch.tensor([[0.1, -0.05, 0.02]], dtype=torch.float64, requires_grad=True)

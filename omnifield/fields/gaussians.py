@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omnifield.backend import native_kernels
 from omnifield.fields.gaussian_bins import GaussianBins
 from omnifield.fields.sh import spherical_harmonics
 
@@ -55,6 +56,8 @@ def build_covariances(scales: torch.Tensor, quats: torch.Tensor) -> torch.Tensor
 
 class GaussianScene(nn.Module):
     """A set of anisotropic 3-D Gaussians with opacity and SH colour (see module docstring for shapes)."""
+
+    colors_are_sh = True  # color_parameters() are SH coefficients [N, K, 3] (the native mixture needs them)
 
     def __init__(
         self,
@@ -212,9 +215,36 @@ class GaussianScene(nn.Module):
         half = cutoff.sqrt()[:, None] * (rot.detach() * scales.detach()[:, None, :]).square().sum(-1).sqrt()
         half = torch.where(alive[:, None], half, torch.zeros_like(half))
         bins = GaussianBins(self.means, half)
-        colors = None if dirs is None else self.color_parameters()
         if len(pts) == 0:
             return pts.new_zeros(lead), (None if dirs is None else pts.new_zeros(*lead, 3))
+        needs_grad = torch.is_grad_enabled() and (pts.requires_grad or any(p.requires_grad for p in self.parameters()))
+        colorable = dirs is None or self.colors_are_sh
+        lib = None if needs_grad or not colorable or pts.dtype != whiten.dtype else native_kernels(pts, "gaussian_mixture")
+        terms = (bins, whiten, peak, cutoff)
+        if lib is not None:
+            sigma, rgb = self._native_mixture(lib, pts, dirs, terms)
+        else:
+            sigma, rgb = self._paired_mixture(pts, dirs, terms, pair_budget)
+        return sigma.reshape(lead), (None if rgb is None else rgb.reshape(*lead, 3))
+
+    def _native_mixture(self, lib, pts, dirs, terms):
+        """The native kernel (CPU float32, no gradients): one pass over each point's candidates."""
+        bins, whiten, peak, cutoff = terms
+        colors = dirs is not None
+        coeffs = self.color_parameters().detach().contiguous() if colors else pts.new_zeros(0, 0, 3)
+        basis = (spherical_harmonics(F.normalize(dirs, dim=-1), round(math.sqrt(coeffs.shape[1]))).contiguous()
+                 if colors else pts.new_zeros(0, 0))  # fmt: skip
+        sigma, rgb = lib.mixture_forward(
+            pts.detach().contiguous(), basis, self.means.detach().contiguous(), whiten.detach().contiguous(),
+            peak.detach().contiguous(), cutoff.contiguous(), coeffs, bins.cell_start, bins.entries, bins.large,
+            bins.lo.float().contiguous(), float(bins.cell), bins.res, colors,
+        )  # fmt: skip
+        return sigma, (rgb if colors else None)
+
+    def _paired_mixture(self, pts, dirs, terms, pair_budget):
+        """The torch twin (differentiable): (point, candidate Gaussian) pairs, ``pair_budget`` at a time."""
+        bins, whiten, peak, cutoff = terms
+        colors = None if dirs is None else self.color_parameters()
         # chunks of consecutive points holding about pair_budget candidate pairs each
         group = torch.div(torch.cumsum(bins.pair_counts(pts), 0) - 1, pair_budget, rounding_mode="floor")
         bounds = [0, *(torch.nonzero(group[1:] != group[:-1]).squeeze(-1) + 1).tolist(), len(pts)]
@@ -231,6 +261,4 @@ class GaussianScene(nn.Module):
                 num = torch.zeros(b - a, 3, dtype=w.dtype, device=w.device).index_add(0, p, w[:, None] * col)
                 total = sigma[:, None]
                 rgbs.append(torch.where(total > 1e-12, num / total.clamp_min(1e-12), torch.full_like(num, 0.5)))
-        sigma = torch.cat(sigmas).reshape(lead)
-        rgb = torch.cat(rgbs).reshape(*lead, 3) if dirs is not None else None
-        return sigma, rgb
+        return torch.cat(sigmas), (torch.cat(rgbs) if dirs is not None else None)

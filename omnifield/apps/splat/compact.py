@@ -44,6 +44,8 @@ class CompactConfig:
 class CompactGaussianScene(GaussianScene):
     """Gaussians with volume masks, a hash-grid colour field and optional RVQ of scale and rotation."""
 
+    colors_are_sh = False
+
     def __init__(self, means, log_scales, quats, opacity_logits, aabb: torch.Tensor, cfg: CompactConfig | None = None,
                  mask_logits: torch.Tensor | None = None):
         n = means.shape[0]
