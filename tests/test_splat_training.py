@@ -17,6 +17,7 @@ from omnifield.apps.splat.init import points_from_density, read_point_cloud
 from omnifield.apps.splat.losses import s3im_on_pixels
 from omnifield.apps.splat.run import load_splat_run
 from omnifield.apps.splat.train import make_optimizer
+from omnifield.apps.splat.compact import CompactGaussianScene
 from omnifield.cli import main as cli_main
 from omnifield.errors import OmnifieldError
 from omnifield.fields.gaussians import GaussianScene
@@ -91,6 +92,19 @@ def test_opacity_reset_and_large_gaussian_pruning():
     info = _backward_with_grad(scene, optimizer, torch.zeros(4, 2))
     control.step_post_backward(scene, optimizer, info, step=11)  # after a reset: scale 0.5 > 0.1 * scene_scale
     assert len(scene) == 3 and float(scene.scales().max()) < 0.01
+
+
+def test_masked_gaussians_are_pruned_after_densification_stops():
+    """Compact-3DGS drops masked Gaussians every ``mask_prune_every`` steps to the end of training."""
+    base = _scene_for_control()
+    scene = CompactGaussianScene.from_scene(base, torch.tensor([-1.0, -1, -1, 4, 1, 1]))
+    scene.mask_logits.data[1] = -10.0  # masked out
+    optimizer = make_optimizer(scene, 1.0)
+    control = DensityControl(DensityControlConfig(refine_stop_iter=100, mask_prune_every=50), 1.0)
+    info = _backward_with_grad(scene, optimizer, torch.zeros(4, 2))
+    assert control.step_post_backward(scene, optimizer, info, step=120) == {} and len(scene) == 4
+    assert control.step_post_backward(scene, optimizer, info, step=150) == {"pruned": 1}
+    assert len(scene) == 3 and len(optimizer.state[scene.means]["exp_avg"]) == 3
 
 
 def _write_blender(root, scene: GaussianScene, n_views: int, size: int, split: str, offset: float) -> None:

@@ -11,6 +11,9 @@ visible Gaussian is accumulated, with gsplat's normalisation ``grad * (W/2, H/2)
   ``> prune_scale3d * scene_scale``;
 - every ``reset_every`` steps opacities are clamped to ``2 * prune_opa``.
 
+After ``refine_stop_iter``, scenes with volume masks (Compact-3DGS) still drop their masked
+Gaussians every ``mask_prune_every`` steps, as the paper does to the end of training.
+
 New Gaussians get zero Adam moments. ``max_gaussians`` (not in gsplat) caps growth for CPU budgets:
 when the candidates would exceed it, those with the largest gradients are kept.
 """
@@ -41,6 +44,7 @@ class DensityControlConfig:
     reset_every: int = 3000
     refine_every: int = 100
     max_gaussians: int = 0
+    mask_prune_every: int = 1000
 
 
 def replace_gaussians(scene: nn.Module, optimizer: torch.optim.Optimizer, select: torch.Tensor | None,
@@ -83,6 +87,11 @@ class DensityControl:
         """Call after ``loss.backward()`` with the renderer's output ``info`` (means2d, radii, width, height)."""
         cfg = self.cfg
         if step >= cfg.refine_stop_iter:
+            if hasattr(scene, "prune_mask") and step % cfg.mask_prune_every == 0:
+                masked = scene.prune_mask()
+                if bool(masked.any()):
+                    replace_gaussians(scene, optimizer, ~masked, None)
+                return {"pruned": int(masked.sum())}
             return {}
         self._accumulate(info, len(scene))
         report: dict[str, int] = {}
