@@ -105,7 +105,7 @@ def test_pvd_lowers_feature_and_rgb_gap_between_two_small_fields(active):
     assert not any(p.requires_grad for p in teacher.parameters())
 
 
-def test_pvd_from_a_gaussian_teacher_matches_density_and_colour():
+def _gaussian_teacher() -> GaussianScene:
     g = torch.Generator().manual_seed(0)
     n = 12
     means = torch.rand(n, 3, generator=g) - 0.5
@@ -114,11 +114,49 @@ def test_pvd_from_a_gaussian_teacher_matches_density_and_colour():
     teacher = GaussianScene(means, torch.full((n, 3), math.log(0.15)), torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
                             torch.full((n,), 2.0), sh)
     teacher.aabb = torch.tensor(AABB)
+    return teacher
+
+
+def test_teacher_images_are_the_rasterized_renders_on_any_background():
+    from omnifield.distill.active import RayBatch
+    from omnifield.distill.teacher_images import TeacherImages
+    from omnifield.renderers.splat import SplatRenderer
+
+    teacher, cameras = _gaussian_teacher(), ring_cameras()
+    images = TeacherImages(teacher, cameras)
+    views = torch.tensor([0, 1, 3, 3])
+    px, py = torch.tensor([0.5, 5.5, 11.5, 6.5]), torch.tensor([0.5, 6.5, 3.5, 6.5])
+    for colour in ((1.0, 1.0, 1.0), (0.2, 0.7, 0.1)):
+        bg = torch.tensor(colour).expand(4, 3)
+        got = images.lookup(RayBatch(views, px, py), bg)
+        with torch.no_grad():
+            want = torch.stack([SplatRenderer(background=colour).render_camera(teacher, cameras, int(v))["rgb"][
+                int(y), int(x)] for v, x, y in zip(views, px, py)])
+        torch.testing.assert_close(got, want, atol=2.5 / 255, rtol=0)  # 8-bit storage
+
+
+def _splat_gap(teacher, student, cameras, sampler) -> float:
+    """Mean squared difference between the student's volume rendering and the teacher's rasterized image."""
+    from omnifield.renderers.splat import SplatRenderer
+
+    errors = []
+    with torch.no_grad():
+        for i in range(len(cameras)):
+            o, d = cameras.image_rays(i)
+            s = sampler.render_rays(student, o, d, torch.ones(3)).rgb.reshape(cameras.height, cameras.width, 3)
+            errors.append(((SplatRenderer().render_camera(teacher, cameras, i)["rgb"] - s) ** 2).mean())
+    return float(torch.stack(errors).mean())
+
+
+def test_pvd_from_a_gaussian_teacher_matches_density_and_colour():
+    teacher = _gaussian_teacher()
     student, cameras, sampler = tiny_triplane(), ring_cameras(), uniform_sampler()
     x = torch.rand(8, 3) - 0.5
     out = point_outputs(teacher, x, torch.randn(8, 3))
     assert out.features is None and torch.allclose(out.logit.exp(), teacher.density(x), rtol=1e-4)
     _, rgb0 = gaps(teacher, student, cameras, sampler)
+    splat0 = _splat_gap(teacher, student, cameras, sampler)
     Distiller(teacher, student, sampler, cameras, PVDConfig(steps=40, batch_rays=128, n_sphere_views=8)).fit(progress=False)
     _, rgb1 = gaps(teacher, student, cameras, sampler)
     assert rgb1 < 0.5 * rgb0
+    assert _splat_gap(teacher, student, cameras, sampler) < 0.5 * splat0  # the teacher's own (rasterized) image

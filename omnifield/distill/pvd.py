@@ -4,7 +4,8 @@ Shared space: every :class:`~omnifield.fields.radiance.RadianceField` computes p
 ``[density logit, 15 geo features]`` ahead of a view-dependent colour head of the same shape; the
 student gets the teacher's colour head (copied) and learns to reproduce the teacher's features.
 A :class:`~omnifield.fields.gaussians.GaussianScene` teacher has no features; it is matched through
-``density`` (as the logit ``log sigma``) and ``rgb``.
+``density`` (as the logit ``log sigma``) and ``rgb`` at the points, and its rendering is its rasterized
+image (:mod:`.teacher_images`; rays then pass through pixel centres).
 
 Per step: rays from random sphere poses and the training cameras (:mod:`.poses`), one set of
 samples along them (occupancy grid and early termination of the teacher), and at those same points:
@@ -32,7 +33,9 @@ from tqdm import tqdm
 from omnifield.config import register_config
 from omnifield.distill.active import ActiveConfig, HardRayPool, RayBatch, ViewSampler, point_weights
 from omnifield.distill.poses import join_cameras, sphere_cameras
+from omnifield.distill.teacher_images import TeacherImages
 from omnifield.fields.activations import trunc_exp
+from omnifield.fields.gaussians import GaussianScene
 from omnifield.renderers.cameras import Cameras
 from omnifield.renderers.volrend import accumulate_along_rays, render_weight_from_density
 from omnifield.renderers.volume import VolumeRenderer
@@ -134,6 +137,7 @@ class Distiller:
         self.n_train = len(train_cameras)
         sphere = sphere_cameras(train_cameras, cfg.n_sphere_views, self.generator)
         self.cameras = join_cameras(train_cameras, sphere)
+        self.teacher_images = TeacherImages(teacher, self.cameras) if isinstance(teacher, GaussianScene) else None
         self.shared_head = share_color_head(teacher, student)
         self.views = ViewSampler(len(self.cameras), cfg.active, self.generator)
         self.pool = HardRayPool(cfg.active, self.generator)
@@ -153,6 +157,8 @@ class Distiller:
                                 torch.randint(0, self.n_train, (n,), generator=g))
         px = torch.rand(n, generator=g) * self.cameras.width
         py = torch.rand(n, generator=g) * self.cameras.height
+        if self.teacher_images is not None:  # the teacher's image is known at pixel centres
+            px, py = px.floor() + 0.5, py.floor() + 0.5
         return RayBatch(views, px, py)
 
     def draw_rays(self) -> RayBatch:
@@ -180,7 +186,10 @@ class Distiller:
             t = point_outputs(teacher, x, d)
             t_logit = t.logit.clamp(cfg.logit_min, cfg.logit_max)
             t_w, _, _ = render_weight_from_density(s.t_starts, s.t_ends, trunc_exp(t_logit), ri, n)
-            t_img = self._composite(t_w, t.rgb, ri, n, bg)
+            if self.teacher_images is None:
+                t_img = self._composite(t_w, t.rgb, ri, n, bg)
+            else:
+                t_img = self.teacher_images.lookup(rays, bg)
         pw = point_weights(t_w) if cfg.active.point else torch.ones_like(t_w)
         f = student.point_features(x)
         s_logit = f[:, 0].clamp(cfg.logit_min, cfg.logit_max)
