@@ -56,7 +56,7 @@ def _dense_mixture(scene: GaussianScene, x: torch.Tensor, d: torch.Tensor):
     diff = x[:, None, :] - scene.means[None]
     maha = torch.einsum("bni,nij,bnj->bn", diff, precision, diff)
     o = scene.opacities()
-    peak = -torch.log1p(-o) / (math.sqrt(2 * math.pi) * scene.scales().prod(-1) ** (1 / 3))
+    peak = -torch.log1p(-o) / (math.sqrt(2 * math.pi) * scene.scales().min(-1).values)
     w = torch.where(o * torch.exp(-0.5 * maha) >= 1 / 255, peak * torch.exp(-0.5 * maha), 0.0)
     col = torch.stack([scene.colors_along(dd.expand(len(scene), 3)) for dd in d])  # [B, N, 3]
     sigma = w.sum(-1)

@@ -21,6 +21,7 @@ from omnifield.config import config_to_dict, replace_config
 from omnifield.errors import OmnifieldError
 
 SPLAT = "splat"
+GRID_PASSES = 8  # occupancy-grid passes over a splat teacher's density (lego: 3.9 % -> 4.8 % of cells)
 
 EPILOG = """examples:
   omnifield convert outputs/lego --to triplane --steps 3000
@@ -60,7 +61,8 @@ def load_teacher(run_dir: Path, grid_resolution: int = 64) -> Teacher:
         scene = load_splat_run(run_dir)
         aabb = config.get("options", {}).get("aabb") or [-1.5, -1.5, -1.5, 1.5, 1.5, 1.5]
         sampler = VolumeRenderer(aabb, VolumeRendererConfig(grid=OccupancyGridConfig(resolution=grid_resolution)))
-        sampler.grid.update(0, scene.density, sampler.step_size)
+        for _ in range(GRID_PASSES):  # one jittered point per cell and pass: thin Gaussians need several
+            sampler.grid.update(0, scene.density, sampler.step_size)
         scene.aabb = torch.tensor(aabb, dtype=torch.float32)
         return Teacher(scene, sampler, config.get("data", ""), SPLAT)
     run, _, _ = Run.open(run_dir)

@@ -176,8 +176,9 @@ class GaussianScene(nn.Module):
         """Volume density ``[...]`` of the mixture at points ``x [..., 3]``.
 
         ``sigma(x) = sum_i -ln(1 - o_i) / (sqrt(2 pi) s_i) exp(-0.5 (x - mu_i)^T Sigma_i^-1 (x - mu_i))``
-        with ``s_i`` the geometric mean scale, so a ray through the centre of an isotropic Gaussian
-        accumulates optical depth ``-ln(1 - o_i)``, i.e. opacity ``o_i`` as in splatting. As the
+        with ``s_i`` the smallest scale, so a ray through the centre along the thinnest axis accumulates
+        optical depth ``-ln(1 - o_i)``, i.e. opacity ``o_i`` as in splatting, and rays in other directions
+        at least that (trained splats are flat discs: a face-on ray must see the disc's opacity). As the
         rasterizer drops alpha below 1/255, each Gaussian is cut off where ``o_i exp(-m/2) < 1/255``
         (``m`` the squared Mahalanobis distance); Gaussians are found through a spatial index, so the
         cost is proportional to the (point, nearby Gaussian) pairs, evaluated ``pair_budget`` at a time.
@@ -200,6 +201,27 @@ class GaussianScene(nn.Module):
         lead = x.shape[:-1]
         pts = x.reshape(-1, 3)
         dirs = None if d is None else d.reshape(-1, 3).expand(len(pts), 3)
+        if len(pts) == 0:
+            return pts.new_zeros(lead), (None if dirs is None else pts.new_zeros(*lead, 3))
+        needs_grad = torch.is_grad_enabled() and (pts.requires_grad or any(p.requires_grad for p in self.parameters()))
+        terms = self._mixture_terms(needs_grad)
+        colorable = dirs is None or self.colors_are_sh
+        lib = None if needs_grad or not colorable or pts.dtype != terms[1].dtype else native_kernels(pts, "gaussian_mixture")
+        if lib is not None:
+            sigma, rgb = self._native_mixture(lib, pts, dirs, terms)
+        else:
+            sigma, rgb = self._paired_mixture(pts, dirs, terms, pair_budget)
+        return sigma.reshape(lead), (None if rgb is None else rgb.reshape(*lead, 3))
+
+    def _mixture_terms(self, needs_grad: bool):
+        """``(bins, whiten [N, 3, 3], peak [N], cutoff [N])``; kept until a parameter changes when no
+        gradient is needed (a frozen teacher or a planner's world builds its index once). A parameter
+        counts as changed when its storage, shape or sum does (``.data`` edits bypass version counters)."""
+        params = tuple((p.data_ptr(), tuple(p.shape), float(p.detach().sum())) for p in self.parameters())
+        key = (params, getattr(self, "use_rvq", None))
+        cached = self.__dict__.get("_cached_terms")
+        if not needs_grad and cached is not None and cached[0] == key:
+            return cached[1]
         scales = self.scales()
         # Sigma^-1 = L L^T with L = R S^-1 directly: trained scenes hold Gaussians too thin to invert Sigma
         # in float32, and Compact-3DGS's masked ones have zero scale (and opacity); those get no density.
@@ -209,23 +231,17 @@ class GaussianScene(nn.Module):
         opac = self.opacities().clamp(max=1 - 1e-6)
         cutoff = 2.0 * torch.log((255.0 * opac.detach()).clamp_min(1.0))  # squared Mahalanobis radius [N]
         alive = (scales.min(-1).values > 0) & (cutoff > 0)
-        peak = -torch.log1p(-opac) / (math.sqrt(2 * math.pi) * safe.prod(-1).pow(1.0 / 3.0))
+        peak = -torch.log1p(-opac) / (math.sqrt(2 * math.pi) * safe.min(-1).values)
         peak = torch.where(alive, peak, torch.zeros_like(peak))  # [N]
         # axis-aligned half extent of the cut-off ellipsoid: r * sqrt(diag Sigma)
         half = cutoff.sqrt()[:, None] * (rot.detach() * scales.detach()[:, None, :]).square().sum(-1).sqrt()
         half = torch.where(alive[:, None], half, torch.zeros_like(half))
-        bins = GaussianBins(self.means, half)
-        if len(pts) == 0:
-            return pts.new_zeros(lead), (None if dirs is None else pts.new_zeros(*lead, 3))
-        needs_grad = torch.is_grad_enabled() and (pts.requires_grad or any(p.requires_grad for p in self.parameters()))
-        colorable = dirs is None or self.colors_are_sh
-        lib = None if needs_grad or not colorable or pts.dtype != whiten.dtype else native_kernels(pts, "gaussian_mixture")
-        terms = (bins, whiten, peak, cutoff)
-        if lib is not None:
-            sigma, rgb = self._native_mixture(lib, pts, dirs, terms)
-        else:
-            sigma, rgb = self._paired_mixture(pts, dirs, terms, pair_budget)
-        return sigma.reshape(lead), (None if rgb is None else rgb.reshape(*lead, 3))
+        same_layout = cached is not None and cached[0] == key
+        terms = (cached[1][0] if same_layout else GaussianBins(self.means, half), whiten, peak, cutoff)
+        if not needs_grad:
+            terms = (terms[0], *(t.detach() for t in terms[1:]))
+            self.__dict__["_cached_terms"] = (key, terms)
+        return terms
 
     def _native_mixture(self, lib, pts, dirs, terms):
         """The native kernel (CPU float32, no gradients): one pass over each point's candidates."""
