@@ -44,7 +44,7 @@ class Case:
     target: float | None = None
     label: str = ""
     full: dict = field(default_factory=dict)
-    quick: dict = field(default_factory=lambda: dict(steps=60, lbfgs_steps=20, n_interior=512))
+    quick: dict = field(default_factory=lambda: dict(steps=60, lbfgs_steps=20, n_interior=512, lbfgs_points=0))
 
     def settings(self, quick: bool) -> SolverSettings:
         s = replace(SolverSettings(), **SOLVER_DEFAULTS.get(self.solver, {}))

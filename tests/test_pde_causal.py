@@ -33,3 +33,19 @@ def test_schedule_advances_only_when_all_weights_are_large():
     s.update(torch.ones(3))
     s.update(torch.ones(3))
     assert s.eps == 10.0
+
+
+def test_causal_lbfgs_in_float64_holds_weights_per_block_and_advances_eps(tmp_path):
+    import json
+
+    from omnifield.pde.solvers import solve
+    from omnifield.pde.solvers.settings import SolverSettings
+
+    settings = SolverSettings(width=8, depth=1, steps=0, lbfgs_steps=6, n_interior=64, n_condition=16, chunks=4,
+                              eps="1e-6,1e-5", lbfgs_double=True, lbfgs_points=96, arch="modified")
+    metrics = solve("heat", "causal", settings, tmp_path, quiet=True)
+    assert math.isfinite(metrics["rel_l2"])
+    history = json.loads((tmp_path / "loss_history.json").read_text())
+    lbfgs = [h for h in history if h["phase"] == "lbfgs"]
+    assert lbfgs and lbfgs[-1]["eps"] == 1e-5  # no Adam step: L-BFGS moved the schedule on (weights ~1)
+    assert all(0.0 <= h["min_weight"] <= 1.0 for h in lbfgs)

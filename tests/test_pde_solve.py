@@ -142,3 +142,19 @@ def test_registry_all_is_complete():
         for name in module.__all__:
             assert hasattr(module, name)
     assert set(solvers.SOLVERS) <= set(registry.solver_names())
+
+
+def test_modified_mlp_is_periodic_and_differentiable():
+    torch.manual_seed(0)
+    cfg = UnknownConfig(n_harmonics=2, width=8, n_hidden_layers=2, arch="modified")
+    field = PDEField((-1.0, 0.0), (1.0, 1.0), 1, cfg, periodic_axes=(0,)).double()
+    assert field.gates is not None
+    t = torch.rand(20, 1, dtype=torch.float64)
+    left, right = torch.cat([-torch.ones_like(t), t], -1), torch.cat([torch.ones_like(t), t], -1)
+    torch.testing.assert_close(field(left), field(right), atol=1e-13, rtol=0)
+    x = torch.rand(16, 2, dtype=torch.float64, requires_grad=True)
+    (du,) = torch.autograd.grad(field(x).sum(), x, create_graph=True)
+    (d2,) = torch.autograd.grad(du[:, 0].sum(), x)
+    assert torch.isfinite(d2).all() and d2.abs().sum() > 0
+    with pytest.raises(OmnifieldError, match="--arch"):
+        PDEField((0.0,), (1.0,), 1, UnknownConfig(arch="resnet"))

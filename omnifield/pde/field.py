@@ -5,6 +5,10 @@ convention). With ``encoding="none"`` the decoder sees ``2s - 1`` directly and p
 axes are replaced by ``cos(k pi x'), sin(k pi x')`` (``k = 1..n_harmonics``), which makes
 the field exactly periodic there.
 
+``arch="modified"`` replaces the plain decoder by the modified MLP of Wang, Teng & Perdikaris
+(2021), used by causal PINNs: two encoders ``U = tanh(h W_u + b_u)``, ``V = tanh(h W_v + b_v)``
+gate every hidden layer, ``H_{k+1} = (1 - Z_k) * U + Z_k * V`` with ``Z_k = tanh(H_k W_k + b_k)``.
+
 Derivatives each encoding supports (what PDE residuals may use):
 
 - ``none`` / ``frequency`` / ``gaussian_embedding``: smooth (C-infinity), any order.
@@ -36,6 +40,7 @@ class UnknownConfig:
     n_hidden_layers: int = 4
     activation: str = "tanh"
     n_harmonics: int = 1
+    arch: str = "mlp"  # or "modified" (gated modified MLP)
 
 
 def _encoding_config(name: str, cfg):
@@ -68,12 +73,19 @@ class PDEField(nn.Module):
         else:
             self.encoding = _encoding_config(cfg.encoding, cfg.encoding_config).build(d)
             n_features = self.encoding.n_output_dims
+        if cfg.arch not in ("mlp", "modified"):
+            raise OmnifieldError(f"--arch: unknown architecture {cfg.arch!r}; choose mlp or modified")
+        if cfg.arch == "modified" and cfg.n_hidden_layers < 1:
+            raise OmnifieldError("--arch modified needs at least one hidden layer (--depth >= 1)")
         try:
             self.decoder = MLPConfig(width=cfg.width, n_hidden_layers=cfg.n_hidden_layers, activation=cfg.activation,
                                      implementation="omnifield").build(n_features, n_outputs)
         except ValueError as exc:
             raise OmnifieldError(f"PDE field decoder: {exc}") from None
-        for layer in self.decoder.layers:
+        self.gates = None
+        if cfg.arch == "modified":
+            self.gates = nn.ModuleList([nn.Linear(n_features, cfg.width), nn.Linear(n_features, cfg.width)])
+        for layer in list(self.decoder.layers) + list(self.gates or []):
             nn.init.xavier_normal_(layer.weight)
             nn.init.zeros_(layer.bias)
         self.register_buffer("harmonics", math.pi * torch.arange(1, cfg.n_harmonics + 1, dtype=torch.float64))
@@ -88,4 +100,12 @@ class PDEField(nn.Module):
         return torch.cat(plain + [f(ang) for ang in angles for f in (torch.cos, torch.sin)], dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.features(x))
+        h = self.features(x)
+        if self.gates is None:
+            return self.decoder(h)
+        layers, act = self.decoder.layers, self.decoder.act
+        u, v = (act(g(h)) for g in self.gates)
+        for layer in layers[:-1]:
+            z = act(layer(h))
+            h = u + z * (v - u)  # (1 - z) u + z v
+        return layers[-1](h)

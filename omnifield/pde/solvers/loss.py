@@ -51,6 +51,7 @@ class PhysicsLoss:
         self.soft_conditions, self.condition_weight = soft_conditions, condition_weight
         self.dtype = dtype
         self.last_weights: torch.Tensor | None = None
+        self.frozen_weights: torch.Tensor | None = None  # causal weights held fixed (L-BFGS blocks)
 
     def sample(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Fresh collocation points (time-stratified per chunk when causal) and condition points."""
@@ -89,6 +90,8 @@ class PhysicsLoss:
             losses = chunk_losses(res_sq, batch["chunk"], self.causal.n_chunks)
             w = causal_weights(losses, self.causal.eps)
             self.last_weights = w
+            if self.frozen_weights is not None:
+                w = self.frozen_weights
             total = (w * losses).mean()
             parts["min_weight"] = float(w.min())
             parts["eps"] = self.causal.eps

@@ -22,6 +22,8 @@ class OptimizeSettings:
     lr_final: float = 1e-4
     resample_every: int = 100
     lbfgs_block: int = 50
+    lbfgs_dtype: torch.dtype | None = None  # convert the solution (and the batches) to it before L-BFGS
+    lbfgs_points: int = 0  # collocation points of the L-BFGS batch (0: the Adam batch size)
     quiet: bool = False
 
 
@@ -49,15 +51,27 @@ def optimize(loss: PhysicsLoss, params: list[torch.nn.Parameter], settings: Opti
             bar.set_postfix(loss=f"{parts['loss']:.2e}")
         bar.update(1)
     if settings.lbfgs_steps > 0:
+        if settings.lbfgs_dtype is not None and settings.lbfgs_dtype != loss.dtype:
+            loss.solution.to(settings.lbfgs_dtype)  # in place: the Parameter objects (and ``params``) stay
+            loss.dtype = settings.lbfgs_dtype
+        if settings.lbfgs_points > 0:
+            loss.n_interior = settings.lbfgs_points
         _lbfgs(loss, params, settings, loss.sample(generator), history, bar)
     bar.close()
     return history
 
 
 def _lbfgs(loss, params, settings, batch, history, bar) -> None:
-    """L-BFGS (strong Wolfe) on a fixed batch, in blocks; a block that turns the loss non-finite is undone."""
-    lbfgs = torch.optim.LBFGS(params, lr=1.0, max_iter=settings.lbfgs_block, history_size=50,
-                              tolerance_grad=1e-10, tolerance_change=1e-14, line_search_fn="strong_wolfe")
+    """L-BFGS (strong Wolfe) on a fixed batch, in blocks; a block that turns the loss non-finite is undone.
+
+    Causal training: within a block the causal weights are held at their value at the block's start
+    (so that the line search sees one objective); between blocks they are recomputed and the ``eps``
+    schedule advances as during Adam."""
+    def new_lbfgs():
+        return torch.optim.LBFGS(params, lr=1.0, max_iter=settings.lbfgs_block, history_size=50,
+                                 tolerance_grad=1e-10, tolerance_change=1e-14, line_search_fn="strong_wolfe")
+
+    lbfgs = new_lbfgs()
     last: dict = {}
 
     def closure():
@@ -73,15 +87,28 @@ def _lbfgs(loss, params, settings, batch, history, bar) -> None:
         saved = [p.detach().clone() for p in params]
         saved_state = copy.deepcopy(lbfgs.state_dict())
         lbfgs.param_groups[0]["max_iter"] = min(settings.lbfgs_block, settings.lbfgs_steps - done)
+        if loss.causal is not None:
+            loss.frozen_weights = None
+            loss(batch)  # current weights at the current eps
+            loss.frozen_weights = loss.last_weights
         lbfgs.step(closure)
         if not math.isfinite(last.get("loss", math.nan)):
             with torch.no_grad():
                 for p, s in zip(params, saved):
                     p.copy_(s)
             lbfgs.load_state_dict(saved_state)
+            loss.frozen_weights = None
             break
         block = lbfgs.param_groups[0]["max_iter"]
         done += block
+        if loss.causal is not None:
+            loss.frozen_weights = None
+            loss(batch)
+            eps = loss.causal.eps
+            loss.causal.update(loss.last_weights)
+            if loss.causal.eps != eps:
+                lbfgs = new_lbfgs()  # a new objective: drop the curvature pairs of the old one
+            last.update(min_weight=float(loss.last_weights.min()), eps=loss.causal.eps)
         history.append({"step": step0 + done, "phase": "lbfgs", **last})
         bar.set_postfix(loss=f"{last['loss']:.2e}")
         bar.update(block)

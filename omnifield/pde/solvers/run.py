@@ -16,6 +16,7 @@ from omnifield.pde.output import write_outputs
 from omnifield.pde.problem import Dirichlet, Periodic, Problem
 from omnifield.pde.registry import get_problem
 from omnifield.pde.solvers.causal import CausalSchedule
+from omnifield.pde.solvers.jet import JetField, jet_supported
 from omnifield.pde.solvers.loss import PhysicsLoss
 from omnifield.pde.solvers.moe import MixtureOfExpertsConstraint
 from omnifield.pde.solvers.optimize import OptimizeSettings, optimize
@@ -41,7 +42,7 @@ def _field(problem: Problem, s: SolverSettings, n_outputs: int) -> PDEField:
         enc_cfg = GaussianEmbeddingConfig(n_gaussians=s.n_gaussians, n_features=s.gaussian_features,
                                           init_sigma=s.gaussian_sigma, n_neighbors=s.gaussian_neighbors)
     cfg = UnknownConfig(encoding=s.field, encoding_config=enc_cfg, width=s.width, n_hidden_layers=s.depth,
-                        n_harmonics=s.n_harmonics)
+                        n_harmonics=s.n_harmonics, arch=s.arch)
     return PDEField(problem.lo, problem.hi, n_outputs, cfg, problem.periodic_axes)
 
 
@@ -59,10 +60,14 @@ def build_solution(solver: str, problem: Problem, s: SolverSettings, generator: 
     if solver == "moe":
         basis = _field(problem, s, s.basis)
         solution = MixtureOfExpertsConstraint(problem, basis, s.basis, s.experts, s.constraint_points, generator)
-    elif solver == "hard" or (solver in ("causal", "pig") and problem.has_hard_output):
-        solution = HardOutput(problem, _field(problem, s, problem.n_outputs))
     else:
-        solution = _field(problem, s, problem.n_outputs)
+        field = _field(problem, s, problem.n_outputs)
+        if solver == "pig" and s.double and jet_supported(field):
+            field = JetField(field)  # same parameters, residual derivatives in closed form
+        if solver == "hard" or (solver in ("causal", "pig") and problem.has_hard_output):
+            solution = HardOutput(problem, field)
+        else:
+            solution = field
     imposed = (Dirichlet,) if isinstance(solution, (HardOutput, MixtureOfExpertsConstraint)) else ()
     if s.field == "none":
         imposed += (Periodic,)
@@ -81,6 +86,8 @@ def solve(problem_name: str, solver: str, settings: SolverSettings, out_dir: Pat
     """Run ``solver`` on problem ``problem_name``; returns metrics (``rel_l2``, ``time_s``, ``n_params``, ...)."""
     if solver not in SOLVERS:
         raise OmnifieldError(f"unknown solver {solver!r}; choose from {', '.join(SOLVERS)}")
+    if settings.lbfgs_points < 0:
+        raise OmnifieldError("--lbfgs-points must be >= 0 (0: the --n-interior batch size)")
     problem = get_problem(problem_name)
     if not isinstance(problem, Problem):
         raise OmnifieldError(f"--solver {solver}: problem {problem_name!r} is not a collocation problem of omnifield.pde")
@@ -98,7 +105,9 @@ def solve(problem_name: str, solver: str, settings: SolverSettings, out_dir: Pat
     loss = PhysicsLoss(problem, solution, settings.n_interior, settings.n_condition, soft,
                        settings.condition_weight, causal, dtype, settings.adaptive_k, settings.adaptive_c)
     opt = OptimizeSettings(adam_steps=settings.steps, lbfgs_steps=settings.lbfgs_steps, lr=settings.lr,
-                           lr_final=settings.lr_final, resample_every=max(1, settings.resample_every), quiet=quiet)
+                           lr_final=settings.lr_final, resample_every=max(1, settings.resample_every), quiet=quiet,
+                           lbfgs_dtype=torch.float64 if settings.lbfgs_double else None,
+                           lbfgs_points=settings.lbfgs_points)
     params = [p for p in solution.parameters() if p.requires_grad]
     start = time.perf_counter()
     history = optimize(loss, params, opt, generator)

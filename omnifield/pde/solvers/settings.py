@@ -11,6 +11,7 @@ class SolverSettings:
     """Everything a solve needs besides the problem (sizes chosen for a 2-core CPU)."""
 
     field: str = "none"
+    arch: str = "mlp"
     width: int = 20
     depth: int = 4
     n_harmonics: int = 1
@@ -34,6 +35,8 @@ class SolverSettings:
     gaussian_features: int = 4
     gaussian_neighbors: int = 0
     double: bool = False
+    lbfgs_double: bool = False
+    lbfgs_points: int = 0
 
 
 SOLVER_DEFAULTS: dict[str, dict] = {
@@ -60,6 +63,8 @@ def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("PINN / causal / hard / moe / pig options")
     g.add_argument("--field", choices=("none", "frequency", "hashgrid", "gaussian_embedding"),
                    help="encoding of the unknown (none = plain tanh MLP on coordinates)")
+    g.add_argument("--arch", choices=("mlp", "modified"),
+                   help="decoder: plain tanh MLP or the gated modified MLP of Wang et al. (causal PINN)")
     g.add_argument("--width", type=int, help="MLP width")
     g.add_argument("--depth", type=int, help="MLP hidden layers")
     g.add_argument("--n-harmonics", type=int, help="periodic embedding harmonics (no encoding only)")
@@ -84,6 +89,9 @@ def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--gaussian-neighbors", type=int,
                    help="pig: nearest Gaussians summed per point (0 = all; K must cover ~3 sigma or the sum jumps)")
     g.add_argument("--double", action=argparse.BooleanOptionalAction, default=None, help="float64 training")
+    g.add_argument("--lbfgs-double", action=argparse.BooleanOptionalAction, default=None,
+                   help="switch to float64 for the L-BFGS phase (Adam stays in the --double/float32 precision)")
+    g.add_argument("--lbfgs-points", type=int, help="collocation points of the fixed L-BFGS batch (0: --n-interior)")
 
 
 def resolve_settings(solver: str, problem: str, args: argparse.Namespace) -> SolverSettings:
