@@ -254,3 +254,23 @@ def test_compact_to_plain_scene_bakes_colour():
     plain = scene.to_plain_scene()
     dirs = torch.nn.functional.normalize(torch.randn(50, 3), dim=-1)
     torch.testing.assert_close(plain.colors_along(dirs), scene.colors_along(dirs).detach(), atol=2e-2, rtol=0)
+
+
+def test_eval_values_are_kept_until_the_scene_changes():
+    """In eval mode without gradients RVQ and the colour grid run once; any edit of the scene is seen."""
+    scene = _compact(50)
+    scene.enable_rvq()
+    scene.eval()
+    with torch.no_grad():
+        first, feats = scene.scales(), scene.color_parameters()
+        assert scene.scales() is first and scene.color_parameters() is feats  # kept
+        scene.log_scales.data += 1.0  # a .data edit, invisible to autograd's version counter
+        moved = scene.scales()
+        assert moved is not first and float((moved - first).abs().max()) > 0
+        next(scene.color_grid.parameters()).data.mul_(0.5)
+        assert scene.color_parameters() is not feats
+    with torch.enable_grad():
+        assert scene.scales().requires_grad  # with gradients: computed afresh
+    scene.train()
+    with torch.no_grad():
+        assert scene.scales() is not scene.scales()

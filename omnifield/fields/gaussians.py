@@ -213,15 +213,24 @@ class GaussianScene(nn.Module):
             sigma, rgb = self._paired_mixture(pts, dirs, terms, pair_budget)
         return sigma.reshape(lead), (None if rgb is None else rgb.reshape(*lead, 3))
 
+    def frozen(self, name: str, compute):
+        """``compute()``, kept under ``name`` until a parameter or buffer changes (a frozen teacher, a
+        planner's world or a viewer computes it once). A tensor counts as changed when its storage, shape
+        or sum does (``.data`` edits bypass autograd's version counters)."""
+        tensors = [*self.parameters(), *self.buffers()]
+        key = (tuple((t.data_ptr(), tuple(t.shape), float(t.detach().sum())) for t in tensors),
+               getattr(self, "use_rvq", None))
+        cache = self.__dict__.setdefault("_frozen_values", {})
+        hit = cache.get(name)
+        if hit is None or hit[0] != key:
+            hit = cache[name] = (key, compute())
+        return hit[1]
+
     def _mixture_terms(self, needs_grad: bool):
-        """``(bins, whiten [N, 3, 3], peak [N], cutoff [N])``; kept until a parameter changes when no
-        gradient is needed (a frozen teacher or a planner's world builds its index once). A parameter
-        counts as changed when its storage, shape or sum does (``.data`` edits bypass version counters)."""
-        params = tuple((p.data_ptr(), tuple(p.shape), float(p.detach().sum())) for p in self.parameters())
-        key = (params, getattr(self, "use_rvq", None))
-        cached = self.__dict__.get("_cached_terms")
-        if not needs_grad and cached is not None and cached[0] == key:
-            return cached[1]
+        """``(bins, whiten [N, 3, 3], peak [N], cutoff [N])``; kept while unchanged when no gradient is needed."""
+        return self._compute_mixture_terms() if needs_grad else self.frozen("mixture", self._compute_mixture_terms)
+
+    def _compute_mixture_terms(self):
         scales = self.scales()
         # Sigma^-1 = L L^T with L = R S^-1 directly: trained scenes hold Gaussians too thin to invert Sigma
         # in float32, and Compact-3DGS's masked ones have zero scale (and opacity); those get no density.
@@ -236,12 +245,8 @@ class GaussianScene(nn.Module):
         # axis-aligned half extent of the cut-off ellipsoid: r * sqrt(diag Sigma)
         half = cutoff.sqrt()[:, None] * (rot.detach() * scales.detach()[:, None, :]).square().sum(-1).sqrt()
         half = torch.where(alive[:, None], half, torch.zeros_like(half))
-        same_layout = cached is not None and cached[0] == key
-        terms = (cached[1][0] if same_layout else GaussianBins(self.means, half), whiten, peak, cutoff)
-        if not needs_grad:
-            terms = (terms[0], *(t.detach() for t in terms[1:]))
-            self.__dict__["_cached_terms"] = (key, terms)
-        return terms
+        bins = self.frozen("bins", lambda: GaussianBins(self.means, half))  # depends on detached values only
+        return bins, whiten, peak, cutoff
 
     def _native_mixture(self, lib, pts, dirs, terms):
         """The native kernel (CPU float32, no gradients): one pass over each point's candidates."""

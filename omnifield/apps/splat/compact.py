@@ -98,22 +98,33 @@ class CompactGaussianScene(GaussianScene):
         self.rotation_vq.fit(F.normalize(self.quats.detach(), dim=-1))
         self.use_rvq = True
 
+    def _kept_in_eval(self, name: str, compute):
+        """``compute()``; in eval mode without gradients, kept until the scene changes (RVQ lookups and the
+        colour grid then run once, not at every rendered view)."""
+        return compute() if self.training or torch.is_grad_enabled() else self.frozen(name, compute)
+
     def scales(self) -> torch.Tensor:
-        log_scales = self.scale_vq(self.log_scales) if self.use_rvq else self.log_scales
-        return torch.exp(log_scales) * self.mask()[:, None]
+        def compute():
+            log_scales = self.scale_vq(self.log_scales) if self.use_rvq else self.log_scales
+            return torch.exp(log_scales) * self.mask()[:, None]
+
+        return self._kept_in_eval("scales", compute)
 
     def opacities(self) -> torch.Tensor:
         return torch.sigmoid(self.opacity_logits) * self.mask()
 
     def rotations(self) -> torch.Tensor:
-        quats = F.normalize(self.quats, dim=-1)
-        return self.rotation_vq(quats) if self.use_rvq else quats
+        def compute():
+            quats = F.normalize(self.quats, dim=-1)
+            return self.rotation_vq(quats) if self.use_rvq else quats
+
+        return self._kept_in_eval("rotations", compute)
 
     # -- colour field ---------------------------------------------------------------------------
     def color_parameters(self) -> torch.Tensor:
         """Hash-grid features ``[N, F]`` at the Gaussians' means."""
         lo, hi = self.aabb[:3], self.aabb[3:]
-        return self.color_grid(((self.means - lo) / (hi - lo)).clamp(0.0, 1.0))
+        return self._kept_in_eval("features", lambda: self.color_grid(((self.means - lo) / (hi - lo)).clamp(0.0, 1.0)))
 
     def decode_colors(self, feats: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
         """``sigmoid(MLP([feats [P, F], SH(dirs [P, 3])]))`` -> ``[P, 3]``."""
