@@ -158,3 +158,13 @@ def test_modified_mlp_is_periodic_and_differentiable():
     assert torch.isfinite(d2).all() and d2.abs().sum() > 0
     with pytest.raises(OmnifieldError, match="--arch"):
         PDEField((0.0,), (1.0,), 1, UnknownConfig(arch="resnet"))
+
+
+def test_lbfgs_resampling_splits_the_run_into_batches(tmp_path):
+    settings = replace(TINY, lbfgs_steps=7, lbfgs_resample_every=3, lbfgs_points=128)
+    metrics = solve("heat", "hard", settings, tmp_path, quiet=True)
+    assert np.isfinite(metrics["rel_l2"])
+    history = json.loads((tmp_path / "loss_history.json").read_text())
+    assert [h["step"] for h in history if h["phase"] == "lbfgs"] == [3, 6, 7]
+    with pytest.raises(OmnifieldError, match="lbfgs-resample-every"):
+        solve("heat", "hard", replace(settings, lbfgs_resample_every=-1), tmp_path, quiet=True)

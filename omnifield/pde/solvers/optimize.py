@@ -24,6 +24,7 @@ class OptimizeSettings:
     lbfgs_block: int = 50
     lbfgs_dtype: torch.dtype | None = None  # convert the solution (and the batches) to it before L-BFGS
     lbfgs_points: int = 0  # collocation points of the L-BFGS batch (0: the Adam batch size)
+    lbfgs_resample_every: int = 0  # L-BFGS iterations between fresh batches (0: one batch throughout)
     quiet: bool = False
 
 
@@ -56,13 +57,16 @@ def optimize(loss: PhysicsLoss, params: list[torch.nn.Parameter], settings: Opti
             loss.dtype = settings.lbfgs_dtype
         if settings.lbfgs_points > 0:
             loss.n_interior = settings.lbfgs_points
-        _lbfgs(loss, params, settings, loss.sample(generator), history, bar)
+        _lbfgs(loss, params, settings, generator, history, bar)
     bar.close()
     return history
 
 
-def _lbfgs(loss, params, settings, batch, history, bar) -> None:
+def _lbfgs(loss, params, settings, generator, history, bar) -> None:
     """L-BFGS (strong Wolfe) on a fixed batch, in blocks; a block that turns the loss non-finite is undone.
+
+    With ``lbfgs_resample_every`` the batch is redrawn (and the curvature memory dropped) every that
+    many iterations, so that a long run does not over-fit one set of collocation points.
 
     Causal training: within a block the causal weights are held at their value at the block's start
     (so that the line search sees one objective); between blocks they are recomputed and the ``eps``
@@ -72,6 +76,7 @@ def _lbfgs(loss, params, settings, batch, history, bar) -> None:
                                  tolerance_grad=1e-10, tolerance_change=1e-14, line_search_fn="strong_wolfe")
 
     lbfgs = new_lbfgs()
+    batch = loss.sample(generator)
     last: dict = {}
 
     def closure():
@@ -83,10 +88,16 @@ def _lbfgs(loss, params, settings, batch, history, bar) -> None:
 
     step0 = settings.adam_steps
     done = 0
+    every, since = settings.lbfgs_resample_every, 0  # since: iterations on the current batch
     while done < settings.lbfgs_steps:
+        if every > 0 and since >= every:
+            batch, since = loss.sample(generator), 0
+            lbfgs = new_lbfgs()
         saved = [p.detach().clone() for p in params]
         saved_state = copy.deepcopy(lbfgs.state_dict())
-        lbfgs.param_groups[0]["max_iter"] = min(settings.lbfgs_block, settings.lbfgs_steps - done)
+        cap = every - since if every > 0 else settings.lbfgs_block
+        block = min(settings.lbfgs_block, settings.lbfgs_steps - done, cap)
+        lbfgs.param_groups[0]["max_iter"] = block
         if loss.causal is not None:
             loss.frozen_weights = None
             loss(batch)  # current weights at the current eps
@@ -99,8 +110,8 @@ def _lbfgs(loss, params, settings, batch, history, bar) -> None:
             lbfgs.load_state_dict(saved_state)
             loss.frozen_weights = None
             break
-        block = lbfgs.param_groups[0]["max_iter"]
         done += block
+        since += block
         if loss.causal is not None:
             loss.frozen_weights = None
             loss(batch)

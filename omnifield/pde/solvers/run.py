@@ -86,8 +86,8 @@ def solve(problem_name: str, solver: str, settings: SolverSettings, out_dir: Pat
     """Run ``solver`` on problem ``problem_name``; returns metrics (``rel_l2``, ``time_s``, ``n_params``, ...)."""
     if solver not in SOLVERS:
         raise OmnifieldError(f"unknown solver {solver!r}; choose from {', '.join(SOLVERS)}")
-    if settings.lbfgs_points < 0:
-        raise OmnifieldError("--lbfgs-points must be >= 0 (0: the --n-interior batch size)")
+    if settings.lbfgs_points < 0 or settings.lbfgs_resample_every < 0:
+        raise OmnifieldError("--lbfgs-points and --lbfgs-resample-every must be >= 0 (0: off)")
     problem = get_problem(problem_name)
     if not isinstance(problem, Problem):
         raise OmnifieldError(f"--solver {solver}: problem {problem_name!r} is not a collocation problem of omnifield.pde")
@@ -107,7 +107,7 @@ def solve(problem_name: str, solver: str, settings: SolverSettings, out_dir: Pat
     opt = OptimizeSettings(adam_steps=settings.steps, lbfgs_steps=settings.lbfgs_steps, lr=settings.lr,
                            lr_final=settings.lr_final, resample_every=max(1, settings.resample_every), quiet=quiet,
                            lbfgs_dtype=torch.float64 if settings.lbfgs_double else None,
-                           lbfgs_points=settings.lbfgs_points)
+                           lbfgs_points=settings.lbfgs_points, lbfgs_resample_every=settings.lbfgs_resample_every)
     params = [p for p in solution.parameters() if p.requires_grad]
     start = time.perf_counter()
     history = optimize(loss, params, opt, generator)
