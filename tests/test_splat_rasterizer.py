@@ -148,6 +148,20 @@ def test_projection_of_centred_isotropic_gaussian():
     assert int(behind[0]) == 0
 
 
+def test_projection_radius_reaches_the_alpha_cut_off_of_each_opacity():
+    """gsplat's rule: radius = min(3.33, sqrt(2 ln(255 o))) sigma; below alpha 1/255 nothing is drawn."""
+    s, z, f = 0.2, 4.0, 50.0
+    means = torch.tensor([[0.0, 0.0, z]] * 3, dtype=torch.float64)
+    covars = build_covariances(torch.full((3, 3), s, dtype=torch.float64), torch.tensor([[1.0, 0, 0, 0]] * 3, dtype=torch.float64))
+    K = torch.tensor([[f, 0, 32.0], [0, f, 24.0], [0, 0, 1]], dtype=torch.float64)
+    opac = torch.tensor([0.99, 0.02, 0.003], dtype=torch.float64)
+    radii = project_gaussians(means, covars, torch.eye(4, dtype=torch.float64), K, 64, 48, opacities=opac)[3]
+    sigma = math.sqrt((f * s / z) ** 2 + 0.3)
+    assert int(radii[0]) == math.ceil(3.33 * sigma)
+    assert int(radii[1]) == math.ceil(math.sqrt(2 * math.log(255 * 0.02)) * sigma) < int(radii[0])
+    assert int(radii[2]) == 0  # 0.003 < 1/255: never reaches the alpha threshold
+
+
 def test_projection_jacobian_against_finite_differences():
     """Off-axis Gaussian: the 2-D covariance equals the finite-difference Jacobian pushed through Sigma."""
     torch.manual_seed(0)

@@ -46,7 +46,7 @@ class SplatRenderer:
         else:
             covars = build_covariances(scales, quats)  # from the attributes above: masks/RVQ run once per view
             means2d, conics, depths, radii = project_gaussians(
-                means, covars, viewmat, K, width, height, near=self.near, eps2d=self.eps2d
+                means, covars, viewmat, K, width, height, near=self.near, eps2d=self.eps2d, opacities=opacities
             )
             rgb, alpha = rasterize_to_pixels(
                 means2d, conics, colors, opacities, depths, radii, width, height, self.tile_size, bg
