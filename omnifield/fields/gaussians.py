@@ -30,6 +30,13 @@ from omnifield.fields.gaussian_bins import GaussianBins
 from omnifield.fields.sh import spherical_harmonics
 
 SH_C0 = 0.28209479177387814
+PAIR_BUDGET = 1 << 22  # (point, Gaussian) pairs the torch mixture evaluates at a time
+
+
+def alpha_cutoff(opacities: torch.Tensor) -> torch.Tensor:
+    """Squared Mahalanobis distance ``[N]`` at which ``o exp(-m/2)`` falls to alpha 1/255, the rasterizer's
+    threshold: ``2 ln(255 o)``, 0 for Gaussians that never reach it."""
+    return 2.0 * torch.log((255.0 * opacities).clamp_min(1.0))
 
 
 def rgb_to_sh_dc(rgb: torch.Tensor) -> torch.Tensor:
@@ -172,7 +179,7 @@ class GaussianScene(nn.Module):
         self.active_sh_degree = min(self.max_sh_degree, step // max(every, 1))
 
     # -- as a radiance field ------------------------------------------------------------------
-    def density(self, x: torch.Tensor, pair_budget: int = 1 << 22) -> torch.Tensor:
+    def density(self, x: torch.Tensor, pair_budget: int = PAIR_BUDGET) -> torch.Tensor:
         """Volume density ``[...]`` of the mixture at points ``x [..., 3]``.
 
         ``sigma(x) = sum_i -ln(1 - o_i) / (sqrt(2 pi) s_i) exp(-0.5 (x - mu_i)^T Sigma_i^-1 (x - mu_i))``
@@ -185,7 +192,7 @@ class GaussianScene(nn.Module):
         """
         return self._mixture(x, None, pair_budget)[0]
 
-    def rgb(self, x: torch.Tensor, d: torch.Tensor, pair_budget: int = 1 << 22) -> torch.Tensor:
+    def rgb(self, x: torch.Tensor, d: torch.Tensor, pair_budget: int = PAIR_BUDGET) -> torch.Tensor:
         """Colour ``[..., 3]`` at points ``x [..., 3]`` seen along directions ``d [..., 3]``.
 
         The density-weighted mean of the Gaussians' view-dependent colours (0.5 grey where empty).
@@ -194,7 +201,7 @@ class GaussianScene(nn.Module):
 
     def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(rgb [..., 3], sigma [...])`` like :class:`~omnifield.fields.RadianceField`."""
-        sigma, rgb = self._mixture(x, d, 1 << 22)
+        sigma, rgb = self._mixture(x, d, PAIR_BUDGET)
         return rgb, sigma
 
     def _mixture(self, x: torch.Tensor, d: torch.Tensor | None, pair_budget: int):
@@ -238,7 +245,7 @@ class GaussianScene(nn.Module):
         rot = quat_to_rotmat(self.rotations())
         whiten = rot / safe[:, None, :]  # [N, 3, 3]; z = whiten^T (x - mu)
         opac = self.opacities().clamp(max=1 - 1e-6)
-        cutoff = 2.0 * torch.log((255.0 * opac.detach()).clamp_min(1.0))  # squared Mahalanobis radius [N]
+        cutoff = alpha_cutoff(opac.detach())  # squared Mahalanobis radius [N]
         alive = (scales.min(-1).values > 0) & (cutoff > 0)
         peak = -torch.log1p(-opac) / (math.sqrt(2 * math.pi) * safe.min(-1).values)
         peak = torch.where(alive, peak, torch.zeros_like(peak))  # [N]

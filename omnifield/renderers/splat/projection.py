@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import torch
 
+from omnifield.fields.gaussians import alpha_cutoff
+
 
 def viewmat_from_c2w_opengl(c2w: torch.Tensor) -> torch.Tensor:
     """OpenCV world-to-camera matrix from an OpenGL camera-to-world matrix (x right, y up, looking down -z).
@@ -77,7 +79,7 @@ def project_gaussians(
         lam = mid + torch.sqrt((mid * mid - det).clamp_min(0.01))
         extent = 3.0
         if opacities is not None:
-            extent = torch.sqrt(2.0 * torch.log((255.0 * opacities.detach()).clamp_min(1.0))).clamp(max=3.33)
+            extent = alpha_cutoff(opacities.detach()).sqrt().clamp(max=3.33)
         radii = torch.ceil(extent * torch.sqrt(lam))
         visible = (
             (depths > near)
