@@ -9,7 +9,7 @@ view 0 goes to ``--picture``.
 
     python benchmarks/splat_lego.py [--quick] [--data data/lego_200] [--minutes 10] [--out rows.json]
 
-``--methods`` runs a subset; with ``--reuse OLD.json --work SAME_FOLDER`` the other rows (and their
+``--device cuda`` trains on a GPU (gsplat / nerfacc when installed). ``--methods`` runs a subset; with ``--reuse OLD.json --work SAME_FOLDER`` the other rows (and their
 pictures) come from an earlier run, e.g. to measure Compact-3DGS again after a change to it.
 """
 
@@ -39,21 +39,24 @@ def splat_args(minutes: float, compact: bool, seed: int, extra: dict) -> argpars
     return args
 
 
-def run_nerf(data: Path, out: Path, minutes: float, eval_views: int) -> dict:
+def run_nerf(data: Path, out: Path, minutes: float, eval_views: int, device: str) -> dict:
     """The foundation's hash-grid NeRF through the CLI, same budget, evaluated on the first test views."""
     from omnifield.apps.recon.evaluate import evaluate
     from omnifield.apps.recon.run import Run
+    from omnifield.backend import build_on, resolve_device
     from omnifield.cli import main
     from omnifield.data.blender import load_blender
 
     argv = ["train", str(data), "--method", "hashgrid", "--out", str(out), "--minutes", str(minutes),
-            "--steps", str(10**7), "--no-eval"]
+            "--steps", str(10**7), "--no-eval", "--device", device]
     t0 = time.perf_counter()
     code = main(argv)
     wall = time.perf_counter() - t0
     if code != 0:
         raise SystemExit(f"hash-grid NeRF training failed with exit code {code}")
-    run, _, _ = Run.open(out)
+    with build_on(resolve_device(device)):
+        run, _, _ = Run.open(out)
+    run.to(resolve_device(device))
     metrics = evaluate(run, load_blender(data, "test"), out / "renders" / "test", limit=eval_views)
     return {"method": "hash-grid NeRF", "psnr": metrics["psnr"], "ssim": metrics["ssim"], "n_gaussians": None,
             "size_mb": (out / "checkpoint.safetensors").stat().st_size / 1e6,
@@ -107,6 +110,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget per method")
     parser.add_argument("--quick", action="store_true", help="<= 2 minutes: 0.25-minute budgets, 20k-Gaussian raster rows")
     parser.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads (<= 2 on the shared machine)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto for the training runs (raster rows: CPU)")
     parser.add_argument("--work", help="folder for the runs (default: a temporary folder)")
     parser.add_argument("--picture", default="docs/images/splat_lego.png", help="side-by-side picture of test view 0")
     parser.add_argument("--out", help="write the table as a JSON list of rows")
@@ -129,14 +133,14 @@ def main() -> None:
     nerf_out = work / "nerf"
     eval_views = 2 if args.quick else args.eval_views
     common = {"eval_views": eval_views, "n_init": n_init, "refine_start": 100 if args.quick else 300,
-              "max_gaussians": 60000}
+              "max_gaussians": 60000, "device": args.device}
     for key, label in (("nerf", "hash-grid NeRF"), ("3dgs", "3DGS"), ("compact", "Compact-3DGS")):
         if key not in methods:
             if label not in previous:
                 parser.error(f"--methods leaves out {key} but --reuse has no {label!r} row")
             rows.append({**previous[label], "reused": True})
         elif key == "nerf":
-            rows.append(run_nerf(data, nerf_out, minutes, eval_views))
+            rows.append(run_nerf(data, nerf_out, minutes, eval_views, args.device))
         else:
             out = work / label
             m = train_splat(data, out, splat_args(minutes, key == "compact", args.seed, common))

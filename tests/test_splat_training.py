@@ -185,7 +185,21 @@ def test_s3im_in_splat_training(tiny_data, tmp_path):
     assert metrics["psnr"] > 20.0
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("compact", [False, True])
+def test_tiny_training_run_on_cuda(tiny_data, tmp_path, compact):
+    """On CUDA (gsplat when installed, else the torch rasterizer), a run learns and re-opens on the CPU."""
+    steps = {"steps": 80, "rvq_from": 0.6} if compact else {}
+    metrics = train_splat(tiny_data, tmp_path / "run", _args(device="cuda", compact=compact, **steps))
+    assert metrics["psnr"] > (18.0 if compact else 20.0)
+    scene = load_splat_run(tmp_path / "run")
+    assert scene.means.device.type == "cpu" and len(scene) == len(load_splat_ply(tmp_path / "run" / "scene.ply"))
+
+
 def test_bad_options_raise_clear_errors(tiny_data, tmp_path):
+    with pytest.raises(OmnifieldError, match="expected auto, cpu, cuda"):
+        train_splat(tiny_data, tmp_path / "x", _args(device="tpu"))
     with pytest.raises(OmnifieldError, match="--init points needs --init-points"):
         train_splat(tiny_data, tmp_path / "x", _args(init="points"))
     with pytest.raises(OmnifieldError, match="--densify-until"):

@@ -111,6 +111,7 @@ class DensityControl:
         if self.grad2d is None or len(self.grad2d) != n:
             self.grad2d = torch.zeros(n, device=grad.device)
             self.count = torch.zeros(n, device=grad.device)
+        grad = grad.reshape(n, 2)  # gsplat's screen means carry a camera axis: [1, N, 2]
         scaled = grad.detach() * torch.tensor([info["width"] / 2.0, info["height"] / 2.0], device=grad.device)
         visible = info["radii"] > 0
         self.grad2d[visible] += scaled[visible].norm(dim=-1)

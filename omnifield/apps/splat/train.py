@@ -25,6 +25,7 @@ from omnifield.apps.splat.density_control import DensityControl, DensityControlC
 from omnifield.apps.splat.init import points_from_density, random_points, read_point_cloud
 from omnifield.apps.splat.losses import photometric_loss, s3im_on_pixels
 from omnifield.apps.splat.run import save_splat_run
+from omnifield.backend import resolve_device
 from omnifield.data.blender import PosedImages, load_blender
 from omnifield.data.images import composite_on, to_uint8
 from omnifield.errors import OmnifieldError
@@ -128,26 +129,33 @@ def make_optimizer(scene: GaussianScene, scene_scale: float) -> torch.optim.Adam
 
 
 def train_splat(data_dir: Path, out_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Train on ``data_dir`` (Blender format), write the run to ``out_dir``; returns the test metrics."""
+    """Train on ``data_dir`` (Blender format), write the run to ``out_dir``; returns the test metrics.
+
+    ``args.device`` (``auto``/``cpu``/``cuda``/``cuda:N``) picks where the Gaussians live; on CUDA the
+    renderer uses gsplat when it is installed, else the same torch rasterizer as on the CPU.
+    """
     opts = _options(args)
+    device = resolve_device(getattr(args, "device", "auto"))
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     torch.manual_seed(opts["seed"])
     generator = torch.Generator().manual_seed(opts["seed"])
     train = load_blender(data_dir, "train")
     background = torch.ones(3)
-    images = composite_on(train.images, background)
+    images = composite_on(train.images, background).to(device)
     scale = scene_scale_of(train.cameras)
     scene = initial_scene(opts, generator)
     if opts["compact"]:
         scene = CompactGaussianScene.from_scene(scene, torch.tensor(opts["aabb"]),
                                                 CompactConfig(mask_lambda=opts["mask_lambda"]))
+    scene = scene.to(device)
     optimizer = make_optimizer(scene, scale)
     control_cfg = DensityControlConfig(refine_start_iter=opts["refine_start"], refine_every=opts["refine_every"],
                                        reset_every=opts["reset_every"], max_gaussians=opts["max_gaussians"])
     control = DensityControl(control_cfg, scale)
     renderer = SplatRenderer(background=tuple(background.tolist()))
     print(f"training splat{' (compact)' if opts['compact'] else ''} from {len(scene)} Gaussians "
-          f"({opts['init']} init) on {data_dir} ({len(images)} views) -> {out_dir}")
+          f"({opts['init']} init) on {data_dir} ({len(images)} views{', on ' + str(device) if device.type != 'cpu' else ''})"
+          f" -> {out_dir}")
     steps, budget = opts["steps"], opts["minutes"] * 60.0
     log: list[dict[str, Any]] = []
     order = torch.randperm(len(images), generator=generator)
@@ -216,10 +224,14 @@ def evaluate_splat(scene: GaussianScene, data: PosedImages, renderer: SplatRende
     background = torch.tensor(renderer.background)
     targets = composite_on(data.images[: limit or None], background)
     psnrs, ssims, seconds = [], [], 0.0
+    on_cuda = scene.means.is_cuda
     for i in range(len(targets)):
         t0 = time.perf_counter()
         rgb = renderer.render_camera(scene, data.cameras, i)["rgb"].clamp(0, 1)
+        if on_cuda:
+            torch.cuda.synchronize()
         seconds += time.perf_counter() - t0
+        rgb = rgb.cpu()
         psnrs.append(psnr(rgb, targets[i]))
         ssims.append(float(ssim(rgb, targets[i])))
         if render_dir is not None:

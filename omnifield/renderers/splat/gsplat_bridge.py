@@ -20,7 +20,10 @@ def render_with_gsplat(
     near: float,
     eps2d: float,
 ) -> dict[str, torch.Tensor]:
-    """Render one view with gsplat: ``rgb [H, W, C]``, ``alpha [H, W]``, ``means2d [N, 2]``, ``radii [N]``."""
+    """Render one view with gsplat: ``rgb [H, W, C]``, ``alpha [H, W]``, ``means2d [1, N, 2]``, ``radii [N]``.
+
+    ``means2d`` is gsplat's own tensor (with its camera axis), so that backward fills its gradient.
+    """
     from gsplat import rasterization
 
     rgb, alpha, meta = rasterization(

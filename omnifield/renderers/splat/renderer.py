@@ -31,7 +31,8 @@ class SplatRenderer:
     def render(self, scene, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int) -> dict:
         """One view: ``viewmat [4, 4]`` (OpenCV world-to-camera), ``K [3, 3]``.
 
-        Returns ``rgb [H, W, 3]``, ``alpha [H, W]``, ``means2d [N, 2]`` (retains its grad) and ``radii [N]``.
+        Returns ``rgb [H, W, 3]``, ``alpha [H, W]``, ``means2d [N, 2]`` (``[1, N, 2]`` from gsplat; it retains
+        its grad) and ``radii [N]``.
         """
         means = scene.means
         origin = -viewmat[:3, :3].T @ viewmat[:3, 3]
