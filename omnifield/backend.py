@@ -69,10 +69,13 @@ def resolve_device(requested: str) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise OmnifieldError(f"--device {requested}: no CUDA device is available (use --device cpu)")
+        by_rank = device.index is None and "LOCAL_RANK" in os.environ
         if device.index is None:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         if device.index >= torch.cuda.device_count():
-            raise OmnifieldError(f"--device {requested}: only {torch.cuda.device_count()} CUDA device(s)")
+            hint = (f" for local rank {device.index}: start at most {torch.cuda.device_count()} process(es) per "
+                    "machine, or train on the CPU with --device cpu") if by_rank else ""
+            raise OmnifieldError(f"--device {requested}: only {torch.cuda.device_count()} CUDA device(s){hint}")
     return device
 
 

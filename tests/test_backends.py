@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from omnifield.config import config_from_dict, config_to_dict
+from omnifield.backend import resolve_device
 from omnifield.errors import OmnifieldError
 from omnifield.fields import build_field
 from omnifield.fields.cam import CAMConfig
@@ -257,3 +258,13 @@ def test_configs_round_trip_through_json_dicts(cfg):
 def test_bad_configs_give_one_clear_error(cfg, message):
     with pytest.raises(OmnifieldError, match=message):
         build_field(cfg)
+
+
+def test_a_local_rank_beyond_the_gpus_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(OmnifieldError, match="local rank 1: start at most 1 process"):
+        resolve_device("auto")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert resolve_device("auto") == torch.device("cuda", 0)

@@ -43,7 +43,7 @@ def _train(args: list[str], n_procs: int, tmp_path) -> subprocess.CompletedProce
 
 
 def test_two_gloo_processes_match_one_process(tiny_scene, tmp_path):  # noqa: F811 - pytest fixture
-    common = ["train", str(tiny_scene), "--steps", "20", "--no-eval", *TINY[:-4],
+    common = ["train", str(tiny_scene), "--steps", "20", "--no-eval", *TINY[:-4], "--device", "cpu",
               "--batch-rays", "512", "--target-samples", "16384"]  # ray count adapts: ranks must agree on it
     single = _train([*common, "--out", str(tmp_path / "one")], 1, tmp_path)
     assert single.returncode == 0, single.stderr[-2000:]

@@ -23,7 +23,8 @@ FAST = ["--batch-rays", "64", "--set", "renderer.n_steps_per_diagonal=32"]
 
 
 def _start(args: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "OMNIFIELD_BACKEND": "torch", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])  # this checkout's package first
+    env = {**os.environ, "OMNIFIELD_BACKEND": "torch", "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     return subprocess.Popen([sys.executable, "-m", "omnifield", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
