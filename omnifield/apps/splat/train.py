@@ -63,12 +63,16 @@ def add_splat_arguments(parser: argparse.ArgumentParser) -> None:
                    help="fraction of the run after which RVQ is on (--compact; paper: the last 1k of 30k steps)")
     g.add_argument("--mask-lambda", type=float, default=CompactConfig.mask_lambda,
                    help="weight of the volume-mask loss (--compact; paper: 4e-3 synthetic objects, 5e-4 real scenes)")
+    g.add_argument("--mask-lr", type=float, default=LEARNING_RATES["mask_logits"],
+                   help="Adam learning rate of the mask logits (--compact; paper: 1e-3 synthetic, 1e-2 real scenes)")
+    g.add_argument("--color-lr", type=float, default=FIELD_LR,
+                   help="Adam learning rate of the colour hash grid and MLP (--compact; paper: 1e-3 synthetic, 1e-2 real)")
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     keys = ["init", "init_points", "init_nerf", "n_init", "aabb", "sh_degree", "sh_interval", "max_gaussians",
             "densify_until", "refine_every", "reset_every", "refine_start", "compact", "rvq_from", "mask_lambda",
-            "eval_views"]
+            "mask_lr", "color_lr", "eval_views"]
     defaults = argparse.ArgumentParser()
     add_splat_arguments(defaults)
     base = vars(defaults.parse_args([]))
@@ -81,6 +85,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         raise OmnifieldError("--densify-until and --rvq-from must be fractions in [0, 1]")
     if opts["mask_lambda"] < 0:
         raise OmnifieldError("--mask-lambda must be >= 0")
+    if opts["mask_lr"] <= 0 or opts["color_lr"] <= 0:
+        raise OmnifieldError("--mask-lr and --color-lr must be > 0")
     if opts["n_init"] < 1:
         raise OmnifieldError("--n-init must be >= 1")
     if opts["s3im_weight"] < 0:
@@ -116,15 +122,17 @@ def initial_scene(opts: dict[str, Any], generator: torch.Generator) -> GaussianS
     return GaussianScene.from_points(pts, colors, sh_degree=opts["sh_degree"])
 
 
-def make_optimizer(scene: GaussianScene, scene_scale: float) -> torch.optim.Adam:
+def make_optimizer(scene: GaussianScene, scene_scale: float, mask_lr: float = LEARNING_RATES["mask_logits"],
+                   color_lr: float = FIELD_LR) -> torch.optim.Adam:
     """Adam with one group per per-Gaussian parameter (named), plus the colour field for Compact-3DGS."""
+    rates = {**LEARNING_RATES, "mask_logits": mask_lr}
     groups = []
     for name in scene.gaussian_parameter_names():
-        lr = LEARNING_RATES[name] * (scene_scale if name == "means" else 1.0)
+        lr = rates[name] * (scene_scale if name == "means" else 1.0)
         groups.append({"params": [getattr(scene, name)], "lr": lr, "name": name, "base_lr": lr})
     if isinstance(scene, CompactGaussianScene):
         field_params = list(scene.color_grid.parameters()) + list(scene.color_mlp.parameters())
-        groups.append({"params": field_params, "lr": FIELD_LR, "name": "color_field", "base_lr": FIELD_LR})
+        groups.append({"params": field_params, "lr": color_lr, "name": "color_field", "base_lr": color_lr})
     return torch.optim.Adam(groups, eps=1e-15)
 
 
@@ -148,7 +156,7 @@ def train_splat(data_dir: Path, out_dir: Path, args: argparse.Namespace) -> dict
         scene = CompactGaussianScene.from_scene(scene, torch.tensor(opts["aabb"]),
                                                 CompactConfig(mask_lambda=opts["mask_lambda"]))
     scene = scene.to(device)
-    optimizer = make_optimizer(scene, scale)
+    optimizer = make_optimizer(scene, scale, opts["mask_lr"], opts["color_lr"])
     control_cfg = DensityControlConfig(refine_start_iter=opts["refine_start"], refine_every=opts["refine_every"],
                                        reset_every=opts["reset_every"], max_gaussians=opts["max_gaussians"])
     control = DensityControl(control_cfg, scale)
