@@ -10,7 +10,8 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+import torch
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from omnifield.apps.recon.config import TrainConfig
@@ -175,7 +176,8 @@ def test_every_registered_config_round_trips_and_wrong_kinds_are_named():
 
 
 # ---------------------------------------------------------------- nerfstudio transforms.json and COLMAP models
-def _load_ngp(meta) -> None:
+def _load_ngp(meta) -> bool:
+    """Load ``meta`` as a transforms.json beside a 4x4 image: a one-line error or a usable scene (True)."""
     from omnifield.data.transforms import load_transforms
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -183,9 +185,16 @@ def _load_ngp(meta) -> None:
         iio.imwrite(root / "img.png", np.full((4, 4, 3), 200, np.uint8))
         (root / "transforms.json").write_bytes(meta if isinstance(meta, bytes) else json.dumps(meta).encode())
         try:
-            load_transforms(root / "transforms.json", "train")
+            scene = load_transforms(root / "transforms.json", "train")
         except OmnifieldError as exc:
             assert str(exc) and "\n" not in str(exc)
+            return False
+    # what loads is usable: one finite camera per image, positive focal lengths, the image's size
+    cams = scene.cameras
+    assert len(cams) == len(scene.images) >= 1 and scene.images.shape[1:3] == (cams.height, cams.width) == (4, 4)
+    assert torch.isfinite(cams.c2w).all() and torch.isfinite(scene.images).all()
+    assert (cams.fx > 0).all() and (cams.fy > 0).all() and torch.isfinite(torch.stack([cams.cx, cams.cy])).all()
+    return True
 
 
 ngp_meta = st.fixed_dictionaries(
@@ -204,6 +213,11 @@ def test_ngp_transforms_reader_never_crashes(meta):
     _load_ngp(meta)
 
 
+def test_a_valid_transforms_file_reaches_the_usability_checks():
+    pose = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 2], [0, 0, 0, 1]]
+    assert _load_ngp({"frames": [{"file_path": "img.png", "transform_matrix": pose}], "fl_x": 3.0, "w": 4, "h": 4})
+
+
 colmap_text = st.lists(st.lists(st.one_of(st.sampled_from(["1", "PINHOLE", "SIMPLE_RADIAL", "4", "4.0", "nan",
                                                            "-1", "0", "img.png", "x"]), st.text(max_size=4)),
                                 max_size=11), max_size=4)
@@ -212,6 +226,20 @@ colmap_text = st.lists(st.lists(st.one_of(st.sampled_from(["1", "PINHOLE", "SIMP
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(colmap_text, colmap_text, st.booleans(), st.binary(max_size=96), st.binary(max_size=96))
 def test_colmap_reader_never_crashes(cameras, images, binary, cameras_bin, images_bin):
+    _load_colmap(cameras, images, binary, cameras_bin, images_bin)
+
+
+def test_a_valid_colmap_model_reaches_the_usability_checks():
+    assert _load_colmap([["1", "PINHOLE", "4", "4", "3", "3", "2", "2"]],
+                        [["1", "1", "0", "0", "0", "0", "0", "1", "1", "img.png"], []], False, b"", b"")
+    assert not _load_colmap([["1", "PINHOLE", "4", "4", "3", "3", "2", "2"]],
+                            [["1", "1", "0", "0", "0", "0", "0", "1", "7", "img.png"], []], False, b"", b"")
+    assert not _load_colmap([["1", "PINHOLE", "4", "4", "3", "3", "2", "2"]],
+                            [["1", "nan", "0", "0", "0", "0", "0", "1", "1", "img.png"], []], False, b"", b"")
+
+
+def _load_colmap(cameras, images, binary, cameras_bin, images_bin) -> bool:
+    """Read a COLMAP model from text rows or binary blobs: a one-line error or a usable model (True)."""
     from omnifield.data.colmap import read_colmap_model
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -223,6 +251,11 @@ def test_colmap_reader_never_crashes(cameras, images, binary, cameras_bin, image
             (folder / "cameras.txt").write_text("\n".join(" ".join(r) for r in cameras))
             (folder / "images.txt").write_text("\n".join(" ".join(r) for r in images))
         try:
-            read_colmap_model(folder)
+            model = read_colmap_model(folder)
         except OmnifieldError as exc:
             assert "\n" not in str(exc)
+            return False
+    # what loads is usable: every image names a known camera and has a finite pose
+    assert model.images and all(cam in model.cameras for _, cam, _ in model.images)
+    assert all(np.isfinite(w2c).all() for _, _, w2c in model.images)
+    return True

@@ -187,6 +187,11 @@ def read_colmap_model(folder: str | Path) -> ColmapModel:
         raise OmnifieldError(f"{folder}: malformed COLMAP text model ({exc})") from None
     if not model.images:
         raise OmnifieldError(f"{folder}: COLMAP model has no registered images")
+    for name, camera_id, w2c in model.images:
+        if camera_id not in model.cameras:
+            raise OmnifieldError(f"{folder}: image {name!r} uses camera {camera_id}, which the model does not define")
+        if not np.isfinite(w2c).all():
+            raise OmnifieldError(f"{folder}: image {name!r} has a non-finite pose")
     return model
 
 
