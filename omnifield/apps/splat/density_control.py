@@ -111,11 +111,11 @@ class DensityControl:
         if self.grad2d is None or len(self.grad2d) != n:
             self.grad2d = torch.zeros(n, device=grad.device)
             self.count = torch.zeros(n, device=grad.device)
-        grad = grad.reshape(n, 2)  # gsplat's screen means carry a camera axis: [1, N, 2]
-        scaled = grad.detach() * torch.tensor([info["width"] / 2.0, info["height"] / 2.0], device=grad.device)
-        visible = info["radii"] > 0
-        self.grad2d[visible] += scaled[visible].norm(dim=-1)
-        self.count[visible] += 1
+        grad = grad.detach().reshape(n, 2)  # gsplat's screen means carry a camera axis: [1, N, 2]
+        scaled = torch.stack([grad[:, 0] * (info["width"] / 2.0), grad[:, 1] * (info["height"] / 2.0)], dim=-1)
+        visible = (info["radii"] > 0).to(self.count.dtype)  # masks by arithmetic: no host sync on CUDA
+        self.grad2d += scaled.norm(dim=-1) * visible
+        self.count += visible
 
     def _grow(self, scene, optimizer) -> dict[str, int]:
         if self.grad2d is None:

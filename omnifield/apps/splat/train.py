@@ -150,6 +150,7 @@ def train_splat(data_dir: Path, out_dir: Path, args: argparse.Namespace) -> dict
     train = load_blender(data_dir, "train")
     background = torch.ones(3)
     images = composite_on(train.images, background).to(device)
+    cameras = train.cameras.to(device)
     scale = scene_scale_of(train.cameras)
     scene = initial_scene(opts, generator)
     if opts["compact"]:
@@ -180,7 +181,7 @@ def train_splat(data_dir: Path, out_dir: Path, args: argparse.Namespace) -> dict
         step += 1
         scene.set_sh_degree_for_step(step, opts["sh_interval"])
         view = int(order[step % len(order)])
-        out = renderer.render_camera(scene, train.cameras, view)
+        out = renderer.render_camera(scene, cameras, view)
         loss = photometric_loss(out["rgb"], images[view])
         if opts["s3im_weight"] > 0:
             loss = loss + opts["s3im_weight"] * s3im_on_pixels(out["rgb"], images[view], generator)
@@ -188,7 +189,7 @@ def train_splat(data_dir: Path, out_dir: Path, args: argparse.Namespace) -> dict
             loss = loss + scene.mask_loss()
         loss.backward()
         report = control.step_post_backward(
-            scene, optimizer, {**out, "width": train.cameras.width, "height": train.cameras.height}, step)
+            scene, optimizer, {**out, "width": cameras.width, "height": cameras.height}, step)
         for group in optimizer.param_groups:
             if group["name"] == "means":
                 group["lr"] = group["base_lr"] * 0.01**progress

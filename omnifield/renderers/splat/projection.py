@@ -28,8 +28,8 @@ def viewmat_from_c2w_opengl(c2w: torch.Tensor) -> torch.Tensor:
 
     ``c2w [..., 4, 4] -> [..., 4, 4]``.
     """
-    flip = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=c2w.dtype, device=c2w.device))
-    return torch.linalg.inv(c2w @ flip)
+    opencv = torch.cat([c2w[..., :1], -c2w[..., 1:3], c2w[..., 3:]], dim=-1)  # flip the y and z axes
+    return torch.linalg.inv_ex(opencv).inverse  # no host sync on CUDA (inv checks for singularity)
 
 
 def project_gaussians(

@@ -8,6 +8,7 @@ Both return the same dict, including the screen-space means whose gradient drive
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -38,7 +39,7 @@ class SplatRenderer:
         origin = -viewmat[:3, :3].T @ viewmat[:3, 3]
         colors = scene.colors(origin)
         scales, quats, opacities = scene.scales(), scene.rotations(), scene.opacities()
-        bg = torch.tensor(self.background, dtype=means.dtype, device=means.device)
+        bg = _background(self.background, means.device, means.dtype)
         if use_cuda_library(means, "gsplat"):
             out = render_with_gsplat(
                 means, quats, scales, opacities, colors, viewmat, K, width, height, bg,
@@ -58,13 +59,19 @@ class SplatRenderer:
         return out
 
     def render_camera(self, scene, cameras: Cameras, index: int) -> dict:
-        """Render view ``index`` of ``cameras`` (OpenGL camera-to-world, as loaded from Blender/COLMAP)."""
+        """Render view ``index`` of ``cameras`` (OpenGL camera-to-world, as loaded from Blender/COLMAP).
+
+        Cameras kept on the scene's device render without copies between host and device.
+        """
         device = scene.means.device
         viewmat = viewmat_from_c2w_opengl(cameras.c2w[index].to(device))
-        K = torch.tensor(
-            [[float(cameras.fx[index]), 0.0, float(cameras.cx[index])],
-             [0.0, float(cameras.fy[index]), float(cameras.cy[index])],
-             [0.0, 0.0, 1.0]],
-            device=device,
-        )  # fmt: skip
+        fx, fy, cx, cy = (t[index].to(device) for t in (cameras.fx, cameras.fy, cameras.cx, cameras.cy))
+        zero, one = torch.zeros_like(fx), torch.ones_like(fx)
+        K = torch.stack([fx, zero, cx, zero, fy, cy, zero, zero, one]).reshape(3, 3)
         return self.render(scene, viewmat, K, cameras.width, cameras.height)
+
+
+@lru_cache(maxsize=16)
+def _background(values: tuple[float, float, float], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The background colour ``[3]`` on ``device``, made once (not copied to the GPU at every view)."""
+    return torch.tensor(values, dtype=dtype, device=device)
