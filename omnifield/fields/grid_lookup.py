@@ -18,6 +18,22 @@ def corner_offsets(d: int, device: torch.device) -> torch.Tensor:
     return torch.stack([(k >> i) & 1 for i in range(d)], dim=-1)
 
 
+def multilinear_weights(frac: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
+    """Weights ``[..., C]`` of the ``corners [C, d]`` (see :func:`corner_offsets`) of a cell for fractional
+    positions ``frac [..., d]``: the product over axes of ``frac`` (corner bit 1) or ``1 - frac`` (bit 0).
+
+    The product is multiplied out rather than taken with ``torch.prod``, whose backward scans a size-d
+    axis: ~15 ms a call on a GPU for a million points.
+    """
+    bits = corners.to(frac.dtype)
+    f = frac[..., None, :]
+    factors = bits * f + (1.0 - bits) * (1.0 - f)  # [..., C, d]
+    weights = factors[..., 0]
+    for i in range(1, factors.shape[-1]):
+        weights = weights * factors[..., i]
+    return weights
+
+
 def axis_pairs(n_dims: int) -> list[tuple[int, int]]:
     """The coordinate pairs spanned by the planes of an ``n_dims``-D tri-plane: 3-D -> xy, xz, yz; 4-D -> 6."""
     return list(itertools.combinations(range(n_dims), 2))
@@ -45,7 +61,5 @@ def grid_lookup(
     strides = torch.tensor([res ** (d - 1 - i) for i in range(d)], device=coords.device)
     base = torch.arange(n_grids, device=coords.device)[None, :, None] * res**d
     idx = base + (vert * strides).sum(-1)  # [N, P, C]
-    bits = corners.to(coords.dtype)
-    f = frac[:, :, None, :]
-    w = torch.prod(bits * f + (1.0 - bits) * (1.0 - f), dim=-1)  # [N, P, C]
+    w = multilinear_weights(frac, corners)  # [N, P, C]
     return (w[..., None] * flat[idx]).sum(dim=2)

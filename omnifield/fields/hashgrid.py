@@ -29,6 +29,7 @@ from torch import nn
 from omnifield.backend import resolve_implementation
 from omnifield.config import register_config
 from omnifield.fields.encoding import Encoding
+from omnifield.fields.grid_lookup import corner_offsets, multilinear_weights
 
 PRIMES = (1, 2654435761, 805459861, 3674653429)
 
@@ -79,12 +80,6 @@ def level_layout(n_input_dims: int, cfg: HashGridConfig) -> tuple[list[int], lis
     return resolutions, sizes, offsets, dense
 
 
-def _corner_offsets(d: int, device: torch.device) -> torch.Tensor:
-    """``[2^D, D]`` binary corner offsets, corner ``k`` has bit ``i`` of ``k`` in dim ``i``."""
-    k = torch.arange(2**d, device=device)
-    return torch.stack([(k >> i) & 1 for i in range(d)], dim=-1)
-
-
 def _hash_encode(
     x: torch.Tensor,  # [N, D] in [0, 1]
     table: torch.Tensor,  # [T_total, F]
@@ -102,15 +97,9 @@ def _hash_encode(
     cell = torch.minimum(torch.clamp(cell, min=0.0), (res - 1.0)[None, :, None])
     frac = pos - cell  # [N, L, D]
     cell = cell.long()
-    corners = _corner_offsets(d, x.device)  # [C, D]
+    corners = corner_offsets(d, x.device)  # [C, D]
     c = cell[:, :, None, :] + corners[None, None]  # [N, L, C, D]
-    # trilinear weights: prod_i (frac_i if bit else 1 - frac_i)
-    bits = corners.to(x.dtype)[None, None]  # [1, 1, C, D]
-    f = frac[:, :, None, :]
-    factors = bits * f + (1.0 - bits) * (1.0 - f)  # [N, L, C, D]
-    w = factors[..., 0]
-    for i in range(1, d):  # not torch.prod: its backward scans a size-D axis, ~15 ms a call on a GPU
-        w = w * factors[..., i]  # [N, L, C]
+    w = multilinear_weights(frac, corners)  # [N, L, C]
     # dense index
     stride = (resolutions + 1)[None, :, None]  # [1, L, 1]
     dense_idx = torch.zeros_like(c[..., 0])

@@ -80,8 +80,11 @@ class TriPlane(Encoding):
             feats = grid_lookup(planes, coords)  # [N, P, F]
             if self.cfg.aggregation == "sum":
                 outs.append(feats.sum(dim=1))
-            elif self.cfg.aggregation == "product":
-                outs.append(feats.prod(dim=1))
+            elif self.cfg.aggregation == "product":  # multiplied out: torch.prod's backward is a slow scan on GPUs
+                product = feats[:, 0]
+                for p in range(1, feats.shape[1]):
+                    product = product * feats[:, p]
+                outs.append(product)
             else:
                 outs.append(feats.flatten(1))
         return torch.cat(outs, dim=-1)
