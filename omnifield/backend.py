@@ -51,6 +51,14 @@ def use_cuda_library(tensor: torch.Tensor, name: str) -> bool:
     return tensor.is_cuda and not forced_torch() and has_module(name)
 
 
+def missing_cuda_library_note(device: torch.device, name: str, what: str) -> str | None:
+    """A one-line note when ``device`` is CUDA but the library ``name`` that would accelerate ``what``
+    does not import (the torch path then runs on the GPU, slower); ``None`` otherwise."""
+    if device.type != "cuda" or forced_torch() or has_module(name):
+        return None
+    return f"note: {name} is not installed, so {what} uses omnifield's torch path on the GPU (pip install {name})"
+
+
 def resolve_device(requested: str) -> torch.device:
     """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; a missing GPU is a clear error.
 

@@ -268,3 +268,14 @@ def test_a_local_rank_beyond_the_gpus_is_a_clear_error(monkeypatch):
         resolve_device("auto")
     monkeypatch.setenv("LOCAL_RANK", "0")
     assert resolve_device("auto") == torch.device("cuda", 0)
+
+
+def test_a_gpu_run_without_the_cuda_library_says_so(monkeypatch):
+    from omnifield import backend
+
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    monkeypatch.setattr(backend, "has_module", lambda name: name == "gsplat")
+    assert backend.missing_cuda_library_note(cpu, "nerfacc", "marching") is None
+    assert backend.missing_cuda_library_note(cuda, "gsplat", "rasterization") is None
+    note = backend.missing_cuda_library_note(cuda, "nerfacc", "ray marching")
+    assert "nerfacc is not installed" in note and "pip install nerfacc" in note

@@ -14,7 +14,7 @@ from omnifield.apps.recon.config import TrainConfig
 from omnifield.apps.recon.evaluate import evaluate, render_orbit
 from omnifield.apps.recon.run import CHECKPOINT, Run
 from omnifield.apps.recon.trainer import Trainer
-from omnifield.backend import build_on, resolve_device
+from omnifield.backend import build_on, missing_cuda_library_note, resolve_device
 from omnifield.config import replace_config
 from omnifield.config_overrides import apply_override
 from omnifield.data.scene import load_scene
@@ -98,6 +98,9 @@ def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: to
         ranks += f", on {device}" if device.type != "cpu" else ""
         say(f"training {args.method} ({n_params / 1e6:.2f} M parameters) on {data_dir} "
             f"({len(train_data.images)} views, {train_data.cameras.width}x{train_data.cameras.height}{ranks}) -> {out}")
+        note = missing_cuda_library_note(device, "nerfacc", "ray marching and compositing")
+        if note:
+            say(note)
         if trainer.hull_fraction < 1.0:
             say(f"alpha masks: the visual hull keeps {100 * trainer.hull_fraction:.1f}% of the occupancy grid")
     if group.is_main:

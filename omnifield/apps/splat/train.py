@@ -25,7 +25,7 @@ from omnifield.apps.splat.density_control import DensityControl, DensityControlC
 from omnifield.apps.splat.init import points_from_density, random_points, read_point_cloud
 from omnifield.apps.splat.losses import photometric_loss, s3im_on_pixels
 from omnifield.apps.splat.run import save_splat_run
-from omnifield.backend import resolve_device
+from omnifield.backend import missing_cuda_library_note, resolve_device
 from omnifield.data.blender import PosedImages, load_blender
 from omnifield.data.images import composite_on, to_uint8
 from omnifield.errors import OmnifieldError
@@ -167,6 +167,9 @@ def train_splat(data_dir: Path, out_dir: Path, args: argparse.Namespace) -> dict
           f" -> {out_dir}")
     steps, budget = opts["steps"], opts["minutes"] * 60.0
     log: list[dict[str, Any]] = []
+    note = missing_cuda_library_note(device, "gsplat", "rasterization")
+    if note:
+        print(note)
     order = torch.randperm(len(images), generator=generator)
     start, step = time.perf_counter(), 0
     while True:
