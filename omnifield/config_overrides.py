@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 from omnifield.errors import OmnifieldError
@@ -18,10 +19,16 @@ def _parse_value(text: str, current: Any, where: str) -> Any:
         raise OmnifieldError(f"{where}: expected true/false, got {text!r}")
     if isinstance(current, (int, float)) and not isinstance(current, bool):
         try:
-            return type(current)(float(text)) if isinstance(current, int) and float(text).is_integer() else float(text) \
-                if isinstance(current, float) else int(text)
+            number = float(text)
         except ValueError:
             raise OmnifieldError(f"{where}: expected a number, got {text!r}") from None
+        if not math.isfinite(number):
+            raise OmnifieldError(f"{where}: expected a finite number, got {text!r}")
+        if isinstance(current, float):
+            return number
+        if not number.is_integer():
+            raise OmnifieldError(f"{where}: expected a whole number, got {text!r}")
+        return int(number)
     if isinstance(current, (tuple, list)):
         try:
             value = json.loads(text if text.startswith("[") else f"[{text}]")

@@ -42,7 +42,7 @@ class TrainConfig:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.minutes < 0:
             raise ValueError(f"minutes must be >= 0, got {self.minutes}")
-        if self.lr <= 0:
+        if not self.lr > 0:  # also catches NaN
             raise ValueError(f"learning rate must be > 0, got {self.lr}")
         if self.batch_rays < 1 or self.target_samples < 0 or self.max_batch_rays < 1:
             raise ValueError("batch_rays and max_batch_rays must be >= 1, target_samples >= 0")
