@@ -1,4 +1,4 @@
-"""Hash encoding and ray marching on the CPU: torch twin vs native kernel.
+"""Hash encoding, dense-grid lookups and ray marching on the CPU: torch twin vs native kernel.
 
 Hash encoding rows: config x implementation x point pattern -> forward, forward+backward (grad wrt the
 table, the NeRF case) and forward+backward with grad wrt x too, in million points per second (wall
@@ -6,6 +6,10 @@ clock), points per CPU-second (all threads; on a shared machine, x threads estim
 the speed-up over the twin. "uniform" points are i.i.d. in the unit cube (the cache's
 worst case); "rays" are 256 consecutive samples along each of many random rays (what a NeRF batch
 looks like). The twin runs on fewer points (it needs ~3 KB of temporaries per point).
+
+Grid-lookup rows (tri-planes, CAM and NeuRBF grids): million points per second through three
+128^2 planes of 16 features (a tri-plane level), forward and forward+backward (grads wrt the planes
+and the coordinates).
 
 Ray-marching rows: rays per second for 8192 rays through a 128^3 occupancy grid with ~10% occupied
 cells and dt = 3 sqrt(3) / 1024.
@@ -25,6 +29,7 @@ import time
 import torch
 
 from omnifield.fields import _hashgrid_native
+from omnifield.fields.grid_lookup import _grid_lookup, grid_lookup
 from omnifield.fields.hashgrid import HashGrid, HashGridConfig, _hash_encode
 from omnifield.renderers import _raymarch_native
 from omnifield.renderers.raymarch import _march_rays
@@ -102,6 +107,26 @@ def bench_encoding(name: str, cfg: HashGridConfig, impl: str, pattern: str, n: i
     }
 
 
+def bench_grid_lookup(impl: str, n: int, repeats: int) -> dict:
+    """Three 128^2 planes of 16 features read at ``n`` random points: forward and forward+backward."""
+    gen = torch.Generator().manual_seed(0)
+    planes = torch.randn(3, 128, 128, 16, generator=gen).requires_grad_()
+    coords = torch.rand(n, 3, 2, generator=gen).requires_grad_()
+    upstream = torch.randn(n, 3, 16, generator=gen)
+    lookup = _grid_lookup if impl == "twin" else grid_lookup
+    fwd = best_time(lambda: lookup(planes, coords), repeats)
+    fwd_bwd = best_time(lambda: torch.autograd.grad(lookup(planes, coords), (planes, coords), upstream), repeats)
+    return {
+        "benchmark": "grid_lookup",
+        "config": "3 planes 128^2 x 16",
+        "impl": impl,
+        "n": n,
+        "fwd_Mpts_s": n / fwd[0] / 1e6,
+        "fwd_bwd_Mpts_s": n / fwd_bwd[0] / 1e6,
+        "fwd_bwd_Mpts_per_cpu_s": n / fwd_bwd[1] / 1e6,
+    }
+
+
 def bench_raymarch(impl: str, repeats: int) -> dict:
     gen = torch.Generator().manual_seed(0)
     res, n_rays = 128, 8192
@@ -175,12 +200,17 @@ def main() -> None:
     print_table(enc_rows, ["config", "impl", "points", "n", "fwd_Mpts_s", "fwd_bwd_Mpts_s", "fwd_bwd_with_x_Mpts_s",
                            "fwd_bwd_Mpts_per_cpu_s", "speedup_fwd_Mpts_s", "speedup_fwd_bwd_Mpts_s"])
 
+    lookup_rows = [bench_grid_lookup("twin", n_twin * 4, repeats), bench_grid_lookup("native", n_native, repeats)]
+    add_speedups(lookup_rows, ("fwd_Mpts_s", "fwd_bwd_Mpts_s"), ("config",))
+    print_table(lookup_rows, ["config", "impl", "n", "fwd_Mpts_s", "fwd_bwd_Mpts_s", "fwd_bwd_Mpts_per_cpu_s",
+                              "speedup_fwd_Mpts_s", "speedup_fwd_bwd_Mpts_s"])
+
     march_rows = [bench_raymarch(impl, repeats) for impl in ("twin", "native")]
     add_speedups(march_rows, ("rays_per_s",), ("config",))
     print_table(march_rows, ["config", "impl", "samples", "ms", "rays_per_s", "rays_per_cpu_s", "speedup_rays_per_s"])
 
     if args.out:
-        write_json(enc_rows + march_rows, args.out)
+        write_json(enc_rows + lookup_rows + march_rows, args.out)
 
 
 if __name__ == "__main__":

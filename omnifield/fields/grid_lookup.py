@@ -1,8 +1,11 @@
 """Multilinear interpolation in stacks of small dense grids (planes, lines, images).
 
 Used by tri-planes (K-Planes), CAM's modulation grids and NeuRBF's hybrid grid.
-Written with index gathers (not ``grid_sample``) so that it is differentiable
-twice in the coordinates, which eikonal and PDE losses need.
+:func:`grid_lookup` runs the native CPU kernel (``omnifield/native/grid_lookup.cpp``) for float32
+CPU tensors and the torch twin :func:`_grid_lookup` otherwise. The twin is written with index
+gathers (not ``grid_sample``) so that it is differentiable to any order in the coordinates, which
+eikonal and PDE losses need; the native path computes the forward pass and the first backward,
+and differentiates the twin when a graph is recorded through that backward.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import itertools
 
 import torch
+
+from omnifield.backend import native_kernels
 
 
 def corner_offsets(d: int, device: torch.device) -> torch.Tensor:
@@ -47,11 +52,43 @@ def grid_lookup(
 
     Coordinates outside ``[0, 1]`` extrapolate linearly from the border cell.
     """
+    d = grids.dim() - 2
+    if coords.dim() != 3 or coords.shape[1:] != (grids.shape[0], d):
+        raise ValueError(f"coords must be [N, {grids.shape[0]}, {d}], got {tuple(coords.shape)}")
+    kernels = native_kernels(coords, "grid_lookup")
+    if kernels is not None and grids.dtype == torch.float32 and not grids.is_cuda and 1 <= d <= 3:
+        return _NativeGridLookup.apply(kernels, grids.contiguous(), coords.contiguous())
+    return _grid_lookup(grids, coords)
+
+
+class _NativeGridLookup(torch.autograd.Function):
+    """``grids [P, R.., F], coords [N, P, d] -> [N, P, F]`` with the native kernel; native first backward."""
+
+    @staticmethod
+    def forward(ctx, kernels, grids, coords):
+        ctx.kernels = kernels
+        ctx.save_for_backward(grids, coords)
+        return kernels.forward(grids, coords)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grids, coords = ctx.saved_tensors
+        need_grids, need_coords = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        if torch.is_grad_enabled():  # a graph through this backward (eikonal, PDE residuals): the twin's
+            grids_alias, coords_alias = grids.view_as(grids), coords.view_as(coords)
+            wanted = [t for t, need in ((grids_alias, need_grids), (coords_alias, need_coords)) if need]
+            grads = iter(torch.autograd.grad(_grid_lookup(grids_alias, coords_alias), wanted, grad_out,
+                                             create_graph=True))
+            return None, next(grads) if need_grids else None, next(grads) if need_coords else None
+        grad_grids, grad_coords = ctx.kernels.backward(grad_out, grids, coords, need_grids, need_coords)
+        return None, grad_grids, grad_coords
+
+
+def _grid_lookup(grids: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Torch twin of :func:`grid_lookup` (same arguments; differentiable to any order)."""
     n_grids, res = grids.shape[0], grids.shape[1]
     d = grids.dim() - 2
     n_feat = grids.shape[-1]
-    if coords.shape[1:] != (n_grids, d):
-        raise ValueError(f"coords must be [N, {n_grids}, {d}], got {tuple(coords.shape)}")
     flat = grids.reshape(n_grids * res**d, n_feat)
     pos = coords * (res - 1)
     cell = torch.floor(pos).detach().clamp(0, res - 2)
