@@ -58,11 +58,11 @@ PROBLEM_DEFAULTS: dict[tuple[str, str], dict] = {
     ("burgers", "pinn"): _BURGERS,
     # modified MLP; a short Adam phase (float32) to get the causal schedule going, then L-BFGS in float64 on
     # 4096 points, the weights held per block and eps still rising (reaches 100). After 3500 L-BFGS iterations the
-    # error still fell ~15 % per 500 (seed 1: 8.6e-3); 5500 reach 4.46e-3 (seed 1) in 705 s
+    # error still fell 10-20 % per 500 (seed 1: 8.6e-3); 5500 reach 2.77e-3 / 4.46e-3 (seeds 0 / 1) in 720 / 705 s
     ("allen_cahn", "causal"): {"arch": "modified", "width": 48, "depth": 4, "steps": 1500, "n_interior": 2048,
                                "lbfgs_steps": 5500, "lbfgs_double": True, "lbfgs_points": 4096},
-    # float64 throughout (closed-form residual jet), long L-BFGS on 2500 Sobol points (with uniform random points
-    # the residual between them was ~2x that on them, and the error stayed at 1.7-2.1e-4)
+    # float64 throughout (closed-form residual jet), long L-BFGS on 2500 Sobol points: 6.68e-5 in 468 s (on uniform
+    # random points the residual between them was ~2x that on them, and the error stayed at 1.7-2.1e-4)
     ("helmholtz", "pig"): {"steps": 2000, "lbfgs_steps": 10000, "lr": 5e-3, "lr_final": 5e-4, "n_interior": 1000,
                            "lbfgs_points": 2500, "sampling": "sobol", "n_gaussians": 256, "gaussian_sigma": 0.08,
                            "gaussian_features": 8},
