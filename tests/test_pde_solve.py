@@ -10,7 +10,9 @@ import torch
 from omnifield.errors import OmnifieldError
 from omnifield.pde import cli, registry
 from omnifield.pde.field import PDEField, UnknownConfig
+from omnifield.pde.problem import unit_points
 from omnifield.pde.solvers import solve
+from omnifield.pde.solvers.causal import CausalSchedule
 from omnifield.pde.solvers.loss import PhysicsLoss, rad_select
 from omnifield.pde.solvers.run import build_solution
 from omnifield.pde.solvers.settings import SolverSettings
@@ -70,6 +72,31 @@ def test_adaptive_sampling_crowds_points_where_the_residual_is_large(tmp_path):
     assert np.isfinite(metrics["rel_l2"])
     with pytest.raises(OmnifieldError, match="adaptive-k"):
         solve("heat", "causal", replace(settings, steps=1), tmp_path, quiet=True)
+
+
+def test_sobol_points_cover_every_interval_once():
+    def covered(pts):  # intervals [i/64, (i+1)/64) holding a point, per axis
+        return [len(set((pts[:, a] * 64).long().tolist())) for a in range(pts.shape[1])]
+
+    sobol = unit_points(64, 2, torch.Generator().manual_seed(0), quasi=True)
+    assert covered(sobol) == [64, 64]  # one point per interval: an even cover
+    assert max(covered(unit_points(64, 2, torch.Generator().manual_seed(0)))) < 56  # random points leave gaps
+    again = unit_points(64, 2, torch.Generator().manual_seed(0), quasi=True)
+    other = unit_points(64, 2, torch.Generator().manual_seed(1), quasi=True)
+    assert torch.equal(sobol, again) and not torch.equal(sobol, other)  # the scrambling follows the generator
+
+
+def test_sobol_causal_batch_puts_each_point_in_the_chunk_of_its_time():
+    problem = registry.get_problem("allen_cahn")
+    settings = replace(TINY, sampling="sobol")
+    solution, soft = build_solution("causal", problem, settings, torch.Generator().manual_seed(0))
+    loss = PhysicsLoss(problem, solution, 256, 16, soft, causal=CausalSchedule(n_chunks=32), sampling="sobol")
+    batch = loss.sample(torch.Generator().manual_seed(0))
+    t, chunk = batch["interior"][:, 1], batch["chunk"]
+    assert torch.equal(chunk, (t * 32).long())  # time axis [0, 1]
+    assert torch.bincount(chunk, minlength=32).tolist() == [8] * 32
+    with pytest.raises(OmnifieldError, match="--sampling"):
+        PhysicsLoss(problem, solution, 256, 16, soft, sampling="grid")
 
 
 def test_cli_solve_writes_plots_losses_and_grid(tmp_path, capsys):

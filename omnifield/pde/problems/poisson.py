@@ -43,11 +43,11 @@ class PoissonLShape(Problem):
         zero = lambda x: torch.zeros_like(x[:, :1])  # noqa: E731
         self.conditions = [Dirichlet("boundary", self.sample_boundary, zero)]
 
-    def sample_interior(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """Uniform in the L-shape: draw 4/3 n + margin in the box, keep those inside (3/4 of the area)."""
+    def sample_interior(self, n: int, generator: torch.Generator, quasi: bool = False) -> torch.Tensor:
+        """Uniform in the L-shape: draw 2 n in the box (random or Sobol), keep those inside (3/4 of the area)."""
         out = torch.empty(0, 2)
         while out.shape[0] < n:
-            x = self.box.sample(2 * n, generator)
+            x = self.box.sample(2 * n, generator, quasi)
             out = torch.cat([out, x[in_lshape(x)]])
         return out[:n]
 

@@ -5,6 +5,13 @@ distribution, RAD (Wu, Zhu, Tan, Kartha & Lu 2023): from a uniform pool of
 ``pool_factor * n_interior`` points, each is kept with probability proportional to
 ``|r|^k / mean(|r|^k) + c``, so points crowd where the residual is large (a shock) while
 ``c`` keeps the rest of the domain covered.
+
+``sampling="sobol"`` draws the collocation points (and RAD's pool) as scrambled Sobol sets instead
+of independent uniform points. A fixed batch (the L-BFGS phase) then covers the domain evenly,
+with no gaps in which the fit can leave the residual large (Helmholtz PIG: the mean squared
+residual on fresh points was 1.2-1.5x that on the batch, against ~2x with uniform points). With
+causal chunks, each point's chunk is the one its time falls in (Sobol sets of ``2^k >= chunks``
+points put the same number in each).
 """
 
 from __future__ import annotations
@@ -15,6 +22,9 @@ from torch import nn
 from omnifield.errors import OmnifieldError
 from omnifield.pde.problem import Condition, Problem
 from omnifield.pde.solvers.causal import CausalSchedule, causal_weights, chunk_losses
+
+
+SAMPLINGS = ("uniform", "sobol")
 
 
 class PhysicsLoss:
@@ -36,6 +46,7 @@ class PhysicsLoss:
         adaptive_k: float = 0.0,
         adaptive_c: float = 1.0,
         pool_factor: int = 8,
+        sampling: str = "uniform",
     ):
         if causal is not None and problem.time_axis is None:
             raise OmnifieldError(f"--solver causal: problem {problem.name!r} has no time axis")
@@ -45,7 +56,10 @@ class PhysicsLoss:
             raise OmnifieldError("--adaptive-k and --adaptive-c must be >= 0 and the pool factor >= 1")
         if adaptive_k > 0 and causal is not None:
             raise OmnifieldError("--adaptive-k: residual-adaptive sampling and causal time chunks do not combine")
+        if sampling not in SAMPLINGS:
+            raise OmnifieldError(f"--sampling: unknown sampling {sampling!r}; choose from {', '.join(SAMPLINGS)}")
         self.adaptive_k, self.adaptive_c, self.pool_factor = adaptive_k, adaptive_c, pool_factor
+        self.quasi = sampling == "sobol"
         self.problem, self.solution, self.causal = problem, solution, causal
         self.n_interior, self.n_condition = n_interior, n_condition
         self.soft_conditions, self.condition_weight = soft_conditions, condition_weight
@@ -56,18 +70,21 @@ class PhysicsLoss:
     def sample(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Fresh collocation points (time-stratified per chunk when causal) and condition points."""
         if self.adaptive_k > 0:
-            pool = self.problem.sample_interior(self.pool_factor * self.n_interior, generator)
+            pool = self.problem.sample_interior(self.pool_factor * self.n_interior, generator, self.quasi)
             r = self.residual_magnitude(pool.to(self.dtype)).to(pool.dtype)
             x = pool[rad_select(r, self.n_interior, self.adaptive_k, self.adaptive_c, generator)]
         else:
-            x = self.problem.sample_interior(self.n_interior, generator)
+            x = self.problem.sample_interior(self.n_interior, generator, self.quasi)
         batch = {"interior": x}
         if self.causal is not None:
             m, axis = self.causal.n_chunks, self.problem.time_axis
-            chunk = torch.arange(self.n_interior) % m
             t0, t1 = self.problem.lo[axis], self.problem.hi[axis]
-            u = (chunk.to(x.dtype) + torch.rand(self.n_interior, generator=generator)) / m
-            x[:, axis] = t0 + (t1 - t0) * u
+            if self.quasi:  # the chunk each time falls in
+                chunk = ((x[:, axis] - t0) / (t1 - t0) * m).long().clamp(0, m - 1)
+            else:  # the same number of points per chunk, uniform within it
+                chunk = torch.arange(self.n_interior) % m
+                u = (chunk.to(x.dtype) + torch.rand(self.n_interior, generator=generator)) / m
+                x[:, axis] = t0 + (t1 - t0) * u
             batch["chunk"] = chunk
         for cond in self.soft_conditions:
             batch[cond.name] = cond.sample(self.n_condition, generator)

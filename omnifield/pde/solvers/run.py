@@ -103,7 +103,8 @@ def solve(problem_name: str, solver: str, settings: SolverSettings, out_dir: Pat
         except ValueError as exc:
             raise OmnifieldError(f"--eps/--chunks: {exc}") from None
     loss = PhysicsLoss(problem, solution, settings.n_interior, settings.n_condition, soft,
-                       settings.condition_weight, causal, dtype, settings.adaptive_k, settings.adaptive_c)
+                       settings.condition_weight, causal, dtype, settings.adaptive_k, settings.adaptive_c,
+                       sampling=settings.sampling)
     opt = OptimizeSettings(adam_steps=settings.steps, lbfgs_steps=settings.lbfgs_steps, lr=settings.lr,
                            lr_final=settings.lr_final, resample_every=max(1, settings.resample_every), quiet=quiet,
                            lbfgs_dtype=torch.float64 if settings.lbfgs_double else None,
