@@ -35,16 +35,19 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
     Raises :class:`OmnifieldError` naming the file when it is missing, truncated or not ours.
     """
-    from safetensors import safe_open
+    from safetensors.torch import load
 
     path = Path(path)
     if not path.is_file():
         raise OmnifieldError(f"{path}: checkpoint not found")
+    # One read of the whole file: a run writing its next checkpoint (temp file + rename) meanwhile
+    # cannot mix the header of one file with the data of the next, as reopening by name could.
+    data = path.read_bytes()
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            header = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several types on corrupt files
+        header_size = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:8 + header_size]).get("__metadata__") or {}
+        tensors = load(data)
+    except Exception as exc:  # noqa: BLE001 - safetensors and json raise several types on corrupt files
         raise OmnifieldError(f"{path}: corrupt or truncated checkpoint ({exc})") from None
     if "omnifield" not in header:
         raise OmnifieldError(f"{path}: not an omnifield checkpoint (no 'omnifield' metadata)")
