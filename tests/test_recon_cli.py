@@ -46,16 +46,16 @@ def test_train_resume_eval_render(tiny_scene, tmp_path, capsys):
     assert {"loss", "psnr", "rays_per_s", "samples_per_ray", "lr"} <= set(log[0])
 
 
-def test_resume_reproduces_uninterrupted_training(tiny_scene, tmp_path, monkeypatch):
-    monkeypatch.setenv("OMNIFIELD_BACKEND", "torch")  # the twins, in deterministic mode, are bitwise repeatable
+@pytest.fixture
+def bitwise_repeatable(monkeypatch):
+    """The torch twins in deterministic mode: runs repeat bit for bit."""
+    monkeypatch.setenv("OMNIFIELD_BACKEND", "torch")
     torch.use_deterministic_algorithms(True)
-    try:
-        _check_resume(tiny_scene, tmp_path)
-    finally:
-        torch.use_deterministic_algorithms(False)
+    yield
+    torch.use_deterministic_algorithms(False)
 
 
-def _check_resume(tiny_scene, tmp_path):
+def test_resume_reproduces_uninterrupted_training(tiny_scene, tmp_path, bitwise_repeatable):
     data = load_blender(tiny_scene, "train", 8)
 
     def make(path):
