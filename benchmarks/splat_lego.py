@@ -9,8 +9,9 @@ view 0 goes to ``--picture``.
 
     python benchmarks/splat_lego.py [--quick] [--data data/lego_200] [--minutes 10] [--out rows.json]
 
-``--device cuda`` trains on a GPU (gsplat / nerfacc when installed). ``--methods`` runs a subset; with ``--reuse OLD.json --work SAME_FOLDER`` the other rows (and their
-pictures) come from an earlier run, e.g. to measure Compact-3DGS again after a change to it.
+``--device cuda`` trains on a GPU (gsplat / nerfacc when installed). ``--methods`` runs a subset; with
+``--reuse OLD.json --work SAME_FOLDER`` the other rows (and their pictures) come from an earlier run,
+e.g. to measure Compact-3DGS again after a change to it.
 """
 
 from __future__ import annotations

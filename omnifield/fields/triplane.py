@@ -21,7 +21,7 @@ from torch import nn
 
 from omnifield.config import register_config
 from omnifield.fields.encoding import Encoding
-from omnifield.fields.grid_lookup import axis_pairs, grid_lookup
+from omnifield.fields.grid_lookup import axis_pairs, grid_lookup, product_along
 from omnifield.fields.mlp import MLPConfig
 from omnifield.fields.radiance import RadianceFieldConfig
 from omnifield.fields.registry import register_field
@@ -80,11 +80,8 @@ class TriPlane(Encoding):
             feats = grid_lookup(planes, coords)  # [N, P, F]
             if self.cfg.aggregation == "sum":
                 outs.append(feats.sum(dim=1))
-            elif self.cfg.aggregation == "product":  # multiplied out: torch.prod's backward is a slow scan on GPUs
-                product = feats[:, 0]
-                for p in range(1, feats.shape[1]):
-                    product = product * feats[:, p]
-                outs.append(product)
+            elif self.cfg.aggregation == "product":
+                outs.append(product_along(feats, 1))
             else:
                 outs.append(feats.flatten(1))
         return torch.cat(outs, dim=-1)

@@ -43,7 +43,7 @@ inline void locate(const float* c, int64_t res, int64_t base, Corners<D>& out) {
     for (int i = 0; i < D; ++i) {
       const int bit = (k >> i) & 1;
       row = row * res + vertex[i] + bit;
-      w = i == 0 ? (bit ? out.frac[0] : 1.0f - out.frac[0]) : w * (bit ? out.frac[i] : 1.0f - out.frac[i]);
+      w *= bit ? out.frac[i] : 1.0f - out.frac[i];
     }
     out.row[k] = base + row;
     out.weight[k] = w;

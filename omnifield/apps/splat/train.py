@@ -66,7 +66,8 @@ def add_splat_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--mask-lr", type=float, default=LEARNING_RATES["mask_logits"],
                    help="Adam learning rate of the mask logits (--compact; paper: 1e-3 synthetic, 1e-2 real scenes)")
     g.add_argument("--color-lr", type=float, default=FIELD_LR,
-                   help="Adam learning rate of the colour hash grid and MLP (--compact; paper: 1e-3 synthetic, 1e-2 real)")
+                   help="Adam learning rate of the colour hash grid and MLP "
+                        "(--compact; paper: 1e-3 synthetic, 1e-2 real)")
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -85,7 +86,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         raise OmnifieldError("--densify-until and --rvq-from must be fractions in [0, 1]")
     if opts["mask_lambda"] < 0:
         raise OmnifieldError("--mask-lambda must be >= 0")
-    if opts["mask_lr"] <= 0 or opts["color_lr"] <= 0:
+    if not (opts["mask_lr"] > 0 and opts["color_lr"] > 0):  # also catches NaN
         raise OmnifieldError("--mask-lr and --color-lr must be > 0")
     if opts["n_init"] < 1:
         raise OmnifieldError("--n-init must be >= 1")
@@ -162,9 +163,9 @@ def train_splat(data_dir: Path, out_dir: Path, args: argparse.Namespace) -> dict
                                        reset_every=opts["reset_every"], max_gaussians=opts["max_gaussians"])
     control = DensityControl(control_cfg, scale)
     renderer = SplatRenderer(background=tuple(background.tolist()))
+    on_device = f", on {device}" if device.type != "cpu" else ""
     print(f"training splat{' (compact)' if opts['compact'] else ''} from {len(scene)} Gaussians "
-          f"({opts['init']} init) on {data_dir} ({len(images)} views{', on ' + str(device) if device.type != 'cpu' else ''})"
-          f" -> {out_dir}")
+          f"({opts['init']} init) on {data_dir} ({len(images)} views{on_device}) -> {out_dir}")
     steps, budget = opts["steps"], opts["minutes"] * 60.0
     log: list[dict[str, Any]] = []
     note = missing_cuda_library_note(device, "gsplat", "rasterization")
