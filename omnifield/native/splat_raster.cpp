@@ -3,11 +3,14 @@
 // Twin of omnifield/renderers/splat/rasterize.py::_rasterize_to_pixels (same binning rule, same
 // blending, same early termination). Binning: visible Gaussians are stably sorted by depth, then
 // appended to the lists of the tiles their rectangle covers, so every tile list is front to back.
+// Within a tile, pixels go in runs of 16 along a row (SIMD lanes), each Gaussian for all of them at
+// once, and only the Gaussians whose ellipse reaches the alpha cut-off somewhere on that row.
 #include <torch/extension.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <vector>
 
@@ -59,25 +62,113 @@ Bins bin_gaussians(const float* means2d, const int32_t* radii, const float* dept
   return bins;
 }
 
-// Per-tile copy of the Gaussians it blends (structure of arrays, front to back).
+// How far (in pixels, vertically) each Gaussian reaches the alpha cut-off: [N], -1 when it is too faint to
+// show anywhere. For a positive definite conic, sigma along a pixel row at vertical offset dy is at least
+// 0.5 dy^2 (c - b^2 / a), and alpha >= 1/255 needs sigma <= log(o * 255).
+std::vector<float> vertical_reach(const float* conics, const float* opac, int64_t n) {
+  std::vector<float> reach(n);
+#pragma omp parallel for
+  for (int64_t g = 0; g < n; ++g) {
+    const float a = conics[3 * g], b = conics[3 * g + 1], c = conics[3 * g + 2];
+    const float cut = std::log(std::max(opac[g], 1e-30f) / kAlphaMin) + 1e-4f;  // a little slack
+    const float det = a * c - b * b;
+    const float flat = (a > 0.0f && det > 0.0f) ? 0.5f * det / a : 0.0f;
+    reach[g] = cut < 0.0f ? -1.0f : flat > 0.0f ? std::sqrt(cut / flat) : INFINITY;
+  }
+  return reach;
+}
+
+// Per-tile copy of the Gaussians it blends (front to back; per Gaussian: mean x, y, conic a, b, c,
+// opacity, colour), and for each pixel row of the tile the Gaussians that reach it.
 struct TileGaussians {
-  std::vector<float> mx, my, a, b, c, o, cut;  // cut: largest sigma with alpha >= 1/255
+  static constexpr int kMx = 0, kMy = 1, kA = 2, kB = 3, kC = 4, kO = 5, kColor = 6;
+  int64_t stride = 0;
+  std::vector<float> data;                 // [k, stride]
+  std::vector<std::vector<int32_t>> rows;  // rows[r]: tile-list positions (ascending) reaching row r
+  const float* at(int64_t i) const { return data.data() + i * stride; }
   void load(const int64_t* offsets, const int32_t* ids, int64_t t, const float* means2d, const float* conics,
-            const float* opac) {
+            const float* opac, const float* colors, int64_t nc, const float* reach, int64_t row0,
+            int64_t n_rows) {
     const int64_t s = offsets[t], k = offsets[t + 1] - s;
-    for (auto* v : {&mx, &my, &a, &b, &c, &o, &cut}) v->resize(k);
+    stride = kColor + nc;
+    data.resize(k * stride);
+    rows.resize(n_rows);
+    for (auto& r : rows) r.clear();
     for (int64_t i = 0; i < k; ++i) {
       const int32_t g = ids[s + i];
-      mx[i] = means2d[2 * g];
-      my[i] = means2d[2 * g + 1];
-      a[i] = conics[3 * g];
-      b[i] = conics[3 * g + 1];
-      c[i] = conics[3 * g + 2];
-      o[i] = opac[g];
-      cut[i] = std::log(std::max(o[i], 1e-30f) / kAlphaMin);
+      float* d = data.data() + i * stride;
+      d[kMx] = means2d[2 * g];
+      d[kMy] = means2d[2 * g + 1];
+      d[kA] = conics[3 * g];
+      d[kB] = conics[3 * g + 1];
+      d[kC] = conics[3 * g + 2];
+      d[kO] = opac[g];
+      for (int64_t ch = 0; ch < nc; ++ch) d[kColor + ch] = colors[g * nc + ch];
+      if (reach[g] < 0.0f) continue;
+      const float top = d[kMy] - 0.5f - (float)row0;  // the Gaussian's centre, in the tile's row units
+      const int64_t lo = std::max<int64_t>(0, (int64_t)std::max(std::ceil(top - reach[g]), -1.0f));
+      const int64_t hi = std::min<int64_t>(n_rows - 1, (int64_t)std::min(std::floor(top + reach[g]), 1e9f));
+      for (int64_t r = lo; r <= hi; ++r) rows[r].push_back((int32_t)i);
     }
   }
 };
+
+// Pixels are processed as runs of kLanes along a tile row, one Gaussian at a time for all of them:
+// the inner loops over lanes have no branches and compile to SIMD.
+constexpr int kLanes = 16;
+
+// exp(x) for x <= 0, vectorizable (Cody-Waite reduction + degree-6 polynomial, relative error ~2e-7).
+inline float exp_nonpositive(float x) {
+  x = std::max(x, -87.0f);
+  const float k = std::nearbyint(x * 1.44269504088896341f);
+  const float r = x - k * 0.693359375f + k * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = ((int32_t)k + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+// Lane state of one run of pixels.
+struct Run {
+  int64_t y, x0, row;  // row: y within the tile
+  int n;  // pixels in the run (<= kLanes)
+  float px[kLanes];
+  float py;
+  void at(int64_t pixel_row, int64_t tile_row, int64_t first, int count) {
+    y = pixel_row;
+    row = tile_row;
+    x0 = first;
+    n = count;
+    py = (float)pixel_row + 0.5f;
+    for (int l = 0; l < kLanes; ++l) px[l] = (float)(first + l) + 0.5f;
+  }
+};
+
+// First pixel row of tile t and its number of rows.
+inline int64_t tile_row0(int64_t t, int tiles_x, int ts) { return (t / tiles_x) * ts; }
+inline int64_t tile_rows(int64_t t, int tiles_x, int ts, int64_t height) {
+  return std::min<int64_t>(ts, height - tile_row0(t, tiles_x, ts));
+}
+
+// Calls f(run) for every run of <= kLanes pixels of tile t.
+template <class F>
+void for_each_run(int64_t t, int tiles_x, int ts, int64_t width, int64_t height, F&& f) {
+  const int64_t tx0 = (t % tiles_x) * ts, ty0 = (t / tiles_x) * ts;
+  const int64_t x_end = std::min<int64_t>(tx0 + ts, width), y_end = std::min<int64_t>(ty0 + ts, height);
+  Run run;
+  for (int64_t y = ty0; y < y_end; ++y)
+    for (int64_t x = tx0; x < x_end; x += kLanes) {
+      run.at(y, y - ty0, x, (int)std::min<int64_t>(kLanes, x_end - x));
+      f(run);
+    }
+}
 
 }  // namespace
 
@@ -101,41 +192,66 @@ std::vector<torch::Tensor> splat_forward(torch::Tensor means2d, torch::Tensor co
   float* img = image.data_ptr<float>();
   float* ft = final_t.data_ptr<float>();
   int64_t* lst = last.data_ptr<int64_t>();
+  const std::vector<float> reach = vertical_reach(co, op, n);
 #pragma omp parallel
   {
     TileGaussians tg;
-    std::vector<float> acc(nc);
+    std::vector<float> acc((size_t)nc * kLanes);
 #pragma omp for schedule(dynamic)
     for (int64_t t = 0; t < (int64_t)tiles_x * tiles_y; ++t) {
-      tg.load(bins.offsets.data(), bins.ids.data(), t, m2, co, op);
-      const int64_t s = bins.offsets[t], k = bins.offsets[t + 1] - s;
-      const int64_t x0 = (t % tiles_x) * ts, y0 = (t / tiles_x) * ts;
-      for (int64_t y = y0; y < std::min<int64_t>(y0 + ts, height); ++y) {
-        for (int64_t x = x0; x < std::min<int64_t>(x0 + ts, width); ++x) {
-          const float px = (float)x + 0.5f, py = (float)y + 0.5f;
-          float T = 1.0f;
-          int64_t end = s;
-          std::fill(acc.begin(), acc.end(), 0.0f);
-          for (int64_t i = 0; i < k; ++i) {
-            const float dx = tg.mx[i] - px, dy = tg.my[i] - py;
-            const float sigma = 0.5f * (tg.a[i] * dx * dx + tg.c[i] * dy * dy) + tg.b[i] * dx * dy;
-            if (sigma < 0.0f || sigma > tg.cut[i]) continue;
-            const float alpha = std::min(kAlphaMax, tg.o[i] * std::exp(-sigma));
-            if (alpha < kAlphaMin) continue;
-            const float next_t = T * (1.0f - alpha);
-            if (next_t <= kTMin) break;
-            const float w = alpha * T;
-            const float* col = cl + bins.ids[s + i] * nc;
-            for (int64_t ch = 0; ch < nc; ++ch) acc[ch] += w * col[ch];
-            T = next_t;
-            end = s + i + 1;
-          }
-          const int64_t p = y * width + x;
-          for (int64_t ch = 0; ch < nc; ++ch) img[p * nc + ch] = acc[ch] + T * bg[ch];
-          ft[p] = T;
-          lst[p] = end;
+      tg.load(bins.offsets.data(), bins.ids.data(), t, m2, co, op, cl, nc, reach.data(), tile_row0(t, tiles_x, ts),
+              tile_rows(t, tiles_x, ts, height));
+      const int64_t s = bins.offsets[t];
+      for_each_run(t, tiles_x, ts, width, height, [&](const Run& run) {
+        float T[kLanes], done[kLanes];
+        int64_t end[kLanes];
+        for (int l = 0; l < kLanes; ++l) {
+          T[l] = 1.0f;
+          done[l] = l < run.n ? 0.0f : 1.0f;
+          end[l] = s;
         }
-      }
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        int n_done = kLanes - run.n;
+        const std::vector<int32_t>& reaching = tg.rows[run.row];
+        for (size_t j = 0; j < reaching.size() && n_done < kLanes; ++j) {
+          const int64_t i = reaching[j];
+          const float* gauss = tg.at(i);
+          const float dy = gauss[TileGaussians::kMy] - run.py, mx = gauss[TileGaussians::kMx];
+          const float a = gauss[TileGaussians::kA], b = gauss[TileGaussians::kB], c = gauss[TileGaussians::kC];
+          const float o = gauss[TileGaussians::kO];
+          const float* col = gauss + TileGaussians::kColor;
+          float w[kLanes];
+          int terminated = 0;
+#pragma omp simd reduction(+ : terminated)
+          for (int l = 0; l < kLanes; ++l) {
+            const float dx = mx - run.px[l];
+            const float sigma = 0.5f * (a * dx * dx + c * dy * dy) + b * dx * dy;
+            const float alpha = std::min(kAlphaMax, o * exp_nonpositive(-std::max(sigma, 0.0f)));
+            const bool valid = done[l] == 0.0f && sigma >= 0.0f && alpha >= kAlphaMin;
+            const float next_t = T[l] * (1.0f - alpha);
+            const bool stop = valid && next_t <= kTMin;
+            const bool blend = valid && !stop;
+            w[l] = blend ? alpha * T[l] : 0.0f;
+            T[l] = blend ? next_t : T[l];
+            end[l] = blend ? s + i + 1 : end[l];
+            done[l] = stop ? 1.0f : done[l];
+            terminated += stop ? 1 : 0;
+          }
+          n_done += terminated;
+          for (int64_t ch = 0; ch < nc; ++ch) {
+            float* acc_ch = acc.data() + ch * kLanes;
+            const float cc = col[ch];
+#pragma omp simd
+            for (int l = 0; l < kLanes; ++l) acc_ch[l] += w[l] * cc;
+          }
+        }
+        for (int l = 0; l < run.n; ++l) {
+          const int64_t p = run.y * width + run.x0 + l;
+          for (int64_t ch = 0; ch < nc; ++ch) img[p * nc + ch] = acc[ch * kLanes + l] + T[l] * bg[ch];
+          ft[p] = T[l];
+          lst[p] = end[l];
+        }
+      });
     }
   }
   auto offsets = torch::from_blob(bins.offsets.data(), {(int64_t)bins.offsets.size()}, torch::kInt64).clone();
@@ -165,58 +281,97 @@ std::vector<torch::Tensor> splat_backward(torch::Tensor means2d, torch::Tensor c
   const int32_t* gid = ids.data_ptr<int32_t>();
   const float* vimg = v_image.data_ptr<float>();
   const float* valpha = v_alpha.data_ptr<float>();
+  const std::vector<float> reach = vertical_reach(co, op, n);
 #pragma omp parallel
   {
     float* mine = grads.data() + (size_t)omp_get_thread_num() * n * stride;
-    std::vector<float> behind(nc), local;
+    std::vector<float> behind((size_t)nc * kLanes), vcol((size_t)nc * kLanes), local;
     TileGaussians tg;
 #pragma omp for schedule(dynamic)
     for (int64_t t = 0; t < (int64_t)tiles_x * tiles_y; ++t) {
       const int64_t s = off[t], k = off[t + 1] - s;
       if (k == 0) continue;
-      tg.load(off, gid, t, m2, co, op);
+      tg.load(off, gid, t, m2, co, op, cl, nc, reach.data(), tile_row0(t, tiles_x, ts),
+              tile_rows(t, tiles_x, ts, height));
       local.assign((size_t)k * stride, 0.0f);
-      const int64_t x0 = (t % tiles_x) * ts, y0 = (t / tiles_x) * ts;
-      for (int64_t y = y0; y < std::min<int64_t>(y0 + ts, height); ++y) {
-        for (int64_t x = x0; x < std::min<int64_t>(x0 + ts, width); ++x) {
-          const int64_t p = y * width + x;
-          const float px = (float)x + 0.5f, py = (float)y + 0.5f;
-          const float t_final = ft[p];
-          float T = t_final;
-          for (int64_t ch = 0; ch < nc; ++ch) behind[ch] = t_final * bg[ch];
-          const float* vc = vimg + p * nc;
-          const float va = valpha[p];
-          for (int64_t i = lst[p] - 1 - s; i >= 0; --i) {
-            const float dx = tg.mx[i] - px, dy = tg.my[i] - py;
-            const float sigma = 0.5f * (tg.a[i] * dx * dx + tg.c[i] * dy * dy) + tg.b[i] * dx * dy;
-            if (sigma < 0.0f || sigma > tg.cut[i]) continue;
-            const float vis = std::exp(-sigma);
-            const float raw = tg.o[i] * vis;
-            const float alpha = std::min(kAlphaMax, raw);
-            if (alpha < kAlphaMin) continue;
-            const float ra = 1.0f / (1.0f - alpha);
-            T *= ra;
-            const float w = alpha * T;
-            const float* col = cl + gid[s + i] * nc;
-            float* gg = local.data() + i * stride;
-            float v_a = va * t_final * ra;
-            for (int64_t ch = 0; ch < nc; ++ch) {
-              gg[5 + ch] += w * vc[ch];
-              v_a += (col[ch] * T - behind[ch] * ra) * vc[ch];
-              behind[ch] += col[ch] * w;
-            }
-            if (raw <= kAlphaMax) {
-              const float v_sigma = -raw * v_a;
-              gg[0] += v_sigma * (tg.a[i] * dx + tg.b[i] * dy);
-              gg[1] += v_sigma * (tg.b[i] * dx + tg.c[i] * dy);
-              gg[2] += v_sigma * 0.5f * dx * dx;
-              gg[3] += v_sigma * dx * dy;
-              gg[4] += v_sigma * 0.5f * dy * dy;
-              gg[5 + nc] += vis * v_a;
-            }
+      for_each_run(t, tiles_x, ts, width, height, [&](const Run& run) {
+        float T[kLanes], t_final[kLanes], v_a_final[kLanes];
+        int64_t count[kLanes];  // Gaussians of the tile list that blended into each pixel
+        int64_t longest = 0;
+        for (int l = 0; l < kLanes; ++l) {
+          const int64_t p = run.y * width + run.x0 + l;
+          const bool in = l < run.n;
+          t_final[l] = in ? ft[p] : 1.0f;
+          T[l] = t_final[l];
+          count[l] = in ? lst[p] - s : 0;
+          longest = std::max(longest, count[l]);
+          v_a_final[l] = in ? valpha[p] * t_final[l] : 0.0f;
+          for (int64_t ch = 0; ch < nc; ++ch) {
+            behind[ch * kLanes + l] = t_final[l] * bg[ch];
+            vcol[ch * kLanes + l] = in ? vimg[p * nc + ch] : 0.0f;
           }
         }
-      }
+        const std::vector<int32_t>& reaching = tg.rows[run.row];
+        for (size_t j = reaching.size(); j-- > 0;) {
+          const int64_t i = reaching[j];
+          if (i >= longest) continue;
+          const float* gauss = tg.at(i);
+          const float dy = gauss[TileGaussians::kMy] - run.py, mx = gauss[TileGaussians::kMx];
+          const float a = gauss[TileGaussians::kA], b = gauss[TileGaussians::kB], c = gauss[TileGaussians::kC];
+          const float o = gauss[TileGaussians::kO];
+          const float* col = gauss + TileGaussians::kColor;
+          float w[kLanes], ra[kLanes], on[kLanes], v_a[kLanes], v_sigma[kLanes], dxs[kLanes], vis_l[kLanes];
+#pragma omp simd
+          for (int l = 0; l < kLanes; ++l) {
+            const float dx = mx - run.px[l];
+            const float sigma = 0.5f * (a * dx * dx + c * dy * dy) + b * dx * dy;
+            const float vis = exp_nonpositive(-std::max(sigma, 0.0f));
+            const float raw = o * vis;
+            const float alpha = std::min(kAlphaMax, raw);
+            const bool valid = i < count[l] && sigma >= 0.0f && alpha >= kAlphaMin;
+            on[l] = valid ? 1.0f : 0.0f;
+            ra[l] = valid ? 1.0f / (1.0f - alpha) : 1.0f;
+            T[l] *= ra[l];
+            w[l] = valid ? alpha * T[l] : 0.0f;
+            v_a[l] = valid ? v_a_final[l] * ra[l] : 0.0f;
+            // the opacity and conic gradients vanish where alpha is clamped
+            v_sigma[l] = (valid && raw <= kAlphaMax) ? -raw : 0.0f;
+            vis_l[l] = (valid && raw <= kAlphaMax) ? vis : 0.0f;
+            dxs[l] = dx;
+          }
+          float* gg = local.data() + i * stride;
+          for (int64_t ch = 0; ch < nc; ++ch) {
+            float* beh = behind.data() + ch * kLanes;
+            const float* vc = vcol.data() + ch * kLanes;
+            const float cc = col[ch];
+            float g_col = 0.0f;
+#pragma omp simd reduction(+ : g_col)
+            for (int l = 0; l < kLanes; ++l) {
+              g_col += w[l] * vc[l];
+              v_a[l] += on[l] * (cc * T[l] - beh[l] * ra[l]) * vc[l];
+              beh[l] += cc * w[l];
+            }
+            gg[5 + ch] += g_col;
+          }
+          float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g_o = 0.0f;
+#pragma omp simd reduction(+ : g0, g1, g2, g3, g4, g_o)
+          for (int l = 0; l < kLanes; ++l) {
+            const float dx = dxs[l], vs = v_sigma[l] * v_a[l];
+            g0 += vs * (a * dx + b * dy);
+            g1 += vs * (b * dx + c * dy);
+            g2 += vs * 0.5f * dx * dx;
+            g3 += vs * dx * dy;
+            g4 += vs * 0.5f * dy * dy;
+            g_o += vis_l[l] * v_a[l];
+          }
+          gg[0] += g0;
+          gg[1] += g1;
+          gg[2] += g2;
+          gg[3] += g3;
+          gg[4] += g4;
+          gg[5 + nc] += g_o;
+        }
+      });
       for (int64_t i = 0; i < k; ++i) {
         float* dst = mine + (int64_t)gid[s + i] * stride;
         const float* src = local.data() + i * stride;
