@@ -9,7 +9,7 @@ import torch
 
 from omnifield.backend import has_module
 from omnifield.fields.gaussians import GaussianScene, build_covariances
-from omnifield.renderers.splat import SplatRenderer, project_gaussians, rasterize_to_pixels
+from omnifield.renderers.splat import SplatRenderer, project_gaussians, project_splats, rasterize_to_pixels
 from omnifield.renderers.splat.rasterize import _rasterize_to_pixels
 
 
@@ -174,6 +174,74 @@ def test_projection_jacobian_against_finite_differences():
     inv = torch.linalg.inv(cov2d)
     _, conics, _, _ = project_gaussians(mean[None], covar, torch.eye(4, dtype=torch.float64), K, 40, 30)
     torch.testing.assert_close(conics[0], torch.stack([inv[0, 0], inv[0, 1], inv[1, 1]]))
+
+
+def _projection_inputs(n: int):
+    """Gaussians around a camera looking down +z: some behind the near plane, some far outside the view
+    (the Jacobian clamp), scales over two orders of magnitude, unnormalised quaternions."""
+    g = torch.Generator().manual_seed(7)
+    means = torch.randn(n, 3, generator=g) * torch.tensor([2.0, 2.0, 1.5]) + torch.tensor([0.0, 0.0, 2.5])
+    means[:4, 2] = torch.tensor([-1.0, 0.0, 0.005, 0.02])  # behind, at and just past the near plane
+    means[4:8, :2] = torch.tensor([[30.0, 0.0], [-30.0, 1.0], [0.5, 40.0], [2.0, -35.0]])  # clamped J
+    scales = torch.exp(torch.rand(n, 3, generator=g) * 4.0 - 5.0)
+    quats = torch.randn(n, 4, generator=g) * 3.0
+    opacities = torch.rand(n, generator=g)
+    viewmat = torch.eye(4)
+    angle = 0.3
+    viewmat[:3, :3] = torch.tensor([[math.cos(angle), 0.0, math.sin(angle)], [0.0, 1.0, 0.0],
+                                    [-math.sin(angle), 0.0, math.cos(angle)]])
+    viewmat[:3, 3] = torch.tensor([0.1, -0.2, 0.3])
+    K = torch.tensor([[55.0, 0.0, 31.0], [0.0, 60.0, 22.0], [0.0, 0.0, 1.0]])
+    return means, scales, quats, opacities, viewmat, K
+
+
+@pytest.mark.parametrize("with_opacity", [True, False])
+def test_native_projection_matches_the_torch_composition(with_opacity):
+    """The fused kernel (scales, quaternions -> screen ellipses, and back) against
+    ``project_gaussians(build_covariances(...))`` in float64: values, radii and all three gradients."""
+    means, scales, quats, opacities, viewmat, K = _projection_inputs(300)
+    opac = opacities if with_opacity else None
+    g = torch.Generator().manual_seed(8)
+    v_m2, v_con, v_dep = torch.randn(300, 2, generator=g), torch.randn(300, 3, generator=g), torch.randn(300, generator=g)
+
+    def run(dtype, project):
+        leaves = [t.to(dtype).requires_grad_() for t in (means, scales, quats)]
+        o = opac.to(dtype) if opac is not None else None
+        m2, con, dep, radii = project(*leaves, viewmat.to(dtype), K.to(dtype), 64, 48, opacities=o)
+        visible = (radii > 0).to(dtype)  # as the rasterizer: undrawn Gaussians get no screen-space gradient
+        loss = ((m2 * v_m2.to(dtype)).sum(-1) * visible).sum() + ((con * v_con.to(dtype)).sum(-1) * visible).sum()
+        loss = loss + (dep * v_dep.to(dtype)).sum()
+        return (m2, con, dep, radii), torch.autograd.grad(loss, leaves)
+
+    def twin(m, s, q, viewmat, K, w, h, opacities):
+        return project_gaussians(m, build_covariances(s, q), viewmat, K, w, h, opacities=opacities)
+
+    (m2, con, dep, radii), grads = run(torch.float32, project_splats)
+    (m2_ref, con_ref, dep_ref, radii_ref), grads_ref = run(torch.float64, twin)
+    assert 20 < int((radii > 0).sum()) < 280, "the scene should be partly visible"
+    assert torch.equal(radii, radii_ref)
+    visible = radii > 0
+    torch.testing.assert_close(m2[visible].double(), m2_ref[visible], rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(con[visible].double(), con_ref[visible], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(dep.double(), dep_ref, rtol=1e-6, atol=1e-6)
+    for got, want in zip(grads, grads_ref):
+        scale = want.abs().amax(dim=-1, keepdim=True)
+        assert float(((got.double() - want).abs() / (scale + 1e-6)).max()) < 1e-3
+
+
+def test_native_projection_is_used_for_cpu_float32_and_not_for_pose_gradients(monkeypatch):
+    from omnifield.renderers.splat import projection
+
+    means, scales, quats, opacities, viewmat, K = _projection_inputs(50)
+    called = []
+    original = projection.project_gaussians
+    monkeypatch.setattr(projection, "project_gaussians", lambda *a, **k: called.append(1) or original(*a, **k))
+    project_splats(means, scales, quats, viewmat, K, 64, 48, opacities=opacities)
+    assert not called
+    pose = viewmat.clone().requires_grad_()
+    means2d = project_splats(means, scales, quats, pose, K, 64, 48, opacities=opacities)[0]
+    assert called
+    assert torch.autograd.grad(means2d.sum(), pose)[0].abs().sum() > 0
 
 
 def _tiny_scene(dtype=torch.float64, n: int = 20) -> GaussianScene:

@@ -13,14 +13,18 @@ For a Gaussian with mean ``mu`` and covariance ``Sigma = R S S^T R^T`` (see
 
 Pixel ``(i, j)`` has its centre at ``(i + 0.5, j + 0.5)``. Gaussians behind the
 near plane, degenerate, or entirely off-screen get ``radius = 0`` and are not drawn.
-Everything here is plain differentiable torch: it is cheap next to rasterization.
+:func:`project_gaussians` is plain differentiable torch on covariances. :func:`project_splats` is
+the op the renderer uses, on scales and quaternions: for CPU float32 a native kernel
+(``omnifield/native/splat_project.cpp``) does the covariance, the projection and their backward in
+one pass per Gaussian, with ``project_gaussians(build_covariances(...))`` as its twin.
 """
 
 from __future__ import annotations
 
 import torch
 
-from omnifield.fields.gaussians import alpha_cutoff
+from omnifield.backend import native_kernels
+from omnifield.fields.gaussians import alpha_cutoff, build_covariances
 
 
 def viewmat_from_c2w_opengl(c2w: torch.Tensor) -> torch.Tensor:
@@ -93,3 +97,54 @@ def project_gaussians(
         )
         radii = torch.where(visible, radii, torch.zeros_like(radii)).to(torch.int32)
     return means2d, conics, depths, radii
+
+
+def project_splats(
+    means: torch.Tensor,  # [N, 3]
+    scales: torch.Tensor,  # [N, 3] linear
+    quats: torch.Tensor,  # [N, 4] (w, x, y, z), normalised here
+    viewmat: torch.Tensor,  # [4, 4]
+    K: torch.Tensor,  # [3, 3]
+    width: int,
+    height: int,
+    near: float = 0.01,
+    far: float = 1e10,
+    eps2d: float = 0.3,
+    opacities: torch.Tensor | None = None,  # [N]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`project_gaussians` of ``build_covariances(scales, quats)``, same returns.
+
+    Differentiable in ``means``, ``scales`` and ``quats`` (and in the camera through the torch twin, which
+    runs whenever ``viewmat`` or ``K`` needs a gradient, or off the CPU / float32 path).
+    """
+    lib = native_kernels(means, "splat_project")
+    if lib is None or viewmat.requires_grad or K.requires_grad:
+        covars = build_covariances(scales, quats)
+        return project_gaussians(means, covars, viewmat, K, width, height, near, far, eps2d, opacities)
+    return _NativeProject.apply(means, scales, quats, opacities, viewmat, K, width, height, near, far, eps2d, lib)
+
+
+class _NativeProject(torch.autograd.Function):
+    """Autograd wrapper of the native projection kernels (radii carry no gradient)."""
+
+    @staticmethod
+    def forward(ctx, means, scales, quats, opacities, viewmat, K, width, height, near, far, eps2d, lib):
+        inputs = [t.detach().contiguous().float() for t in (means, scales, quats)]
+        camera = [t.detach().contiguous().float() for t in (viewmat, K)]
+        opac = opacities.detach().contiguous().float() if opacities is not None else inputs[0].new_empty(0)
+        means2d, conics, depths, radii = lib.forward(*inputs, opac, *camera, width, height, near, far, eps2d,
+                                                     opacities is not None)
+        ctx.save_for_backward(*inputs, *camera)
+        ctx.lib, ctx.size, ctx.near, ctx.eps2d = lib, (width, height), near, eps2d
+        ctx.mark_non_differentiable(radii)
+        return means2d, conics, depths, radii
+
+    @staticmethod
+    def backward(ctx, v_means2d, v_conics, v_depths, _v_radii):
+        means, scales, quats, viewmat, K = ctx.saved_tensors
+        grads = [g.contiguous().float() if g is not None else None for g in (v_means2d, v_conics, v_depths)]
+        zeros = (means.new_zeros(len(means), 2), means.new_zeros(len(means), 3), means.new_zeros(len(means)))
+        grads = [g if g is not None else z for g, z in zip(grads, zeros)]
+        v_means, v_scales, v_quats = ctx.lib.backward(means, scales, quats, viewmat, K, *ctx.size, ctx.near,
+                                                      ctx.eps2d, *grads)
+        return v_means, v_scales, v_quats, None, None, None, None, None, None, None, None, None

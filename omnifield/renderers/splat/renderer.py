@@ -13,10 +13,9 @@ from functools import lru_cache
 import torch
 
 from omnifield.backend import use_cuda_library
-from omnifield.fields.gaussians import build_covariances
 from omnifield.renderers.cameras import Cameras
 from omnifield.renderers.splat.gsplat_bridge import render_with_gsplat
-from omnifield.renderers.splat.projection import project_gaussians, viewmat_from_c2w_opengl
+from omnifield.renderers.splat.projection import project_splats, viewmat_from_c2w_opengl
 from omnifield.renderers.splat.rasterize import rasterize_to_pixels
 
 
@@ -46,9 +45,8 @@ class SplatRenderer:
                 self.tile_size, self.near, self.eps2d,
             )  # fmt: skip
         else:
-            covars = build_covariances(scales, quats)  # from the attributes above: masks/RVQ run once per view
-            means2d, conics, depths, radii = project_gaussians(
-                means, covars, viewmat, K, width, height, near=self.near, eps2d=self.eps2d, opacities=opacities
+            means2d, conics, depths, radii = project_splats(
+                means, scales, quats, viewmat, K, width, height, near=self.near, eps2d=self.eps2d, opacities=opacities
             )
             rgb, alpha = rasterize_to_pixels(
                 means2d, conics, colors, opacities, depths, radii, width, height, self.tile_size, bg
