@@ -2,9 +2,10 @@
 
 Rows, one training run each under the same wall-clock budget (``--minutes``): test PSNR / SSIM
 (13 views on white), number of Gaussians, MB on disk (3DGS: the standard .ply; Compact-3DGS: the
-compressed file; NeRF: its checkpoint), train time, render frames/s at 200x200. Then rasterizer
-rows: one 200x200 frame of 100k random Gaussians, native kernel vs the pure-torch twin (the
-baseline), forward and forward+backward. A side-by-side picture GT | NeRF | 3DGS | Compact of test
+compressed file; NeRF: its checkpoint), train time, render frames/s at 200x200. Then kernel rows,
+native kernel vs the pure-torch twin (the baseline), forward and forward+backward: one 200x200 frame
+of 100k random screen-space Gaussians (rasterizer), and the EWA projection of 100k random Gaussians
+from scales and quaternions. A side-by-side picture GT | NeRF | 3DGS | Compact of test
 view 0 goes to ``--picture``.
 
     python benchmarks/splat_lego.py [--quick] [--data data/lego_200] [--minutes 10] [--out rows.json]
@@ -27,6 +28,8 @@ import numpy as np
 import torch
 
 from omnifield.apps.splat import add_splat_arguments, train_splat
+from omnifield.fields.gaussians import build_covariances
+from omnifield.renderers.splat.projection import project_gaussians, project_splats
 from omnifield.renderers.splat.rasterize import _rasterize_to_pixels, rasterize_to_pixels
 
 
@@ -78,6 +81,23 @@ def _first_render(run: Path) -> np.ndarray | None:
     return iio.imread(path)[..., :3] if path.is_file() else None
 
 
+def _forward_backward_seconds(fn, tensors: list[torch.Tensor], rest: tuple, repeats: int) -> tuple[float, float]:
+    """Best forward and forward+backward seconds of ``fn(*tensors, *rest)`` (gradients to ``tensors``),
+    after one untimed call (which loads a native kernel)."""
+    fn(*tensors, *rest)
+    fwd, both = [], []
+    for _ in range(repeats):
+        leaves = [t.clone().requires_grad_() for t in tensors]
+        t0 = time.perf_counter()
+        outputs = fn(*leaves, *rest)
+        t1 = time.perf_counter()
+        sum(o.sum() for o in outputs if o.is_floating_point()).backward()
+        t2 = time.perf_counter()
+        fwd.append(t1 - t0)
+        both.append(t2 - t0)
+    return min(fwd), min(both)
+
+
 def raster_rows(n: int, repeats: int) -> list[dict]:
     """200x200 frame of ``n`` random screen-space Gaussians: native vs torch twin, forward and forward+backward."""
     g = torch.Generator().manual_seed(0)
@@ -87,21 +107,32 @@ def raster_rows(n: int, repeats: int) -> list[dict]:
     conics = torch.stack([1 / s**2, torch.zeros(n), 1 / s**2], -1)
     colors, opac, depths = torch.rand(n, 3, generator=g), torch.rand(n, generator=g) * 0.8, torch.rand(n, generator=g)
     radii = torch.ceil(3 * s).int()
-    bg = torch.ones(3)
+    rest = (depths, radii, size, size, 16, torch.ones(3))
     rows = []
     for name, fn in (("native kernel", rasterize_to_pixels), ("torch twin (baseline)", _rasterize_to_pixels)):
-        times = {"fwd": [], "fwd+bwd": []}
-        for _ in range(repeats):
-            leaves = [t.clone().requires_grad_() for t in (means2d, conics, colors, opac)]
-            t0 = time.perf_counter()
-            img, alpha = fn(*leaves, depths, radii, size, size, 16, bg)
-            t1 = time.perf_counter()
-            (img.sum() + alpha.sum()).backward()
-            t2 = time.perf_counter()
-            times["fwd"].append(t1 - t0)
-            times["fwd+bwd"].append(t2 - t0)
+        fwd, both = _forward_backward_seconds(fn, [means2d, conics, colors, opac], rest, repeats)
         rows.append({"method": f"rasterize {n // 1000}k Gaussians 200x200: {name}",
-                     "forward_s": min(times["fwd"]), "forward_backward_s": min(times["fwd+bwd"])})
+                     "forward_s": fwd, "forward_backward_s": both})
+    return rows
+
+
+def projection_rows(n: int, repeats: int) -> list[dict]:
+    """EWA projection of ``n`` random Gaussians (scales, quaternions) into a 200x200 camera: native vs twin."""
+    g = torch.Generator().manual_seed(1)
+    means = (torch.rand(n, 3, generator=g) - 0.5) * 2.0
+    scales = torch.exp(torch.rand(n, 3, generator=g) * 3.0 - 6.0)
+    quats = torch.randn(n, 4, generator=g)
+    viewmat = torch.eye(4)
+    viewmat[2, 3] = 4.0
+    K = torch.tensor([[280.0, 0.0, 100.0], [0.0, 280.0, 100.0], [0.0, 0.0, 1.0]])
+
+    def twin(m, s, q, *rest):
+        return project_gaussians(m, build_covariances(s, q), *rest)
+
+    rows = []
+    for name, fn in (("native kernel", project_splats), ("torch twin (baseline)", twin)):
+        fwd, both = _forward_backward_seconds(fn, [means, scales, quats], (viewmat, K, 200, 200), repeats)
+        rows.append({"method": f"project {n // 1000}k Gaussians: {name}", "forward_s": fwd, "forward_backward_s": both})
     return rows
 
 
@@ -150,7 +181,8 @@ def main() -> None:
                          "render_fps": m["render_fps"], "steps": m["steps"]})
         pictures[label] = nerf_view0(nerf_out) if key == "nerf" else _first_render(work / label)
         _save(rows, args.out)
-    rows += raster_rows(20000 if args.quick else 100000, 1 if args.quick else 3)
+    n_kernel, repeats = (20000, 1) if args.quick else (100000, 3)
+    rows += raster_rows(n_kernel, repeats) + projection_rows(n_kernel, repeats)
     vanilla, compact_row = rows[1], rows[2]
     rows.append({"method": "Compact vs 3DGS", "size_ratio": vanilla["size_mb"] / compact_row["size_mb"],
                  "psnr_loss_db": vanilla["psnr"] - compact_row["psnr"]})
