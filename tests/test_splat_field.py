@@ -212,6 +212,16 @@ def test_compact_mask_straight_through_and_pruning():
     assert scene.prune_mask().tolist() == [True] * 3 + [False] * 7
 
 
+def test_colour_field_trains_the_grid_and_mlp_but_does_not_move_the_gaussians():
+    scene = _compact(50)
+    colors = scene.colors_along(torch.nn.functional.normalize(torch.randn(50, 3), dim=-1))  # fixed directions
+    assert float(colors.min()) >= 0.0
+    colors.sum().backward()
+    assert scene.means.grad is None  # the grid is read at the detached means
+    for p in list(scene.color_grid.parameters()) + list(scene.color_mlp.parameters()):
+        assert p.grad is not None and float(p.grad.abs().sum()) > 0
+
+
 def test_quantize_u8_error_is_at_most_half_a_step():
     values = torch.randn(1000) * 3
     codes, value_range = quantize_u8(values)

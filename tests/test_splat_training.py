@@ -21,6 +21,7 @@ from omnifield.apps.splat.compact import CompactGaussianScene
 from omnifield.cli import main as cli_main
 from omnifield.errors import OmnifieldError
 from omnifield.fields.gaussians import GaussianScene
+from omnifield.io.checkpoint import load_checkpoint, save_checkpoint
 from omnifield.io.splat_ply import load_splat_ply
 from omnifield.renderers.cameras import Cameras, look_at
 from omnifield.renderers.splat import SplatRenderer
@@ -174,6 +175,13 @@ def test_tiny_compact_run_writes_compressed_file(tiny_data, tmp_path):
     assert metrics["psnr"] > 18.0
     scene = load_splat_run(tmp_path / "compact")
     assert scene.use_rvq
+    # a run written before the colour output became a degree-0 SH coefficient is refused, not misread
+    checkpoint = tmp_path / "compact" / "checkpoint.safetensors"
+    tensors, meta = load_checkpoint(checkpoint)
+    del meta["color_output"]
+    save_checkpoint(checkpoint, tensors, meta)
+    with pytest.raises(OmnifieldError, match="older omnifield.*sigmoid.*train the scene again"):
+        load_splat_run(tmp_path / "compact")
 
 
 def test_s3im_in_splat_training(tiny_data, tmp_path):

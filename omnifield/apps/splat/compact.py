@@ -4,7 +4,11 @@
   estimator ``M + m - sg(m)``, multiplied into scale and opacity; loss ``lambda_m * mean(m)``;
   masked Gaussians are pruned by density control.
 - Colour from a hash grid over the scene box plus a small MLP fed with the SH-encoded view direction,
-  instead of per-Gaussian SH (``rgb = sigmoid(MLP([hash(mu), SH_3(d)]))``).
+  instead of per-Gaussian SH. As in the paper's code, the MLP output is a degree-0 SH coefficient,
+  ``rgb = max(0, 0.5 + C0 MLP([hash(sg(mu)), SH_3(d)]))``, and the grid is read at the detached means:
+  colour gradients train the grid and the MLP but do not move the Gaussians (a hash grid's gradient
+  with respect to position is high-frequency noise for the geometry, and it would inflate the
+  screen-space gradients that drive densification).
 - Residual VQ (6 stages x 64 codes) of log-scales and rotations once ``enable_rvq`` is called.
 """
 
@@ -17,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from omnifield.config import register_config
-from omnifield.fields.gaussians import GaussianScene
+from omnifield.fields.gaussians import SH_C0, GaussianScene
 from omnifield.fields.hashgrid import HashGridConfig
 from omnifield.fields.mlp import MLPConfig
 from omnifield.fields.sh import spherical_harmonics
@@ -46,6 +50,7 @@ class CompactGaussianScene(GaussianScene):
     """Gaussians with volume masks, a hash-grid colour field and optional RVQ of scale and rotation."""
 
     colors_are_sh = False
+    color_output = "sh0"  # how MLP outputs become colours; files and runs record it (older ones: sigmoid)
 
     def __init__(self, means, log_scales, quats, opacity_logits, aabb: torch.Tensor, cfg: CompactConfig | None = None,
                  mask_logits: torch.Tensor | None = None):
@@ -123,14 +128,17 @@ class CompactGaussianScene(GaussianScene):
     # -- colour field ---------------------------------------------------------------------------
     def color_parameters(self) -> torch.Tensor:
         """Hash-grid features ``[N, F]`` at the Gaussians' means."""
-        lo, hi = self.aabb[:3], self.aabb[3:]
-        return self._kept_in_eval("features", lambda: self.color_grid(((self.means - lo) / (hi - lo)).clamp(0.0, 1.0)))
+        def features():
+            lo, hi = self.aabb[:3], self.aabb[3:]
+            return self.color_grid(((self.means.detach() - lo) / (hi - lo)).clamp(0.0, 1.0))
+
+        return self._kept_in_eval("features", features)
 
     def decode_colors(self, feats: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
-        """``sigmoid(MLP([feats [P, F], SH(dirs [P, 3])]))`` -> ``[P, 3]``."""
+        """``max(0, 0.5 + C0 MLP([feats [P, F], SH(dirs [P, 3])]))`` -> ``[P, 3]``."""
         unit = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-9)
         view = spherical_harmonics(unit, self.cfg.view_sh_degree + 1)
-        return torch.sigmoid(self.color_mlp(torch.cat([feats, view], dim=-1)))
+        return (SH_C0 * self.color_mlp(torch.cat([feats, view], dim=-1)) + 0.5).clamp_min(0.0)
 
     def colors_for_directions(self, dirs: torch.Tensor) -> torch.Tensor:
         """Colour of every Gaussian seen along each query direction: ``dirs [B, 3] -> [B, N, 3]``."""

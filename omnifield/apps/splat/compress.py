@@ -22,7 +22,7 @@ from omnifield.config import config_from_dict, config_to_dict
 from omnifield.errors import OmnifieldError
 from omnifield.io.atomic import atomic_path
 
-MAGIC = b"OFSPLATZ2"
+MAGIC = b"OFSPLATZ3"  # 3: colour MLP output as a degree-0 SH coefficient (2: sigmoid)
 
 
 def quantize_u8(values: torch.Tensor, lo: float | None = None,

@@ -26,6 +26,7 @@ def save_splat_run(out_dir: Path, scene: GaussianScene, step: int, config: dict[
     if isinstance(scene, CompactGaussianScene):
         meta["compact"] = config_to_dict(scene.cfg)
         meta["use_rvq"] = scene.use_rvq
+        meta["color_output"] = scene.color_output
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "config.json", json.dumps(config, indent=2))
     save_checkpoint(out_dir / CHECKPOINT, dict(scene.state_dict()), meta)
@@ -39,6 +40,10 @@ def load_splat_run(run_dir: str | Path) -> GaussianScene:
         raise OmnifieldError(f"{run_dir / CHECKPOINT}: not a splat run (method {meta.get('method')!r})")
     try:
         if "compact" in meta:
+            if meta.get("color_output", "sigmoid") != CompactGaussianScene.color_output:
+                raise OmnifieldError(f"{run_dir / CHECKPOINT}: written by an older omnifield whose Compact-3DGS colour "
+                                     f"field decoded colours differently ({meta.get('color_output', 'sigmoid')}); "
+                                     "train the scene again")
             cfg = config_from_dict(meta["compact"], f"{run_dir / CHECKPOINT} compact config")
             if not isinstance(cfg, CompactConfig):
                 raise OmnifieldError(f"{run_dir / CHECKPOINT}: bad compact config")
