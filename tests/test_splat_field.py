@@ -222,6 +222,34 @@ def test_colour_field_trains_the_grid_and_mlp_but_does_not_move_the_gaussians():
         assert p.grad is not None and float(p.grad.abs().sum()) > 0
 
 
+@pytest.mark.parametrize("compact", [False, True])
+def test_colours_of_visible_gaussians_only(compact):
+    """``colors(origin, visible)``: the visible rows equal the full evaluation, the others are 0 and get
+    no gradient (SH degree 2 for the plain scene, so the per-degree slicing is exercised)."""
+    scene = _compact(40) if compact else _tiny_sh_scene(40)
+    origin = torch.tensor([0.3, -0.2, 3.0])
+    visible = torch.arange(40) % 3 != 0
+    full = scene.colors(origin).detach()
+    part = scene.colors(origin, visible)
+    torch.testing.assert_close(part[visible], full[visible])
+    assert float(part[~visible].abs().max()) == 0.0
+    part.sum().backward()
+    grad = scene.mask_logits.grad if compact else scene.sh_dc.grad
+    if not compact:
+        assert float(grad[~visible].abs().max()) == 0.0 and float(grad[visible].abs().sum(dim=(1, 2)).min()) > 0
+    else:
+        assert grad is None  # colour does not depend on the masks
+        assert scene.means.grad is not None and float(scene.means.grad[~visible].abs().max()) == 0.0
+
+
+def _tiny_sh_scene(n: int) -> GaussianScene:
+    g = torch.Generator().manual_seed(5)
+    scene = GaussianScene(torch.rand(n, 3, generator=g) - 0.5, torch.full((n, 3), -2.0), torch.randn(n, 4, generator=g),
+                          torch.zeros(n), torch.randn(n, 16, 3, generator=g) * 0.3)
+    scene.active_sh_degree = 2
+    return scene
+
+
 def test_quantize_u8_error_is_at_most_half_a_step():
     values = torch.randn(1000) * 3
     codes, value_range = quantize_u8(values)

@@ -153,17 +153,26 @@ class GaussianScene(nn.Module):
         """Quaternions (w, x, y, z) ``[N, 4]`` (unnormalised; the projection normalises)."""
         return self.quats
 
-    def colors(self, origin: torch.Tensor) -> torch.Tensor:
-        """Colour ``[N, 3]`` of every Gaussian seen from camera centre ``origin [3]``."""
-        return self.colors_along(self.means - origin)
+    def colors(self, origin: torch.Tensor, visible: torch.Tensor | None = None) -> torch.Tensor:
+        """Colour ``[N, 3]`` of every Gaussian seen from camera centre ``origin [3]``; with ``visible [N]``
+        (bool) only those Gaussians are coloured and the others get 0 (the rasterizer skips them)."""
+        if visible is None:
+            return self.colors_along(self.means - origin)
+        index = torch.nonzero(visible).squeeze(1)
+        seen = self.decode_colors(self.color_parameters(index), self.means[index] - origin)
+        return seen.new_zeros(len(self), seen.shape[-1]).index_copy(0, index, seen)
 
     def colors_along(self, dirs: torch.Tensor) -> torch.Tensor:
         """Colour ``[N, 3]`` along (unnormalised) view directions ``dirs [N, 3]`` (one per Gaussian)."""
         return self.decode_colors(self.color_parameters(), dirs)
 
-    def color_parameters(self) -> torch.Tensor:
-        """What colours each Gaussian: its active SH coefficients ``[N, (degree+1)^2, 3]``."""
-        return self.sh[:, : (self.active_sh_degree + 1) ** 2]
+    def color_parameters(self, index: torch.Tensor | None = None) -> torch.Tensor:
+        """What colours each Gaussian: its active SH coefficients ``[N, (degree+1)^2, 3]`` (rows ``index [M]``
+        only, when given)."""
+        dc, rest = self.sh_dc, self.sh_rest[:, : (self.active_sh_degree + 1) ** 2 - 1]
+        if index is not None:
+            dc, rest = dc[index], rest[index]
+        return torch.cat([dc, rest], dim=1) if rest.shape[1] else dc
 
     def decode_colors(self, params: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
         """Colours ``[P, 3]`` of Gaussians with ``params [P, ...]`` (rows of :meth:`color_parameters`) along ``dirs [P, 3]``."""

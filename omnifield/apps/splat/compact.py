@@ -126,13 +126,17 @@ class CompactGaussianScene(GaussianScene):
         return self._kept_in_eval("rotations", compute)
 
     # -- colour field ---------------------------------------------------------------------------
-    def color_parameters(self) -> torch.Tensor:
-        """Hash-grid features ``[N, F]`` at the Gaussians' means."""
-        def features():
-            lo, hi = self.aabb[:3], self.aabb[3:]
-            return self.color_grid(((self.means.detach() - lo) / (hi - lo)).clamp(0.0, 1.0))
+    def color_parameters(self, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Hash-grid features ``[N, F]`` at the Gaussians' means (rows ``index [M]`` only, when given)."""
+        lo, hi = self.aabb[:3], self.aabb[3:]
 
-        return self._kept_in_eval("features", features)
+        def features(means: torch.Tensor) -> torch.Tensor:
+            return self.color_grid(((means.detach() - lo) / (hi - lo)).clamp(0.0, 1.0))
+
+        if index is not None and (self.training or torch.is_grad_enabled()):
+            return features(self.means[index])  # only the rows asked for
+        feats = self._kept_in_eval("features", lambda: features(self.means))
+        return feats if index is None else feats[index]
 
     def decode_colors(self, feats: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
         """``max(0, 0.5 + C0 MLP([feats [P, F], SH(dirs [P, 3])]))`` -> ``[P, 3]``."""

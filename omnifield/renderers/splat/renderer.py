@@ -36,18 +36,18 @@ class SplatRenderer:
         """
         means = scene.means
         origin = -viewmat[:3, :3].T @ viewmat[:3, 3]
-        colors = scene.colors(origin)
         scales, quats, opacities = scene.scales(), scene.rotations(), scene.opacities()
         bg = _background(self.background, means.device, means.dtype)
         if use_cuda_library(means, "gsplat"):
             out = render_with_gsplat(
-                means, quats, scales, opacities, colors, viewmat, K, width, height, bg,
+                means, quats, scales, opacities, scene.colors(origin), viewmat, K, width, height, bg,
                 self.tile_size, self.near, self.eps2d,
             )  # fmt: skip
         else:
             means2d, conics, depths, radii = project_splats(
                 means, scales, quats, viewmat, K, width, height, near=self.near, eps2d=self.eps2d, opacities=opacities
             )
+            colors = scene.colors(origin, visible=radii > 0)  # only what this view draws
             rgb, alpha = rasterize_to_pixels(
                 means2d, conics, colors, opacities, depths, radii, width, height, self.tile_size, bg
             )
