@@ -142,9 +142,9 @@ class _NativeProject(torch.autograd.Function):
     @staticmethod
     def backward(ctx, v_means2d, v_conics, v_depths, _v_radii):
         means, scales, quats, viewmat, K = ctx.saved_tensors
-        grads = [g.contiguous().float() if g is not None else None for g in (v_means2d, v_conics, v_depths)]
-        zeros = (means.new_zeros(len(means), 2), means.new_zeros(len(means), 3), means.new_zeros(len(means)))
-        grads = [g if g is not None else z for g, z in zip(grads, zeros)]
+        shapes = [(len(means), 2), (len(means), 3), (len(means),)]
+        grads = [means.new_zeros(shape) if g is None else g.contiguous().float()
+                 for g, shape in zip((v_means2d, v_conics, v_depths), shapes)]
         v_means, v_scales, v_quats = ctx.lib.backward(means, scales, quats, viewmat, K, *ctx.size, ctx.near,
                                                       ctx.eps2d, *grads)
         return v_means, v_scales, v_quats, None, None, None, None, None, None, None, None, None
