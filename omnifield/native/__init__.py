@@ -3,14 +3,16 @@
 Each kernel family is one ``<name>.cpp`` file in this folder with its own
 ``PYBIND11_MODULE``. :func:`load_native` builds it with
 ``torch.utils.cpp_extension.load`` (ninja, ``-O3 -fopenmp``) into
-``$OMNIFIELD_CACHE`` (default ``~/.cache/omnifield/native``) and returns the
-module, or ``None`` with a one-line warning when no compiler is available; the
+``$OMNIFIELD_CACHE`` (default ``~/.cache/omnifield/native``, one folder per kernel, checkout
+and Python environment) and returns the module, or ``None`` with a one-line warning when no compiler is available; the
 callers then fall back to their pure-torch twins.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import sys
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +29,12 @@ def cache_dir() -> Path:
     return Path(root) / "native" / f"torch{torch.__version__.split('+')[0]}"
 
 
+def _checkout_key() -> str:
+    """Short digest of this source folder and Python environment: each checkout / virtualenv builds into
+    its own folder (the build files name absolute paths, so two of them sharing one would rebuild in turn)."""
+    return hashlib.sha1(f"{_HERE}|{sys.prefix}".encode()).hexdigest()[:10]
+
+
 @lru_cache(maxsize=None)
 def load_native(name: str) -> ModuleType | None:
     """Compile (once) and import the kernel family ``name`` (``<name>.cpp``); ``None`` if impossible."""
@@ -35,7 +43,7 @@ def load_native(name: str) -> ModuleType | None:
     source = _HERE / f"{name}.cpp"
     if not source.exists():
         raise FileNotFoundError(f"no native source {source}")
-    build_dir = cache_dir() / name
+    build_dir = cache_dir() / f"{name}-{_checkout_key()}"
     build_dir.mkdir(parents=True, exist_ok=True)
     try:
         from torch.utils.cpp_extension import load

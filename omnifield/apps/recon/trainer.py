@@ -238,13 +238,16 @@ class Trainer:
                    disable=not (self.progress and self.group.is_main), unit="s" if timed else "step", dynamic_ncols=True,
                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]" if timed else None)
         log = open(log_path, "a") if log_path and self.group.is_main else None
-        rays_seen, t_window = 0, time.perf_counter()
+        rays_seen, t_window, first = 0, time.perf_counter(), True
         try:
             while self.step < cfg.steps and (budget <= 0 or self.elapsed < budget):
                 t0 = time.perf_counter()
                 progress = max(self.step / cfg.steps, self.elapsed / budget if budget > 0 else 0.0)
                 stats = self.train_step(progress)
-                dt = time.perf_counter() - t0
+                # the first step of a process compiles native kernels (tens of seconds on a fresh install):
+                # it does not count against the time budget
+                dt = 0.0 if first else time.perf_counter() - t0
+                first = False
                 if self.group.active:  # every rank must see the same clock to stop at the same step
                     dt = sum_over_ranks([self.elapsed + dt], self.group)[0] / self.group.world_size - self.elapsed
                 self.elapsed += dt
