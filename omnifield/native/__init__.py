@@ -3,9 +3,9 @@
 Each kernel family is one ``<name>.cpp`` file in this folder with its own
 ``PYBIND11_MODULE``. :func:`load_native` builds it with
 ``torch.utils.cpp_extension.load`` (ninja, ``-O3 -fopenmp``) into
-``$OMNIFIELD_CACHE`` (default ``~/.cache/omnifield/native``, one folder per kernel, checkout
-and Python environment) and returns the module, or ``None`` with a one-line warning when no compiler is available; the
-callers then fall back to their pure-torch twins.
+``$OMNIFIELD_CACHE`` (default ``~/.cache/omnifield/native``; one folder per kernel, checkout
+and Python environment) and returns the module, or ``None`` with a one-line warning when no
+compiler is available; the callers then fall back to their pure-torch twins.
 """
 
 from __future__ import annotations

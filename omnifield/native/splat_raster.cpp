@@ -160,7 +160,7 @@ inline int64_t tile_rows(int64_t t, int tiles_x, int ts, int64_t height) {
 // Calls f(run) for every run of <= kLanes pixels of tile t.
 template <class F>
 void for_each_run(int64_t t, int tiles_x, int ts, int64_t width, int64_t height, F&& f) {
-  const int64_t tx0 = (t % tiles_x) * ts, ty0 = (t / tiles_x) * ts;
+  const int64_t tx0 = (t % tiles_x) * ts, ty0 = tile_row0(t, tiles_x, ts);
   const int64_t x_end = std::min<int64_t>(tx0 + ts, width), y_end = std::min<int64_t>(ty0 + ts, height);
   Run run;
   for (int64_t y = ty0; y < y_end; ++y)
