@@ -233,6 +233,57 @@ def test_sine_mlp_first_layer_is_a_sine():
 
 
 @pytest.mark.parametrize(
+    ("n_in", "width", "depth", "n_out", "rows"),
+    [(48, 64, 2, 3, 1000), (3, 16, 1, 1, 37), (32, 128, 3, 16, 130), (48, 64, 2, 3, 5), (20, 32, 2, 4, 0)],
+)
+def test_native_mlp_matches_the_twin_with_gradients(n_in, width, depth, n_out, rows):
+    torch.manual_seed(0)
+    mlp = MLPConfig(width=width, n_hidden_layers=depth, output_activation="sigmoid").build(n_in, n_out)
+    x = torch.randn(rows, n_in, requires_grad=True)
+    y = mlp(x)
+    assert _autograd_node_names(y) & {"_NativeMLPBackward"}  # the native kernel ran
+    reference = torch.sigmoid(mlp.twin(x))
+    torch.testing.assert_close(y, reference, rtol=1e-5, atol=1e-6)
+    grad_y = torch.randn_like(y)
+    ours = torch.autograd.grad(y, [x, *mlp.parameters()], grad_y)
+    theirs = torch.autograd.grad(reference, [x, *mlp.parameters()], grad_y)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _autograd_node_names(t: torch.Tensor) -> set[str]:
+    names, todo = set(), [t.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and type(node).__name__ not in names:
+            names.add(type(node).__name__)
+            todo.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+def test_native_mlp_backward_can_be_differentiated_again():
+    """An eikonal-style loss (a gradient of the output, then its backward) gets the twin's gradients."""
+    torch.manual_seed(1)
+    mlp = MLPConfig(width=32, n_hidden_layers=2).build(3, 1)
+    x = torch.randn(64, 3, requires_grad=True)
+
+    def eikonal_grads(forward):
+        (dydx,) = torch.autograd.grad(forward(x).sum(), x, create_graph=True)
+        weights = list(mlp.parameters())[:-1]  # the output bias does not move dy/dx
+        return torch.autograd.grad((dydx.norm(dim=-1) - 1).square().mean(), weights)
+
+    for a, b in zip(eikonal_grads(mlp), eikonal_grads(mlp.twin)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("cfg", [MLPConfig(width=20), MLPConfig(activation="tanh"), MLPConfig(bias=False)])
+def test_mlps_the_native_kernel_cannot_express_run_the_twin(cfg):
+    mlp = cfg.build(5, 2)
+    x = torch.randn(9, 5)
+    assert not mlp.fusable and torch.equal(mlp(x), mlp.twin(x))
+
+
+@pytest.mark.parametrize(
     "cfg",
     [
         TriPlaneConfig(resolutions=(8, 16), aggregation="concat"),

@@ -16,7 +16,7 @@ from omnifield.apps.splat.density_control import DensityControl, DensityControlC
 from omnifield.apps.splat.init import points_from_density, read_point_cloud
 from omnifield.apps.splat.losses import s3im_on_pixels
 from omnifield.apps.splat.run import load_splat_run
-from omnifield.apps.splat.train import make_optimizer
+from omnifield.apps.splat.train import color_field_lr_factor, make_optimizer
 from omnifield.apps.splat.compact import CompactGaussianScene
 from omnifield.cli import main as cli_main
 from omnifield.errors import OmnifieldError
@@ -169,8 +169,23 @@ def test_tiny_training_run_learns_and_exports(tiny_data, tmp_path):
     assert cli_main(["export", "splat", str(tmp_path / "nowhere")]) == 2
 
 
-def test_tiny_compact_run_writes_compressed_file(tiny_data, tmp_path):
+def test_colour_field_learning_rate_warms_up_then_decays_in_three_steps():
+    assert color_field_lr_factor(1, 0.0) == pytest.approx(0.0199)
+    assert color_field_lr_factor(50, 0.0) == pytest.approx(0.505)
+    assert color_field_lr_factor(100, 0.16) == 1.0
+    assert color_field_lr_factor(400, 0.2) == pytest.approx(0.33)
+    assert color_field_lr_factor(2000, 0.5) == pytest.approx(0.33**2)
+    assert color_field_lr_factor(5000, 0.9) == pytest.approx(0.33**3)
+
+
+def test_tiny_compact_run_writes_compressed_file(tiny_data, tmp_path, monkeypatch):
+    import omnifield.apps.splat.train as train_module
+
+    factors = []
+    monkeypatch.setattr(train_module, "color_field_lr_factor",
+                        lambda step, progress: factors.append(color_field_lr_factor(step, progress)) or factors[-1])
     metrics = train_splat(tiny_data, tmp_path / "compact", _args(compact=True, steps=80, rvq_from=0.6))
+    assert len(factors) == 80 and factors[-1] == pytest.approx(0.33**3 * 0.802)  # the loop follows the schedule
     assert (tmp_path / "compact" / "scene.ofz").stat().st_size == pytest.approx(metrics["compressed_mb"] * 1e6)
     assert metrics["psnr"] > 18.0
     scene = load_splat_run(tmp_path / "compact")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from omnifield.backend import resolve_implementation
+from omnifield.backend import native_kernels, resolve_implementation
 from omnifield.config import register_config
 
 _ACTIVATIONS = {
@@ -50,7 +50,12 @@ class MLPConfig:
 
 class MLP(nn.Module):
     """``h [..., n_in] -> [..., n_out]``. ``forward(h, x=None)``: ``x`` (the input coordinate) is
-    accepted and ignored so that coordinate-aware decoders share the same call."""
+    accepted and ignored so that coordinate-aware decoders share the same call.
+
+    ReLU MLPs with biases, a hidden width that is a multiple of 16 (at most 128) and input/output
+    widths up to 128 run as one fused native kernel on CPU float32 tensors (``omnifield/native/mlp.cpp``);
+    the layer-by-layer torch code below is its twin and runs everywhere else.
+    """
 
     def __init__(self, n_in: int, n_out: int, cfg: MLPConfig | None = None):
         super().__init__()
@@ -65,8 +70,50 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(a, b, bias=self.cfg.bias) for a, b in zip(dims[:-1], dims[1:]))
         self.act = _ACTIVATIONS[self.cfg.activation]()
         self.out_act = _ACTIVATIONS[self.cfg.output_activation]()
+        self.fusable = (self.cfg.activation == "relu" and self.cfg.bias and self.cfg.n_hidden_layers >= 1
+                        and self.cfg.width % 16 == 0 and max(self.cfg.width, n_in, n_out) <= 128)
 
     def forward(self, h: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        lib = native_kernels(h, "mlp") if self.fusable and h.shape[-1] == self.n_in else None
+        if lib is not None and all(p.dtype == torch.float32 and p.device.type == "cpu" for p in self.parameters()):
+            params = [t for layer in self.layers for t in (layer.weight, layer.bias)]
+            y = _NativeMLP.apply(lib, h.reshape(-1, self.n_in), *params)
+            return self.out_act(y.reshape(*h.shape[:-1], self.n_out))
+        return self.out_act(self.twin(h))
+
+    def twin(self, h: torch.Tensor) -> torch.Tensor:
+        """The layers one by one in torch, without the output activation: ``[..., n_in] -> [..., n_out]``."""
         for layer in self.layers[:-1]:
             h = self.act(layer(h))
-        return self.out_act(self.layers[-1](h))
+        return self.layers[-1](h)
+
+
+def _relu_mlp(h: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+    """Plain torch ReLU MLP over ``params = [w0, b0, w1, b1, ...]`` (differentiable any number of times)."""
+    for i in range(0, len(params) - 2, 2):
+        h = torch.relu(torch.nn.functional.linear(h, params[i], params[i + 1]))
+    return torch.nn.functional.linear(h, params[-2], params[-1])
+
+
+class _NativeMLP(torch.autograd.Function):
+    """Autograd wrapper of the fused native ReLU MLP. A backward that must itself be differentiable
+    (``create_graph``, e.g. an eikonal loss) differentiates the torch twin instead."""
+
+    @staticmethod
+    def forward(ctx, lib, h, *params):
+        weights, biases = list(params[0::2]), list(params[1::2])
+        y, hidden = lib.forward(h.contiguous(), weights, biases)
+        ctx.save_for_backward(h, hidden, *params)
+        ctx.lib = lib
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        h, hidden, *params = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            inputs = [t for t in (h, *params) if t.requires_grad]
+            grads = iter(torch.autograd.grad(_relu_mlp(h, params), inputs, grad_y, create_graph=True))
+            return (None, *(next(grads) if t.requires_grad else None for t in (h, *params)))
+        grads = ctx.lib.backward(grad_y.contiguous(), h.contiguous(), hidden, list(params[0::2]), list(params[1::2]),
+                                 ctx.needs_input_grad[1])
+        return (None, grads[0] if ctx.needs_input_grad[1] else None, *grads[1:])
