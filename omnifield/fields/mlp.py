@@ -74,24 +74,25 @@ class MLP(nn.Module):
                         and self.cfg.width % 16 == 0 and max(self.cfg.width, n_in, n_out) <= 128)
 
     def forward(self, h: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        params = self._layer_parameters()
         lib = native_kernels(h, "mlp") if self.fusable and h.shape[-1] == self.n_in else None
-        if lib is not None and all(p.dtype == torch.float32 and p.device.type == "cpu" for p in self.parameters()):
-            params = [t for layer in self.layers for t in (layer.weight, layer.bias)]
+        if lib is not None and all(p.dtype == torch.float32 and p.device.type == "cpu" for p in params):
             y = _NativeMLP.apply(lib, h.reshape(-1, self.n_in), *params)
             return self.out_act(y.reshape(*h.shape[:-1], self.n_out))
-        return self.out_act(self.twin(h))
+        return self.out_act(_mlp_layers(h, params, self.act))
 
     def twin(self, h: torch.Tensor) -> torch.Tensor:
         """The layers one by one in torch, without the output activation: ``[..., n_in] -> [..., n_out]``."""
-        for layer in self.layers[:-1]:
-            h = self.act(layer(h))
-        return self.layers[-1](h)
+        return _mlp_layers(h, self._layer_parameters(), self.act)
+
+    def _layer_parameters(self) -> list[torch.Tensor | None]:
+        return [t for layer in self.layers for t in (layer.weight, layer.bias)]
 
 
-def _relu_mlp(h: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
-    """Plain torch ReLU MLP over ``params = [w0, b0, w1, b1, ...]`` (differentiable any number of times)."""
+def _mlp_layers(h: torch.Tensor, params: list[torch.Tensor | None], act) -> torch.Tensor:
+    """Torch layers over ``params = [w0, b0, w1, b1, ...]`` (biases may be ``None``), ``act`` between them."""
     for i in range(0, len(params) - 2, 2):
-        h = torch.relu(torch.nn.functional.linear(h, params[i], params[i + 1]))
+        h = act(torch.nn.functional.linear(h, params[i], params[i + 1]))
     return torch.nn.functional.linear(h, params[-2], params[-1])
 
 
@@ -112,7 +113,7 @@ class _NativeMLP(torch.autograd.Function):
         h, hidden, *params = ctx.saved_tensors
         if torch.is_grad_enabled():
             inputs = [t for t in (h, *params) if t.requires_grad]
-            grads = iter(torch.autograd.grad(_relu_mlp(h, params), inputs, grad_y, create_graph=True))
+            grads = iter(torch.autograd.grad(_mlp_layers(h, params, torch.relu), inputs, grad_y, create_graph=True))
             return (None, *(next(grads) if t.requires_grad else None for t in (h, *params)))
         grads = ctx.lib.backward(grad_y.contiguous(), h.contiguous(), hidden, list(params[0::2]), list(params[1::2]),
                                  ctx.needs_input_grad[1])
