@@ -12,11 +12,15 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float(-10.0 * torch.log10(mse))
 
 
-def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> torch.Tensor:
-    x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+def _window_1d(size: int, sigma: float, kind: str, device, dtype) -> torch.Tensor:
+    """The 1-D factor ``[size]`` of the separable SSIM window (``gaussian`` or ``uniform``), summing to 1."""
+    if kind == "gaussian":
+        x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
+        g = torch.exp(-(x**2) / (2 * sigma**2))
+        return g / g.sum()
+    if kind == "uniform":
+        return torch.full((size,), 1.0 / size, device=device, dtype=dtype)
+    raise ValueError(f"window must be 'gaussian' or 'uniform', got {kind!r}")
 
 
 def ssim(
@@ -36,17 +40,14 @@ def ssim(
         pred, target = pred.permute(2, 0, 1)[None], target.permute(2, 0, 1)[None]
     c = pred.shape[1]
     window_size = min(window_size, pred.shape[-2], pred.shape[-1])  # images smaller than the window
-    if window == "gaussian":
-        w = _gaussian_window(window_size, sigma, c, pred.device, pred.dtype)
-    elif window == "uniform":
-        w = torch.full((c, 1, window_size, window_size), 1.0 / window_size**2, device=pred.device, dtype=pred.dtype)
-    else:
-        raise ValueError(f"window must be 'gaussian' or 'uniform', got {window!r}")
-    conv = lambda t: F.conv2d(t, w, stride=stride, groups=c)  # noqa: E731
-    mu_x, mu_y = conv(pred), conv(target)
-    sxx = conv(pred * pred) - mu_x**2
-    syy = conv(target * target) - mu_y**2
-    sxy = conv(pred * target) - mu_x * mu_y
+    g = _window_1d(window_size, sigma, window, pred.device, pred.dtype)
+    # the five local means in one grouped conv, the 2-D window applied as a row pass then a column pass
+    stack = torch.cat([pred, target, pred * pred, target * target, pred * target], dim=1)
+    k = stack.shape[1]
+    rows = F.conv2d(stack, g.view(1, 1, 1, -1).expand(k, 1, 1, window_size), stride=(1, stride), groups=k)
+    means = F.conv2d(rows, g.view(1, 1, -1, 1).expand(k, 1, window_size, 1), stride=(stride, 1), groups=k)
+    mu_x, mu_y, exx, eyy, exy = means.split(c, dim=1)
+    sxx, syy, sxy = exx - mu_x**2, eyy - mu_y**2, exy - mu_x * mu_y
     c1, c2 = 0.01**2, 0.03**2
     num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
     den = (mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2)

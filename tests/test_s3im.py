@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from omnifield.distill.s3im import s3im_loss
 from omnifield.errors import OmnifieldError
+from omnifield.metrics import ssim
 
 
 def _paper_ssim(img1, img2, window_size, stride):
@@ -24,6 +25,28 @@ def _paper_ssim(img1, img2, window_size, stride):
     s12 = conv(img1 * img2) - mu1 * mu2
     c1, c2 = 0.01**2, 0.03**2
     return (((2 * mu1 * mu2 + c1) * (2 * s12 + c2)) / ((mu1**2 + mu2**2 + c1) * (s11 + s22 + c2))).mean()
+
+
+@pytest.mark.parametrize("window,stride,size", [("gaussian", 1, 11), ("gaussian", 3, 11), ("uniform", 2, 4), ("gaussian", 1, 7)])
+def test_separable_ssim_equals_the_two_dimensional_window(window, stride, size):
+    """The row-then-column window equals the plain 2-D window, values and gradients."""
+    g = torch.Generator().manual_seed(3)
+    pred = torch.rand(2, 3, 23, 30, generator=g, dtype=torch.float64, requires_grad=True)
+    target = torch.rand(2, 3, 23, 30, generator=g, dtype=torch.float64)
+    if window == "gaussian":
+        w = torch.tensor([math.exp(-((x - (size - 1) / 2) ** 2) / (2 * 1.5**2)) for x in range(size)], dtype=torch.float64)
+        w = w / w.sum()
+    else:
+        w = torch.full((size,), 1.0 / size, dtype=torch.float64)
+    kernel = (w[:, None] * w[None, :]).expand(3, 1, size, size)
+    conv = lambda t: F.conv2d(t, kernel, stride=stride, groups=3)  # noqa: E731
+    mu1, mu2 = conv(pred), conv(target)
+    s11, s22, s12 = conv(pred * pred) - mu1**2, conv(target * target) - mu2**2, conv(pred * target) - mu1 * mu2
+    c1, c2 = 0.01**2, 0.03**2
+    reference = (((2 * mu1 * mu2 + c1) * (2 * s12 + c2)) / ((mu1**2 + mu2**2 + c1) * (s11 + s22 + c2))).mean()
+    ours = ssim(pred, target, window_size=size, stride=stride, window=window)
+    torch.testing.assert_close(ours, reference)
+    torch.testing.assert_close(torch.autograd.grad(ours, pred)[0], torch.autograd.grad(reference, pred)[0])
 
 
 def _paper_s3im(src_vec, tar_vec, repeats, kernel, stride, height, width, generator):
