@@ -104,7 +104,7 @@ class _NativeMLP(torch.autograd.Function):
     def forward(ctx, lib, h, *params):
         weights, biases = list(params[0::2]), list(params[1::2])
         y, hidden = lib.forward(h.contiguous(), weights, biases)
-        ctx.save_for_backward(h, hidden, *params)
+        ctx.save_for_backward(h, hidden, *params)  # h itself, not a copy: a double backward differentiates it
         ctx.lib = lib
         return y
 

@@ -42,12 +42,12 @@ FIELD_LR_DECAY_AT = (1 / 6, 1 / 2, 5 / 6)  # x0.33 at these fractions of the run
 FIELD_LR_WARMUP_STEPS = 100  # linear ramp from 1% (the paper's code)
 
 
-def color_field_lr_factor(step: int, progress: float, decay_at: tuple[float, ...] = FIELD_LR_DECAY_AT) -> float:
+def color_field_lr_factor(step: int, progress: float) -> float:
     """Multiplier of the colour field's learning rate at ``step`` (from 1) and ``progress`` (fraction of
     the run, by steps or time): a linear warm-up from 0.01 over the first 100 steps, then x0.33 at each
-    fraction in ``decay_at`` that the run has passed."""
+    fraction in ``FIELD_LR_DECAY_AT`` that the run has passed."""
     warmup = min(1.0, 0.01 + 0.99 * step / FIELD_LR_WARMUP_STEPS)
-    return warmup * 0.33 ** sum(progress >= fraction for fraction in decay_at)
+    return warmup * 0.33 ** sum(progress >= fraction for fraction in FIELD_LR_DECAY_AT)
 
 
 def add_splat_arguments(parser: argparse.ArgumentParser) -> None:
