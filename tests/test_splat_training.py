@@ -169,13 +169,17 @@ def test_tiny_training_run_learns_and_exports(tiny_data, tmp_path):
     assert cli_main(["export", "splat", str(tmp_path / "nowhere")]) == 2
 
 
-def test_colour_field_learning_rate_warms_up_then_decays_in_three_steps():
+def test_colour_field_learning_rate_warms_up_then_decays_at_the_given_fractions():
     assert color_field_lr_factor(1, 0.0) == pytest.approx(0.0199)
     assert color_field_lr_factor(50, 0.0) == pytest.approx(0.505)
     assert color_field_lr_factor(100, 0.16) == 1.0
-    assert color_field_lr_factor(400, 0.2) == pytest.approx(0.33)
-    assert color_field_lr_factor(2000, 0.5) == pytest.approx(0.33**2)
-    assert color_field_lr_factor(5000, 0.9) == pytest.approx(0.33**3)
+    assert color_field_lr_factor(2000, 0.8) == 1.0  # default: one step, at 5/6 of the run
+    assert color_field_lr_factor(5000, 0.9) == pytest.approx(0.33)
+    real_scene = (1 / 6, 1 / 2, 5 / 6)
+    assert color_field_lr_factor(400, 0.2, real_scene) == pytest.approx(0.33)
+    assert color_field_lr_factor(2000, 0.5, real_scene) == pytest.approx(0.33**2)
+    assert color_field_lr_factor(5000, 0.9, real_scene) == pytest.approx(0.33**3)
+    assert color_field_lr_factor(5000, 0.9, ()) == 1.0
 
 
 def test_tiny_compact_run_writes_compressed_file(tiny_data, tmp_path, monkeypatch):
@@ -183,9 +187,10 @@ def test_tiny_compact_run_writes_compressed_file(tiny_data, tmp_path, monkeypatc
 
     factors = []
     monkeypatch.setattr(train_module, "color_field_lr_factor",
-                        lambda step, progress: factors.append(color_field_lr_factor(step, progress)) or factors[-1])
-    metrics = train_splat(tiny_data, tmp_path / "compact", _args(compact=True, steps=80, rvq_from=0.6))
-    assert len(factors) == 80 and factors[-1] == pytest.approx(0.33**3 * 0.802)  # the loop follows the schedule
+                        lambda *a: factors.append(color_field_lr_factor(*a)) or factors[-1])
+    metrics = train_splat(tiny_data, tmp_path / "compact",
+                          _args(compact=True, steps=80, rvq_from=0.6, color_lr_decay_at=[0.25, 0.5]))
+    assert len(factors) == 80 and factors[-1] == pytest.approx(0.33**2 * 0.802)  # the loop follows the schedule
     assert (tmp_path / "compact" / "scene.ofz").stat().st_size == pytest.approx(metrics["compressed_mb"] * 1e6)
     assert metrics["psnr"] > 18.0
     scene = load_splat_run(tmp_path / "compact")
@@ -245,6 +250,8 @@ def test_bad_options_raise_clear_errors(tiny_data, tmp_path):
         train_splat(tiny_data, tmp_path / "x", _args(init="points"))
     with pytest.raises(OmnifieldError, match="--densify-until"):
         train_splat(tiny_data, tmp_path / "x", _args(densify_until=2.0))
+    with pytest.raises(OmnifieldError, match="--color-lr-decay-at must be fractions"):
+        train_splat(tiny_data, tmp_path / "x", _args(compact=True, color_lr_decay_at=[0.5, float("nan")]))
     with pytest.raises(OmnifieldError, match="s3im-weight must be >= 0"):
         train_splat(tiny_data, tmp_path / "x", _args(s3im_weight=-1.0))
 
