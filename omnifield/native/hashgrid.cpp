@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -32,9 +33,11 @@ struct Level {
   bool dense;
 };
 
-// Per-level layout; the levels must tile the table's rows exactly, in order.
+// Per-level layout; the levels must tile the table's rows exactly, in order, and each level's slice
+// (rows x features floats) must be addressable with 32-bit indices.
 std::vector<Level> make_levels(const torch::Tensor& resolutions, const torch::Tensor& offsets,
-                               const torch::Tensor& sizes, const torch::Tensor& dense, int64_t table_rows) {
+                               const torch::Tensor& sizes, const torch::Tensor& dense, int64_t table_rows,
+                               int64_t features) {
   const auto res = resolutions.contiguous().to(torch::kInt64);
   const auto off = offsets.contiguous().to(torch::kInt64);
   const auto siz = sizes.contiguous().to(torch::kInt64);
@@ -48,6 +51,8 @@ std::vector<Level> make_levels(const torch::Tensor& resolutions, const torch::Te
     TORCH_CHECK(r >= 1, "hash grid resolution must be >= 1");
     TORCH_CHECK(is_dense || (size > 0 && (size & (size - 1)) == 0),
                 "hashed levels need a power-of-two table size");
+    TORCH_CHECK(size * features <= static_cast<int64_t>(UINT32_MAX),
+                "hash grid level of ", size, " rows x ", features, " features is too large for the kernel");
     levels[l] = Level{static_cast<float>(r), r + 1, off.data_ptr<int64_t>()[l], size,
                       static_cast<uint32_t>(size - 1), is_dense};
     const int64_t expected = l == 0 ? 0 : levels[l - 1].offset + levels[l - 1].rows;
@@ -58,57 +63,94 @@ std::vector<Level> make_levels(const torch::Tensor& resolutions, const torch::Te
   return levels;
 }
 
-// Corner rows, weights and per-dim weight factors of one point at one level.
+// Loops run level-major: each thread takes whole levels, so the working set is one level's slice of
+// the table (it stays in cache) and the table gradient has a single writer per row. Points go in
+// blocks of kBlock: their cells, corner rows and weights are computed in SIMD lanes (the loop is
+// written for the vectorizer), then read by gathers (forward) or per point (scatters to the gradient).
+constexpr int64_t kBlock = 64;
+
+// Corner rows (relative to the level's offset), weights and fractional positions of a block of points.
 template <int D>
-struct Corners {
+struct CornerBlock {
   static constexpr int C = 1 << D;
-  int64_t row[C];
-  float w[C];
-  float frac[D];
+  uint32_t row[C][kBlock];
+  float w[C][kBlock];
+  float frac[D][kBlock];
 };
 
-template <int D>
-inline void locate(const float* __restrict__ x, const Level& lv, Corners<D>& out) {
-  int64_t cell[D];
-  for (int i = 0; i < D; ++i) {
-    const float pos = x[i] * lv.res;
-    float c = std::floor(pos);
-    c = c < 0.0f ? 0.0f : c;
-    c = c > lv.res - 1.0f ? lv.res - 1.0f : c;
-    out.frac[i] = pos - c;
-    // integer clamp too: keeps row indices in range even for NaN / inf inputs
-    const int64_t ci = static_cast<int64_t>(c);
-    cell[i] = ci < 0 ? 0 : (ci > lv.stride - 2 ? lv.stride - 2 : ci);
-  }
-  for (int k = 0; k < Corners<D>::C; ++k) {
-    float w = 1.0f;
-    int64_t row;
-    if (lv.dense) {
-      int64_t idx = 0, mult = 1;
-      for (int i = 0; i < D; ++i) {
-        idx += (cell[i] + ((k >> i) & 1)) * mult;
-        mult *= lv.stride;
-      }
-      row = idx;
-    } else {
-      uint32_t h = 0;
-      for (int i = 0; i < D; ++i) h ^= static_cast<uint32_t>(cell[i] + ((k >> i) & 1)) * kPrimes[i];
-      row = static_cast<int64_t>(h & lv.hash_mask);
+// Corner k's row in its level from the cell, in 32-bit integers (vectorizes; a level has <= 2^30 rows).
+template <int D, bool Dense>
+inline uint32_t corner_row(const uint32_t (&cell)[D], int k, uint32_t stride, uint32_t hash_mask) {
+  if (Dense) {
+    uint32_t idx = 0, mult = 1;
+#pragma GCC unroll 16
+    for (int i = 0; i < D; ++i) {
+      idx += (cell[i] + ((k >> i) & 1)) * mult;
+      mult *= stride;
     }
-    for (int i = 0; i < D; ++i) w *= ((k >> i) & 1) ? out.frac[i] : 1.0f - out.frac[i];
-    out.row[k] = lv.offset + row;
-    out.w[k] = w;
+    return idx;
+  }
+  uint32_t h = 0;
+#pragma GCC unroll 16
+  for (int i = 0; i < D; ++i) h ^= (cell[i] + ((k >> i) & 1)) * kPrimes[i];
+  return h & hash_mask;
+}
+
+// Points p0 .. p0 + count - 1 of level lv into cb; returns count.
+template <int D, bool Dense>
+inline int64_t locate_block(const float* __restrict__ x, int64_t p0, int64_t n, const Level& lv,
+                            CornerBlock<D>& cb) {
+  const int64_t count = n - p0 < kBlock ? n - p0 : kBlock;
+  const float res = lv.res;
+  const uint32_t stride = static_cast<uint32_t>(lv.stride), mask = lv.hash_mask;
+  const int32_t max_cell = static_cast<int32_t>(lv.stride - 2);
+  const float* __restrict__ xb = x + p0 * D;
+#pragma omp simd
+  for (int64_t b = 0; b < count; ++b) {
+    float frac[D];
+    uint32_t cell[D];
+#pragma GCC unroll 16
+    for (int i = 0; i < D; ++i) {
+      const float pos = xb[b * D + i] * res;
+      float c = std::floor(pos);
+      c = c < 0.0f ? 0.0f : c;
+      c = c > res - 1.0f ? res - 1.0f : c;
+      frac[i] = pos - c;
+      cb.frac[i][b] = frac[i];
+      int32_t ci = static_cast<int32_t>(c);  // integer clamp too: rows stay in range for NaN / inf inputs
+      ci = ci < 0 ? 0 : (ci > max_cell ? max_cell : ci);
+      cell[i] = static_cast<uint32_t>(ci);
+    }
+#pragma GCC unroll 16
+    for (int k = 0; k < CornerBlock<D>::C; ++k) {
+      float w = 1.0f;
+#pragma GCC unroll 16
+      for (int i = 0; i < D; ++i) w *= ((k >> i) & 1) ? frac[i] : 1.0f - frac[i];
+      cb.w[k][b] = w;
+      cb.row[k][b] = corner_row<D, Dense>(cell, k, stride, mask);
+    }
+  }
+  return count;
+}
+
+// Calls fn(std::integral_constant<bool, lv.dense>) so that each level runs the matching locate_block.
+template <typename Fn>
+inline void with_dense(const Level& lv, Fn&& fn) {
+  if (lv.dense) {
+    fn(std::true_type{});
+  } else {
+    fn(std::false_type{});
   }
 }
 
 // d w_k / d frac_i for all corners k and dims i.
 template <int D>
-inline void weight_grads(const Corners<D>& cs, float (&dw)[Corners<D>::C][D]) {
-  for (int k = 0; k < Corners<D>::C; ++k) {
+inline void weight_grads(const float (&frac)[D], float (&dw)[1 << D][D]) {
+  for (int k = 0; k < (1 << D); ++k) {
     for (int i = 0; i < D; ++i) {
       float g = ((k >> i) & 1) ? 1.0f : -1.0f;
       for (int j = 0; j < D; ++j) {
-        if (j != i) g *= ((k >> j) & 1) ? cs.frac[j] : 1.0f - cs.frac[j];
+        if (j != i) g *= ((k >> j) & 1) ? frac[j] : 1.0f - frac[j];
       }
       dw[k][i] = g;
     }
@@ -117,15 +159,15 @@ inline void weight_grads(const Corners<D>& cs, float (&dw)[Corners<D>::C][D]) {
 
 // d^2 w_k / d frac_i d frac_j (zero for i == j: the weights are linear in each frac_i).
 template <int D>
-inline void weight_hessians(const Corners<D>& cs, float (&hw)[Corners<D>::C][D][D]) {
-  for (int k = 0; k < Corners<D>::C; ++k) {
+inline void weight_hessians(const float (&frac)[D], float (&hw)[1 << D][D][D]) {
+  for (int k = 0; k < (1 << D); ++k) {
     for (int i = 0; i < D; ++i) {
       for (int j = 0; j < D; ++j) {
         float h = 0.0f;
         if (i != j) {
           h = (((k >> i) & 1) ? 1.0f : -1.0f) * (((k >> j) & 1) ? 1.0f : -1.0f);
           for (int m = 0; m < D; ++m) {
-            if (m != i && m != j) h *= ((k >> m) & 1) ? cs.frac[m] : 1.0f - cs.frac[m];
+            if (m != i && m != j) h *= ((k >> m) & 1) ? frac[m] : 1.0f - frac[m];
           }
         }
         hw[k][i][j] = h;
@@ -134,21 +176,9 @@ inline void weight_hessians(const Corners<D>& cs, float (&hw)[Corners<D>::C][D][
   }
 }
 
-// Loops run level-major: each thread takes whole levels, so the working set is one level's slice of
-// the table (it stays in cache) and the table gradient has a single writer per row. Points go in
-// blocks: all corners of a block are located and prefetched before any is read, which overlaps the
-// cache misses of the random table rows.
-constexpr int64_t kBlock = 16;
-
-template <int D, int F, int RW>
-inline int64_t locate_block(const float* __restrict__ x, int64_t p0, int64_t n, const Level& lv,
-                            const float* table, Corners<D> (&cs)[kBlock]) {
-  const int64_t count = n - p0 < kBlock ? n - p0 : kBlock;
-  for (int64_t b = 0; b < count; ++b) {
-    locate<D>(x + (p0 + b) * D, lv, cs[b]);
-    for (int k = 0; k < Corners<D>::C; ++k) __builtin_prefetch(table + cs[b].row[k] * F, RW, 3);
-  }
-  return count;
+template <int D>
+inline void frac_of(const CornerBlock<D>& cb, int64_t b, float (&frac)[D]) {
+  for (int i = 0; i < D; ++i) frac[i] = cb.frac[i][b];
 }
 
 // out[l*F + f, p] (feature-major; returned to Python as the [N, L*F] transposed view).
@@ -158,19 +188,26 @@ void forward_impl(const float* __restrict__ x, const float* __restrict__ table, 
   const int64_t n_levels = static_cast<int64_t>(levels.size());
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t l = 0; l < n_levels; ++l) {
-    Corners<D> cs[kBlock];
-    float* ol = out + l * F * n;
-    for (int64_t p0 = 0; p0 < n; p0 += kBlock) {
-      const int64_t count = locate_block<D, F, 0>(x, p0, n, levels[l], table, cs);
-      for (int64_t b = 0; b < count; ++b) {
-        float acc[F] = {};
-        for (int k = 0; k < Corners<D>::C; ++k) {
-          const float* feat = table + cs[b].row[k] * F;
-          for (int f = 0; f < F; ++f) acc[f] += cs[b].w[k] * feat[f];
+    const Level& lv = levels[l];
+    const float* __restrict__ tl = table + lv.offset * F;
+    float* __restrict__ ol = out + l * F * n;
+    CornerBlock<D> cb;
+    with_dense(lv, [&](auto dense) {
+      for (int64_t p0 = 0; p0 < n; p0 += kBlock) {
+        const int64_t count = locate_block<D, decltype(dense)::value>(x, p0, n, lv, cb);
+#pragma omp simd
+        for (int64_t b = 0; b < count; ++b) {
+          float acc[F] = {};
+#pragma GCC unroll 16
+          for (int k = 0; k < CornerBlock<D>::C; ++k) {
+#pragma GCC unroll 16
+            for (int f = 0; f < F; ++f) acc[f] += cb.w[k][b] * tl[cb.row[k][b] * F + f];
+          }
+#pragma GCC unroll 16
+          for (int f = 0; f < F; ++f) ol[f * n + p0 + b] = acc[f];
         }
-        for (int f = 0; f < F; ++f) ol[f * n + p0 + b] = acc[f];
       }
-    }
+    });
   }
 }
 
@@ -183,18 +220,21 @@ void backward_impl(const float* __restrict__ x, const float* __restrict__ table,
                    const float* __restrict__ grad_out, int64_t sp, int64_t sc, float* __restrict__ grad_table,
                    float* __restrict__ gx_parts, int64_t n, const std::vector<Level>& levels) {
   const int64_t n_levels = static_cast<int64_t>(levels.size());
-  const float* prefetched = grad_table ? grad_table : table;
 #pragma omp parallel
   {
     float* gx = gx_parts ? gx_parts + static_cast<int64_t>(omp_get_thread_num()) * n * D : nullptr;
-    Corners<D> cs[kBlock];
-    float dw[Corners<D>::C][D];
+    CornerBlock<D> cb;
+    float frac[D];
+    float dw[1 << D][D];
 #pragma omp for schedule(dynamic, 1)
     for (int64_t l = 0; l < n_levels; ++l) {
       const Level& lv = levels[l];
-      if (grad_table) std::memset(grad_table + lv.offset * F, 0, sizeof(float) * lv.rows * F);
+      const float* tl = table + lv.offset * F;
+      float* gl_table = grad_table ? grad_table + lv.offset * F : nullptr;
+      if (gl_table) std::memset(gl_table, 0, sizeof(float) * lv.rows * F);
       for (int64_t p0 = 0; p0 < n; p0 += kBlock) {
-        const int64_t count = locate_block<D, F, 1>(x, p0, n, lv, prefetched, cs);
+        int64_t count = 0;
+        with_dense(lv, [&](auto dense) { count = locate_block<D, decltype(dense)::value>(x, p0, n, lv, cb); });
         for (int64_t b = 0; b < count; ++b) {
           const int64_t p = p0 + b;
           float g[F];
@@ -204,17 +244,18 @@ void backward_impl(const float* __restrict__ x, const float* __restrict__ table,
             zero &= g[f] == 0.0f;
           }
           if (zero) continue;
-          if (grad_table) {
-            for (int k = 0; k < Corners<D>::C; ++k) {
-              float* dst = grad_table + cs[b].row[k] * F;
-              for (int f = 0; f < F; ++f) dst[f] += cs[b].w[k] * g[f];
+          if (gl_table) {
+            for (int k = 0; k < CornerBlock<D>::C; ++k) {
+              float* dst = gl_table + cb.row[k][b] * F;
+              for (int f = 0; f < F; ++f) dst[f] += cb.w[k][b] * g[f];
             }
           }
           if (gx) {
-            weight_grads<D>(cs[b], dw);
+            frac_of<D>(cb, b, frac);
+            weight_grads<D>(frac, dw);
             float gl[D] = {};
-            for (int k = 0; k < Corners<D>::C; ++k) {
-              const float* feat = table + cs[b].row[k] * F;
+            for (int k = 0; k < CornerBlock<D>::C; ++k) {
+              const float* feat = tl + cb.row[k][b] * F;
               float s = 0.0f;
               for (int f = 0; f < F; ++f) s += g[f] * feat[f];
               for (int i = 0; i < D; ++i) gl[i] += s * dw[k][i];
@@ -241,32 +282,37 @@ void double_backward_impl(const float* __restrict__ x, const float* __restrict__
 #pragma omp parallel
   {
     float* gx = gx_parts ? gx_parts + static_cast<int64_t>(omp_get_thread_num()) * n * D : nullptr;
-    Corners<D> cs[kBlock];
-    float dw[Corners<D>::C][D];
-    float hw[Corners<D>::C][D][D];
+    CornerBlock<D> cb;
+    float frac[D];
+    float dw[1 << D][D];
+    float hw[1 << D][D][D];
 #pragma omp for schedule(dynamic, 1)
     for (int64_t l = 0; l < n_levels; ++l) {
       const Level& lv = levels[l];
-      if (grad_table) std::memset(grad_table + lv.offset * F, 0, sizeof(float) * lv.rows * F);
+      const float* tl = table + lv.offset * F;
+      float* gl_table = grad_table ? grad_table + lv.offset * F : nullptr;
+      if (gl_table) std::memset(gl_table, 0, sizeof(float) * lv.rows * F);
       for (int64_t p0 = 0; p0 < n; p0 += kBlock) {
-        const int64_t count = locate_block<D, F, 0>(x, p0, n, lv, table, cs);
+        int64_t count = 0;
+        with_dense(lv, [&](auto dense) { count = locate_block<D, decltype(dense)::value>(x, p0, n, lv, cb); });
         for (int64_t b = 0; b < count; ++b) {
           const int64_t p = p0 + b;
           const float* gg = ggx + p * D;
           float g[F];
           for (int f = 0; f < F; ++f) g[f] = grad_out[p * sp + (l * F + f) * sc];
-          weight_grads<D>(cs[b], dw);
+          frac_of<D>(cb, b, frac);
+          weight_grads<D>(frac, dw);
           float acc_g[F] = {};
           float gl[D] = {};
-          if (gx) weight_hessians<D>(cs[b], hw);
-          for (int k = 0; k < Corners<D>::C; ++k) {
-            const float* feat = table + cs[b].row[k] * F;
+          if (gx) weight_hessians<D>(frac, hw);
+          for (int k = 0; k < CornerBlock<D>::C; ++k) {
+            const float* feat = tl + cb.row[k][b] * F;
             float a = 0.0f;
             for (int i = 0; i < D; ++i) a += gg[i] * dw[k][i];
             a *= lv.res;
             for (int f = 0; f < F; ++f) acc_g[f] += a * feat[f];
-            if (grad_table) {
-              float* dst = grad_table + cs[b].row[k] * F;
+            if (gl_table) {
+              float* dst = gl_table + cb.row[k][b] * F;
               for (int f = 0; f < F; ++f) dst[f] += a * g[f];
             }
             if (gx) {
@@ -325,7 +371,7 @@ torch::Tensor forward(torch::Tensor x, torch::Tensor table, torch::Tensor resolu
   check_inputs(x, table);
   x = x.contiguous();
   table = table.contiguous();
-  const auto levels = make_levels(resolutions, offsets, sizes, dense, table.size(0));
+  const auto levels = make_levels(resolutions, offsets, sizes, dense, table.size(0), table.size(1));
   const int64_t n = x.size(0), f = table.size(1);
   auto out = torch::empty({static_cast<int64_t>(levels.size()) * f, n}, x.options());
   dispatch(x.size(1), f, [&](auto dc, auto fc) {
@@ -343,7 +389,7 @@ std::vector<torch::Tensor> backward(torch::Tensor grad_out, torch::Tensor x, tor
   x = x.contiguous();
   table = table.contiguous();
   grad_out = grad_out.to(torch::kFloat32);
-  const auto levels = make_levels(resolutions, offsets, sizes, dense, table.size(0));
+  const auto levels = make_levels(resolutions, offsets, sizes, dense, table.size(0), table.size(1));
   const int64_t n = x.size(0), d = x.size(1), f = table.size(1);
   TORCH_CHECK(grad_out.dim() == 2 && grad_out.size(0) == n &&
                   grad_out.size(1) == static_cast<int64_t>(levels.size()) * f,
@@ -371,7 +417,7 @@ std::vector<torch::Tensor> double_backward(torch::Tensor ggx, torch::Tensor grad
   table = table.contiguous();
   ggx = ggx.to(torch::kFloat32).contiguous();
   grad_out = grad_out.to(torch::kFloat32);
-  const auto levels = make_levels(resolutions, offsets, sizes, dense, table.size(0));
+  const auto levels = make_levels(resolutions, offsets, sizes, dense, table.size(0), table.size(1));
   const int64_t n = x.size(0), d = x.size(1), f = table.size(1);
   TORCH_CHECK(ggx.sizes() == x.sizes(), "hashgrid double backward: ggx must be shaped like x");
   TORCH_CHECK(grad_out.dim() == 2 && grad_out.size(0) == n &&
