@@ -4,16 +4,50 @@ from __future__ import annotations
 
 import torch
 
+from omnifield.backend import native_kernels
 from omnifield.fields.encoding import Encoding
+
+_NATIVE_DEGREES = (2, 3, 4)  # degree 1 is a constant (no gradient), 5 stays in torch
 
 
 def spherical_harmonics(dirs: torch.Tensor, degree: int) -> torch.Tensor:
-    """Real SH basis of unit vectors. ``dirs [N, 3] -> [N, degree**2]`` (degree in 1..5).
+    """Real SH basis of unit vectors. ``dirs [..., 3] -> [..., degree**2]`` (degree in 1..5).
 
-    Coefficients follow the standard real SH convention used by 3DGS/tcnn.
+    Coefficients follow the standard real SH convention used by 3DGS/tcnn. CPU float32 with degree <= 4
+    runs the native kernel (``native/sh_basis.cpp``); everything else, and any derivative of the
+    gradient, the torch twin :func:`_spherical_harmonics`.
     """
     if not 1 <= degree <= 5:
         raise ValueError(f"SH degree must be in 1..5, got {degree}")
+    lib = native_kernels(dirs, "sh_basis") if degree in _NATIVE_DEGREES and dirs.shape[-1] == 3 else None
+    if lib is None:
+        return _spherical_harmonics(dirs, degree)
+    out = _NativeSphericalHarmonics.apply(lib, dirs.reshape(-1, 3), degree)
+    return out if dirs.dim() == 2 else out.reshape(*dirs.shape[:-1], degree * degree)
+
+
+class _NativeSphericalHarmonics(torch.autograd.Function):
+    """``dirs [N, 3] -> [N, degree**2]`` by the native kernel; a backward that must itself be differentiable
+    (``create_graph``) differentiates the twin instead."""
+
+    @staticmethod
+    def forward(ctx, lib, dirs, degree):
+        ctx.save_for_backward(dirs)
+        ctx.lib, ctx.degree = lib, degree
+        return lib.forward(dirs, degree)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (dirs,) = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            (grad_dirs,) = torch.autograd.grad(_spherical_harmonics(dirs, ctx.degree), dirs, grad, create_graph=True)
+        else:
+            grad_dirs = ctx.lib.backward(grad, dirs, ctx.degree)
+        return None, grad_dirs, None
+
+
+def _spherical_harmonics(dirs: torch.Tensor, degree: int) -> torch.Tensor:
+    """The torch twin of :func:`spherical_harmonics` (any device, dtype and derivative order)."""
     x, y, z = dirs.unbind(-1)
     out = [torch.full_like(x, 0.28209479177387814)]
     if degree > 1:
@@ -43,7 +77,7 @@ def spherical_harmonics(dirs: torch.Tensor, degree: int) -> torch.Tensor:
             1.7701307697799304 * yz * (-3.0 * xx + yy),
             0.94617469575756008 * xy * (7.0 * zz - 1.0),
             0.66904654355728921 * yz * (3.0 - 7.0 * zz),
-            -3.1735664074561294 * zz * zz + 3.1735664074561294 * zz - 0.31735664074561293,
+            3.7024941420321507 * zz * zz - 3.1735664074561294 * zz + 0.31735664074561293,
             0.66904654355728921 * xz * (3.0 - 7.0 * zz),
             0.47308734787878004 * (xx - yy) * (7.0 * zz - 1.0),
             1.7701307697799304 * xz * (-xx + 3.0 * yy),
