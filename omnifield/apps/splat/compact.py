@@ -32,12 +32,13 @@ from omnifield.apps.splat.rvq import ResidualVQ
 @dataclass
 class CompactConfig:
     """Compact-3DGS options. The paper's NeRF-synthetic mask weight (4e-3; 5e-4 for real scenes); its table
-    is 2^16 there (2^19 for real scenes), smaller here so the file and the CPU step stay small."""
+    is 2^16 there (2^19 for real scenes), 2^15 here: the table is stored whole, so with the ~50k Gaussians
+    of a CPU-sized scene a 2^16 table would be most of the file."""
 
     mask_lambda: float = 4e-3
     mask_threshold: float = 0.01
     hash_levels: int = 16
-    hash_log2_size: int = 14
+    hash_log2_size: int = 15
     hash_max_resolution: int = 512
     mlp_width: int = 64
     mlp_hidden_layers: int = 2

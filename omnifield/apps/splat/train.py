@@ -142,7 +142,8 @@ def initial_scene(opts: dict[str, Any], generator: torch.Generator) -> GaussianS
 
 def make_optimizer(scene: GaussianScene, scene_scale: float, mask_lr: float = LEARNING_RATES["mask_logits"],
                    color_lr: float = FIELD_LR) -> torch.optim.Adam:
-    """Adam with one group per per-Gaussian parameter (named), plus the colour field for Compact-3DGS."""
+    """Adam with one group per per-Gaussian parameter (named), plus the colour field for Compact-3DGS
+    (with Instant-NGP's beta2 = 0.99: rows of the hash table that few Gaussians touch adapt faster)."""
     rates = {**LEARNING_RATES, "mask_logits": mask_lr}
     groups = []
     for name in scene.gaussian_parameter_names():
@@ -150,7 +151,8 @@ def make_optimizer(scene: GaussianScene, scene_scale: float, mask_lr: float = LE
         groups.append({"params": [getattr(scene, name)], "lr": lr, "name": name, "base_lr": lr})
     if isinstance(scene, CompactGaussianScene):
         field_params = list(scene.color_grid.parameters()) + list(scene.color_mlp.parameters())
-        groups.append({"params": field_params, "lr": color_lr, "name": "color_field", "base_lr": color_lr})
+        groups.append({"params": field_params, "lr": color_lr, "name": "color_field", "base_lr": color_lr,
+                       "betas": (0.9, 0.99)})  # Instant-NGP's Adam for hash grids, as in apps/fit
     return torch.optim.Adam(groups, eps=1e-15)
 
 
