@@ -98,8 +98,8 @@ inline uint32_t corner_row(const uint32_t (&cell)[D], int k, uint32_t stride, ui
 
 // Points p0 .. p0 + count - 1 of level lv into cb; returns count.
 template <int D, bool Dense>
-inline int64_t locate_block(const float* __restrict__ x, int64_t p0, int64_t n, const Level& lv,
-                            CornerBlock<D>& cb) {
+inline int64_t locate_block_in(const float* __restrict__ x, int64_t p0, int64_t n, const Level& lv,
+                               CornerBlock<D>& cb) {
   const int64_t count = n - p0 < kBlock ? n - p0 : kBlock;
   const float res = lv.res;
   const uint32_t stride = static_cast<uint32_t>(lv.stride), mask = lv.hash_mask;
@@ -133,14 +133,11 @@ inline int64_t locate_block(const float* __restrict__ x, int64_t p0, int64_t n, 
   return count;
 }
 
-// Calls fn(std::integral_constant<bool, lv.dense>) so that each level runs the matching locate_block.
-template <typename Fn>
-inline void with_dense(const Level& lv, Fn&& fn) {
-  if (lv.dense) {
-    fn(std::true_type{});
-  } else {
-    fn(std::false_type{});
-  }
+// locate_block_in for the level's kind (dense or hashed).
+template <int D>
+inline int64_t locate_block(const float* __restrict__ x, int64_t p0, int64_t n, const Level& lv,
+                            CornerBlock<D>& cb) {
+  return lv.dense ? locate_block_in<D, true>(x, p0, n, lv, cb) : locate_block_in<D, false>(x, p0, n, lv, cb);
 }
 
 // d w_k / d frac_i for all corners k and dims i.
@@ -192,22 +189,20 @@ void forward_impl(const float* __restrict__ x, const float* __restrict__ table, 
     const float* __restrict__ tl = table + lv.offset * F;
     float* __restrict__ ol = out + l * F * n;
     CornerBlock<D> cb;
-    with_dense(lv, [&](auto dense) {
-      for (int64_t p0 = 0; p0 < n; p0 += kBlock) {
-        const int64_t count = locate_block<D, decltype(dense)::value>(x, p0, n, lv, cb);
+    for (int64_t p0 = 0; p0 < n; p0 += kBlock) {
+      const int64_t count = locate_block<D>(x, p0, n, lv, cb);
 #pragma omp simd
-        for (int64_t b = 0; b < count; ++b) {
-          float acc[F] = {};
+      for (int64_t b = 0; b < count; ++b) {
+        float acc[F] = {};
 #pragma GCC unroll 16
-          for (int k = 0; k < CornerBlock<D>::C; ++k) {
+        for (int k = 0; k < CornerBlock<D>::C; ++k) {
 #pragma GCC unroll 16
-            for (int f = 0; f < F; ++f) acc[f] += cb.w[k][b] * tl[cb.row[k][b] * F + f];
-          }
-#pragma GCC unroll 16
-          for (int f = 0; f < F; ++f) ol[f * n + p0 + b] = acc[f];
+          for (int f = 0; f < F; ++f) acc[f] += cb.w[k][b] * tl[cb.row[k][b] * F + f];
         }
+#pragma GCC unroll 16
+        for (int f = 0; f < F; ++f) ol[f * n + p0 + b] = acc[f];
       }
-    });
+    }
   }
 }
 
@@ -233,8 +228,7 @@ void backward_impl(const float* __restrict__ x, const float* __restrict__ table,
       float* gl_table = grad_table ? grad_table + lv.offset * F : nullptr;
       if (gl_table) std::memset(gl_table, 0, sizeof(float) * lv.rows * F);
       for (int64_t p0 = 0; p0 < n; p0 += kBlock) {
-        int64_t count = 0;
-        with_dense(lv, [&](auto dense) { count = locate_block<D, decltype(dense)::value>(x, p0, n, lv, cb); });
+        const int64_t count = locate_block<D>(x, p0, n, lv, cb);
         for (int64_t b = 0; b < count; ++b) {
           const int64_t p = p0 + b;
           float g[F];
@@ -293,8 +287,7 @@ void double_backward_impl(const float* __restrict__ x, const float* __restrict__
       float* gl_table = grad_table ? grad_table + lv.offset * F : nullptr;
       if (gl_table) std::memset(gl_table, 0, sizeof(float) * lv.rows * F);
       for (int64_t p0 = 0; p0 < n; p0 += kBlock) {
-        int64_t count = 0;
-        with_dense(lv, [&](auto dense) { count = locate_block<D, decltype(dense)::value>(x, p0, n, lv, cb); });
+        const int64_t count = locate_block<D>(x, p0, n, lv, cb);
         for (int64_t b = 0; b < count; ++b) {
           const int64_t p = p0 + b;
           const float* gg = ggx + p * D;
