@@ -54,6 +54,15 @@ class OccupancyGrid(nn.Module):
     def occupied_fraction(self) -> float:
         return float(self.occupancy.float().mean())
 
+    def occupied_at(self, x: torch.Tensor) -> torch.Tensor:
+        """Whether the cells holding points ``x [..., 3]`` are occupied ``[...]`` (False outside the box)."""
+        g = self.cfg.resolution
+        lo, hi = self.aabb[:3], self.aabb[3:]
+        u = (x - lo) / (hi - lo)
+        inside = ((u >= 0) & (u < 1)).all(dim=-1)
+        ijk = (u * g).long().clamp(0, g - 1)
+        return self.occupancy[ijk[..., 0], ijk[..., 1], ijk[..., 2]] & inside
+
     def _cell_points(self, cells: torch.Tensor) -> torch.Tensor:
         g = self.cfg.resolution
         u = (self.cell_ijk[cells].float() + torch.rand(cells.shape[0], 3, device=cells.device)) / g

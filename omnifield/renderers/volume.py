@@ -9,6 +9,13 @@ Two samplers:
 - ``"uniform"``: ``n_samples`` evenly spaced (stratified in training) samples between the
   ray's box entry and exit — the vanilla NeRF baseline.
 
+The field lives in one of three spaces (``space``, see :mod:`omnifield.renderers.space`): the box
+itself (objects), NDC (forward-facing captures: rays are warped, the samplers above run unchanged in
+the NDC box) or contracted space (unbounded captures: a comb of ``n_samples`` bins, linear in
+distance inside the unit cube and in disparity beyond, filtered by the occupancy grid over the
+contracted cube ``[-2, 2]^3`` when the sampler is ``"occupancy"``). Rays come in and depths go out
+in the capture's own (box) coordinates whatever the space, except NDC depths, which are NDC distances.
+
 Works with any field exposing ``density(x [N,3]) -> [N]`` and ``forward(x, d) -> (rgb, sigma)``.
 On CUDA with nerfacc installed the marching uses ``nerfacc.traverse_grids`` and compositing
 ``nerfacc.render_weight_from_density``; on CPU the native kernels / torch twins of this package.
@@ -27,6 +34,7 @@ from omnifield.config import register_config
 from omnifield.renderers.occupancy import OccupancyGrid, OccupancyGridConfig
 from omnifield.renderers.raymarch import march_rays
 from omnifield.renderers.rays import ray_aabb_intersect
+from omnifield.renderers.space import contract, contraction_stretch, inverse_spacing, ndc_rays, spacing
 from omnifield.renderers.volrend import accumulate_along_rays, render_weight_from_density
 
 
@@ -43,12 +51,25 @@ class VolumeRendererConfig:
     n_samples: int = 128
     near_plane: float = 0.0
     grid: Any = field(default_factory=OccupancyGridConfig)
+    space: str = "box"
+    space_center: tuple = (0.0, 0.0, 0.0)
+    space_rotation: tuple = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    space_scale: float = 1.0
+    ndc_focal: tuple = (1.0, 1.0)
+    ndc_near: float = 1.0
+    far_plane: float = 1000.0
 
     def __post_init__(self) -> None:
         if self.sampler not in ("occupancy", "uniform"):
             raise ValueError(f"sampler must be 'occupancy' or 'uniform', got {self.sampler!r}")
         if self.n_samples < 1 or self.n_steps_per_diagonal < 1 or self.step_size < 0:
             raise ValueError("n_samples and n_steps_per_diagonal must be >= 1 and step_size >= 0")
+        if self.space not in ("box", "ndc", "contract"):
+            raise ValueError(f"space must be 'box', 'ndc' or 'contract', got {self.space!r}")
+        if len(self.space_center) != 3 or len(self.space_rotation) != 9 or len(self.ndc_focal) != 2:
+            raise ValueError("space_center needs 3 numbers, space_rotation 9 and ndc_focal 2")
+        if not (self.space_scale > 0 and self.ndc_near > 0 and self.far_plane > self.near_plane >= 0):
+            raise ValueError("space_scale and ndc_near must be > 0 and far_plane > near_plane >= 0")
 
 
 @dataclass
@@ -79,19 +100,69 @@ class VolumeRenderer(nn.Module):
         aabb = torch.as_tensor(aabb, dtype=torch.float32)
         self.register_buffer("aabb", aabb.clone(), persistent=False)
         self.grid = OccupancyGrid(aabb, self.cfg.grid)
-        diagonal = float((aabb[3:] - aabb[:3]).norm())
-        self.step_size = self.cfg.step_size or diagonal / self.cfg.n_steps_per_diagonal
+        self.register_buffer("space_center", torch.tensor(self.cfg.space_center, dtype=torch.float32),
+                             persistent=False)
+        self.register_buffer("space_rotation", torch.tensor(self.cfg.space_rotation, dtype=torch.float32).reshape(3, 3),
+                             persistent=False)
+        if self.cfg.space == "contract":  # the comb's bins are evenly spaced in contracted space
+            s0, s1 = (float(spacing(torch.tensor(v, dtype=torch.float64))) for v in (self.cfg.near_plane,
+                                                                                      self.cfg.far_plane))
+            self.comb = (s0, s1)
+            self.step_size = 2.0 * (s1 - s0) / self.cfg.n_samples
+        else:
+            diagonal = float((aabb[3:] - aabb[:3]).norm())
+            self.step_size = self.cfg.step_size or diagonal / self.cfg.n_steps_per_diagonal
+
+    # ------------------------------------------------------------------- space
+    def to_field_space(self, origins: torch.Tensor, directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rays ``[R, 3]`` of the capture -> the same rays in the space where samples are placed
+        (unchanged for ``"box"``; NDC rays for ``"ndc"``; moved and scaled for ``"contract"``)."""
+        if self.cfg.space == "box":
+            return origins, directions
+        o = (origins - self.space_center) @ self.space_rotation.T * self.cfg.space_scale
+        d = directions @ self.space_rotation.T
+        if self.cfg.space == "ndc":
+            return ndc_rays(o, d, self.cfg.ndc_focal, self.cfg.ndc_near)
+        return o, d
+
+    def field_points(self, x: torch.Tensor) -> torch.Tensor:
+        """Sample positions ``[N, 3]`` along rays of :meth:`to_field_space` -> the field's input points."""
+        return contract(x) if self.cfg.space == "contract" else x
+
+    def _positions(self, origins, directions, s: "Samples") -> torch.Tensor:
+        mids = (s.t_starts + s.t_ends)[:, None] * 0.5
+        return self.field_points(origins[s.ray_indices] + directions[s.ray_indices] * mids)
 
     # ----------------------------------------------------------------- sampling
     def update_occupancy(self, field: nn.Module, step: int) -> bool:
         """Refresh the occupancy grid from ``field.density`` (no-op for the uniform sampler)."""
         if self.cfg.sampler != "occupancy":
             return False
+        if self.cfg.space == "contract":  # density per contracted length, as the comb's steps are
+            return self.grid.update(step, lambda y: field.density(y) * contraction_stretch(y), self.step_size)
         return self.grid.update(step, field.density, self.step_size)
 
     def jitter_shape(self, n_rays: int) -> tuple[int, ...]:
         """Shape of the stratified-sampling offsets :meth:`render_rays` takes for ``n_rays`` rays."""
-        return (n_rays, self.cfg.n_samples) if self.cfg.sampler == "uniform" else (n_rays,)
+        per_sample = self.cfg.sampler == "uniform" and self.cfg.space != "contract"
+        return (n_rays, self.cfg.n_samples) if per_sample else (n_rays,)
+
+    def _comb(self, origins, directions, stratified: bool, jitter: torch.Tensor | None) -> Samples:
+        """Contracted space: ``n_samples`` bins per ray, evenly spaced in :func:`spacing` between the near
+        and far planes (shifted by a random fraction of a bin in training), occupied cells only."""
+        n_rays, n = origins.shape[0], self.cfg.n_samples
+        s0, s1 = self.comb
+        shift = (torch.rand(n_rays, 1, device=origins.device) if jitter is None else jitter[:, None]) if stratified \
+            else origins.new_zeros(n_rays, 1)
+        i = torch.arange(n + 1, device=origins.device, dtype=origins.dtype)
+        t = inverse_spacing((s0 + (i + shift) * ((s1 - s0) / n)).clamp(max=s1))
+        t0, t1 = t[:, :-1], t[:, 1:]
+        keep = t1 > t0
+        if self.cfg.sampler == "occupancy":
+            mids = 0.5 * (t0 + t1)
+            keep &= self.grid.occupied_at(contract(origins[:, None] + directions[:, None] * mids[..., None]))
+        ids = torch.arange(n_rays, device=origins.device)[:, None].expand(n_rays, n)
+        return Samples(ids[keep], t0[keep], t1[keep])
 
     def _uniform(self, origins, directions, near, far, stratified: bool, jitter: torch.Tensor | None) -> Samples:
         n_rays, n = origins.shape[0], self.cfg.n_samples
@@ -128,22 +199,25 @@ class VolumeRenderer(nn.Module):
 
     def sample(self, field: nn.Module, origins: torch.Tensor, directions: torch.Tensor,
                stratified: bool = False, jitter: torch.Tensor | None = None) -> Samples:
-        """Packed samples along rays ``origins/directions [R, 3]``, after empty-space skipping
-        and early termination (occupancy sampler).
+        """Packed samples along rays ``origins/directions [R, 3]`` of the field's space (see
+        :meth:`to_field_space`), after empty-space skipping and early termination (occupancy sampler).
 
         ``stratified`` offsets the samples randomly: by ``jitter`` (in [0, 1), shape
         :meth:`jitter_shape`) when given, else by fresh ``torch.rand`` draws.
         """
-        near, far = ray_aabb_intersect(origins, directions, self.aabb, self.cfg.near_plane)
-        if self.cfg.sampler == "uniform":
-            return self._uniform(origins, directions, near, far, stratified, jitter)
-        s = self._march(origins, directions, near, far, stratified, jitter)
+        if self.cfg.space == "contract":
+            s = self._comb(origins, directions, stratified, jitter)
+            if self.cfg.sampler == "uniform":
+                return s
+        else:
+            near, far = ray_aabb_intersect(origins, directions, self.aabb, self.cfg.near_plane)
+            if self.cfg.sampler == "uniform":
+                return self._uniform(origins, directions, near, far, stratified, jitter)
+            s = self._march(origins, directions, near, far, stratified, jitter)
         if s.ray_indices.numel() == 0 or (self.cfg.early_stop_eps <= 0 and self.cfg.alpha_threshold <= 0):
             return s
         with torch.no_grad():
-            mids = (s.t_starts + s.t_ends)[:, None] * 0.5
-            x = origins[s.ray_indices] + directions[s.ray_indices] * mids
-            sigmas = field.density(x)
+            sigmas = field.density(self._positions(origins, directions, s))
             _, trans, alphas = self._weights(s, sigmas, origins.shape[0])
             keep = (alphas >= self.cfg.alpha_threshold) & (trans >= self.cfg.early_stop_eps)
         return Samples(s.ray_indices[keep], s.t_starts[keep], s.t_ends[keep])
@@ -165,20 +239,24 @@ class VolumeRenderer(nn.Module):
         stratified: bool = False,
         jitter: torch.Tensor | None = None,  # stratified offsets, see sample()
     ) -> RenderOutput:
-        """Differentiable rendering of a batch of rays of ``field``."""
+        """Differentiable rendering of a batch of rays of ``field`` (rays in the capture's coordinates)."""
         n_rays = origins.shape[0]
+        view_directions = directions
+        origins, directions = self.to_field_space(origins, directions)
         s = self.sample(field, origins, directions, stratified, jitter)
         if s.ray_indices.numel() == 0:  # every ray missed the box or crossed only empty space
             zeros = origins.new_zeros(n_rays)
             bg = origins.new_zeros(n_rays, 3) if background is None else background.expand(n_rays, 3)
             return RenderOutput(bg.clone(), zeros, zeros.clone(), 0)
         mids = (s.t_starts + s.t_ends) * 0.5
-        x = origins[s.ray_indices] + directions[s.ray_indices] * mids[:, None]
-        rgbs, sigmas = field(x, directions[s.ray_indices])
+        x = self.field_points(origins[s.ray_indices] + directions[s.ray_indices] * mids[:, None])
+        rgbs, sigmas = field(x, view_directions[s.ray_indices])
         weights, _, _ = self._weights(s, sigmas, n_rays)
         rgb = accumulate_along_rays(weights, rgbs, s.ray_indices, n_rays)
         opacity = accumulate_along_rays(weights, None, s.ray_indices, n_rays).squeeze(-1)
         depth = accumulate_along_rays(weights, mids[:, None], s.ray_indices, n_rays).squeeze(-1)
+        if self.cfg.space == "contract":  # back to the capture's units
+            depth = depth / self.cfg.space_scale
         if background is not None:
             rgb = rgb + (1.0 - opacity)[:, None] * background
         return RenderOutput(rgb, depth, opacity, int(s.ray_indices.numel()))

@@ -21,6 +21,7 @@ from omnifield.data.scene import load_scene
 from omnifield.errors import OmnifieldError
 from omnifield.fields.registry import field_config, field_names
 from omnifield.io.atomic import write_text_atomic
+from omnifield.renderers.space import SCENE_TYPES, choose_space, detect_scene_type, nearest_depth
 from omnifield.renderers.volume import VolumeRendererConfig
 
 EPILOG = """examples:
@@ -36,15 +37,36 @@ DEVICE_HELP = "auto (a GPU when present, else the CPU), cpu, cuda or cuda:N (def
 CHUNK_HELP = "rays rendered at once: bounds rendering memory, which grows linearly with it (default 8192)"
 
 
-def _build_configs(args: argparse.Namespace) -> tuple[object, object, TrainConfig]:
+def scene_space(data, requested: str = "auto") -> tuple[str, dict]:
+    """The scene type of the training data (``requested`` unless ``"auto"``) and the renderer/field
+    settings of its space (:func:`omnifield.renderers.space.choose_space`)."""
+    cams = data.cameras
+    scene_type = requested if requested != "auto" else detect_scene_type(cams.c2w, data.images.shape[-1] == 4)
+    points = data.points.xyz if getattr(data, "points", None) is not None else None
+    near = nearest_depth(cams.c2w, points, getattr(data, "near_far", None))
+    if scene_type == "forward" and near is None:
+        if requested == "forward":
+            raise OmnifieldError("--scene-type forward needs the capture's depth bounds (LLFF poses_bounds.npy) "
+                                 "or sparse points to place the near plane")
+        scene_type = "unbounded"  # no depth known: contraction needs none
+    return scene_type, choose_space(scene_type, cams.c2w, cams.fx, cams.fy, cams.width, cams.height, near)
+
+
+def _build_configs(args: argparse.Namespace, space: dict | None = None) -> tuple[object, object, TrainConfig]:
+    """Typed configs from the options: the scene's ``space`` settings first, then every ``--set``."""
+    space = dict(space or {})
+    aabb = space.pop("aabb", None)
     try:
         train_cfg = TrainConfig(steps=args.steps, minutes=args.minutes, lr=args.lr, batch_rays=args.batch_rays,
                                 target_samples=args.target_samples, seed=args.seed, grad_clip=args.grad_clip,
                                 s3im_weight=args.s3im_weight)
-        renderer_cfg = VolumeRendererConfig(sampler=args.sampler)
+        renderer_cfg = VolumeRendererConfig(sampler=args.sampler, **space)
     except ValueError as exc:
         raise OmnifieldError(f"invalid option: {exc}") from None
-    roots = {"field": field_config(args.method), "renderer": renderer_cfg, "train": train_cfg}
+    field_cfg = field_config(args.method)
+    if aabb is not None:
+        field_cfg = replace_config(field_cfg, aabb=tuple(aabb))
+    roots = {"field": field_cfg, "renderer": renderer_cfg, "train": train_cfg}
     for assignment in args.set or []:
         section = assignment.split(".", 1)[0]
         if section not in roots or "." not in assignment.split("=", 1)[0]:
@@ -89,15 +111,17 @@ def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: to
     else:
         if (out / CHECKPOINT).exists():
             raise OmnifieldError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
-        field_cfg, renderer_cfg, train_cfg = _build_configs(args)
         train_data = load_scene(data_dir, "train", args.downscale)
+        scene_type, space = scene_space(train_data, args.scene_type)
+        field_cfg, renderer_cfg, train_cfg = _build_configs(args, space)
         run = Run.create(out, args.method, field_cfg, renderer_cfg, train_cfg, str(data_dir), args.downscale).to(device)
         trainer = Trainer(run, train_data)
         n_params = sum(p.numel() for p in run.field.parameters())
         ranks = f", {group.world_size} processes" if group.active else ""
         ranks += f", on {device}" if device.type != "cpu" else ""
         say(f"training {args.method} ({n_params / 1e6:.2f} M parameters) on {data_dir} "
-            f"({len(train_data.images)} views, {train_data.cameras.width}x{train_data.cameras.height}{ranks}) -> {out}")
+            f"({len(train_data.images)} views, {train_data.cameras.width}x{train_data.cameras.height}{ranks}, "
+            f"{scene_type} scene: {renderer_cfg.space} space) -> {out}")
         note = missing_cuda_library_note(device, "nerfacc", "ray marching and compositing")
         if note:
             say(note)
@@ -180,6 +204,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="samples per step the ray count adapts to (0 = fixed ray count)")
     p.add_argument("--sampler", choices=["occupancy", "uniform"], default="occupancy",
                    help="occupancy-grid skipping (fast) or uniform samples (vanilla NeRF)")
+    p.add_argument("--scene-type", choices=["auto", *SCENE_TYPES], default="auto",
+                   help="object: inside a box, white background where alpha is 0; forward: forward-facing "
+                        "capture in NDC; unbounded: 360-degree capture with contracted space (default auto: "
+                        "object when images have alpha, forward when all cameras look the same way, else unbounded)")
     p.add_argument("--grad-clip", type=float, default=0.0, help="clip the gradient norm (0 = off)")
     p.add_argument("--loss.s3im-weight", dest="s3im_weight", type=float, default=0.0,
                    help="weight of the S3IM stochastic structural similarity loss (paper: 1.0; 0 = off)")
