@@ -42,3 +42,27 @@ def test_orbit_keeps_radius_and_looks_at_centre():
     assert torch.allclose(centres[:, :2].norm(dim=-1), torch.full((12,), 4.0), atol=1e-5)
     fwd = -orbit.c2w[:, :3, 2]
     assert torch.allclose(fwd, -centres / centres.norm(dim=-1, keepdim=True), atol=1e-5)
+
+
+def test_orbit_around_another_axis_and_centre():
+    target, up = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.0, 1.0, 0.0])
+    eye = target + torch.tensor([[3.0, 0.5, 0.0], [0.0, 0.5, -3.0]])
+    ref = Cameras.from_fov(look_at(eye, target, up), 0.7, 32, 32)
+    orbit = orbit_cameras(ref, 8, target, up)
+    rel = orbit.c2w[:, :3, 3] - target
+    assert torch.allclose(rel[:, 1], torch.full((8,), 0.5), atol=1e-5)  # the mean height along the up axis
+    assert torch.allclose(rel[:, [0, 2]].norm(dim=-1), torch.full((8,), 3.0), atol=1e-5)
+    assert torch.allclose(-orbit.c2w[:, :3, 2], -rel / rel.norm(dim=-1, keepdim=True), atol=1e-5)
+
+
+def test_spiral_stays_among_the_cameras_and_looks_at_the_focus():
+    from omnifield.renderers.cameras import spiral_cameras
+
+    eye = torch.stack(torch.meshgrid(torch.linspace(-1, 1, 3), torch.linspace(-1, 1, 3), indexing="ij"), -1)
+    eye = torch.cat([eye.reshape(-1, 2), torch.zeros(9, 1)], -1)  # a 3x3 grid of cameras in the z = 0 plane
+    ref = Cameras.from_fov(look_at(eye, torch.tensor([0.0, 0.0, -100.0]), torch.tensor([0.0, 1.0, 0.0])), 0.7, 32, 32)
+    path = spiral_cameras(ref, 30, focus_distance=10.0)
+    centres = path.c2w[:, :3, 3]
+    assert float(centres[:, :2].abs().max()) <= 1.0 + 1e-5 and float(centres[:, 2].abs().max()) < 1e-5
+    to_focus = torch.tensor([0.0, 0.0, -10.0]) - centres
+    assert torch.allclose(-path.c2w[:, :3, 2], to_focus / to_focus.norm(dim=-1, keepdim=True), atol=1e-5)

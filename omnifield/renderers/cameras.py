@@ -94,18 +94,48 @@ def look_at(eye: torch.Tensor, target: torch.Tensor, up: torch.Tensor) -> torch.
     return c2w
 
 
-def orbit_cameras(reference: Cameras, n_frames: int, target: torch.Tensor | None = None) -> Cameras:
-    """``n_frames`` cameras on a circle around the up axis (z), at the mean radius and height of ``reference``.
+def _with_first_intrinsics(reference: Cameras, c2w: torch.Tensor) -> Cameras:
+    """Cameras ``c2w [N, 4, 4]`` with the intrinsics and image size of the first reference camera."""
+    rep = lambda t: t[:1].expand(len(c2w)).clone()  # noqa: E731
+    return Cameras(c2w, rep(reference.fx), rep(reference.fy), rep(reference.cx), rep(reference.cy), reference.width,
+                   reference.height)
 
-    The intrinsics of the first reference camera are reused.
-    """
-    centres = reference.c2w[:, :3, 3]
-    target = torch.zeros(3) if target is None else target
-    rel = centres - target
-    radius = rel[:, :2].norm(dim=-1).mean()
-    height = rel[:, 2].mean()
+
+def orbit_cameras(reference: Cameras, n_frames: int, target: torch.Tensor | None = None,
+                  up: torch.Tensor | None = None) -> Cameras:
+    """``n_frames`` cameras on a circle around the ``up`` axis (default z) through ``target`` (default the
+    origin), at the mean radius and height of ``reference``. The intrinsics of the first reference camera are
+    reused."""
+    target = torch.zeros(3) if target is None else target.float()
+    up = torch.tensor([0.0, 0.0, 1.0]) if up is None else up.float() / up.float().norm()
+    a = torch.tensor([1.0, 0.0, 0.0]) if float(up[0].abs()) < 0.9 else torch.tensor([0.0, 1.0, 0.0])
+    a = a - (a @ up) * up
+    a = a / a.norm()
+    b = torch.linalg.cross(up, a)
+    rel = reference.c2w[:, :3, 3] - target
+    height = (rel @ up).mean()
+    radius = (rel - (rel @ up)[:, None] * up).norm(dim=-1).mean()
     angles = torch.linspace(0, 2 * math.pi, n_frames + 1)[:-1]
-    eye = torch.stack([radius * torch.cos(angles), radius * torch.sin(angles), height.expand(n_frames)], dim=-1) + target
-    c2w = look_at(eye, target, torch.tensor([0.0, 0.0, 1.0]))
-    rep = lambda t: t[:1].expand(n_frames).clone()  # noqa: E731
-    return Cameras(c2w, rep(reference.fx), rep(reference.fy), rep(reference.cx), rep(reference.cy), reference.width, reference.height)
+    eye = target + radius * (torch.cos(angles)[:, None] * a + torch.sin(angles)[:, None] * b) + height * up
+    return _with_first_intrinsics(reference, look_at(eye, target, up))
+
+
+def spiral_cameras(reference: Cameras, n_frames: int, focus_distance: float) -> Cameras:
+    """A forward-facing capture's video path (LLFF's spiral): ``n_frames`` cameras circling twice around the
+    mean camera position in the plane of the views (radii: the 90th percentile of the cameras' offsets),
+    moving in depth once, all looking at the point ``focus_distance`` ahead of the mean camera."""
+    c2w = reference.c2w.double()
+    centre = c2w[:, :3, 3].mean(0)
+    forward = -c2w[:, :3, 2].mean(0)
+    forward = forward / forward.norm()
+    up = c2w[:, :3, 1].mean(0)
+    up = up - (up @ forward) * forward
+    up = up / up.norm()
+    right = torch.linalg.cross(forward, up)
+    rel = c2w[:, :3, 3] - centre
+    radii = torch.quantile(torch.stack([rel @ right, rel @ up, rel @ forward], -1).abs(), 0.9, dim=0)
+    angles = torch.linspace(0, 4 * math.pi, n_frames + 1, dtype=torch.float64)[:-1]
+    eye = centre + (radii[0] * torch.cos(angles))[:, None] * right + (radii[1] * torch.sin(angles))[:, None] * up \
+        + (radii[2] * torch.sin(0.5 * angles))[:, None] * forward
+    target = centre + focus_distance * forward
+    return _with_first_intrinsics(reference, look_at(eye.float(), target.float(), up.float()))

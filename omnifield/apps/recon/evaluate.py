@@ -15,7 +15,8 @@ from omnifield.data.blender import PosedImages
 from omnifield.data.images import composite_on, to_uint8
 from omnifield.io.video import colorize_depth, write_png, write_video
 from omnifield.metrics import psnr, ssim
-from omnifield.renderers.cameras import Cameras, orbit_cameras
+from omnifield.renderers.cameras import Cameras, orbit_cameras, spiral_cameras
+from omnifield.renderers.space import NEAR_MARGIN
 
 WHITE = torch.ones(3)
 
@@ -62,8 +63,20 @@ def render_cameras(run: Run, cameras: Cameras, progress: bool = True, chunk: int
     return frames
 
 
+def video_cameras(run: Run, reference: Cameras, n_frames: int) -> Cameras:
+    """The camera path of a run's video: an orbit at the reference cameras' mean radius and height around the
+    box centre (objects) or the scene centre and up axis (unbounded scenes); LLFF's spiral for forward-facing
+    scenes, focused at 4x the nearest depth."""
+    cfg = run.renderer.cfg
+    if cfg.space == "ndc":
+        return spiral_cameras(reference, n_frames, 4.0 * cfg.ndc_near / NEAR_MARGIN)
+    if cfg.space == "contract":
+        return orbit_cameras(reference, n_frames, torch.tensor(cfg.space_center), torch.tensor(cfg.space_rotation[3:6]))
+    return orbit_cameras(reference, n_frames)
+
+
 def render_orbit(run: Run, reference: Cameras, out_path: Path, n_frames: int = 60, fps: int = 24,
                  progress: bool = True, chunk: int = 8192) -> Path:
-    """An orbit video around the scene at the reference cameras' mean radius and height."""
-    frames = render_cameras(run, orbit_cameras(reference, n_frames), progress, chunk)
+    """The run's video (:func:`video_cameras`) around the reference cameras."""
+    frames = render_cameras(run, video_cameras(run, reference, n_frames), progress, chunk)
     return write_video(out_path, frames, fps=fps)
