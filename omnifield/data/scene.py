@@ -126,9 +126,10 @@ def scene_normalization(root: str | Path) -> Normalization:
     if (root / "transforms_train.json").is_file():
         return Normalization()
     if (root / "transforms.json").is_file():
-        from omnifield.data.transforms import read_transforms_json, transforms_normalization
+        from omnifield.data.transforms import read_transforms_json, transforms_normalization, transforms_points
 
-        return transforms_normalization(read_transforms_json(root / "transforms.json"))
+        meta = read_transforms_json(root / "transforms.json")
+        return transforms_normalization(meta, transforms_points(meta, root))
     if colmap_model_dir(root) is not None:
         from omnifield.data.colmap import colmap_normalization
 

@@ -3,7 +3,9 @@
 Intrinsics (``fl_x, fl_y, cx, cy, w, h``, or ``camera_angle_x``/``camera_angle_y``), distortion
 (``k1..k4, p1, p2``; ``camera_model: OPENCV_FISHEYE`` for fisheye) may be global or per frame. Per-frame
 ``mask_path`` images become the alpha channel (0 = ignore). ``scale``/``offset`` (Instant-NGP's map into
-its unit cube) define the normalisation into the field box ``[-1, 1]^3``; without them world = box.
+its unit cube) define the normalisation into the field box ``[-1, 1]^3``; without them, a sparse point cloud
+named by ``ply_file_path`` (nerfstudio, ``omnifield process``) is loaded and its robust bounding box mapped
+to ``[-1, 1]^3`` as the COLMAP reader does; with neither, world = box.
 Frames are sorted by file name and every 8th one is held out for ``test``/``val``.
 """
 
@@ -18,7 +20,7 @@ import torch
 
 from omnifield.data.blender import _matrix, _resolve_frame, downscale_images
 from omnifield.data.images import read_image
-from omnifield.data.scene import Normalization, Scene, split_indices
+from omnifield.data.scene import Normalization, Scene, ScenePoints, split_indices
 from omnifield.errors import OmnifieldError
 from omnifield.renderers.cameras import Cameras
 
@@ -40,10 +42,17 @@ def read_transforms_json(path: Path) -> dict:
     return meta
 
 
-def transforms_normalization(meta: dict) -> Normalization:
-    """World-to-box map: Instant-NGP's ``x * scale + offset`` into [0, 1]^3, re-centred onto [-1, 1]^3."""
-    if "scale" not in meta and "offset" not in meta:
-        return Normalization()
+def transforms_points(meta: dict, folder: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """World points ``[P, 3]`` and colours ``[P, 3]`` (grey when the file has none) of ``ply_file_path``, or None."""
+    if "ply_file_path" not in meta:
+        return None
+    from omnifield.io.points import read_points_ply
+
+    xyz, rgb = read_points_ply(Path(folder) / str(meta["ply_file_path"]))
+    return xyz, (np.full_like(xyz, 0.5) if rgb is None else rgb)
+
+
+def _scale_offset_normalization(meta: dict) -> Normalization:
     try:
         scale = float(meta.get("scale", 1.0))
         offset = np.asarray(meta.get("offset", [0.5, 0.5, 0.5]), dtype=np.float64)
@@ -52,6 +61,16 @@ def transforms_normalization(meta: dict) -> Normalization:
     if not scale > 0 or offset.shape != (3,) or not np.isfinite(offset).all():
         raise OmnifieldError(f"transforms.json: 'scale' must be > 0 and 'offset' a list of 3 numbers")
     return Normalization(2.0 * scale, tuple(float(v) for v in 2.0 * offset - 1.0))
+
+
+def transforms_normalization(meta: dict, points: tuple[np.ndarray, np.ndarray] | None = None) -> Normalization:
+    """World-to-box map: Instant-NGP's ``x * scale + offset`` into [0, 1]^3, re-centred onto [-1, 1]^3; without
+    them, the fit of the sparse ``points`` (:func:`transforms_points`) to [-1, 1]^3; else the identity."""
+    if "scale" in meta or "offset" in meta:
+        return _scale_offset_normalization(meta)
+    if points is None or len(points[0]) < 4:
+        return Normalization()
+    return Normalization.fitting(points[0].astype(np.float64))
 
 
 def _intrinsics(params: dict, image_hw: tuple[int, int], where: str) -> list[float]:
@@ -94,7 +113,8 @@ def load_transforms(path: str | Path, split: str = "train", downscale: int = 1) 
     """Load ``split`` of an Instant-NGP / nerfstudio ``transforms.json`` as a normalised :class:`Scene`."""
     path = Path(path)
     meta = read_transforms_json(path)
-    normalization = transforms_normalization(meta)
+    points = transforms_points(meta, path.parent)
+    normalization = transforms_normalization(meta, points)
     top = {k: meta[k] for k in INTRINSIC_KEYS if k in meta}
     frames = sorted(meta["frames"], key=lambda f: str(f.get("file_path", "")) if isinstance(f, dict) else "")
     chosen = split_indices(len(frames), split, str(path))
@@ -129,4 +149,6 @@ def load_transforms(path: str | Path, split: str = "train", downscale: int = 1) 
     cameras = Cameras(c2w, k[:, 0], k[:, 1], k[:, 2], k[:, 3], w, h)
     pixels, cameras = downscale_images(torch.from_numpy(np.stack(images)), cameras, downscale)
     cameras.distortion, cameras.fisheye = distortion, models == {"OPENCV_FISHEYE"}
-    return Scene(pixels, cameras, names, normalization)
+    scene_points = None if points is None else ScenePoints(torch.from_numpy(normalization.to_box(points[0])).float(),
+                                                           torch.from_numpy(points[1]).float())
+    return Scene(pixels, cameras, names, normalization, scene_points)

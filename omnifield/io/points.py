@@ -1,4 +1,4 @@
-"""Point clouds sampled where a field is dense, written as coloured .ply (plyfile)."""
+"""Point clouds: sampled where a field is dense, written and read as coloured .ply (plyfile)."""
 
 from __future__ import annotations
 
@@ -62,3 +62,23 @@ def save_points_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray | None = 
     with atomic_path(path) as tmp:
         PlyData([PlyElement.describe(vertex, "vertex")]).write(str(tmp))
     return path
+
+
+def read_points_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Points ``[N, 3]`` (float32) and colours ``[N, 3]`` in [0, 1] (or None) of a non-empty point-cloud .ply."""
+    from plyfile import PlyData
+
+    path = Path(path)
+    if not path.is_file():
+        raise OmnifieldError(f"{path}: point cloud not found")
+    try:
+        vertex = PlyData.read(str(path))["vertex"]
+        xyz = np.stack([np.asarray(vertex[k], dtype=np.float32) for k in ("x", "y", "z")], 1)
+    except Exception as exc:  # noqa: BLE001 - plyfile raises several types
+        raise OmnifieldError(f"{path}: not a point-cloud .ply with x, y, z vertices ({exc})") from None
+    if len(xyz) == 0:
+        raise OmnifieldError(f"{path}: point cloud is empty")
+    if not {"red", "green", "blue"} <= {prop.name for prop in vertex.properties}:
+        return xyz, None
+    rgb = np.stack([np.asarray(vertex[k], dtype=np.float32) for k in ("red", "green", "blue")], 1)
+    return xyz, rgb / (255.0 if rgb.max() > 1.0 else 1.0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from omnifield.errors import OmnifieldError
@@ -36,21 +35,10 @@ def read_point_cloud(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | Non
             raise OmnifieldError(f"{path}: no COLMAP points (lines 'ID X Y Z R G B ERROR TRACK...')")
         data = torch.tensor(rows, dtype=torch.float32)
         return data[:, :3], data[:, 3:] / 255.0
-    from plyfile import PlyData
+    from omnifield.io.points import read_points_ply
 
-    try:
-        vertex = PlyData.read(str(path))["vertex"]
-        xyz = np.stack([np.asarray(vertex[k], dtype=np.float32) for k in ("x", "y", "z")], 1)
-    except Exception as exc:  # noqa: BLE001 - plyfile raises several types
-        raise OmnifieldError(f"{path}: not a point-cloud .ply with x, y, z vertices ({exc})") from None
-    names = {p.name for p in vertex.properties}
-    colors = None
-    if {"red", "green", "blue"} <= names:
-        rgb = np.stack([np.asarray(vertex[k], dtype=np.float32) for k in ("red", "green", "blue")], 1)
-        colors = torch.from_numpy(rgb / (255.0 if rgb.max() > 1.0 else 1.0))
-    if len(xyz) == 0:
-        raise OmnifieldError(f"{path}: point cloud is empty")
-    return torch.from_numpy(xyz), colors
+    xyz, rgb = read_points_ply(path)
+    return torch.from_numpy(xyz), None if rgb is None else torch.from_numpy(rgb)
 
 
 @torch.no_grad()
