@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     f"{REPORT_NAME}.")
     p.add_argument("input", metavar="PHOTOS_DIR_OR_VIDEO",
                    help="a folder of photos of one camera (jpg/png, one size) or a video file; never modified")
-    p.add_argument("--out", required=True, metavar="SCENE", help="scene folder to create (must not exist or be empty)")
+    p.add_argument("--out", required=True, metavar="SCENE", help="scene folder to create; must be absent or empty unless --overwrite")
     p.add_argument("--matcher", choices=MATCHERS, default=defaults.matcher,
                    help="image pairs to match: exhaustive (all pairs), sequential (each image with its next "
                         f"{defaults.sequential_overlap} by name) or auto (exhaustive up to 100 photos, sequential "
@@ -111,7 +111,7 @@ def process(inp: Path, out: Path, options, num_frames: int = 100, overwrite: boo
         raise OmnifieldError(f"--num-frames must be at least 3, got {num_frames}")
     if options.max_image_size < 100:
         raise OmnifieldError(f"--max-image-size must be at least 100 pixels, got {options.max_image_size}")
-    sfm.set_colmap_logging(quiet=True)
+    sfm.silence_colmap_logging()
     stages = _Stages(quiet)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.processing-", dir=out.parent))

@@ -33,12 +33,11 @@ def resolve_matcher(matcher: str, n_images: int, is_video: bool) -> str:
     return "sequential" if is_video or n_images > EXHAUSTIVE_MAX_IMAGES else "exhaustive"
 
 
-def set_colmap_logging(quiet: bool) -> None:
-    """COLMAP's own log lines: only errors when ``quiet``, else everything on stderr."""
+def silence_colmap_logging() -> None:
+    """Hide COLMAP's own log lines (fatal ones aside): stages report progress, failures become one clear error."""
     import pycolmap
 
-    pycolmap.logging.minloglevel = 2 if quiet else 0
-    pycolmap.logging.logtostderr = True
+    pycolmap.logging.minloglevel = 3
 
 
 def extract(database: Path, image_dir: Path, names: list[str], options: SfmOptions) -> None:
