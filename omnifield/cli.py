@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES = [
     "omnifield.apps.fit.cli",
     "omnifield.apps.export.cli",
     "omnifield.apps.viewer.cli",
+    "omnifield.apps.process.cli",
 ]
 
 

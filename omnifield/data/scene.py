@@ -170,9 +170,11 @@ def scene_normalization(root: str | Path) -> Normalization:
     if (root / "transforms_train.json").is_file():
         return Normalization()
     if (root / "transforms.json").is_file():
-        from omnifield.data.transforms import read_transforms_json, transforms_normalization
+        from omnifield.data.transforms import read_transforms_json, transforms_normalization, transforms_points
 
-        return transforms_normalization(read_transforms_json(root / "transforms.json"))
+        meta = read_transforms_json(root / "transforms.json")
+        points = transforms_points(root / "transforms.json", meta)
+        return transforms_normalization(meta, None if points is None else points.xyz.double().numpy())
     if (root / LLFF_POSES).is_file():
         from omnifield.data.llff import llff_normalization
 

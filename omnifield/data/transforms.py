@@ -3,10 +3,11 @@
 Intrinsics (``fl_x, fl_y, cx, cy, w, h``, or ``camera_angle_x``/``camera_angle_y``), distortion
 (``k1..k4, p1, p2``; ``camera_model: OPENCV_FISHEYE`` for fisheye) may be global or per frame. Per-frame
 ``mask_path`` images become the alpha channel (0 = ignore). ``scale``/``offset`` (Instant-NGP's map into
-its unit cube; defaults 0.33 and 0.5 as there) define the normalisation into the field box ``[-1, 1]^3``;
-without either, world = box. ``aabb_scale`` is kept on the scene. ``ply_file_path`` (nerfstudio: a point
-cloud relative to the json, in the frames' world) gives the sparse points and, from their depths, the
-per-view ``near_far``. Frames are sorted by file name and every 8th one is held out for ``test``/``val``.
+its unit cube; defaults 0.33 and 0.5 as there) define the normalisation into the field box ``[-1, 1]^3``.
+``ply_file_path`` (nerfstudio, ``omnifield process``: a point cloud relative to the json, in the frames'
+world) gives the sparse points, from their depths the per-view ``near_far``, and, without ``scale`` and
+``offset``, the normalisation (their robust bounding box mapped onto ``[-1, 1]^3``, as the COLMAP reader
+does); with neither, world = box. ``aabb_scale`` is kept on the scene. Frames are sorted by file name and every 8th one is held out for ``test``/``val``.
 """
 
 from __future__ import annotations
@@ -44,10 +45,11 @@ def read_transforms_json(path: Path) -> dict:
     return meta
 
 
-def transforms_normalization(meta: dict) -> Normalization:
-    """World-to-box map: Instant-NGP's ``x * scale + offset`` into [0, 1]^3, re-centred onto [-1, 1]^3."""
+def transforms_normalization(meta: dict, points: np.ndarray | None = None) -> Normalization:
+    """World-to-box map: Instant-NGP's ``x * scale + offset`` into [0, 1]^3, re-centred onto [-1, 1]^3;
+    without them, the fit of the sparse world ``points [P, 3]`` to [-1, 1]^3; else the identity."""
     if "scale" not in meta and "offset" not in meta:
-        return Normalization()
+        return Normalization.fitting(points) if points is not None and len(points) >= 4 else Normalization()
     try:
         scale = float(meta.get("scale", NGP_DEFAULT_SCALE))
         offset = np.asarray(meta.get("offset", [0.5, 0.5, 0.5]), dtype=np.float64)
@@ -98,7 +100,8 @@ def load_transforms(path: str | Path, split: str = "train", downscale: int = 1) 
     """Load ``split`` of an Instant-NGP / nerfstudio ``transforms.json`` as a normalised :class:`Scene`."""
     path = Path(path)
     meta = read_transforms_json(path)
-    normalization = transforms_normalization(meta)
+    world_points = transforms_points(path, meta)
+    normalization = transforms_normalization(meta, None if world_points is None else world_points.xyz.double().numpy())
     top = {k: meta[k] for k in INTRINSIC_KEYS if k in meta}
     frames = sorted(meta["frames"], key=lambda f: str(f.get("file_path", "")) if isinstance(f, dict) else "")
     chosen = split_indices(len(frames), split, str(path))
@@ -133,18 +136,19 @@ def load_transforms(path: str | Path, split: str = "train", downscale: int = 1) 
     cameras = Cameras(c2w, k[:, 0], k[:, 1], k[:, 2], k[:, 3], w, h)
     pixels, cameras = downscale_images(torch.from_numpy(np.stack(images)), cameras, downscale)
     cameras.distortion, cameras.fisheye = distortion, models == {"OPENCV_FISHEYE"}
-    points = _points(path, meta, normalization)
+    points = None if world_points is None else ScenePoints(
+        torch.from_numpy(normalization.to_box(world_points.xyz.double().numpy())).float(), world_points.rgb)
     near_far = depth_bounds_from_points(cameras, points.xyz) if points is not None else None
     return Scene(pixels, cameras, names, normalization, points, near_far, _aabb_scale(meta, path))
 
 
-def _points(path: Path, meta: dict, normalization: Normalization) -> ScenePoints | None:
-    """The point cloud of ``ply_file_path`` (relative to the json) in box units, grey where uncoloured."""
+def transforms_points(path: Path, meta: dict) -> ScenePoints | None:
+    """The point cloud of ``ply_file_path`` (relative to the json at ``path``) in world units, grey where
+    uncoloured; None without one."""
     if "ply_file_path" not in meta:
         return None
     xyz, rgb = read_point_cloud(_resolve_frame(path.parent, str(meta["ply_file_path"]), f"{path} ply_file_path"))
-    return ScenePoints(torch.from_numpy(normalization.to_box(xyz.double().numpy())).float(),
-                       rgb if rgb is not None else torch.full_like(xyz, 0.5))
+    return ScenePoints(xyz, rgb if rgb is not None else torch.full_like(xyz, 0.5))
 
 
 def _aabb_scale(meta: dict, path: Path) -> float | None:
