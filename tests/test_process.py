@@ -213,3 +213,16 @@ def test_video_frames_pick_the_sharp_one_of_each_window(tmp_path, capsys):
     garbage = tmp_path / "broken.mp4"
     garbage.write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
     assert "cannot" in _run_error(["process", str(garbage), "--out", str(tmp_path / "scene")], capsys)
+
+
+def test_sift_upsamples_only_small_images(tmp_path):
+    """COLMAP's default first octave (-1, a 2x upsampled image) is kept for small photos; large ones skip it."""
+    import imageio.v3 as iio
+
+    from omnifield.apps.process.sfm import first_octave
+
+    iio.imwrite(tmp_path / "small.png", np.zeros((378, 504, 3), np.uint8))
+    iio.imwrite(tmp_path / "large.png", np.zeros((1039, 1558, 3), np.uint8))
+    assert first_octave(tmp_path / "small.png", 1600) == -1
+    assert first_octave(tmp_path / "large.png", 1600) == 0
+    assert first_octave(tmp_path / "large.png", 800) == -1  # resized below 1000 px before extraction

@@ -40,6 +40,19 @@ def silence_colmap_logging() -> None:
     pycolmap.logging.minloglevel = 3
 
 
+UPSAMPLE_BELOW_PX = 1000
+
+
+def first_octave(image: Path, max_image_size: int) -> int:
+    """SIFT's first octave: -1 (detect on a 2x upsampled image, COLMAP's default) for images whose long side,
+    once resized to ``max_image_size``, is under 1000 px, where small features matter; 0 above it, where
+    upsampling costs ~4x the time for features that matching at this size does not need."""
+    import imageio.v3 as iio
+
+    long_side = min(max(iio.improps(image).shape[:2]), max_image_size)
+    return -1 if long_side < UPSAMPLE_BELOW_PX else 0
+
+
 def extract(database: Path, image_dir: Path, names: list[str], options: SfmOptions) -> None:
     """SIFT features of ``names`` (images resized to at most ``max_image_size`` px) into ``database``."""
     import pycolmap
@@ -48,6 +61,7 @@ def extract(database: Path, image_dir: Path, names: list[str], options: SfmOptio
     reader.camera_model = options.camera_model
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.max_image_size = options.max_image_size
+    extraction.sift.first_octave = first_octave(image_dir / names[0], options.max_image_size)
     pycolmap.extract_features(database, image_dir, image_names=names, camera_mode=pycolmap.CameraMode.SINGLE,
                               reader_options=reader, extraction_options=extraction, device=pycolmap.Device.cpu)
 
