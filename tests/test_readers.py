@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from omnifield.data.colmap import qvec_to_rotation, read_colmap_model
-from omnifield.data.scene import detect_format, load_scene, scene_normalization
+from omnifield.data.scene import depth_bounds_from_points, detect_format, load_scene, scene_normalization
 from omnifield.errors import OmnifieldError
 from omnifield.renderers.cameras import Cameras
 from omnifield.renderers.distortion import distort, undistort
@@ -154,6 +154,9 @@ def test_colmap_model_binary_and_text(tmp_path, binary):
     assert (lo >= -1 - 1e-5).all() and (hi <= 1 + 1e-5).all() and (hi - lo).max() == pytest.approx(2.0, abs=1e-5)
     np.testing.assert_allclose((lo + hi) / 2, 0.0, atol=1e-5)
     assert scene.points.rgb[0].tolist() == pytest.approx([1.0, 0.0, 10 / 255])
+    # per-view depth bounds in box units from the points (depth_bounds_from_points is checked in test_realdata)
+    assert scene.near_far.shape == (7, 2) and (scene.near_far[:, 0] < scene.near_far[:, 1]).all()
+    assert torch.equal(scene.near_far, depth_bounds_from_points(scene.cameras, scene.points.xyz))
     world = scene.normalization.to_world(scene.cameras.c2w[:, :3, 3].numpy())
     np.testing.assert_allclose(world, np.stack([_pose(i)[:3, 3] for i in range(1, 8)]), atol=1e-4)
     np.testing.assert_allclose(scene.cameras.c2w[:, :3, :3].numpy(), np.stack([_pose(i)[:3, :3] for i in range(1, 8)]),

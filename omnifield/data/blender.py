@@ -97,11 +97,9 @@ def load_blender(root: str | Path, split: str = "train", downscale: int = 1) -> 
     if not root.is_dir():
         raise OmnifieldError(f"{root}: data folder not found")
     meta_path = root / f"transforms_{split}.json"
-    if not meta_path.is_file():
-        fallback = root / "transforms.json"
-        if not fallback.is_file():
-            raise OmnifieldError(f"{meta_path}: file not found (no transforms_{split}.json or transforms.json in {root})")
-        meta_path = fallback
+    if not meta_path.is_file():  # a single transforms.json holds every split: load_scene takes the held-out views out
+        raise OmnifieldError(f"{meta_path}: file not found (load_scene reads transforms.json, LLFF and COLMAP "
+                             f"captures)")
     try:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -4,6 +4,7 @@ COLMAP stores world-to-camera poses (quaternion ``qw qx qy qz`` + translation) i
 turned into OpenGL camera-to-world matrices. The robust bounding box of the 3D points (camera centres
 when there are none) is mapped to ``[-1, 1]^3``; the map is kept as the scene's :class:`Normalization`.
 Images are read from ``root/images``; frames are sorted by name and every 8th is held out for ``test``.
+Per-view ``near_far`` comes from the depths of the points that project into each image.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import torch
 
 from omnifield.data.blender import downscale_images
 from omnifield.data.images import read_image
-from omnifield.data.scene import Normalization, Scene, ScenePoints, colmap_model_dir, split_indices
+from omnifield.data.scene import (Normalization, Scene, ScenePoints, colmap_model_dir, depth_bounds_from_points,
+                                  split_indices)
 from omnifield.errors import OmnifieldError
 from omnifield.renderers.cameras import Cameras
 
@@ -251,4 +253,5 @@ def load_colmap(root: str | Path, split: str = "train", downscale: int = 1) -> S
     cameras.fisheye = fisheye == {True}
     points = ScenePoints(torch.from_numpy(normalization.to_box(model.xyz)).float(),
                          torch.from_numpy(model.rgb.astype(np.float32) / 255.0)) if len(model.xyz) else None
-    return Scene(pixels, cameras, names, normalization, points)
+    near_far = depth_bounds_from_points(cameras, points.xyz) if points is not None else None
+    return Scene(pixels, cameras, names, normalization, points, near_far)

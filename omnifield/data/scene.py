@@ -1,9 +1,10 @@
 """One entry point for every capture format: :func:`load_scene` detects the format of a folder.
 
-Formats: Blender / NeRF-synthetic (``transforms_<split>.json``), Instant-NGP / nerfstudio
-(one ``transforms.json``, every 8th frame held out for ``test``/``val``), COLMAP (``sparse/0`` or
-``sparse``). Each loader maps the scene into the field's box with a recorded :class:`Normalization`
-(``x_box = scale * x_world + offset``) so exports can come back in world units.
+Formats: Blender / NeRF-synthetic (``transforms_<split>.json``, the split files decide), and the
+single-file formats where every 8th frame by sorted name is held out for ``test``/``val`` (LLFF's rule):
+Instant-NGP / nerfstudio (one ``transforms.json``), LLFF (``poses_bounds.npy`` + ``images/``), COLMAP
+(``sparse/0`` or ``sparse``). Each loader maps the scene into the field's box with a recorded
+:class:`Normalization` (``x_box = scale * x_world + offset``) so exports can come back in world units.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import torch
 
 from omnifield.data.blender import PosedImages
 from omnifield.errors import OmnifieldError
+from omnifield.renderers.cameras import Cameras
 
 HOLDOUT_EVERY = 8
 NORMALIZATION_FILE = "normalization.json"
+LLFF_POSES = "poses_bounds.npy"
 
 
 @dataclass
@@ -61,10 +64,44 @@ class ScenePoints:
 
 @dataclass
 class Scene(PosedImages):
-    """:class:`PosedImages` plus the world-to-box normalisation and the sparse points (when the format has them)."""
+    """:class:`PosedImages` plus what real captures add, all in box units (``x_box = scale * x_world + offset``).
+
+    - ``normalization``: the world-to-box similarity.
+    - ``points``: sparse 3D points (COLMAP ``points3D``, a transforms.json's ``ply_file_path``, an LLFF
+      folder's ``sparse/0``), or None.
+    - ``near_far [N, 2]``: per-image depth bounds along the camera's optical axis (z-depth, not ray
+      length), or None: LLFF's bounds as published, else the 1st / 99th percentile of the depths of the
+      sparse points that project into the image (no margin added).
+    - ``aabb_scale``: Instant-NGP's ``aabb_scale``: the content extends to ``[-aabb_scale, aabb_scale]^3``.
+    """
 
     normalization: Normalization = field(default_factory=Normalization)
     points: ScenePoints | None = None
+    near_far: torch.Tensor | None = None
+    aabb_scale: float | None = None
+
+
+def depth_bounds_from_points(cameras: Cameras, xyz: torch.Tensor, percentiles: tuple[float, float] = (1.0, 99.0),
+                             max_points: int = 20000) -> torch.Tensor | None:
+    """Per-view ``[near, far]`` ``[N, 2]``: percentiles of the z-depths of the points ``xyz [P, 3]`` that lie in
+    front of a camera and project into its image (pinhole, distortion ignored). A view that sees none gets
+    the bounds over all views; None when no view sees any point. At most ``max_points`` (evenly strided)."""
+    if len(xyz) == 0:
+        return None
+    pts = xyz[:: max(1, -(-len(xyz) // max_points))].double()
+    c2w = cameras.c2w.double()
+    cam = torch.einsum("nji,npj->npi", c2w[:, :3, :3], pts[None] - c2w[:, None, :3, 3])  # OpenGL camera axes
+    depth = -cam[..., 2]
+    u = cameras.cx.double()[:, None] + cameras.fx.double()[:, None] * cam[..., 0] / depth
+    v = cameras.cy.double()[:, None] - cameras.fy.double()[:, None] * cam[..., 1] / depth
+    seen = (depth > 1e-9) & (u >= 0) & (u < cameras.width) & (v >= 0) & (v < cameras.height)
+    if not bool(seen.any()):
+        return None
+    q = torch.tensor(percentiles, dtype=torch.float64) / 100.0
+    masked = torch.where(seen, depth, torch.full_like(depth, float("nan")))
+    bounds = torch.nanquantile(masked, q, dim=1).T  # [N, 2]
+    overall = torch.quantile(depth[seen], q)
+    return torch.where(seen.any(1, keepdim=True), bounds, overall).float()
 
 
 def split_indices(n: int, split: str, where: str) -> np.ndarray:
@@ -80,7 +117,7 @@ def split_indices(n: int, split: str, where: str) -> np.ndarray:
 
 
 def detect_format(root: str | Path, split: str = "train") -> str:
-    """``"blender"``, ``"transforms"`` or ``"colmap"`` for the capture in ``root``."""
+    """``"blender"``, ``"transforms"``, ``"llff"`` or ``"colmap"`` for the capture in ``root``."""
     root = Path(root)
     if not root.is_dir():
         raise OmnifieldError(f"{root}: data folder not found")
@@ -88,9 +125,12 @@ def detect_format(root: str | Path, split: str = "train") -> str:
         return "blender"
     if (root / "transforms.json").is_file():
         return "transforms"
+    if (root / LLFF_POSES).is_file():
+        return "llff"
     if colmap_model_dir(root) is not None:
         return "colmap"
-    raise OmnifieldError(f"{root}: no transforms_{split}.json, transforms.json or COLMAP sparse/0 model found")
+    raise OmnifieldError(f"{root}: no transforms_{split}.json, transforms.json or COLMAP sparse/0 model found "
+                         f"(nor an LLFF {LLFF_POSES})")
 
 
 def colmap_model_dir(root: Path) -> Path | None:
@@ -115,6 +155,10 @@ def load_scene(root: str | Path, split: str = "train", downscale: int = 1) -> Sc
         from omnifield.data.transforms import load_transforms
 
         return load_transforms(Path(root) / "transforms.json", split, downscale)
+    if fmt == "llff":
+        from omnifield.data.llff import load_llff
+
+        return load_llff(root, split, downscale)
     from omnifield.data.colmap import load_colmap
 
     return load_colmap(root, split, downscale)
@@ -129,6 +173,10 @@ def scene_normalization(root: str | Path) -> Normalization:
         from omnifield.data.transforms import read_transforms_json, transforms_normalization
 
         return transforms_normalization(read_transforms_json(root / "transforms.json"))
+    if (root / LLFF_POSES).is_file():
+        from omnifield.data.llff import llff_normalization
+
+        return llff_normalization(root)
     if colmap_model_dir(root) is not None:
         from omnifield.data.colmap import colmap_normalization
 

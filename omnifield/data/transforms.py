@@ -3,8 +3,10 @@
 Intrinsics (``fl_x, fl_y, cx, cy, w, h``, or ``camera_angle_x``/``camera_angle_y``), distortion
 (``k1..k4, p1, p2``; ``camera_model: OPENCV_FISHEYE`` for fisheye) may be global or per frame. Per-frame
 ``mask_path`` images become the alpha channel (0 = ignore). ``scale``/``offset`` (Instant-NGP's map into
-its unit cube) define the normalisation into the field box ``[-1, 1]^3``; without them world = box.
-Frames are sorted by file name and every 8th one is held out for ``test``/``val``.
+its unit cube; defaults 0.33 and 0.5 as there) define the normalisation into the field box ``[-1, 1]^3``;
+without either, world = box. ``aabb_scale`` is kept on the scene. ``ply_file_path`` (nerfstudio: a point
+cloud relative to the json, in the frames' world) gives the sparse points and, from their depths, the
+per-view ``near_far``. Frames are sorted by file name and every 8th one is held out for ``test``/``val``.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import torch
 
 from omnifield.data.blender import _matrix, _resolve_frame, downscale_images
 from omnifield.data.images import read_image
-from omnifield.data.scene import Normalization, Scene, split_indices
+from omnifield.data.scene import Normalization, Scene, ScenePoints, depth_bounds_from_points, split_indices
 from omnifield.errors import OmnifieldError
+from omnifield.io.points import read_point_cloud
 from omnifield.renderers.cameras import Cameras
 
 DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
+NGP_DEFAULT_SCALE = 0.33  # Instant-NGP's scale when only 'offset' is given
 INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y", "camera_model",
                   *DISTORTION_KEYS)
 
@@ -45,7 +49,7 @@ def transforms_normalization(meta: dict) -> Normalization:
     if "scale" not in meta and "offset" not in meta:
         return Normalization()
     try:
-        scale = float(meta.get("scale", 1.0))
+        scale = float(meta.get("scale", NGP_DEFAULT_SCALE))
         offset = np.asarray(meta.get("offset", [0.5, 0.5, 0.5]), dtype=np.float64)
     except (TypeError, ValueError):
         scale, offset = 0.0, np.zeros(0)
@@ -129,4 +133,24 @@ def load_transforms(path: str | Path, split: str = "train", downscale: int = 1) 
     cameras = Cameras(c2w, k[:, 0], k[:, 1], k[:, 2], k[:, 3], w, h)
     pixels, cameras = downscale_images(torch.from_numpy(np.stack(images)), cameras, downscale)
     cameras.distortion, cameras.fisheye = distortion, models == {"OPENCV_FISHEYE"}
-    return Scene(pixels, cameras, names, normalization)
+    points = _points(path, meta, normalization)
+    near_far = depth_bounds_from_points(cameras, points.xyz) if points is not None else None
+    return Scene(pixels, cameras, names, normalization, points, near_far, _aabb_scale(meta, path))
+
+
+def _points(path: Path, meta: dict, normalization: Normalization) -> ScenePoints | None:
+    """The point cloud of ``ply_file_path`` (relative to the json) in box units, grey where uncoloured."""
+    if "ply_file_path" not in meta:
+        return None
+    xyz, rgb = read_point_cloud(_resolve_frame(path.parent, str(meta["ply_file_path"]), f"{path} ply_file_path"))
+    return ScenePoints(torch.from_numpy(normalization.to_box(xyz.double().numpy())).float(),
+                       rgb if rgb is not None else torch.full_like(xyz, 0.5))
+
+
+def _aabb_scale(meta: dict, path: Path) -> float | None:
+    if "aabb_scale" not in meta:
+        return None
+    value = meta["aabb_scale"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise OmnifieldError(f"{path}: 'aabb_scale' must be a positive number, got {value!r}")
+    return float(value)

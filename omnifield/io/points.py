@@ -1,4 +1,4 @@
-"""Point clouds sampled where a field is dense, written as coloured .ply (plyfile)."""
+"""Point clouds: sampled where a field is dense, written as coloured .ply, read from .ply or COLMAP points3D.txt."""
 
 from __future__ import annotations
 
@@ -62,3 +62,39 @@ def save_points_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray | None = 
     with atomic_path(path) as tmp:
         PlyData([PlyElement.describe(vertex, "vertex")]).write(str(tmp))
     return path
+
+
+def read_point_cloud(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Points ``[N, 3]`` and colours ``[N, 3]`` (or None) from a ``.ply`` or COLMAP ``points3D.txt``."""
+    path = Path(path)
+    if not path.is_file():
+        raise OmnifieldError(f"{path}: point cloud not found")
+    if path.suffix.lower() == ".txt":
+        rows = []
+        for i, line in enumerate(path.read_text().splitlines()):
+            if not line.strip() or line.startswith("#"):
+                continue
+            parts = line.split()
+            try:
+                rows.append([float(v) for v in parts[1:7]])
+            except ValueError:
+                raise OmnifieldError(f"{path}:{i + 1}: expected 'ID X Y Z R G B ...' (COLMAP points3D.txt)") from None
+        if not rows or any(len(r) != 6 for r in rows):
+            raise OmnifieldError(f"{path}: no COLMAP points (lines 'ID X Y Z R G B ERROR TRACK...')")
+        data = torch.tensor(rows, dtype=torch.float32)
+        return data[:, :3], data[:, 3:] / 255.0
+    from plyfile import PlyData
+
+    try:
+        vertex = PlyData.read(str(path))["vertex"]
+        xyz = np.stack([np.asarray(vertex[k], dtype=np.float32) for k in ("x", "y", "z")], 1)
+    except Exception as exc:  # noqa: BLE001 - plyfile raises several types
+        raise OmnifieldError(f"{path}: not a point-cloud .ply with x, y, z vertices ({exc})") from None
+    names = {p.name for p in vertex.properties}
+    colors = None
+    if {"red", "green", "blue"} <= names:
+        rgb = np.stack([np.asarray(vertex[k], dtype=np.float32) for k in ("red", "green", "blue")], 1)
+        colors = torch.from_numpy(rgb / (255.0 if rgb.max() > 1.0 else 1.0))
+    if len(xyz) == 0:
+        raise OmnifieldError(f"{path}: point cloud is empty")
+    return torch.from_numpy(xyz), colors
