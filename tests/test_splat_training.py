@@ -13,7 +13,8 @@ import torch
 
 from omnifield.apps.splat import add_splat_arguments, train_splat
 from omnifield.apps.splat.density_control import DensityControl, DensityControlConfig
-from omnifield.apps.splat.init import points_from_density, read_point_cloud
+from omnifield.apps.splat.init import points_from_density
+from omnifield.io.points import read_point_cloud
 from omnifield.apps.splat.losses import s3im_on_pixels
 from omnifield.apps.splat.run import load_splat_run
 from omnifield.apps.splat.train import color_field_lr_factor, make_optimizer

@@ -7,7 +7,8 @@ its unit cube; defaults 0.33 and 0.5 as there) define the normalisation into the
 ``ply_file_path`` (nerfstudio, ``omnifield process``: a point cloud relative to the json, in the frames'
 world) gives the sparse points, from their depths the per-view ``near_far``, and, without ``scale`` and
 ``offset``, the normalisation (their robust bounding box mapped onto ``[-1, 1]^3``, as the COLMAP reader
-does); with neither, world = box. ``aabb_scale`` is kept on the scene. Frames are sorted by file name and every 8th one is held out for ``test``/``val``.
+does); with neither, world = box. ``aabb_scale`` is kept on the scene. Frames are sorted by file name and
+every 8th one is held out for ``test``/``val``.
 """
 
 from __future__ import annotations

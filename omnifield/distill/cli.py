@@ -40,6 +40,7 @@ class Teacher:
     data_dir: str
     kind: str  # "field" or "splat"
     run: Any = None  # the recon Run of a field teacher
+    downscale: int = 1  # the image downscale the teacher was trained at
 
 
 def load_teacher(run_dir: Path, grid_resolution: int = 64) -> Teacher:
@@ -64,9 +65,10 @@ def load_teacher(run_dir: Path, grid_resolution: int = 64) -> Teacher:
         for _ in range(GRID_PASSES):  # one jittered point per cell and pass: thin Gaussians need several
             sampler.grid.update(0, scene.density, sampler.step_size)
         scene.aabb = torch.tensor(aabb, dtype=torch.float32)
-        return Teacher(scene, sampler, config.get("data", ""), SPLAT)
+        downscale = int(config.get("options", {}).get("downscale", 1))
+        return Teacher(scene, sampler, config.get("data", ""), SPLAT, downscale=downscale)
     run, _, _ = Run.open(run_dir)
-    return Teacher(run.field, run.renderer, run.data_dir, "field", run)
+    return Teacher(run.field, run.renderer, run.data_dir, "field", run, run.downscale)
 
 
 def student_config(name: str, teacher: Teacher, overrides: list[str]) -> Any:
@@ -124,7 +126,7 @@ def convert(run_dir: Path, to: str, out: Path, steps: int, active: bool = False,
     """Distil the run in ``run_dir`` into field ``to`` written to ``out``; returns the teacher/student rows."""
     from omnifield.apps.recon.config import TrainConfig
     from omnifield.apps.recon.run import CHECKPOINT, Run
-    from omnifield.data.blender import load_blender
+    from omnifield.data.scene import load_scene
     from omnifield.distill.active import ActiveConfig
     from omnifield.distill.pvd import Distiller, PVDConfig
     from omnifield.io.atomic import write_text_atomic
@@ -134,8 +136,8 @@ def convert(run_dir: Path, to: str, out: Path, steps: int, active: bool = False,
     torch.manual_seed(seed)
     teacher = load_teacher(run_dir)
     data_dir = data_dir or teacher.data_dir
-    train = load_blender(data_dir, "train")
-    test = load_blender(data_dir, "test")
+    train = load_scene(data_dir, "train", teacher.downscale)
+    test = load_scene(data_dir, "test", teacher.downscale)
     t0 = time.perf_counter()
     if to == SPLAT:
         if teacher.kind == SPLAT:

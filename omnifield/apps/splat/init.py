@@ -1,11 +1,9 @@
-"""Initial Gaussians: random points in the scene box, a point cloud (PLY / COLMAP points3D.txt), or a trained
-radiance field's density (points sampled where the field is dense, coloured by the field)."""
+"""Initial Gaussians: random points in the scene box, points on training rays between per-view depth bounds
+(coloured by their pixels), or a trained radiance field's density (points sampled where the field is dense,
+coloured by the field). Point clouds from files are read by :func:`omnifield.io.points.read_point_cloud`."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import torch
 
 from omnifield.errors import OmnifieldError
@@ -17,40 +15,24 @@ def random_points(n: int, aabb: torch.Tensor, generator: torch.Generator) -> tup
     return lo + (hi - lo) * torch.rand(n, 3, generator=generator), torch.rand(n, 3, generator=generator)
 
 
-def read_point_cloud(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Points ``[N, 3]`` and colours ``[N, 3]`` (or None) from a ``.ply`` or COLMAP ``points3D.txt``."""
-    path = Path(path)
-    if not path.is_file():
-        raise OmnifieldError(f"{path}: point cloud not found")
-    if path.suffix.lower() == ".txt":
-        rows = []
-        for i, line in enumerate(path.read_text().splitlines()):
-            if not line.strip() or line.startswith("#"):
-                continue
-            parts = line.split()
-            try:
-                rows.append([float(v) for v in parts[1:7]])
-            except ValueError:
-                raise OmnifieldError(f"{path}:{i + 1}: expected 'ID X Y Z R G B ...' (COLMAP points3D.txt)") from None
-        if not rows or any(len(r) != 6 for r in rows):
-            raise OmnifieldError(f"{path}: no COLMAP points (lines 'ID X Y Z R G B ERROR TRACK...')")
-        data = torch.tensor(rows, dtype=torch.float32)
-        return data[:, :3], data[:, 3:] / 255.0
-    from plyfile import PlyData
-
-    try:
-        vertex = PlyData.read(str(path))["vertex"]
-        xyz = np.stack([np.asarray(vertex[k], dtype=np.float32) for k in ("x", "y", "z")], 1)
-    except Exception as exc:  # noqa: BLE001 - plyfile raises several types
-        raise OmnifieldError(f"{path}: not a point-cloud .ply with x, y, z vertices ({exc})") from None
-    names = {p.name for p in vertex.properties}
-    colors = None
-    if {"red", "green", "blue"} <= names:
-        rgb = np.stack([np.asarray(vertex[k], dtype=np.float32) for k in ("red", "green", "blue")], 1)
-        colors = torch.from_numpy(rgb / (255.0 if rgb.max() > 1.0 else 1.0))
-    if len(xyz) == 0:
-        raise OmnifieldError(f"{path}: point cloud is empty")
-    return torch.from_numpy(xyz), colors
+@torch.no_grad()
+def points_from_views(images: torch.Tensor, cameras, near_far: torch.Tensor, n: int,
+                      generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` points ``[n, 3]`` on random pixels' rays of ``images [V, H, W, C]``, at z-depths uniform in
+    disparity between the view's ``near_far [V, 2]`` bounds, coloured by their pixels ``[n, 3]``."""
+    v, h, w = images.shape[:3]
+    view = torch.randint(0, v, (n,), generator=generator)
+    row = torch.randint(0, h, (n,), generator=generator)
+    col = torch.randint(0, w, (n,), generator=generator)
+    near, far = near_far[view, 0].float(), near_far[view, 1].float()
+    t = torch.rand(n, generator=generator)
+    depth = 1.0 / (t / far + (1.0 - t) / near)
+    x = (col + 0.5 - cameras.cx[view]) / cameras.fx[view]
+    y = -(row + 0.5 - cameras.cy[view]) / cameras.fy[view]  # OpenGL: y up, looking down -z
+    local = torch.stack([x, y, -torch.ones_like(x)], -1) * depth[:, None]
+    c2w = cameras.c2w[view].float()
+    pts = (c2w[:, :3, :3] @ local[:, :, None])[:, :, 0] + c2w[:, :3, 3]
+    return pts, images[view, row, col, :3].float()
 
 
 @torch.no_grad()

@@ -1,5 +1,13 @@
 """Training Gaussians from posed images (``omnifield train DATA --method splat``).
 
+Data come from :func:`~omnifield.data.scene.load_scene` (any capture format, ``--downscale``): training
+on the ``train`` split, evaluation on ``test`` (Blender's split files, else every 8th image by name).
+Images with alpha are trained and scored on white (the NeRF-synthetic protocol). Real captures have no
+alpha, so nothing says what lies behind the Gaussians: each step composites the render over a random
+colour, which only matches the photo where the Gaussians cover it (opacity 1), and evaluation renders
+on black. ``--init auto`` starts from the capture's sparse points, else from points along random
+training rays between the per-view depth bounds (LLFF), else from random points in ``--aabb``.
+
 Per step: one random training view is rendered, loss ``0.8 L1 + 0.2 (1 - SSIM)`` (+ the mask loss
 for Compact-3DGS, + S3IM over 4096 random pixels with ``--loss.s3im-weight``), Adam with 3DGS/gsplat
 learning rates (means: ``1.6e-4 * scene_scale`` decayed 100x), then adaptive density control
@@ -22,15 +30,17 @@ import torch
 from omnifield.apps.splat.compact import CompactConfig, CompactGaussianScene
 from omnifield.apps.splat.compress import save_compressed
 from omnifield.apps.splat.density_control import DensityControl, DensityControlConfig
-from omnifield.apps.splat.init import points_from_density, random_points, read_point_cloud
+from omnifield.apps.splat.init import points_from_density, points_from_views, random_points
 from omnifield.apps.splat.losses import photometric_loss, s3im_on_pixels
 from omnifield.apps.splat.run import save_splat_run
 from omnifield.backend import missing_cuda_library_note, resolve_device
-from omnifield.data.blender import PosedImages, load_blender
+from omnifield.data.blender import PosedImages
 from omnifield.data.images import composite_on, to_uint8
+from omnifield.data.scene import Scene, load_scene
 from omnifield.errors import OmnifieldError
 from omnifield.fields.gaussians import GaussianScene
 from omnifield.io.atomic import atomic_path, write_text_atomic
+from omnifield.io.points import read_point_cloud
 from omnifield.io.splat_ply import save_splat_ply
 from omnifield.metrics import psnr, ssim
 from omnifield.renderers.splat import SplatRenderer
@@ -55,11 +65,13 @@ def color_field_lr_factor(step: int, progress: float, decay_at: tuple[float, ...
 def add_splat_arguments(parser: argparse.ArgumentParser) -> None:
     """Splat-specific options of ``omnifield train`` (``--steps``, ``--minutes``, ``--seed`` are shared)."""
     g = parser.add_argument_group("Gaussian splatting (--method splat)")
-    g.add_argument("--init", choices=["random", "points", "nerf"], default="random",
-                   help="initial Gaussians: random points in the box, --init-points, or --init-nerf's density")
+    g.add_argument("--init", choices=["auto", "scene", "views", "random", "points", "nerf"], default="auto",
+                   help="initial Gaussians: the capture's sparse points (scene), points on training rays within "
+                        "the per-view depth bounds (views), random points in --aabb, --init-points FILE or "
+                        "--init-nerf's density; auto (default) = scene, else views, else random")
     g.add_argument("--init-points", metavar="FILE", help="point cloud (.ply or COLMAP points3D.txt) for --init points")
     g.add_argument("--init-nerf", metavar="RUN", help="trained radiance-field run folder for --init nerf")
-    g.add_argument("--n-init", type=int, default=20000, help="number of initial Gaussians (random / nerf)")
+    g.add_argument("--n-init", type=int, default=20000, help="number of initial Gaussians (random / views / nerf)")
     g.add_argument("--aabb", type=float, nargs=6, default=[-1.5, -1.5, -1.5, 1.5, 1.5, 1.5],
                    metavar=("XMIN", "YMIN", "ZMIN", "XMAX", "YMAX", "ZMAX"), help="scene box (random init, colour grid)")
     g.add_argument("--sh-degree", type=int, default=3, choices=[0, 1, 2, 3], help="maximum SH degree")
@@ -94,6 +106,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     add_splat_arguments(defaults)
     base = vars(defaults.parse_args([]))
     opts = {k: getattr(args, k, base[k]) for k in keys}
+    opts["downscale"] = getattr(args, "downscale", 1)  # load_scene checks it
     opts.update(steps=int(getattr(args, "steps", 30000) or 0), minutes=float(getattr(args, "minutes", 0.0) or 0.0),
                 seed=int(getattr(args, "seed", 0)), s3im_weight=float(getattr(args, "s3im_weight", 0.0) or 0.0))
     if opts["steps"] <= 0 and opts["minutes"] <= 0:
@@ -118,10 +131,26 @@ def scene_scale_of(cameras) -> float:
     return 1.1 * float((centres - centres.mean(0)).norm(dim=-1).max())
 
 
-def initial_scene(opts: dict[str, Any], generator: torch.Generator) -> GaussianScene:
-    """The starting Gaussians chosen by ``--init``."""
+def resolve_init(init: str, data: Scene) -> str:
+    """``--init auto`` -> ``scene`` when the capture has sparse points, ``views`` when it has depth bounds,
+    else ``random``; other choices are checked against what the capture offers."""
+    if init == "auto":
+        return "scene" if data.points is not None else "views" if data.near_far is not None else "random"
+    if init == "scene" and data.points is None:
+        raise OmnifieldError("--init scene: this capture has no sparse points (COLMAP points3D or ply_file_path)")
+    if init == "views" and data.near_far is None:
+        raise OmnifieldError("--init views: this capture has no per-view depth bounds")
+    return init
+
+
+def initial_scene(opts: dict[str, Any], generator: torch.Generator, data: Scene) -> GaussianScene:
+    """The starting Gaussians chosen by ``opts["init"]`` (resolved by :func:`resolve_init`) for ``data``."""
     aabb = torch.tensor(opts["aabb"], dtype=torch.float32)
-    if opts["init"] == "points":
+    if opts["init"] == "scene":
+        pts, colors = data.points.xyz, data.points.rgb
+    elif opts["init"] == "views":
+        pts, colors = points_from_views(data.images, data.cameras, data.near_far, opts["n_init"], generator)
+    elif opts["init"] == "points":
         if not opts["init_points"]:
             raise OmnifieldError("--init points needs --init-points FILE")
         pts, colors = read_point_cloud(opts["init_points"])
@@ -157,7 +186,8 @@ def make_optimizer(scene: GaussianScene, scene_scale: float, mask_lr: float = LE
 
 
 def train_splat(data_dir: Path, out_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Train on ``data_dir`` (Blender format), write the run to ``out_dir``; returns the test metrics.
+    """Train on the ``train`` split of ``data_dir`` (any capture format, at ``args.downscale``), write the run to
+    ``out_dir``; returns the metrics on the ``test`` split.
 
     ``args.device`` (``auto``/``cpu``/``cuda``/``cuda:N``) picks where the Gaussians live; on CUDA the
     renderer uses gsplat when it is installed, else the same torch rasterizer as on the CPU.
@@ -167,12 +197,14 @@ def train_splat(data_dir: Path, out_dir: Path, args: argparse.Namespace) -> dict
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     torch.manual_seed(opts["seed"])
     generator = torch.Generator().manual_seed(opts["seed"])
-    train = load_blender(data_dir, "train")
-    background = torch.ones(3)
+    train = load_scene(data_dir, "train", opts["downscale"])
+    opts["init"] = resolve_init(opts["init"], train)
+    random_background = train.images.shape[-1] != 4
+    background = torch.zeros(3) if random_background else torch.ones(3)
     images = composite_on(train.images, background).to(device)
     cameras = train.cameras.to(device)
     scale = scene_scale_of(train.cameras)
-    scene = initial_scene(opts, generator)
+    scene = initial_scene(opts, generator, train)
     if opts["compact"]:
         scene = CompactGaussianScene.from_scene(scene, torch.tensor(opts["aabb"]),
                                                 CompactConfig(mask_lambda=opts["mask_lambda"]))
@@ -184,7 +216,9 @@ def train_splat(data_dir: Path, out_dir: Path, args: argparse.Namespace) -> dict
     renderer = SplatRenderer(background=tuple(background.tolist()))
     on_device = f", on {device}" if device.type != "cpu" else ""
     print(f"training splat{' (compact)' if opts['compact'] else ''} from {len(scene)} Gaussians "
-          f"({opts['init']} init) on {data_dir} ({len(images)} views{on_device}) -> {out_dir}")
+          f"({opts['init']} init, scene scale {scale:.3g}) on {data_dir} ({len(images)} views, "
+          f"{cameras.width}x{cameras.height}{on_device}, "
+          f"{'random' if random_background else 'white'} background) -> {out_dir}")
     steps, budget = opts["steps"], opts["minutes"] * 60.0
     log: list[dict[str, Any]] = []
     note = missing_cuda_library_note(device, "gsplat", "rasterization")
@@ -206,6 +240,9 @@ def train_splat(data_dir: Path, out_dir: Path, args: argparse.Namespace) -> dict
         scene.set_sh_degree_for_step(step, opts["sh_interval"])
         view = int(order[step % len(order)])
         out = renderer.render_camera(scene, cameras, view)
+        if random_background:  # rendered on black: add a random colour where the Gaussians leave light through
+            bg = torch.rand(3, generator=generator).to(device)
+            out["rgb"] = out["rgb"] + (1.0 - out["alpha"][..., None]) * bg
         loss = photometric_loss(out["rgb"], images[view])
         if opts["s3im_weight"] > 0:
             loss = loss + opts["s3im_weight"] * s3im_on_pixels(out["rgb"], images[view], generator)
@@ -231,7 +268,7 @@ def train_splat(data_dir: Path, out_dir: Path, args: argparse.Namespace) -> dict
                 print(json.dumps(entry))
     train_seconds = time.perf_counter() - start
     scene.eval()
-    config = {"method": "splat", "data": str(data_dir), "options": opts}
+    config = {"method": "splat", "data": str(data_dir), "options": opts, "train_views": train.names}
     save_splat_run(out_dir, scene, step, config)
     files = {"ply": out_dir / "scene.ply"}
     save_splat_ply(scene.to_plain_scene() if isinstance(scene, CompactGaussianScene) else scene, files["ply"])
@@ -245,7 +282,7 @@ def train_splat(data_dir: Path, out_dir: Path, args: argparse.Namespace) -> dict
     with atomic_path(out_dir / "log.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(e) + "\n" for e in log))
     if not getattr(args, "no_eval", False):
-        test = load_blender(data_dir, "test")
+        test = load_scene(data_dir, "test", opts["downscale"])
         metrics.update(evaluate_splat(scene, test, renderer, out_dir / "renders" / "test", opts["eval_views"]))
     write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     print(json.dumps(metrics))
@@ -255,7 +292,8 @@ def train_splat(data_dir: Path, out_dir: Path, args: argparse.Namespace) -> dict
 @torch.no_grad()
 def evaluate_splat(scene: GaussianScene, data: PosedImages, renderer: SplatRenderer,
                    render_dir: Path | None = None, limit: int = 0) -> dict[str, Any]:
-    """Test-split PSNR / SSIM (on white) and render speed (frames/s) over the first ``limit`` views (0 = all)."""
+    """Test-split PSNR / SSIM (images with alpha composited on the renderer's background) and render speed
+    (frames/s) over the first ``limit`` views (0 = all)."""
     import imageio.v3 as iio
 
     background = torch.tensor(renderer.background)
