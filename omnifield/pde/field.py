@@ -16,8 +16,8 @@ The backends (``UnknownConfig.encoding``) reuse the encodings and decoders of :m
 - ``triplane``: :class:`~omnifield.fields.triplane.TriPlane` (one plane in 2-D; three for 2-D + time),
   concatenated with the coordinates ``2s - 1`` (see below).
 - ``neurbf``: :class:`~omnifield.fields.neurbf.NeuRBF` with every basis a neighbour of every point
-  (``n_neighbors = n_bases``): the K-nearest truncation jumps where the neighbour set changes, which
-  a residual cannot see at its points but the solution shows.
+  (``n_neighbors = n_bases``): a K-nearest truncation would make ``u`` jump where the neighbour set
+  changes, which a residual taken at points cannot see.
 - ``cam``: the coordinates feed a :class:`~omnifield.fields.cam.CAM` decoder: the tanh MLP with its first
   hidden layer scaled and shifted by small grids over the coordinates (no normalisation, so the zero
   grids it starts from are exactly the plain MLP).
@@ -52,7 +52,7 @@ from omnifield.fields.triplane import TriPlaneConfig
 
 ENCODINGS = ("none", "frequency", "hashgrid", "gaussian_embedding", "triplane", "neurbf", "cam")
 
-# Adam learning rate of the grid/basis parameters relative to the decoder's (PDEField.parameter_groups):
+# Adam learning rate of the grid/basis parameters relative to the decoder's (see parameter_groups):
 # the grids of the new backends train with a higher rate than the MLP weights.
 ENCODING_LR_SCALE = {"triplane": 10.0, "neurbf": 10.0, "cam": 10.0}
 
