@@ -9,7 +9,7 @@ import torch
 
 from omnifield.errors import OmnifieldError
 from omnifield.pde import cli, registry
-from omnifield.pde.field import PDEField, UnknownConfig
+from omnifield.pde.field import ENCODINGS, PDEField, UnknownConfig
 from omnifield.pde.problem import unit_points
 from omnifield.pde.solvers import solve
 from omnifield.pde.solvers.causal import CausalSchedule
@@ -142,7 +142,7 @@ def test_unknown_field_is_rejected():
         PDEField((0.0,), (1.0,), 1, UnknownConfig(encoding="voxels"))
 
 
-@pytest.mark.parametrize("encoding", ["none", "frequency", "hashgrid", "gaussian_embedding"])
+@pytest.mark.parametrize("encoding", ENCODINGS)
 def test_every_encoding_gives_the_unknown_and_its_derivatives(encoding):
     torch.manual_seed(0)
     field = PDEField((-1.0, 0.0), (1.0, 1.0), 1, UnknownConfig(encoding=encoding, width=8, n_hidden_layers=1))

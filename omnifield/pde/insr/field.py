@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from omnifield.config import register_config
+from omnifield.fields.box import BoxMapping
 from omnifield.fields.siren import SirenConfig
 
 
@@ -42,10 +43,9 @@ class SpatialField(nn.Module):
     def __init__(self, cfg: SpatialFieldConfig):
         super().__init__()
         self.cfg = cfg
-        box = torch.tensor(cfg.box, dtype=torch.float32)
-        if box.shape != (2 * cfg.n_in,) or not bool((box[cfg.n_in :] > box[: cfg.n_in]).all()):
+        if len(cfg.box) != 2 * cfg.n_in:
             raise ValueError(f"box must be (lo_1..lo_{cfg.n_in}, hi_1..hi_{cfg.n_in}) with hi > lo, got {cfg.box}")
-        self.register_buffer("box", box, persistent=False)
+        self.box = BoxMapping.from_bounds(cfg.box)
         if cfg.encoding is not None:
             self.encoding = cfg.encoding.build(cfg.n_in)
             n_features = self.encoding.n_output_dims
@@ -54,13 +54,8 @@ class SpatialField(nn.Module):
             n_features = cfg.n_in * (2 if cfg.periodic else 1)
         self.decoder = cfg.decoder.build(n_features, cfg.n_out)
 
-    def unit(self, x: torch.Tensor) -> torch.Tensor:
-        """World coordinates ``[N, D]`` -> unit-box coordinates ``[N, D]``."""
-        lo, hi = self.box[: self.cfg.n_in].to(x.dtype), self.box[self.cfg.n_in :].to(x.dtype)
-        return (x - lo) / (hi - lo)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u = self.unit(x)
+        u = self.box(x)
         if self.encoding is not None:
             h = self.encoding(torch.remainder(u, 1.0) if self.cfg.periodic else u.clamp(0.0, 1.0))
         elif self.cfg.periodic:

@@ -13,13 +13,16 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from omnifield.errors import OmnifieldError
+from omnifield.fields.mlp import MLPConfig
 from omnifield.fields.siren import SirenConfig
 from omnifield.pde import registry
+from omnifield.pde.field import ENCODINGS, ENCODING_LR_SCALE, default_encoding_config
 from omnifield.pde.insr.advection import AdvectionProblem
 from omnifield.pde.insr.compare import Comparison, compare, relative_l2
 from omnifield.pde.insr.plots import write_animation, write_error_plot
@@ -36,8 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--insr-time-steps", type=int, default=None, help="number of time steps (problem default)")
     g.add_argument("--insr-dt", type=float, default=None, help="time step (problem default)")
     g.add_argument("--insr-rule", default=None, help="midpoint or implicit_euler (default: midpoint where supported)")
-    g.add_argument("--insr-width", type=int, default=None, help="SIREN width (problem default)")
-    g.add_argument("--insr-layers", type=int, default=None, help="SIREN hidden layers (problem default)")
+    g.add_argument("--insr-field", default="none", metavar="NAME",
+                   help=f"backend of the state: {', '.join(ENCODINGS)} (none: SIREN on the coordinates; cam: a tanh "
+                        "MLP on the coordinates with coordinate-aware modulation grids; otherwise that encoding, "
+                        "PDE-sized, feeding a tanh MLP; grids train at 10x --insr-lr)")
+    g.add_argument("--insr-width", type=int, default=None, help="decoder width (problem default)")
+    g.add_argument("--insr-layers", type=int, default=None, help="decoder hidden layers (problem default)")
     g.add_argument("--insr-lr", type=float, default=None, help="Adam learning rate (problem default)")
     g.add_argument("--insr-samples", type=int, default=None, help="points sampled per iteration")
     g.add_argument("--insr-init-iters", type=int, default=None, help="iteration cap of the initial-condition fit")
@@ -80,7 +87,20 @@ def _set_parameters(problem: InsrProblem, assignments: list[str]) -> None:
             raise OmnifieldError(f"--insr-param {item!r}: {value!r} is not a valid {kind.__name__}") from None
 
 
-def _configure(problem: InsrProblem, args: argparse.Namespace) -> tuple[StepperConfig, SirenConfig]:
+def field_backend(name: str, n_dims: int, width: int, n_hidden_layers: int) -> tuple[Any, Any]:
+    """``(encoding config or None, decoder config)`` of backend ``name`` for a ``n_dims``-D state whose
+    decoder has ``width`` x ``n_hidden_layers`` (``none`` returns ``(None, None)``: keep the SIREN)."""
+    if name not in ENCODINGS:
+        raise OmnifieldError(f"--insr-field: unknown field {name!r}; choose from {', '.join(ENCODINGS)}")
+    if name == "none":
+        return None, None
+    mlp = MLPConfig(width=width, n_hidden_layers=n_hidden_layers, activation="tanh", implementation="omnifield")
+    if name == "cam":
+        return None, dataclasses.replace(default_encoding_config("cam", n_dims), base=mlp, coord_dims=n_dims)
+    return default_encoding_config(name, n_dims), mlp
+
+
+def _configure(problem: InsrProblem, args: argparse.Namespace) -> tuple[StepperConfig, Any, Any]:
     _set_parameters(problem, args.insr_param)
     cfg, decoder = solver_settings(problem)
     if args.insr_dt is not None:
@@ -103,7 +123,9 @@ def _configure(problem: InsrProblem, args: argparse.Namespace) -> tuple[StepperC
     cfg.warm_start = not args.insr_cold_start
     decoder.width = args.insr_width or decoder.width
     decoder.n_hidden_layers = args.insr_layers or decoder.n_hidden_layers
-    return cfg, decoder
+    encoding, backend_decoder = field_backend(args.insr_field, problem.dim, decoder.width, decoder.n_hidden_layers)
+    cfg.grid_lr_scale = ENCODING_LR_SCALE.get(args.insr_field, 1.0)
+    return cfg, backend_decoder or decoder, encoding
 
 
 def simulate(
@@ -148,8 +170,8 @@ def run(problem_name: str, args: argparse.Namespace, out_dir: Path) -> dict:
         problem = registry.get_problem(problem_name)
         if not isinstance(problem, InsrProblem):
             raise OmnifieldError(f"problem {problem_name!r} is not time-stepped; --solver insr solves: {', '.join(INSR_PROBLEMS)}")
-        cfg, decoder = _configure(problem, args)
-        stepper = InsrStepper(problem, cfg, decoder)
+        cfg, decoder, encoding = _configure(problem, args)
+        stepper = InsrStepper(problem, cfg, decoder, encoding)
     torch.manual_seed(stepper.cfg.seed)
     n_steps = problem.n_steps
     floats = stepper.state_bytes() // 4

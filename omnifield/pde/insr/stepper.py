@@ -27,7 +27,7 @@ import copy
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,6 +38,7 @@ from tqdm import tqdm
 from omnifield.config import config_from_dict, config_to_dict, register_config
 from omnifield.errors import OmnifieldError
 from omnifield.fields.siren import SirenConfig
+from omnifield.pde.field import parameter_groups
 from omnifield.pde.insr.problem import Fields, InsrProblem, StageContext
 from omnifield.pde.insr.rules import check_rule
 
@@ -60,6 +61,7 @@ class StepperConfig:
     warm_start: bool = True
     init_iters: int = 1500
     seed: int = 0
+    grid_lr_scale: float = 1.0  # Adam rate of encoding/modulation grids = lr * grid_lr_scale
 
 
 def frozen_copy(fields: Fields) -> Fields:
@@ -75,7 +77,8 @@ def frozen_copy(fields: Fields) -> Fields:
 class InsrStepper:
     """Steps ``problem`` in time; ``fields`` holds the current state (one module per unknown)."""
 
-    def __init__(self, problem: InsrProblem, cfg: StepperConfig | None = None, decoder: Any = None):
+    def __init__(self, problem: InsrProblem, cfg: StepperConfig | None = None, decoder: Any = None,
+                 encoding: Any = None):
         self.problem = problem
         self.cfg = cfg or StepperConfig()
         check_rule(self.cfg.rule, problem.rules)
@@ -83,7 +86,12 @@ class InsrStepper:
             raise OmnifieldError("INSR stepper needs max_iters, n_samples and window >= 1")
         torch.manual_seed(self.cfg.seed)
         self.field_cfgs = problem.field_configs(decoder if decoder is not None else SirenConfig())
-        self.fields: Fields = {name: c.build() for name, c in self.field_cfgs.items()}
+        if encoding is not None:
+            self.field_cfgs = {name: replace(c, encoding=encoding) for name, c in self.field_cfgs.items()}
+        try:
+            self.fields: Fields = {name: c.build() for name, c in self.field_cfgs.items()}
+        except ValueError as exc:
+            raise OmnifieldError(f"INSR field: {exc}") from None
         self.generator = torch.Generator().manual_seed(self.cfg.seed)
         self.history: list[Fields] = []
         self.step_index = 0
@@ -170,7 +178,8 @@ class InsrStepper:
 
     def _optimise(self, module, loss_fn, ctx, max_iters: int) -> dict:
         """Adam on ``module`` until the loss stops improving; ``{"iters", "loss"}``."""
-        optimiser = torch.optim.Adam(module.parameters(), lr=self.cfg.lr)
+        lr = self.cfg.lr
+        optimiser = torch.optim.Adam(parameter_groups(module, lr, lr * self.cfg.grid_lr_scale), lr=lr)
         losses: list[float] = []
         w = self.cfg.window
         for it in range(max_iters):

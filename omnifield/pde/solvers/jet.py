@@ -86,8 +86,8 @@ def _embedding_jet(enc: GaussianEmbedding, s: torch.Tensor):
 
 def field_jet(field: PDEField, x: torch.Tensor):
     """``u [N, O]``, ``J [N, O, D]``, ``H [N, O, D, D]`` of ``field`` at physical points ``x [N, D]``."""
-    scale = 1.0 / (field.hi - field.lo).to(x.dtype)  # ds/dx per axis
-    s = (x - field.lo.to(x.dtype)) * scale
+    scale = field.box.scale(x.dtype)  # ds/dx per axis
+    s = field.box(x)
     h, dh, d2h = _embedding_jet(field.encoding, s)
     dh = dh * scale[None, :, None]
     d2h = d2h * (scale[:, None] * scale[None, :])[None, :, :, None]

@@ -28,12 +28,17 @@ class OptimizeSettings:
     quiet: bool = False
 
 
-def optimize(loss: PhysicsLoss, params: list[torch.nn.Parameter], settings: OptimizeSettings,
+def optimize(loss: PhysicsLoss, params: list, settings: OptimizeSettings,
              generator: torch.Generator) -> list[dict]:
-    """Minimise ``loss``; returns the history, one dict per logged step (``step``, ``phase``, loss parts)."""
+    """Minimise ``loss``; returns the history, one dict per logged step (``step``, ``phase``, loss parts).
+
+    ``params`` are parameters or Adam parameter groups (``{"params", "lr"}``; their rates decay by the
+    same factor, ``settings.lr`` is then the reference rate); L-BFGS takes all of them at one step size."""
     history: list[dict] = []
     bar = tqdm(total=settings.adam_steps + settings.lbfgs_steps, disable=settings.quiet, desc="pde", leave=False)
     adam = torch.optim.Adam(params, lr=settings.lr)
+    if params and isinstance(params[0], dict):
+        params = [p for group in params for p in group["params"]]
     decay = (settings.lr_final / settings.lr) ** (1.0 / max(settings.adam_steps, 1))
     batch = loss.sample(generator)
     for step in range(settings.adam_steps):

@@ -11,7 +11,7 @@ from torch import nn
 
 from omnifield.errors import OmnifieldError
 from omnifield.fields import GaussianEmbeddingConfig
-from omnifield.pde.field import PDEField, UnknownConfig
+from omnifield.pde.field import PDEField, UnknownConfig, encoding_lr, parameter_groups
 from omnifield.pde.output import write_outputs
 from omnifield.pde.problem import Dirichlet, Periodic, Problem
 from omnifield.pde.registry import get_problem
@@ -109,13 +109,14 @@ def solve(problem_name: str, solver: str, settings: SolverSettings, out_dir: Pat
                            lr_final=settings.lr_final, resample_every=max(1, settings.resample_every), quiet=quiet,
                            lbfgs_dtype=torch.float64 if settings.lbfgs_double else None,
                            lbfgs_points=settings.lbfgs_points, lbfgs_resample_every=settings.lbfgs_resample_every)
-    params = [p for p in solution.parameters() if p.requires_grad]
+    grid_lr = settings.encoding_lr if settings.encoding_lr is not None else encoding_lr(settings.field, settings.lr)
+    groups = parameter_groups(solution, settings.lr, grid_lr)
     start = time.perf_counter()
-    history = optimize(loss, params, opt, generator)
+    history = optimize(loss, groups, opt, generator)
     elapsed = time.perf_counter() - start
     metrics = {
         "time_s": elapsed,
-        "n_params": sum(p.numel() for p in params),
+        "n_params": sum(p.numel() for g in groups for p in g["params"]),
         "final_loss": history[-1]["loss"] if history else None,
     }
     return write_outputs(problem, solution, history, out_dir, metrics)

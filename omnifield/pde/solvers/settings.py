@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, fields, replace
 
+from omnifield.errors import OmnifieldError
+from omnifield.pde.field import ENCODINGS
 from omnifield.pde.solvers.loss import SAMPLINGS
 
 
@@ -18,6 +20,7 @@ class SolverSettings:
     depth: int = 4
     n_harmonics: int = 1
     lr: float = 1e-3
+    encoding_lr: float | None = None  # None: lr times the backend's ENCODING_LR_SCALE
     lr_final: float = 1e-4
     steps: int = 2000
     lbfgs_steps: int = 500
@@ -72,14 +75,18 @@ PROBLEM_DEFAULTS: dict[tuple[str, str], dict] = {
 def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of the PINN-family solvers (all optional; unset ones keep the tuned defaults)."""
     g = parser.add_argument_group("PINN / causal / hard / moe / pig options")
-    g.add_argument("--field", choices=("none", "frequency", "hashgrid", "gaussian_embedding"),
-                   help="encoding of the unknown (none = plain tanh MLP on coordinates)")
+    g.add_argument("--field", metavar="NAME",
+                   help=f"backend of the unknown: {', '.join(ENCODINGS)} (none = plain tanh MLP on coordinates; "
+                        "cam = that MLP with coordinate-aware modulation grids)")
     g.add_argument("--arch", choices=("mlp", "modified"),
                    help="decoder: plain tanh MLP or the gated modified MLP of Wang et al. (causal PINN)")
     g.add_argument("--width", type=int, help="MLP width")
     g.add_argument("--depth", type=int, help="MLP hidden layers")
     g.add_argument("--n-harmonics", type=int, help="periodic embedding harmonics (no encoding only)")
     g.add_argument("--lr", type=float, help="Adam learning rate (decays exponentially to --lr-final)")
+    g.add_argument("--encoding-lr", type=float,
+                   help="Adam learning rate of the grid/basis parameters (default: --lr x 10 for triplane, neurbf, cam; "
+                        "--lr otherwise); decays with --lr")
     g.add_argument("--lr-final", type=float, help="Adam learning rate at the last step")
     g.add_argument("--lbfgs-steps", type=int, help="L-BFGS iterations after Adam (0: none)")
     g.add_argument("--n-interior", type=int, help="collocation points per batch")
@@ -114,4 +121,7 @@ def resolve_settings(solver: str, problem: str, args: argparse.Namespace) -> Sol
     s = replace(SolverSettings(), **SOLVER_DEFAULTS.get(solver, {}))
     s = replace(s, **PROBLEM_DEFAULTS.get((problem, solver), {}))
     given = {f.name: getattr(args, f.name) for f in fields(SolverSettings) if getattr(args, f.name, None) is not None}
-    return replace(s, **given)
+    s = replace(s, **given)
+    if s.field not in ENCODINGS:
+        raise OmnifieldError(f"--field: unknown field {s.field!r}; choose from {', '.join(ENCODINGS)}")
+    return s
