@@ -91,6 +91,7 @@ def _plane_colour(origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
 
 
 def test_refinement_recovers_a_known_pose_perturbation():
+    torch.set_num_threads(1)  # tiny tensors: thread hand-offs would dominate on a loaded machine
     true = _cameras()
     ids, px, py = _all_rays(true)
     target = _plane_colour(*true.generate_rays(ids, px, py))

@@ -94,6 +94,11 @@ def test_resume_reproduces_uninterrupted_training(tiny_scene, tmp_path, bitwise_
         assert resumed.run.camera_opt.deltas.abs().sum() > 0
         assert torch.equal(straight.run.camera_opt.deltas, resumed.run.camera_opt.deltas)
         assert torch.equal(straight.run.camera_opt.c2w, resumed.run.camera_opt.c2w)
+        # training views re-open with their refined poses and own codes; held-out views keep their poses
+        cameras, codes = resumed.run.training_views(data.cameras)
+        assert torch.equal(cameras.c2w, resumed.run.camera_opt.refined_c2w().detach())
+        assert not torch.equal(cameras.c2w, data.cameras.c2w) and codes.shape == (6, 4)
+        assert main(["eval", str(tmp_path / "b"), "--split", "train"]) == 0
 
 
 def test_cli_errors_exit_2_without_traceback(tmp_path, capsys):
@@ -102,6 +107,11 @@ def test_cli_errors_exit_2_without_traceback(tmp_path, capsys):
     assert "data folder not found" in err and "Traceback" not in err
     assert main(["eval", str(tmp_path / "norun")]) == 2
     assert main(["train", str(tmp_path), "--method", "nope"]) == 2
+    for bad, says in ((["--set", "train.camera_opt=SO3"], "camera_opt must be one of"),
+                      (["--appearance-dim", "-3"], "appearance_dim must be")):
+        assert main(["train", str(tmp_path), *bad]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err
 
 
 def test_device_choice_is_checked(tiny_scene, tmp_path, capsys):
