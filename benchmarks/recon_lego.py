@@ -50,7 +50,7 @@ def run_method(name: str, data: Path, minutes: float, marks: list[float], eval_v
     torch.manual_seed(seed)
     ns = argparse.Namespace(method=preset, steps=10**9, minutes=minutes, lr=1e-2, batch_rays=4096,
                             target_samples=1 << 16, seed=seed, grad_clip=0.0, s3im_weight=0.0, sampler=sampler,
-                            set=overrides)
+                            camera_opt="auto", appearance_dim=-1, set=overrides)
     field_cfg, renderer_cfg, train_cfg = _build_configs(ns)
     train = load_blender(data, "train", downscale)
     test = load_blender(data, "test", downscale)

@@ -28,8 +28,10 @@ def tiny_scene(tmp_path):
 def test_train_resume_eval_render(tiny_scene, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", str(tiny_scene), "--out", str(out), "--steps", "8", "--no-eval", *TINY]) == 0
-    _, meta = Run.open(out)[1:]
+    run, _, meta = Run.open(out)
     assert meta["step"] == 8
+    # lego has alpha masks: "auto" leaves pose refinement and appearance codes off
+    assert run.camera_opt is None and run.train_config.camera_opt == "off" and run.field.appearance is None
     # a second train into the same folder without --resume is refused
     assert main(["train", str(tiny_scene), "--out", str(out), "--steps", "8", *TINY]) == 2
     assert "pass --resume" in capsys.readouterr().err
@@ -55,15 +57,18 @@ def bitwise_repeatable(monkeypatch):
     torch.use_deterministic_algorithms(False)
 
 
-def test_resume_reproduces_uninterrupted_training(tiny_scene, tmp_path, bitwise_repeatable):
+@pytest.mark.parametrize("features", [[], ["--camera-opt", "SE3", "--appearance-dim", "4"]],
+                         ids=["plain", "poses+appearance"])
+def test_resume_reproduces_uninterrupted_training(tiny_scene, tmp_path, bitwise_repeatable, features):
     data = load_blender(tiny_scene, "train", 8)
 
     def make(path):
-        assert main(["train", str(tiny_scene), "--out", str(path), "--steps", "1", "--no-eval", *TINY]) == 0
+        assert main(["train", str(tiny_scene), "--out", str(path), "--steps", "1", "--no-eval", *TINY,
+                     *features]) == 0
         run, _, _ = Run.open(path)
         run.train_config.steps = 10
         fresh = Run.create(path, run.method, run.field_config, run.renderer_config, run.train_config, run.data_dir,
-                           run.downscale)
+                           run.downscale, data)
         torch.manual_seed(0)
         return fresh
 
@@ -85,6 +90,15 @@ def test_resume_reproduces_uninterrupted_training(tiny_scene, tmp_path, bitwise_
     resumed.fit()
     for (name, a), (_, b) in zip(straight.run.field.state_dict().items(), resumed.run.field.state_dict().items()):
         assert torch.equal(a, b), name
+    if features:  # the pose corrections moved and continued bit for bit too
+        assert resumed.run.camera_opt.deltas.abs().sum() > 0
+        assert torch.equal(straight.run.camera_opt.deltas, resumed.run.camera_opt.deltas)
+        assert torch.equal(straight.run.camera_opt.c2w, resumed.run.camera_opt.c2w)
+        # training views re-open with their refined poses and own codes; held-out views keep their poses
+        cameras, codes = resumed.run.training_views(data.cameras)
+        assert torch.equal(cameras.c2w, resumed.run.camera_opt.refined_c2w().detach())
+        assert not torch.equal(cameras.c2w, data.cameras.c2w) and codes.shape == (6, 4)
+        assert main(["eval", str(tmp_path / "b"), "--split", "train"]) == 0
 
 
 def test_cli_errors_exit_2_without_traceback(tmp_path, capsys):
@@ -93,6 +107,11 @@ def test_cli_errors_exit_2_without_traceback(tmp_path, capsys):
     assert "data folder not found" in err and "Traceback" not in err
     assert main(["eval", str(tmp_path / "norun")]) == 2
     assert main(["train", str(tmp_path), "--method", "nope"]) == 2
+    for bad, says in ((["--set", "train.camera_opt=SO3"], "camera_opt must be one of"),
+                      (["--appearance-dim", "-3"], "appearance_dim must be")):
+        assert main(["train", str(tmp_path), *bad]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err
 
 
 def test_device_choice_is_checked(tiny_scene, tmp_path, capsys):

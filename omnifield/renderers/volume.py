@@ -238,8 +238,10 @@ class VolumeRenderer(nn.Module):
         background: torch.Tensor | None = None,  # [3] or [R, 3]; None = black
         stratified: bool = False,
         jitter: torch.Tensor | None = None,  # stratified offsets, see sample()
+        appearance: torch.Tensor | None = None,  # [R, E] per-ray appearance codes; None = the field's default
     ) -> RenderOutput:
-        """Differentiable rendering of a batch of rays of ``field`` (rays in the capture's coordinates)."""
+        """Differentiable rendering of a batch of rays of ``field`` (rays in the capture's coordinates).
+        ``appearance`` codes reach the field as a third argument, one per sample (``appearance[ray_indices]``)."""
         n_rays = origins.shape[0]
         view_directions = directions
         origins, directions = self.to_field_space(origins, directions)
@@ -250,7 +252,8 @@ class VolumeRenderer(nn.Module):
             return RenderOutput(bg.clone(), zeros, zeros.clone(), 0)
         mids = (s.t_starts + s.t_ends) * 0.5
         x = self.field_points(origins[s.ray_indices] + directions[s.ray_indices] * mids[:, None])
-        rgbs, sigmas = field(x, view_directions[s.ray_indices])
+        codes = () if appearance is None else (appearance[s.ray_indices],)
+        rgbs, sigmas = field(x, view_directions[s.ray_indices], *codes)
         weights, _, _ = self._weights(s, sigmas, n_rays)
         rgb = accumulate_along_rays(weights, rgbs, s.ray_indices, n_rays)
         opacity = accumulate_along_rays(weights, None, s.ray_indices, n_rays).squeeze(-1)
@@ -263,14 +266,16 @@ class VolumeRenderer(nn.Module):
 
     @torch.no_grad()
     def render_image(self, field: nn.Module, cameras, index: int, background: torch.Tensor | None = None,
-                     chunk: int = 8192) -> dict[str, torch.Tensor]:
+                     chunk: int = 8192, appearance: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Full image of camera ``index`` in chunks of rays: ``rgb [H,W,3]``, ``depth [H,W]``, ``opacity [H,W]``,
         and ``samples_per_ray`` (a float). Rays are rendered on the renderer's device (CPU or a GPU, the
-        field's), images come back on the CPU."""
+        field's), images come back on the CPU. ``appearance [E]``: one code for every ray (None: the field's default)."""
         device = self.aabb.device
         origins, directions = (t.to(device) for t in cameras.image_rays(index))
         background = None if background is None else background.to(device)
-        outs = [self.render_rays(field, origins[i:i + chunk], directions[i:i + chunk], background)
+        codes = None if appearance is None else appearance.to(device).expand(origins.shape[0], -1)
+        outs = [self.render_rays(field, origins[i:i + chunk], directions[i:i + chunk], background,
+                                 appearance=None if codes is None else codes[i:i + chunk])
                 for i in range(0, origins.shape[0], chunk)]
         h, w = cameras.height, cameras.width
         return {

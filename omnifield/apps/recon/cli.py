@@ -34,6 +34,8 @@ EPILOG = """examples:
 """
 
 DEVICE_HELP = "auto (a GPU when present, else the CPU), cpu, cuda or cuda:N (default auto)"
+SPLIT_HELP = ("split {what} (default: test); 'train' uses the refined training poses and each view's appearance "
+              "code, other splits their given poses and the mean code")
 CHUNK_HELP = "rays rendered at once: bounds rendering memory, which grows linearly with it (default 8192)"
 
 
@@ -59,7 +61,8 @@ def _build_configs(args: argparse.Namespace, space: dict | None = None) -> tuple
     try:
         train_cfg = TrainConfig(steps=args.steps, minutes=args.minutes, lr=args.lr, batch_rays=args.batch_rays,
                                 target_samples=args.target_samples, seed=args.seed, grad_clip=args.grad_clip,
-                                s3im_weight=args.s3im_weight)
+                                s3im_weight=args.s3im_weight, camera_opt=args.camera_opt,
+                                appearance_dim=args.appearance_dim)
         renderer_cfg = VolumeRendererConfig(sampler=args.sampler, **space)
     except ValueError as exc:
         raise OmnifieldError(f"invalid option: {exc}") from None
@@ -104,6 +107,7 @@ def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: to
         run, tensors, meta = Run.open(out)
         run.to(device)
         train_data = load_scene(data_dir, "train", run.downscale)
+        run.training_views(train_data.cameras)  # the run's per-view state must fit these views
         run.train_config = replace_config(run.train_config, steps=args.steps, minutes=args.minutes)
         trainer = Trainer(run, train_data)
         trainer.restore(tensors, meta)
@@ -114,7 +118,8 @@ def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: to
         train_data = load_scene(data_dir, "train", args.downscale)
         scene_type, space = scene_space(train_data, args.scene_type)
         field_cfg, renderer_cfg, train_cfg = _build_configs(args, space)
-        run = Run.create(out, args.method, field_cfg, renderer_cfg, train_cfg, str(data_dir), args.downscale).to(device)
+        run = Run.create(out, args.method, field_cfg, renderer_cfg, train_cfg, str(data_dir), args.downscale,
+                         train_data).to(device)
         trainer = Trainer(run, train_data)
         n_params = sum(p.numel() for p in run.field.parameters())
         ranks = f", {group.world_size} processes" if group.active else ""
@@ -125,6 +130,9 @@ def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: to
         note = missing_cuda_library_note(device, "nerfacc", "ray marching and compositing")
         if note:
             say(note)
+        tcfg = run.train_config
+        say(f"pose refinement {'on (SE3)' if run.camera_opt is not None else 'off'}, appearance codes "
+            f"{f'on ({tcfg.appearance_dim} values per view)' if tcfg.appearance_dim > 0 else 'off'}")
         if trainer.hull_fraction < 1.0:
             say(f"alpha masks: the visual hull keeps {100 * trainer.hull_fraction:.1f}% of the occupancy grid")
     if group.is_main:
@@ -146,7 +154,7 @@ def _chunk_rays(args: argparse.Namespace) -> int:
 def _evaluate_and_report(run: Run, data_dir: Path, split: str, out: Path, step: int | None = None,
                          train_seconds: float | None = None, chunk: int = 8192) -> int:
     data = load_scene(data_dir, split, run.downscale)
-    metrics = evaluate(run, data, out / "renders" / split, chunk=chunk)
+    metrics = evaluate(run, data, out / "renders" / split, chunk=chunk, training_views=split == "train")
     metrics.update(split=split, step=step, train_seconds=train_seconds, method=run.method)
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
     print(f"{split}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over {metrics['n_views']} views "
@@ -176,7 +184,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     out = Path(args.run)
     data = load_scene(Path(args.data or run.data_dir), args.split, run.downscale)
     if not args.orbit_only:
-        evaluate(run, data, out / "renders" / args.split, chunk=chunk)
+        evaluate(run, data, out / "renders" / args.split, chunk=chunk, training_views=args.split == "train")
         print(f"wrote {len(data.images)} renders and depth images to {out / 'renders' / args.split}")
     if args.orbit or args.orbit_only:
         path = render_orbit(run, data.cameras, out / "orbit.mp4", n_frames=args.frames, fps=args.fps, chunk=chunk)
@@ -211,6 +219,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grad-clip", type=float, default=0.0, help="clip the gradient norm (0 = off)")
     p.add_argument("--loss.s3im-weight", dest="s3im_weight", type=float, default=0.0,
                    help="weight of the S3IM stochastic structural similarity loss (paper: 1.0; 0 = off)")
+    p.add_argument("--camera-opt", choices=["auto", "off", "SE3"], default="auto",
+                   help="refine each training pose by a learned SE(3) correction; auto = on for photos (images "
+                        "without alpha), off for images with alpha masks (default auto)")
+    p.add_argument("--appearance-dim", type=int, default=-1,
+                   help="size of each training view's appearance code (exposure, white balance); 0 = off, "
+                        "-1 = auto: 32 for photos, off for images with alpha masks (default -1)")
     p.add_argument("--seed", type=int, default=0, help="random seed; CPU runs with --steps are repeatable")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -227,7 +241,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "metrics.json and side-by-side PNGs.")
     p.add_argument("run", help="run folder written by 'omnifield train'")
     p.add_argument("--data", help="scene folder (default: the one the run was trained on)")
-    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--split", default="test", help=SPLIT_HELP.format(what="to evaluate"))
     p.add_argument("--chunk-rays", type=int, default=8192, help=CHUNK_HELP)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_eval)
@@ -237,7 +251,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "video (mp4, or gif when no ffmpeg) around the scene.")
     p.add_argument("run", help="run folder written by 'omnifield train'")
     p.add_argument("--data", help="scene folder (default: the one the run was trained on)")
-    p.add_argument("--split", default="test", help="split whose views to render (default: test)")
+    p.add_argument("--split", default="test", help=SPLIT_HELP.format(what="whose views to render"))
     p.add_argument("--orbit", action="store_true", help="also render an orbit video")
     p.add_argument("--orbit-only", action="store_true", help="render only the orbit video")
     p.add_argument("--frames", type=int, default=60, help="orbit frames (default 60)")

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from omnifield.config import register_config
 
+CAMERA_OPT_MODES = ("auto", "off", "SE3")
+AUTO_APPEARANCE_DIM = 32  # nerfacto's size
+
 
 @register_config("train")
 @dataclass
@@ -14,6 +17,12 @@ class TrainConfig:
 
     The learning-rate schedule (linear warm-up, then x``decay_gamma`` at 50/75/90 % of progress)
     follows progress = max(step / steps, elapsed / time budget).
+
+    Real captures: ``camera_opt`` ("auto" | "off" | "SE3") refines each training pose by a learned
+    SE(3) correction (own Adam group, learning rate ``camera_opt_lr`` on the same schedule, no weight
+    decay, optional L2 penalty ``camera_opt_l2``); ``appearance_dim`` (-1 = auto, 0 = off) gives each
+    training image an appearance code of that size. "auto" turns both on for captures without alpha
+    (photos) and off for images with alpha masks (synthetic objects); a run records the resolved values.
     """
 
     steps: int = 20000
@@ -36,6 +45,10 @@ class TrainConfig:
     s3im_kernel: int = 4
     s3im_stride: int = 4
     s3im_patch: int = 64
+    camera_opt: str = "auto"
+    camera_opt_lr: float = 6e-4
+    camera_opt_l2: float = 0.0
+    appearance_dim: int = -1
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -48,3 +61,9 @@ class TrainConfig:
             raise ValueError("batch_rays and max_batch_rays must be >= 1, target_samples >= 0")
         if self.s3im_weight < 0 or self.s3im_repeats < 1:
             raise ValueError("s3im_weight must be >= 0 and s3im_repeats >= 1")
+        if self.camera_opt not in CAMERA_OPT_MODES:
+            raise ValueError(f"camera_opt must be one of {', '.join(CAMERA_OPT_MODES)}, got {self.camera_opt!r}")
+        if not self.camera_opt_lr > 0 or self.camera_opt_l2 < 0:
+            raise ValueError("camera_opt_lr must be > 0 and camera_opt_l2 >= 0")
+        if self.appearance_dim < -1:
+            raise ValueError(f"appearance_dim must be -1 (auto), 0 (off) or a size, got {self.appearance_dim}")

@@ -22,19 +22,25 @@ WHITE = torch.ones(3)
 
 
 def evaluate(run: Run, data: PosedImages, out_dir: Path | None = None, limit: int | None = None,
-             progress: bool = True, chunk: int = 8192) -> dict[str, Any]:
+             progress: bool = True, chunk: int = 8192, training_views: bool = False) -> dict[str, Any]:
     """Render every view of ``data`` on white, compare with ground truth composited on white.
+
+    Held-out views are rendered from their given poses with the mean appearance code; with
+    ``training_views`` (``data`` is the run's training split) each view uses its refined pose and
+    its own appearance code (:meth:`Run.training_views`).
 
     Returns mean ``psnr``, ``ssim``, per-view values, ``samples_per_ray`` and seconds per frame. With
     ``out_dir``, writes ``<name>.png`` (render | ground truth) and ``<name>_depth.png`` there.
     At most ``chunk`` rays are rendered at once (memory grows with it).
     """
     run.field.eval()
+    cameras, codes = run.training_views(data.cameras) if training_views else (data.cameras, None)
     n = len(data.images) if limit is None else min(limit, len(data.images))
     per_view, spr, seconds = [], [], []
     for i in tqdm(range(n), desc="evaluating", disable=not progress, leave=False):
         t0 = time.perf_counter()
-        out = run.renderer.render_image(run.field, data.cameras, i, WHITE, chunk=chunk)
+        out = run.renderer.render_image(run.field, cameras, i, WHITE, chunk=chunk,
+                                        appearance=None if codes is None else codes[i])
         seconds.append(time.perf_counter() - t0)
         gt = composite_on(data.images[i], WHITE)
         pred = out["rgb"].clamp(0, 1)

@@ -1,11 +1,13 @@
 """A run folder: ``config.json``, ``checkpoint.safetensors``, ``metrics.json``, ``log.jsonl``, renders.
 
 :class:`Run` bundles everything needed to continue or use a trained scene: the field, the
-renderer (with its occupancy grid), and the configs, and knows how to save and re-open them.
+renderer (with its occupancy grid), the per-image pose corrections of real captures, and the
+configs, and knows how to save and re-open them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,16 +15,45 @@ from typing import Any
 
 import torch
 
-from omnifield.apps.recon.config import TrainConfig  # noqa: F401 - registers the 'train' config type
-from omnifield.config import config_from_dict, config_to_dict
+from omnifield.apps.recon.config import AUTO_APPEARANCE_DIM, TrainConfig
+from omnifield.config import config_from_dict, config_to_dict, replace_config
+from omnifield.data.blender import PosedImages
 from omnifield.errors import OmnifieldError
 from omnifield.fields.registry import build_field
 from omnifield.io.atomic import write_text_atomic
 from omnifield.io.checkpoint import load_checkpoint, load_module_state, module_state, save_checkpoint
+from omnifield.renderers.camera_opt import CameraOptimizer
 from omnifield.renderers.volume import VolumeRenderer
 
 CHECKPOINT = "checkpoint.safetensors"
 CONFIG = "config.json"
+
+
+def resolve_capture_options(field_config: Any, train_config: TrainConfig,
+                            train_data: PosedImages | None) -> tuple[Any, TrainConfig]:
+    """Settle ``camera_opt`` / ``appearance_dim`` "auto" for a capture: on for images without alpha
+    (photos), off for images with alpha masks (synthetic objects) and when no training views are given.
+
+    Returns the train config with the resolved values and the field config sized for them (its
+    ``appearance_dim`` and ``n_images``, the number of training views).
+    """
+    real = train_data is not None and train_data.images.shape[-1] != 4
+    camera_opt = train_config.camera_opt
+    if camera_opt == "auto":
+        camera_opt = "SE3" if real else "off"
+    dim = train_config.appearance_dim
+    if dim < 0:
+        dim = AUTO_APPEARANCE_DIM if real else 0
+    if hasattr(field_config, "appearance_dim"):
+        if dim > 0 and train_data is None:
+            raise OmnifieldError("appearance codes need the training views (one code per view)")
+        n_images = len(train_data.images) if dim > 0 else 0
+        field_config = replace_config(field_config, appearance_dim=dim, n_images=n_images)
+    elif train_config.appearance_dim > 0:
+        raise OmnifieldError(f"{type(field_config).__name__} has no colour head for appearance codes")
+    else:
+        dim = 0
+    return field_config, replace_config(train_config, camera_opt=camera_opt, appearance_dim=dim)
 
 
 @dataclass
@@ -38,21 +69,51 @@ class Run:
     data_dir: str
     method: str
     downscale: int = 1
+    camera_opt: CameraOptimizer | None = None
 
     @classmethod
     def create(cls, path: Path, method: str, field_config, renderer_config, train_config, data_dir: str,
-               downscale: int = 1) -> "Run":
-        """A fresh run with a newly initialised field."""
+               downscale: int = 1, train_data: PosedImages | None = None) -> "Run":
+        """A fresh run with a newly initialised field. ``train_data`` (the training views) settles the
+        "auto" options (:func:`resolve_capture_options`) and gives pose refinement its starting poses."""
+        field_config, train_config = resolve_capture_options(field_config, train_config, train_data)
+        c2w = None if train_data is None else train_data.cameras.c2w
+        return cls._assemble(path, method, field_config, renderer_config, train_config, data_dir, downscale, c2w)
+
+    @classmethod
+    def _assemble(cls, path, method: str, field_config, renderer_config, train_config, data_dir: str,
+                  downscale: int, train_c2w: torch.Tensor | None) -> "Run":
         field = build_field(field_config)
         renderer = VolumeRenderer(field.aabb, renderer_config)
+        camera_opt = None
+        if getattr(train_config, "camera_opt", "off") == "SE3":
+            if train_c2w is None:
+                raise OmnifieldError(f"{path}: camera_opt=SE3 needs the poses of the training views")
+            camera_opt = CameraOptimizer(train_c2w)
         return cls(Path(path), field, renderer, field_config, renderer_config, train_config, str(data_dir), method,
-                   downscale)
+                   downscale, camera_opt)
 
     def to(self, device: torch.device | str) -> "Run":
-        """Move the field and the renderer (occupancy grid included) to ``device``; returns ``self``."""
+        """Move the field, the renderer (occupancy grid included) and the pose corrections to ``device``."""
         self.field.to(device)
         self.renderer.to(device)
+        if self.camera_opt is not None:
+            self.camera_opt.to(device)
         return self
+
+    def training_views(self, cameras) -> tuple[Any, torch.Tensor | None]:
+        """The training views as trained: ``cameras`` with the refined poses (when poses were refined)
+        and each view's appearance code ``[N, E]`` (None without codes). Held-out views use neither:
+        their given poses and the field's mean code."""
+        appearance = getattr(self.field, "appearance", None)
+        n = len(cameras)
+        for what, count in (("pose corrections", None if self.camera_opt is None else self.camera_opt.c2w.shape[0]),
+                            ("appearance codes", None if appearance is None else appearance.embedding.num_embeddings)):
+            if count is not None and count != n:
+                raise OmnifieldError(f"{self.path}: the run has {what} for {count} training views, the data has {n}")
+        if self.camera_opt is not None:
+            cameras = dataclasses.replace(cameras, c2w=self.camera_opt.refined_c2w().detach().to(cameras.c2w.device))
+        return cameras, None if appearance is None else appearance.embedding.weight.detach()
 
     @property
     def device(self) -> torch.device:
@@ -73,6 +134,8 @@ class Run:
         self.path.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.path / CONFIG, json.dumps(self.config_dict(), indent=2))
         tensors = {**module_state("field", self.field), **module_state("renderer", self.renderer), **extra_tensors}
+        if self.camera_opt is not None:
+            tensors.update(module_state("camera_opt", self.camera_opt))
         save_checkpoint(self.path / CHECKPOINT, tensors, {"step": step, "config": self.config_dict(), **extra_meta})
 
     @classmethod
@@ -86,7 +149,7 @@ class Run:
         cfg = meta.get("config")
         if not isinstance(cfg, dict) or "field" not in cfg:
             raise OmnifieldError(f"{ckpt}: checkpoint has no field config")
-        run = cls.create(
+        run = cls._assemble(
             path,
             cfg.get("method", "?"),
             config_from_dict(cfg["field"], f"{ckpt} field config"),
@@ -94,7 +157,10 @@ class Run:
             config_from_dict(cfg["train"], f"{ckpt} train config"),
             cfg.get("data", ""),
             int(cfg.get("downscale", 1)),
+            tensors.get("camera_opt/c2w"),
         )
         load_module_state("field", run.field, tensors, str(ckpt))
         load_module_state("renderer", run.renderer, tensors, str(ckpt))
+        if run.camera_opt is not None:
+            load_module_state("camera_opt", run.camera_opt, tensors, str(ckpt))
         return run, tensors, meta
