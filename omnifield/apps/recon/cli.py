@@ -115,6 +115,7 @@ def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: to
     else:
         if (out / CHECKPOINT).exists():
             raise OmnifieldError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
+        _build_configs(args)  # bad options are refused before any data is read
         train_data = load_scene(data_dir, "train", args.downscale)
         scene_type, space = scene_space(train_data, args.scene_type)
         field_cfg, renderer_cfg, train_cfg = _build_configs(args, space)
