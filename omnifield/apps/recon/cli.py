@@ -23,8 +23,8 @@ from omnifield.fields.footprint import check_field_fits
 from omnifield.fields.registry import field_config, field_names
 from omnifield.io.atomic import write_text_atomic
 from omnifield.io.run_folder import claim_output, describe_output
-from omnifield.resources import require_memory
 from omnifield.renderers.volume import VolumeRendererConfig
+from omnifield.resources import require_memory
 
 EPILOG = """examples:
   omnifield train data/lego_200 --method hashgrid --minutes 4 --out outputs/lego
@@ -178,12 +178,13 @@ def cmd_render(args: argparse.Namespace) -> int:
     run.to(device)
     out = Path(args.run)
     data = load_scene(Path(args.data or run.data_dir), args.split, run.downscale)
+    if args.orbit or args.orbit_only:  # the frames are kept in memory until the video is written
+        require_memory(args.frames * data.cameras.width * data.cameras.height * 3,
+                       f"--frames {args.frames}: an orbit of {data.cameras.width}x{data.cameras.height} frames")
     if not args.orbit_only:
         evaluate(run, data, out / "renders" / args.split, chunk=chunk)
         print(f"wrote {len(data.images)} renders and depth images to {out / 'renders' / args.split}")
     if args.orbit or args.orbit_only:
-        require_memory(args.frames * data.cameras.width * data.cameras.height * 3,
-                       f"--frames {args.frames}: an orbit of {data.cameras.width}x{data.cameras.height} frames")
         path = render_orbit(run, data.cameras, out / "orbit.mp4", n_frames=args.frames, fps=args.fps, chunk=chunk)
         print(f"wrote orbit video {path}")
     return 0
