@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 
 from omnifield import __version__
@@ -29,9 +30,49 @@ SUBCOMMAND_MODULES = [
 ]
 
 
+# Options that are budgets: negative values are refused for every command (0 keeps its meaning, e.g. "none").
+BUDGET_OPTIONS = ("steps", "minutes", "seconds")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (``omnifield train: error: ...``) and exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """``dest -> '--option'`` over the parser and all its sub-commands (the first spelling of each)."""
+    names: dict[str, str] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                for dest, name in _option_strings(child).items():
+                    names.setdefault(dest, name)
+        elif action.option_strings:
+            names.setdefault(action.dest, action.option_strings[-1])
+        else:
+            names.setdefault(action.dest, action.dest.upper())
+    return names
+
+
+def check_numbers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse NaN / Inf in any numeric option and negative budgets (:data:`BUDGET_OPTIONS`), for every command."""
+    names = None
+    for dest, value in vars(args).items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        bad = ("must be a finite number" if any(not math.isfinite(v) for v in numbers) else
+               "must be >= 0" if dest in BUDGET_OPTIONS and any(v < 0 for v in numbers) else None)
+        if bad:
+            names = names or _option_strings(parser)
+            shown = " ".join(str(v) for v in values)
+            raise OmnifieldError(f"{names.get(dest, '--' + dest.replace('_', '-'))} {bad}, got {shown}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every available sub-command."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="omnifield",
         description="Neural fields and 3D reconstruction: train, evaluate, render, convert, solve PDEs, navigate.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -51,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        check_numbers(parser, args)
         return int(args.func(args) or 0)
     except OmnifieldError as exc:
         print(f"omnifield: error: {exc}", file=sys.stderr)

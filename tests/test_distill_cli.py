@@ -93,4 +93,4 @@ def test_convert_reports_bad_input_on_one_line(tmp_path, teacher_run, capsys):
     assert main(["convert", str(teacher_run), "--to", "mlp", "--set", "train.lr=1"]) == 2
     assert "field.*" in capsys.readouterr().err
     assert main(["convert", str(teacher_run), "--to", "mlp", "--out", str(teacher_run)]) == 2
-    assert "already holds a run" in capsys.readouterr().err
+    assert "holds a hashgrid NeRF run; refusing to write an mlp NeRF run there" in capsys.readouterr().err

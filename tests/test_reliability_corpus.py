@@ -1,15 +1,19 @@
-"""A corpus of malformed datasets, configs and checkpoints run through the CLI entry points.
+"""A corpus of malformed datasets, configs, checkpoints and options run through every CLI command.
 
-Every case must end with exit code 2 and exactly one line on stderr, ``omnifield: error: ...``,
-that contains the expected message (no traceback, no other exception type). The cases are built
-from a small valid scene and a valid one-step run by the ``CORPUS`` table below.
+Every case must end with exit code 2 and exactly one line on stderr (``omnifield: error: ...``, or
+argparse's ``omnifield <command>: error: ...``) that contains the expected message (no traceback, no
+other exception type), and must leave every file it was given unchanged (the case's folder and the
+shared scene and run are hashed before and after). The cases are built from a small valid scene and
+a valid one-step run by the ``CORPUS`` table below; each sub-command has at least five.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
+import struct
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -17,7 +21,8 @@ import numpy as np
 import pytest
 
 from omnifield.apps.recon.run import CHECKPOINT
-from omnifield.cli import main
+from omnifield.cli import build_parser, main
+from omnifield.io.checkpoint import save_checkpoint
 from tests.conftest import lego_subset
 from tests.test_recon_cli import TINY
 
@@ -151,7 +156,97 @@ def _n_levels(meta):
     return meta
 
 
+def _config(key, value=None):
+    """Set (or, with ``None``, delete) ``meta['config'][key]``."""
+    def fn(meta):
+        if value is None:
+            meta["config"].pop(key)
+        else:
+            meta["config"][key] = value
+        return meta
+    return fn
+
+
+def _splat_checkpoint(path: Path) -> None:
+    """Make ``path`` a (tiny) splat-run checkpoint."""
+    import torch
+
+    save_checkpoint(path, {"means": torch.zeros(1, 3)}, {"method": "splat", "config": {"method": "splat"}})
+
+
+def command(*words, run=False, damage=None, out=None):
+    """``omnifield <words...>`` with ``@run`` replaced by a (damaged) run copy, ``@scene`` by the base scene,
+    ``@tmp`` by the case's folder, ``@grids`` by an empty folder, ``@out`` by a copy of the run (damaged by ``out``) used as an output folder."""
+    def build(tmp: Path, base):
+        subs = {"@scene": str(base[0]), "@tmp": str(tmp), "@grids": str(tmp / "grids")}
+        (tmp / "grids").mkdir(exist_ok=True)  # no grids: the MAE commands check options before reading grids
+        if run or damage is not None:
+            subs["@run"] = str(_run_copy(tmp, base, damage))
+        if out is not None or any("@out" in w for w in words):
+            target = tmp / "existing"
+            shutil.copytree(base[1], target)
+            if out is not None:
+                out(target / CHECKPOINT)
+            subs["@out"] = str(target)
+        return [re.sub("@[a-z]+", lambda m: subs.get(m.group(0), m.group(0)), w) for w in words]
+    return build
+
+
+def _ply(tmp: Path, xyz: np.ndarray) -> Path:
+    from plyfile import PlyData, PlyElement
+
+    vertex = np.array([tuple(p) for p in xyz], dtype=[("x", "f4"), ("y", "f4"), ("z", "f4")])
+    path = tmp / "points.ply"
+    PlyData([PlyElement.describe(vertex, "vertex")]).write(str(path))
+    return path
+
+
+def train_init_points(write):
+    """``train --method splat --init points`` from the point file ``write(tmp)`` returns."""
+    return lambda tmp, base: ["train", str(base[0]), "--method", "splat", "--out", str(tmp / "out"), "--steps", "1",
+                              "--no-eval", "--init", "points", "--init-points", str(write(tmp))]
+
+
+def _transforms_scene(tmp: Path, base, **extra) -> Path:
+    """The base scene as one Instant-NGP ``transforms.json`` (focal length in pixels) with ``extra`` keys."""
+    scene = _scene(tmp, base)
+    meta = json.loads((scene / "transforms_train.json").read_text())
+    for split in ("train", "test"):
+        (scene / f"transforms_{split}.json").unlink()
+    meta.update(fl_x=1111.0, **extra)
+    (scene / "transforms.json").write_text(json.dumps(meta))
+    return scene
+
+
+def train_transforms(**extra):
+    return lambda tmp, base: ["train", str(_transforms_scene(tmp, base, **extra)), "--out", str(tmp / "out"), *RUN_FLAGS]
+
+
+def _colmap_scene(tmp: Path, base, camera: str = "1 PINHOLE 200 200 278 278 100 100", name: str = "r_2.png",
+                  images_bin: bytes | None = None) -> Path:
+    """The base scene's two training views as a COLMAP text model (or a binary one with ``images_bin``);
+    the first is held out for ``test``, the second, named ``name``, is read for ``train``."""
+    scene = tmp / "colmap"
+    (scene / "images").mkdir(parents=True)
+    sparse = scene / "sparse" / "0"
+    sparse.mkdir(parents=True)
+    for i in (1, 2):
+        shutil.copy(base[0] / "train" / f"r_{i}.png", scene / "images" / f"r_{i}.png")
+    if images_bin is not None:
+        (sparse / "cameras.bin").write_bytes(struct.pack("<QiiQQ4d", 1, 1, 1, 200, 200, 278, 278, 100, 100))
+        (sparse / "images.bin").write_bytes(images_bin)
+        return scene
+    (sparse / "cameras.txt").write_text(camera + "\n")
+    (sparse / "images.txt").write_text(f"1 1 0 0 0 0 0 4 1 r_1.png\n\n2 1 0 0 0 0.1 0 4 1 {name}\n\n")
+    return scene
+
+
+def train_colmap(**kwargs):
+    return lambda tmp, base: ["train", str(_colmap_scene(tmp, base, **kwargs)), "--out", str(tmp / "out"), *RUN_FLAGS]
+
+
 # ------------------------------------------------------------------------------------- corpus
+IDENTITY4 = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 4], [0, 0, 0, 1]]
 ROTATED_SCALED = [[2, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 4], [0, 0, 0, 1]]
 SHEARED = [[1, 0.5, 0, 0], [0, 1, 0, 0], [0, 0, 1, 4], [0, 0, 0, 1]]
 
@@ -192,14 +287,14 @@ CORPUS = [
     ("focal-zero", train(lambda m: m.__setitem__("fl_x", 0)), r"'fl_x' must be a positive number, got 0"),
     ("principal-point-nan", train(lambda m: m.update(fl_x=100.0, cx=float("nan"))), r"'cx' must be a finite number"),
     ("image-truncated", train_image(lambda p: p.write_bytes(p.read_bytes()[:300])), r"r_1.png: cannot read image"),
-    ("image-empty", train_image(lambda p: p.write_bytes(b"")), r"r_1.png: cannot read image"),
+    ("image-empty", train_image(lambda p: p.write_bytes(b"")), r"r_1.png: cannot read image: empty or unreadable"),
     ("image-is-text", train_image(lambda p: p.write_text("not an image")), r"r_1.png: cannot read image"),
     ("image-jpeg-garbage", train_image(lambda p: p.write_bytes(b"\xff\xd8\xff\xe0" + bytes(200))),
      r"r_1.png: cannot read image"),
     ("image-two-channels", train_image(lambda p: iio.imwrite(p, np.zeros((200, 200, 2), np.uint8))),
      r"r_1.png: expected an RGB or RGBA image, got array of shape \(200, 200, 2\)"),
     ("image-size-differs", train_image(lambda p: iio.imwrite(p, np.zeros((100, 100, 4), np.uint8))),
-     r"r_2.png: image size \(200, 200\) differs from the first frame's \(100, 100\)"),
+     r"r_2.png: image size 200x200 differs from the first frame's 100x100"),
     # --- configs and options
     ("downscale-zero", train_opts("--downscale", "0"), r"downscale must be a positive integer, got 0"),
     ("downscale-too-large", train_opts("--downscale", "1000"), r"downscale factor 1000 is larger than the image size"),
@@ -282,18 +377,262 @@ def _no_transforms(tmp, base):
 CORPUS[1] = ("transforms-missing", _no_transforms, r"no transforms_train.json, transforms.json or COLMAP sparse/0 model found")
 
 
+NAN, HUGE_TABLE = "nan", ["--set", "field.encoding.log2_hashmap_size=30", "--set", "field.encoding.n_features_per_level=8"]
+SPLAT_RUN = dict(damage=_splat_checkpoint)
+CORPUS += [
+    # --- train: never into a run of another kind or method; impossible sizes and budgets refused up front
+    ("train-splat-over-nerf-run", command("train", "@scene", "--method", "splat", "--out", "@out", "--steps", "2"),
+     r"existing holds a hashgrid NeRF run; refusing to write a splat run there \(use another --out\)"),
+    ("train-splat-resume-over-nerf-run", command("train", "@scene", "--method", "splat", "--out", "@out", "--resume"),
+     r"--resume: splat training cannot continue a run"),
+    ("train-mlp-resume-on-hashgrid-run", command("train", "@scene", "--method", "mlp", "--out", "@out", "--resume"),
+     r"holds a hashgrid NeRF run; refusing to write an mlp NeRF run there"),
+    ("train-over-splat-run", command("train", "@scene", "--out", "@out", *RUN_FLAGS, out=_splat_checkpoint),
+     r"holds a splat run; refusing to write a hashgrid NeRF run there"),
+    ("train-resume-splat-run", command("train", "@scene", "--out", "@out", "--resume", out=_splat_checkpoint),
+     r"holds a splat run; refusing to write a hashgrid NeRF run there"),
+    ("train-hash-table-too-large", command("train", "@scene", "--out", "@tmp/o", *HUGE_TABLE), r"training its hash tables \(\d+ M parameters.*needs about "
+     r"[\d.]+ [GTP]iB, more than the"),
+    ("train-minutes-nan", train_opts("--minutes", NAN), r"--minutes must be a finite number, got nan"),
+    ("train-splat-minutes-negative", train_opts("--method", "splat", "--minutes=-1"), r"--minutes must be >= 0"),
+    ("train-init-points-empty-ply", train_init_points(lambda tmp: _ply(tmp, np.zeros((0, 3)))),
+     r"points.ply: point cloud is empty \(0 vertices\)"),
+    ("train-init-points-nan", train_init_points(lambda tmp: _ply(tmp, np.array([[0, 0, 0], [np.nan, 0, 1.0]]))),
+     r"points.ply: 1 of 2 points have NaN or Inf coordinates"),
+    ("train-init-points-binary-txt", train_init_points(lambda tmp: _write(tmp / "points3D.txt", bytes(range(256)))),
+     r"points3D.txt: not a text file; expected COLMAP points3D.txt"),
+    ("image-rgb-among-rgba", train_image(lambda p: iio.imwrite(p, np.zeros((200, 200, 3), np.uint8))),
+     r"r_2.png: has 4 channels \(RGBA\), the first frame has 3 \(RGB\); convert all frames to one layout"),
+    ("image-path-outside-scene", train(_frame0(lambda f: f.__setitem__("file_path", "../../elsewhere/r_0"))),
+     r"image path '../../elsewhere/r_0' points outside the scene folder .*OMNIFIELD_ALLOW_OUTSIDE_PATHS=1"),
+    ("transforms-distortion-implausible", train_transforms(k1=1e6), r"implausible lens distortion coefficient 1e\+06"),
+    ("transforms-absolute-path-outside", train_transforms(frames=[{"file_path": "/etc/hostname",
+                                                                  "transform_matrix": IDENTITY4}]),
+     r"image path '/etc/hostname' points outside the scene folder"),
+    ("colmap-focal-nan", train_colmap(camera="1 PINHOLE 200 200 nan 278 100 100"),
+     r"cameras.txt camera 1: camera intrinsics contain NaN or Inf"),
+    ("colmap-focal-negative", train_colmap(camera="1 PINHOLE 200 200 -5 278 100 100"),
+     r"camera 1: focal lengths must be positive, got fx=-5.0"),
+    ("colmap-image-outside-scene", train_colmap(name="r_9/../../../../r_2.png"),
+     r"COLMAP image 'r_9/../../../../r_2.png': image path .* points outside the scene folder"),
+    ("colmap-images-bin-garbage", train_colmap(images_bin=struct.pack("<Q", 1) + bytes(64) + b"\xff\xfe\x00"),
+     r"malformed COLMAP binary model"),
+    # --- eval / render: run metadata, sizes
+    ("eval-meta-no-renderer", on_run(["eval"], _rewrite_meta(_config("renderer"))),
+     r"checkpoint metadata lacks the renderer config"),
+    ("eval-meta-downscale-text", on_run(["eval"], _rewrite_meta(_config("downscale", "abc"))),
+     r"checkpoint metadata 'config.downscale' must be an integer >= 1, got 'abc'"),
+    ("eval-meta-step-text", on_run(["eval"], _rewrite_meta(lambda m: _set(m, "step", "many"))),
+     r"checkpoint metadata 'step' must be an integer >= 0, got 'many'"),
+    ("eval-of-a-splat-run", command("eval", "@run", **SPLAT_RUN), r"holds a splat run, not a NeRF run"),
+    ("render-frames-zero", command("render", "@run", "--orbit", "--frames", "0", run=True),
+     r"--frames must be in 1\.\.\d+, got 0"),
+    ("render-frames-huge", command("render", "@run", "--orbit-only", "--frames", "20000", run=True),
+     r"--frames must be in 1\.\.\d+, got 20000"),
+    ("render-fps-zero", command("render", "@run", "--orbit", "--fps", "0", run=True), r"--fps must be >= 1, got 0"),
+    ("render-meta-step-text", on_run(["render"], _rewrite_meta(lambda m: _set(m, "step", "many"))),
+     r"'step' must be an integer >= 0"),
+    # --- export mesh / points / video / splat
+    ("export-mesh-threshold-nan", command("export", "mesh", "@run", "--threshold", NAN, run=True),
+     r"--threshold must be a finite number"),
+    ("export-mesh-resolution-zero", command("export", "mesh", "@run", "--resolution", "0", run=True),
+     r"omnifield export mesh: error: argument --resolution: must be positive, got 0"),
+    ("export-mesh-min-component", command("export", "mesh", "@run", "--min-component", "5", run=True),
+     r"--min-component must be a fraction in \[0, 1\], got 5.0"),
+    ("export-mesh-run-missing", command("export", "mesh", "@tmp/norun"), r"norun: run folder not found"),
+    ("export-mesh-truncated", on_run(["export", "mesh"], _truncate), r"corrupt or truncated checkpoint"),
+    ("export-mesh-of-a-splat-run", command("export", "mesh", "@run", **SPLAT_RUN), r"holds a splat run, not a NeRF"),
+    ("export-points-zero", command("export", "points", "@run", "--n-points", "0", run=True),
+     r"argument --n-points: must be positive, got 0"),
+    ("export-points-threshold-inf", command("export", "points", "@run", "--threshold", "inf", run=True),
+     r"--threshold must be a finite number, got inf"),
+    ("export-points-resolution-text", command("export", "points", "@run", "--resolution", "high", run=True),
+     r"argument --resolution: invalid int value: 'high'"),
+    ("export-points-run-missing", command("export", "points", "@tmp/norun"), r"norun: run folder not found"),
+    ("export-points-meta-no-renderer", on_run(["export", "points"], _rewrite_meta(_config("renderer"))),
+     r"lacks the renderer config"),
+    ("export-video-fps-zero", command("export", "video", "@run", "--fps", "0", run=True),
+     r"argument --fps: must be positive, got 0"),
+    ("export-video-frames-zero", command("export", "video", "@run", "--frames", "0", run=True),
+     r"argument --frames: must be positive, got 0"),
+    ("export-video-path-missing", command("export", "video", "@run", "--path", "@tmp/none.json", run=True),
+     r"none.json': neither 'orbit' nor an existing camera path file"),
+    ("export-video-run-missing", command("export", "video", "@tmp/norun"), r"norun: run folder not found"),
+    ("export-video-truncated", on_run(["export", "video"], _truncate), r"corrupt or truncated checkpoint"),
+    ("export-splat-run-missing", command("export", "splat", "@tmp/norun"), r"norun/checkpoint.safetensors: checkpoint "
+                                                                          r"not found"),
+    ("export-splat-truncated", on_run(["export", "splat"], _truncate), r"corrupt or truncated checkpoint"),
+    ("export-splat-empty-checkpoint", on_run(["export", "splat"], lambda p: p.write_bytes(b"")),
+     r"corrupt or truncated checkpoint"),
+    ("export-splat-incomplete", command("export", "splat", "@run", **SPLAT_RUN), r"incomplete splat checkpoint"),
+    # --- convert
+    ("convert-n-gaussians-zero", command("convert", "@run", "--to", "splat", "--n-gaussians", "0", "--out",
+                                         "@tmp/c", run=True), r"--n-gaussians must be >= 1, got 0"),
+    ("convert-over-a-run", command("convert", "@run", "--to", "mlp", "--out", "@out", run=True),
+     r"existing holds a hashgrid NeRF run; refusing to write an mlp NeRF run there"),
+    ("convert-splat-over-a-run", command("convert", "@run", "--to", "splat", "--out", "@out", run=True),
+     r"refusing to write a splat run there"),
+    ("convert-minutes-nan", command("convert", "@run", "--to", "mlp", "--minutes", NAN, run=True),
+     r"--minutes must be a finite number"),
+    ("convert-steps-zero", command("convert", "@run", "--to", "mlp", "--steps", "0", run=True),
+     r"--steps and --eval-views must be >= 1"),
+    ("convert-hash-table-too-large", command("convert", "@run", "--to", "hashgrid", "--out", "@tmp/c", *HUGE_TABLE,
+                                             run=True), r"--to hashgrid: training its hash tables .* needs about"),
+    # --- pde solve
+    ("pde-steps-negative", command("pde", "solve", "heat", "--steps=-5", "--out", "@tmp/p"), r"--steps must be >= 0"),
+    ("pde-steps-zero", command("pde", "solve", "heat", "--steps", "0", "--out", "@tmp/p"), r"--steps must be > 0"),
+    ("pde-lr-nan", command("pde", "solve", "heat", "--lr", NAN, "--out", "@tmp/p"), r"--lr must be a finite number"),
+    ("pde-insr-dt-nan", command("pde", "solve", "heat", "--solver", "insr", "--insr-dt", NAN, "--out", "@tmp/p"),
+     r"--insr-dt must be a finite number"),
+    ("pde-lr-zero", command("pde", "solve", "heat", "--lr", "0", "--out", "@tmp/p"), r"--lr must be > 0, got 0.0"),
+    ("pde-unknown-solver", command("pde", "solve", "heat", "--solver", "magic", "--out", "@tmp/p"), r"magic"),
+    ("pde-over-a-run", command("pde", "solve", "heat", "--steps", "1", "--out", "@out"),
+     r"holds a hashgrid NeRF run; refusing to write a PDE solution there"),
+    # --- fit image / sdf
+    ("fit-image-size-tiny", command("fit", "image", "@scene/train/r_1.png", "--out", "@tmp/f", "--size", "2"),
+     r"--size must be >= 8, got 2"),
+    ("fit-image-params-tiny", command("fit", "image", "@scene/train/r_1.png", "--out", "@tmp/f", "--params", "10"),
+     r"--params >= 1000"),
+    ("fit-image-params-huge", command("fit", "image", "@scene/train/r_1.png", "--out", "@tmp/f", "--params", "1e14"),
+     r"argument --params: invalid int value: '1e14'"),
+    ("fit-image-params-too-many", command("fit", "image", "@scene/train/r_1.png", "--out", "@tmp/f", "--params",
+                                          "100000000000000"), r"--params 100000000000000: training the field needs about"),
+    ("fit-image-over-a-run", command("fit", "image", "@scene/train/r_1.png", "--out", "@out"),
+     r"holds a hashgrid NeRF run; refusing to write an image fit there"),
+    ("fit-image-seconds-nan", command("fit", "image", "@scene/train/r_1.png", "--out", "@tmp/f", "--seconds", NAN),
+     r"--seconds must be a finite number"),
+    ("fit-sdf-resolution-low", command("fit", "sdf", "@tmp/m.obj", "--out", "@tmp/f", "--resolution", "8"),
+     r"--resolution must be >= 16, got 8"),
+    ("fit-sdf-samples-low", command("fit", "sdf", "@tmp/m.obj", "--out", "@tmp/f", "--samples", "10"),
+     r"--samples must be >= 1000, got 10"),
+    ("fit-sdf-over-a-run", command("fit", "sdf", "@tmp/m.obj", "--out", "@out"),
+     r"refusing to write an sdf fit there"),
+    ("fit-sdf-steps-negative", command("fit", "sdf", "@tmp/m.obj", "--out", "@tmp/f", "--steps=-1"),
+     r"--steps must be >= 0, got -1"),
+    ("fit-sdf-mesh-is-text", lambda tmp, base: ["fit", "sdf", str(_write(tmp / "m.obj", b"v 1 2\nf 9 9 9\n")),
+                                                "--out", str(tmp / "f")], r"m.obj: "),
+    # --- mae
+    ("mae-scenes-count-zero", command("mae", "scenes", "@tmp/g", "--count", "0"), r"--count must be >= 1, got 0"),
+    ("mae-scenes-resolution-zero", command("mae", "scenes", "@tmp/g", "--resolution", "0"), r"--resolution must be >= 1"),
+    ("mae-scenes-supersample-zero", command("mae", "scenes", "@tmp/g", "--supersample", "0"),
+     r"--supersample must be >= 1"),
+    ("mae-scenes-resolution-negative", command("mae", "scenes", "@tmp/g", "--resolution=-4"),
+     r"--resolution must be >= 1, got -4"),
+    ("mae-scenes-into-a-run", command("mae", "scenes", "@out", "--count", "1"),
+     r"holds a hashgrid NeRF run; refusing to write an MAE grid folder there"),
+    ("mae-render-size-zero", command("mae", "render", "@tmp/r", "--size", "0"), r"size >= 8 \(got 60, 10, 0\)"),
+    ("mae-render-no-train-views", command("mae", "render", "@tmp/r", "--train-views", "0"), r"need n_train >= 1"),
+    ("mae-render-test-views-negative", command("mae", "render", "@tmp/r", "--test-views=-1"), r"n_test >= 1"),
+    ("mae-render-into-a-run", command("mae", "render", "@out"), r"refusing to write a procedural scene there"),
+    ("mae-render-size-text", command("mae", "render", "@tmp/r", "--size", "big"), r"argument --size: invalid int"),
+    ("mae-grid-supersample-zero", command("mae", "grid", "@run", "@tmp/g.npz", "--supersample", "0", run=True),
+     r"--supersample must be >= 1, got 0"),
+    ("mae-grid-max-views-zero", command("mae", "grid", "@run", "@tmp/g.npz", "--max-views", "0", run=True),
+     r"--max-views must be >= 1, got 0"),
+    ("mae-grid-resolution-zero", command("mae", "grid", "@run", "@tmp/g.npz", "--resolution", "0", run=True),
+     r"--resolution must be >= 1, got 0"),
+    ("mae-grid-run-missing", command("mae", "grid", "@tmp/norun", "@tmp/g.npz"), r"norun: run folder not found"),
+    ("mae-grid-of-a-splat-run", command("mae", "grid", "@run", "@tmp/g.npz", **SPLAT_RUN), r"holds a splat run"),
+    ("mae-pretrain-steps-zero", command("mae", "pretrain", "@grids", "--out", "@tmp/m", "--steps", "0"),
+     r"--steps must be >= 1, got 0"),
+    ("mae-pretrain-batch-zero", command("mae", "pretrain", "@grids", "--out", "@tmp/m", "--batch", "0"),
+     r"--batch must be >= 1, got 0"),
+    ("mae-pretrain-lr-nan", command("mae", "pretrain", "@grids", "--out", "@tmp/m", "--lr", NAN),
+     r"--lr must be a finite number"),
+    ("mae-pretrain-lr-zero", command("mae", "pretrain", "@grids", "--out", "@tmp/m", "--lr", "0"),
+     r"--lr must be > 0, got 0.0"),
+    ("mae-pretrain-over-a-run", command("mae", "pretrain", "@grids", "--out", "@out"),
+     r"refusing to write a mae model there"),
+    ("mae-finetune-labelled-zero", command("mae", "finetune", "@grids", "--out", "@tmp/m", "--labelled", "0"),
+     r"--labelled must be >= 1, got 0"),
+    ("mae-finetune-steps-zero", command("mae", "finetune", "@grids", "--out", "@tmp/m", "--steps", "0"),
+     r"--steps must be >= 1"),
+    ("mae-finetune-batch-zero", command("mae", "finetune", "@grids", "--out", "@tmp/m", "--batch", "0"),
+     r"--batch must be >= 1"),
+    ("mae-finetune-lr-negative", command("mae", "finetune", "@grids", "--out", "@tmp/m", "--lr=-1"),
+     r"--lr must be > 0, got -1.0"),
+    ("mae-finetune-over-a-run", command("mae", "finetune", "@grids", "--out", "@out"),
+     r"refusing to write a segmenter model there"),
+    ("mae-eval-model-missing", command("mae", "eval", "@tmp/none", "@grids"), r"none: checkpoint not found"),
+    ("mae-eval-a-nerf-run", command("mae", "eval", "@run/checkpoint.safetensors", "@grids", run=True),
+     r"not a NeRF-MAE model \(kind None\)"),
+    ("mae-eval-skip-negative", command("mae", "eval", "@tmp/none", "@grids", "--skip=-1"), r"--skip and --limit must be"),
+    ("mae-eval-limit-negative", command("mae", "eval", "@tmp/none", "@grids", "--limit=-3"), r"got 0 and -3"),
+    ("mae-eval-truncated-model", lambda tmp, base: ["mae", "eval", str(_write(tmp / "model.safetensors", b"\x08" * 9)),
+                                                    str(tmp)], r"model.safetensors: corrupt or truncated checkpoint"),
+    # --- nav
+    ("nav-run-pillars", command("nav", "run", "--out", "@tmp/n", "--pillars", "99"), r"--pillars must be between 0 and 8"),
+    ("nav-run-fit-steps-zero", command("nav", "run", "--out", "@tmp/n", "--fit-steps", "0"),
+     r"--fit-steps must be positive, got 0"),
+    ("nav-run-over-a-run", command("nav", "run", "--out", "@out", "--quick"),
+     r"refusing to write a navigation output there"),
+    ("nav-run-seed-text", command("nav", "run", "--out", "@tmp/n", "--seed", "x"), r"argument --seed: invalid int"),
+    ("nav-run-unknown-option", command("nav", "run", "--out", "@tmp/n", "--fast"),
+     r"unrecognized arguments: --fast"),
+    ("nav-export-voxel-nan", command("nav", "export", "--scene", "room", "--out", "@tmp/n", "--voxel", NAN),
+     r"--voxel must be a finite number"),
+    ("nav-export-voxel-tiny", command("nav", "export", "--scene", "room", "--out", "@tmp/n", "--voxel", "1e-5"),
+     r"--voxel 1e-05 gives a grid of 440000 x 440000 x 240000 cells, which needs about [\d.]+ EiB"),
+    ("nav-export-voxel-zero", command("nav", "export", "--scene", "room", "--out", "@tmp/n", "--voxel", "0"),
+     r"--voxel must be positive, got 0.0"),
+    ("nav-export-two-sources", command("nav", "export", "--scene", "room", "--run", "@run", "--out", "@tmp/n",
+                                       run=True), r"give exactly one of --run RUN_DIR or --scene room"),
+    ("nav-export-over-a-run", command("nav", "export", "--scene", "room", "--out", "@out"),
+     r"refusing to write a navigation output there"),
+    # --- view (options are checked before the server starts)
+    ("view-port-too-large", command("view", "@run", "--port", "99999", run=True), r"--port must be in 0..65535"),
+    ("view-port-negative", command("view", "@run", "--port=-1", run=True), r"--port must be in 0..65535, got -1"),
+    ("view-max-width-zero", command("view", "@run", "--max-width", "0", run=True), r"--max-width must be >= 16"),
+    ("view-run-missing", command("view", "@tmp/norun"), r"norun: run folder not found"),
+    ("view-truncated", on_run(["view"], _truncate), r"corrupt or truncated checkpoint"),
+]
+
+
 def test_corpus_is_large_and_named_uniquely():
     names = [c[0] for c in CORPUS]
-    assert len(names) >= 30 and len(set(names)) == len(names)
+    assert len(names) >= 150 and len(set(names)) == len(names)
+
+
+def _leaf_commands(parser=None, prefix=()) -> list[tuple[str, ...]]:
+    """Every runnable sub-command of ``omnifield`` as a word tuple, e.g. ``('export', 'mesh')``."""
+    parser = parser or build_parser()
+    subs = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+    if not subs:
+        return [prefix]
+    return [leaf for name, child in subs[0].choices.items() for leaf in _leaf_commands(child, (*prefix, name))]
+
+
+def _command_of(argv: list[str], leaves: list[tuple[str, ...]]) -> tuple[str, ...]:
+    return max((leaf for leaf in leaves if tuple(argv[: len(leaf)]) == leaf), key=len)
+
+
+def test_every_command_has_five_bad_inputs(base, tmp_path):
+    leaves = [leaf for leaf in _leaf_commands() if leaf != ("pde", "list")]
+    counts = {leaf: 0 for leaf in leaves}
+    for i, (_, build, _) in enumerate(CORPUS):
+        (tmp_path / str(i)).mkdir()
+        counts[_command_of(build(tmp_path / str(i), base), leaves)] += 1
+    assert {" ".join(leaf): n for leaf, n in counts.items() if n < 5} == {}
+
+
+def _tree_hash(*roots: Path) -> dict[str, str]:
+    """``relative path -> sha256`` of every file under ``roots``."""
+    return {f"{i}/{p.relative_to(root)}": hashlib.sha256(p.read_bytes()).hexdigest()
+            for i, root in enumerate(roots) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("name,build,expected", CORPUS, ids=[c[0] for c in CORPUS])
 def test_bad_input_gives_one_clear_line_and_exit_2(name, build, expected, base, tmp_path, capsys):
     argv = build(tmp_path, base)
+    before = _tree_hash(tmp_path, *base)
     capsys.readouterr()
-    code = main(argv)
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code
     err = capsys.readouterr().err
     lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip() and "step/s" not in line]
     assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("omnifield: error: "), err
+    assert len(lines) == 1 and re.match(r"omnifield( [a-z]+)*: error: ", lines[0]), err
     assert re.search(expected, lines[0]), lines[0]
+    assert _tree_hash(tmp_path, *base) == before, "a refused command changed files"

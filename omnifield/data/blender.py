@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from omnifield.data.images import read_image
+from omnifield.data.images import layout_mismatch, read_image
 from omnifield.errors import OmnifieldError
 from omnifield.renderers.cameras import Cameras
 
@@ -29,8 +30,36 @@ class PosedImages:
     names: list[str]
 
 
+ALLOW_OUTSIDE_ENV = "OMNIFIELD_ALLOW_OUTSIDE_PATHS"
+MAX_DISTORTION = 50.0  # |k|, |p| of real lenses stay within a few units (strong fisheyes: k ~ 1)
+
+
+def inside_scene(root: Path, name: str, where: str) -> Path:
+    """``root / name``, refused when ``name`` (absolute, or climbing with ``..``) leaves the scene folder
+    ``root``, unless the environment sets ``OMNIFIELD_ALLOW_OUTSIDE_PATHS=1``. Symbolic links inside the
+    folder are followed as usual: the test is on the path as written."""
+    path = Path(os.path.abspath(root / name))
+    if os.environ.get(ALLOW_OUTSIDE_ENV) != "1" and not path.is_relative_to(os.path.abspath(root)):
+        raise OmnifieldError(f"{where}: image path {name!r} points outside the scene folder {root} "
+                             f"(set {ALLOW_OUTSIDE_ENV}=1 to allow it)")
+    return path
+
+
+def check_camera(values: list[float], where: str) -> list[float]:
+    """``[fx, fy, cx, cy, k1, k2, k3, k4, p1, p2]`` checked: finite, positive focal lengths, plausible distortion."""
+    if not all(math.isfinite(v) for v in values):
+        raise OmnifieldError(f"{where}: camera intrinsics contain NaN or Inf")
+    if values[0] <= 0 or values[1] <= 0:
+        raise OmnifieldError(f"{where}: focal lengths must be positive, got fx={values[0]}, fy={values[1]}")
+    worst = max(abs(v) for v in values[4:]) if len(values) > 4 else 0.0
+    if worst > MAX_DISTORTION:
+        raise OmnifieldError(f"{where}: implausible lens distortion coefficient {worst:g} (|k|, |p| must be "
+                             f"<= {MAX_DISTORTION:g}; real lenses stay within a few units)")
+    return values
+
+
 def _resolve_frame(root: Path, file_path: str, where: str) -> Path:
-    base = (root / file_path).resolve() if not Path(file_path).is_absolute() else Path(file_path)
+    base = inside_scene(root, file_path, where).resolve()
     if base.suffix or not base.name:
         candidates = [base]
     else:
@@ -115,8 +144,9 @@ def load_blender(root: str | Path, split: str = "train", downscale: int = 1) -> 
             raise OmnifieldError(f"{where}: needs 'file_path' and 'transform_matrix'")
         path = _resolve_frame(meta_path.parent, str(frame["file_path"]), where)
         img = read_image(path)
-        if images and img.shape != images[0].shape:
-            raise OmnifieldError(f"{path}: image size {img.shape[:2]} differs from the first frame's {images[0].shape[:2]}")
+        mismatch = layout_mismatch(path, img.shape, images[0].shape) if images else None
+        if mismatch:
+            raise OmnifieldError(mismatch)
         images.append(img)
         poses.append(_matrix(frame["transform_matrix"], where))
         names.append(path.stem)

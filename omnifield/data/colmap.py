@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from omnifield.data.blender import downscale_images
-from omnifield.data.images import read_image
+from omnifield.data.blender import check_camera, downscale_images, inside_scene
+from omnifield.data.images import layout_mismatch, read_image
 from omnifield.data.scene import (Normalization, Scene, ScenePoints, colmap_model_dir, depth_bounds_from_points,
                                   split_indices)
 from omnifield.errors import OmnifieldError
@@ -90,7 +90,11 @@ def _camera(model_id: int, width: int, height: int, params, where: str) -> Colma
     name, n_params = CAMERA_MODELS[model_id]
     if len(params) != n_params:
         raise OmnifieldError(f"{where}: {name} needs {n_params} parameters, got {len(params)}")
-    return ColmapCamera(name, int(width), int(height), np.asarray(params, dtype=np.float64))
+    if not 0 < width < 1 << 20 or not 0 < height < 1 << 20:
+        raise OmnifieldError(f"{where}: image size {width}x{height} is not a positive size")
+    camera = ColmapCamera(name, int(width), int(height), np.asarray(params, dtype=np.float64))
+    check_camera(camera.intrinsics()[0], where)
+    return camera
 
 
 class _Reader:
@@ -181,12 +185,13 @@ def _read_text(folder: Path) -> ColmapModel:
 def read_colmap_model(folder: str | Path) -> ColmapModel:
     """Read a sparse model folder, binary when ``cameras.bin`` exists, else text."""
     folder = Path(folder)
+    binary = (folder / "cameras.bin").is_file()
     try:
-        model = _read_binary(folder) if (folder / "cameras.bin").is_file() else _read_text(folder)
+        model = _read_binary(folder) if binary else _read_text(folder)
     except FileNotFoundError as exc:
         raise OmnifieldError(f"{folder}: COLMAP model is missing {Path(exc.filename).name}") from None
-    except (ValueError, IndexError) as exc:
-        raise OmnifieldError(f"{folder}: malformed COLMAP text model ({exc})") from None
+    except (ValueError, IndexError, OverflowError) as exc:
+        raise OmnifieldError(f"{folder}: malformed COLMAP {'binary' if binary else 'text'} model ({exc})") from None
     if not model.images:
         raise OmnifieldError(f"{folder}: COLMAP model has no registered images")
     for name, camera_id, w2c in model.images:
@@ -231,12 +236,14 @@ def load_colmap(root: str | Path, split: str = "train", downscale: int = 1) -> S
         if cam_id not in model.cameras:
             raise OmnifieldError(f"{root}: image {name!r} refers to unknown camera {cam_id}")
         cam = model.cameras[cam_id]
-        img = read_image(root / "images" / name)
+        path = inside_scene(root, str(Path("images") / name), f"{root}: COLMAP image {name!r}")
+        img = read_image(path)
         if img.shape[:2] != (cam.height, cam.width):
-            raise OmnifieldError(f"{root / 'images' / name}: size {img.shape[1]}x{img.shape[0]} differs from "
+            raise OmnifieldError(f"{path}: size {img.shape[1]}x{img.shape[0]} differs from "
                                  f"its COLMAP camera's {cam.width}x{cam.height}")
-        if images and img.shape != images[0].shape:
-            raise OmnifieldError(f"{root / 'images' / name}: all images must share one size and channel count")
+        mismatch = layout_mismatch(path, img.shape, images[0].shape) if images else None
+        if mismatch:
+            raise OmnifieldError(mismatch)
         k, is_fisheye = cam.intrinsics()
         images.append(img)
         intrinsics.append(k)

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from omnifield.data.blender import _matrix, _resolve_frame, downscale_images
-from omnifield.data.images import read_image
+from omnifield.data.blender import _matrix, _resolve_frame, check_camera, downscale_images
+from omnifield.data.images import layout_mismatch, read_image
 from omnifield.data.scene import Normalization, Scene, ScenePoints, depth_bounds_from_points, split_indices
 from omnifield.errors import OmnifieldError
 from omnifield.io.points import read_point_cloud
@@ -67,9 +67,7 @@ def _intrinsics(params: dict, image_hw: tuple[int, int], where: str) -> list[flo
         values = _intrinsics_unchecked(params, image_hw, where)
     except (TypeError, ValueError, ZeroDivisionError) as exc:
         raise OmnifieldError(f"{where}: camera intrinsics must be numbers ({exc})") from None
-    if not all(math.isfinite(v) for v in values):
-        raise OmnifieldError(f"{where}: camera intrinsics contain NaN or Inf")
-    return values
+    return check_camera(values, where)
 
 
 def _intrinsics_unchecked(params: dict, image_hw: tuple[int, int], where: str) -> list[float]:
@@ -117,9 +115,9 @@ def load_transforms(path: str | Path, split: str = "train", downscale: int = 1) 
         img = read_image(image_path)
         if "mask_path" in frame:
             img = _with_mask(img, _resolve_frame(path.parent, str(frame["mask_path"]), where))
-        if images and img.shape[:2] != images[0].shape[:2]:
-            raise OmnifieldError(f"{image_path}: image size {img.shape[:2]} differs from the first frame's "
-                                 f"{images[0].shape[:2]}")
+        mismatch = layout_mismatch(image_path, img.shape, images[0].shape, compare_channels=False) if images else None
+        if mismatch:  # frames without alpha are made opaque below
+            raise OmnifieldError(mismatch)
         params = {**top, **{k: frame[k] for k in INTRINSIC_KEYS if k in frame}}
         images.append(img)
         poses.append(_matrix(frame["transform_matrix"], where))

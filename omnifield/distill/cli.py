@@ -19,6 +19,8 @@ import torch
 
 from omnifield.config import config_to_dict, replace_config
 from omnifield.errors import OmnifieldError
+from omnifield.fields.footprint import check_field_fits
+from omnifield.io.run_folder import claim_output
 
 SPLAT = "splat"
 GRID_PASSES = 8  # occupancy-grid passes over a splat teacher's density (lego: 3.9 % -> 4.8 % of cells)
@@ -125,14 +127,15 @@ def convert(run_dir: Path, to: str, out: Path, steps: int, active: bool = False,
             progress: bool = True) -> list[dict[str, Any]]:
     """Distil the run in ``run_dir`` into field ``to`` written to ``out``; returns the teacher/student rows."""
     from omnifield.apps.recon.config import TrainConfig
-    from omnifield.apps.recon.run import CHECKPOINT, Run
+    from omnifield.apps.recon.run import Run
     from omnifield.data.scene import load_scene
     from omnifield.distill.active import ActiveConfig
     from omnifield.distill.pvd import Distiller, PVDConfig
     from omnifield.io.atomic import write_text_atomic
 
-    if (out / CHECKPOINT).exists():
-        raise OmnifieldError(f"{out}: already holds a run; choose another --out")
+    claim_output(out, "splat run" if to == SPLAT else f"{to} NeRF run")
+    if to == SPLAT and n_gaussians < 1:
+        raise OmnifieldError(f"--n-gaussians must be >= 1, got {n_gaussians}")
     torch.manual_seed(seed)
     teacher = load_teacher(run_dir)
     data_dir = data_dir or teacher.data_dir
@@ -157,6 +160,7 @@ def convert(run_dir: Path, to: str, out: Path, steps: int, active: bool = False,
         except ValueError as exc:
             raise OmnifieldError(f"invalid option: {exc}") from None
         cfg = student_config(to, teacher, overrides or [])
+        check_field_fits(cfg, f"--to {to}")
         run = Run.create(out, to, cfg, teacher.sampler.cfg, TrainConfig(steps=steps), str(data_dir))
         run.renderer.load_state_dict(teacher.sampler.state_dict())
         distiller = Distiller(teacher.field, run.field, teacher.sampler, train.cameras, pvd)

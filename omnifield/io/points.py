@@ -70,8 +70,13 @@ def read_point_cloud(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | Non
     if not path.is_file():
         raise OmnifieldError(f"{path}: point cloud not found")
     if path.suffix.lower() == ".txt":
+        try:
+            lines = path.read_text().splitlines()
+        except UnicodeDecodeError:
+            raise OmnifieldError(f"{path}: not a text file; expected COLMAP points3D.txt (for points3D.bin, "
+                                 "convert the model to text or give a .ply)") from None
         rows = []
-        for i, line in enumerate(path.read_text().splitlines()):
+        for i, line in enumerate(lines):
             if not line.strip() or line.startswith("#"):
                 continue
             parts = line.split()
@@ -82,7 +87,7 @@ def read_point_cloud(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | Non
         if not rows or any(len(r) != 6 for r in rows):
             raise OmnifieldError(f"{path}: no COLMAP points (lines 'ID X Y Z R G B ERROR TRACK...')")
         data = torch.tensor(rows, dtype=torch.float32)
-        return data[:, :3], data[:, 3:] / 255.0
+        return _finite(data[:, :3], path), data[:, 3:] / 255.0
     from plyfile import PlyData
 
     try:
@@ -96,5 +101,13 @@ def read_point_cloud(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | Non
         rgb = np.stack([np.asarray(vertex[k], dtype=np.float32) for k in ("red", "green", "blue")], 1)
         colors = torch.from_numpy(rgb / (255.0 if rgb.max() > 1.0 else 1.0))
     if len(xyz) == 0:
-        raise OmnifieldError(f"{path}: point cloud is empty")
-    return torch.from_numpy(xyz), colors
+        raise OmnifieldError(f"{path}: point cloud is empty (0 vertices)")
+    return _finite(torch.from_numpy(xyz), path), colors
+
+
+def _finite(xyz: torch.Tensor, path: Path) -> torch.Tensor:
+    """``xyz [N, 3]`` itself, refused when a coordinate is NaN or Inf."""
+    bad = int((~torch.isfinite(xyz).all(1)).sum())
+    if bad:
+        raise OmnifieldError(f"{path}: {bad} of {len(xyz)} points have NaN or Inf coordinates")
+    return xyz

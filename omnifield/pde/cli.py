@@ -10,6 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
+from omnifield.errors import OmnifieldError
+from omnifield.io.run_folder import claim_output
 from omnifield.pde import registry
 
 def register(subparsers) -> None:
@@ -49,13 +51,30 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+# Numeric options that may be 0 (0 = none / the default); every other numeric option must be > 0.
+ZERO_ALLOWED = {"seed", "lbfgs_steps", "lbfgs_points", "lbfgs_resample_every", "condition_weight", "adaptive_k",
+                "adaptive_c"}
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse a numeric option out of range (``--steps -5``, ``--lr 0``): > 0, or >= 0 for :data:`ZERO_ALLOWED`."""
+    for dest, value in vars(args).items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or dest == "seed":
+            continue
+        if value < 0 or (value == 0 and dest not in ZERO_ALLOWED):
+            bound = ">= 0" if dest in ZERO_ALLOWED else "> 0"
+            raise OmnifieldError(f"pde solve: --{dest.replace('_', '-')} must be {bound}, got {value}")
+
+
 def _solve(args: argparse.Namespace) -> int:
     import torch
 
-    torch.set_num_threads(max(1, args.threads))
-    registry.get_problem(args.problem)  # validate the name before any work
+    registry.get_problem(args.problem)  # validate the name and options before any work
     run = registry.get_solver(args.solver)
+    _check_options(args)
+    torch.set_num_threads(max(1, args.threads))
     out_dir = args.out or Path("runs") / "pde" / f"{args.problem}_{args.solver}"
+    claim_output(out_dir, "PDE solution", continues=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = run(args.problem, args, out_dir)
     print(json.dumps({"problem": args.problem, "solver": args.solver, **metrics}, indent=None))

@@ -44,6 +44,8 @@ def _color(run):
 def cmd_mesh(args: argparse.Namespace) -> int:
     from omnifield.io.mesh import extract_mesh, save_mesh
 
+    if not 0 <= args.min_component <= 1:
+        raise OmnifieldError(f"--min-component must be a fraction in [0, 1], got {args.min_component}")
     run, norm = _open(args.run)
     out = Path(args.out) if args.out else Path(args.run) / "mesh.ply"
     mesh = extract_mesh(run.field.density, run.field.aabb.cpu(), args.resolution, args.threshold, _color(run),
@@ -90,6 +92,7 @@ def _positive(kind):
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value"
     return parse
 
 

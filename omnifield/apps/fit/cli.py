@@ -19,8 +19,11 @@ from omnifield.apps.fit.presets import BACKENDS, count_parameters, field_for_bud
 from omnifield.apps.fit.sdf import FitSDFConfig, extract_mesh, fit_sdf, load_mesh, mesh_metrics
 from omnifield.config import config_to_dict
 from omnifield.errors import OmnifieldError
+from omnifield.fields.footprint import TRAINING_BYTES_PER_PARAMETER
 from omnifield.io.atomic import atomic_path, write_text_atomic
 from omnifield.io.checkpoint import module_state, save_checkpoint
+from omnifield.io.run_folder import claim_output
+from omnifield.resources import require_memory
 
 
 def _save(out: Path, field: torch.nn.Module, configs: dict, metrics: dict) -> None:
@@ -30,14 +33,16 @@ def _save(out: Path, field: torch.nn.Module, configs: dict, metrics: dict) -> No
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
 
 
-def _check_common(args: argparse.Namespace) -> None:
+def _check_common(args: argparse.Namespace, kind: str) -> None:
     if args.steps < 1 or args.seconds < 0 or args.params < 1000:
         raise OmnifieldError("--steps must be >= 1, --seconds >= 0 and --params >= 1000")
+    require_memory(args.params * TRAINING_BYTES_PER_PARAMETER, f"--params {args.params}: training the field")
+    claim_output(args.out, kind, continues=True)
 
 
 def cmd_image(args: argparse.Namespace) -> int:
     """Fit an image; print and save PSNR, parameters, time."""
-    _check_common(args)
+    _check_common(args, "image fit")
     if args.size < 8:
         raise OmnifieldError(f"--size must be >= 8, got {args.size}")
     image = load_image(args.image, args.size)
@@ -58,13 +63,13 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 def cmd_sdf(args: argparse.Namespace) -> int:
     """Fit a signed-distance field; extract a mesh; print and save Chamfer, normal consistency, IoU."""
-    _check_common(args)
+    _check_common(args, "sdf fit")
     if args.resolution < 16:
         raise OmnifieldError(f"--resolution must be >= 16, got {args.resolution}")
-    mesh = load_mesh(args.mesh)
-    field_cfg = field_for_budget("sdf", args.backend, args.params)
     if args.samples < 1000:
         raise OmnifieldError(f"--samples must be >= 1000, got {args.samples}")
+    mesh = load_mesh(args.mesh)
+    field_cfg = field_for_budget("sdf", args.backend, args.params)
     cfg = FitSDFConfig(steps=args.steps, seconds=args.seconds, n_samples=args.samples,
                        mesh_resolution=args.resolution, seed=args.seed)
     torch.set_num_threads(max(1, args.threads))

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import imageio.v3 as iio
 import numpy as np
 import torch
 from skimage.filters import sobel
@@ -19,7 +18,7 @@ from skimage.transform import resize
 
 from omnifield.apps.fit.optim import make_optimizer
 from omnifield.config import register_config
-from omnifield.errors import OmnifieldError
+from omnifield.data.images import read_image
 from omnifield.fields.image_field import ImageField, pixel_coordinates
 
 
@@ -39,16 +38,7 @@ class FitImageConfig:
 
 def load_image(path: str | Path, size: int = 0) -> torch.Tensor:
     """An RGB image as ``[H, W, 3]`` float32 in [0, 1], resized (anti-aliased) so its longer side is ``size``."""
-    path = Path(path)
-    try:
-        img = iio.imread(path)
-    except (OSError, ValueError) as exc:
-        raise OmnifieldError(f"{path}: cannot read image ({' '.join(str(exc).split())})") from None
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=-1)
-    if img.ndim != 3 or img.shape[-1] not in (3, 4):
-        raise OmnifieldError(f"{path}: expected an RGB(A) or grey image, got shape {img.shape}")
-    img = img[..., :3].astype(np.float32) / (65535.0 if img.dtype == np.uint16 else 255.0)
+    img = read_image(Path(path))[..., :3]
     if size > 0 and max(img.shape[:2]) != size:
         scale = size / max(img.shape[:2])
         shape = (max(1, round(img.shape[0] * scale)), max(1, round(img.shape[1] * scale)), 3)

@@ -10,6 +10,7 @@ import torch
 
 from omnifield.errors import OmnifieldError
 from omnifield.io.atomic import write_text_atomic
+from omnifield.io.run_folder import claim_output
 
 EPILOG = """examples:
   omnifield mae scenes grids/pretrain --count 240                  # procedural grids, seeds 0..239
@@ -29,11 +30,22 @@ def _positive(name: str, value: int) -> int:
     return value
 
 
+def _check_training(args: argparse.Namespace, kind: str) -> None:
+    """Options of a training command, and its ``--out`` (which must not hold a run of another kind)."""
+    _positive("steps", args.steps)
+    _positive("batch", args.batch)
+    if not args.lr > 0:
+        raise OmnifieldError(f"--lr must be > 0, got {args.lr}")
+    claim_output(args.out, kind, continues=True)
+
+
 def cmd_scenes(args: argparse.Namespace) -> int:
     """Write labelled procedural grids."""
     from omnifield.apps.mae.dataset import write_scene_grids
 
-    _positive("count", args.count)
+    for name in ("count", "resolution", "supersample"):
+        _positive(name, getattr(args, name))
+    claim_output(args.out, "MAE grid folder", continues=True)
     torch.set_num_threads(args.threads)
     paths = write_scene_grids(args.out, range(args.first_seed, args.first_seed + args.count), args.resolution,
                               args.supersample)
@@ -46,6 +58,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from omnifield.apps.mae.raycast import write_blender_scene
     from omnifield.apps.mae.scene import generate_scene
 
+    claim_output(args.out, "procedural scene", continues=True)
     out = write_blender_scene(generate_scene(args.seed), args.out, args.train_views, args.test_views, args.size)
     print(f"scene {args.seed}: {args.train_views} train + {args.test_views} test views ({args.size}px) in {out}")
     return 0
@@ -57,6 +70,9 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from omnifield.apps.mae.from_run import grid_from_run
     from omnifield.apps.mae.grid import compare_grids, save_grid
     from omnifield.apps.mae.scene import scene_from_json
+
+    for name in ("resolution", "supersample", "max_views"):
+        _positive(name.replace("_", "-"), getattr(args, name))
 
     grid = grid_from_run(args.run, args.resolution, args.supersample, args.max_views)
     save_grid(grid, args.out)
@@ -75,6 +91,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from omnifield.apps.mae.runs import save_model
     from omnifield.apps.mae.train import evaluate_reconstruction, pretrain_mae
 
+    _check_training(args, "mae model")
     torch.set_num_threads(args.threads)
     paths = list_grids(args.data)
     if args.holdout >= len(paths):
@@ -108,8 +125,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from omnifield.apps.mae.scene import CLASS_NAMES
     from omnifield.apps.mae.train import finetune_segmenter
 
+    _check_training(args, "segmenter model")
+    _positive("labelled", args.labelled)
     torch.set_num_threads(args.threads)
-    paths = list_grids(args.data)[: _positive("labelled", args.labelled)]
+    paths = list_grids(args.data)[: args.labelled]
     rgba, labels = load_grid_stack(paths, with_labels=True)
     mae = load_model(args.pretrained, "mae")[0] if args.pretrained else None
     cfg = mae.cfg if mae is not None else MAE3DConfig(dim=args.dim, depth=args.depth, heads=args.heads)
@@ -135,6 +154,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from omnifield.apps.mae.scene import CLASS_NAMES
     from omnifield.apps.mae.train import evaluate_reconstruction, predict_labels, segmentation_scores
 
+    if args.skip < 0 or args.limit < 0:
+        raise OmnifieldError(f"--skip and --limit must be >= 0, got {args.skip} and {args.limit}")
     torch.set_num_threads(args.threads)
     model, meta = load_model(args.model)
     paths = list_grids(args.data)[args.skip :][: args.limit or None]

@@ -15,9 +15,12 @@ import numpy as np
 import torch
 
 from omnifield.errors import OmnifieldError
+from omnifield.io.run_folder import claim_output
+from omnifield.resources import require_memory
 
 ROOM_AABB = (-2.2, -2.2, -0.2, 2.2, 2.2, 2.2)
 FIELD_FILE = "learned_field.safetensors"
+BYTES_PER_CELL = 64  # density, occupancy, ESDF and the distance transform's work arrays, with sampling chunks
 
 
 def learned_room_field(world, out: Path, fit_steps: int, seed: int):
@@ -57,6 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     out = Path(args.out)
+    claim_output(out, "navigation output", continues=True)
     out.mkdir(parents=True, exist_ok=True)
     world = pillar_room(n_pillars=args.pillars, seed=args.seed)
     learned = learned_room_field(world, out, args.fit_steps, args.seed)  # an under-fitted field misleads the estimator
@@ -96,8 +100,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         field, bounds = pillar_room(), ROOM_AABB
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     spec = GridSpec.with_voxel_size(bounds, args.voxel)
+    n_cells = float(np.prod(np.asarray(spec.shape, dtype=np.float64)))
+    require_memory(n_cells * BYTES_PER_CELL, f"nav export: --voxel {args.voxel} gives a grid of "
+                   f"{' x '.join(str(n) for n in spec.shape)} cells, which")
+    claim_output(out, "navigation output", continues=True)
+    out.mkdir(parents=True, exist_ok=True)
     density = sample_density(field, spec)
     occupied = occupancy_from_density(density, args.threshold)
     esdf = signed_distance(occupied, spec.voxel_size)

@@ -12,17 +12,20 @@ import torch
 from omnifield import distributed
 from omnifield.apps.recon.config import TrainConfig
 from omnifield.apps.recon.evaluate import evaluate, render_orbit
-from omnifield.apps.recon.run import CHECKPOINT, Run
+from omnifield.apps.recon.run import Run
 from omnifield.apps.recon.trainer import Trainer
 from omnifield.backend import build_on, missing_cuda_library_note, resolve_device
 from omnifield.config import replace_config
 from omnifield.config_overrides import apply_override
 from omnifield.data.scene import load_scene
 from omnifield.errors import OmnifieldError
+from omnifield.fields.footprint import check_field_fits
 from omnifield.fields.registry import field_config, field_names
 from omnifield.io.atomic import write_text_atomic
+from omnifield.io.run_folder import claim_output, describe_output
 from omnifield.renderers.space import SCENE_TYPES, choose_space, detect_scene_type, nearest_depth
 from omnifield.renderers.volume import VolumeRendererConfig
+from omnifield.resources import require_memory
 
 EPILOG = """examples:
   omnifield train data/lego_200 --method hashgrid --minutes 4 --out outputs/lego
@@ -36,6 +39,7 @@ EPILOG = """examples:
 DEVICE_HELP = "auto (a GPU when present, else the CPU), cpu, cuda or cuda:N (default auto)"
 SPLIT_HELP = ("split {what} (default: test); 'train' uses the refined training poses and each view's appearance "
               "code, other splits their given poses and the mean code")
+MAX_ORBIT_FRAMES = 7200  # five minutes at 24 frames/s
 CHUNK_HELP = "rays rendered at once: bounds rendering memory, which grows linearly with it (default 8192)"
 
 
@@ -85,10 +89,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     together (data parallel); rank 0 prints, writes the run folder and evaluates.
     """
     torch.manual_seed(args.seed)
+    _claim_run_folder(args)
     if args.method == "splat":
         from omnifield.apps.splat import train_splat
 
-        train_splat(Path(args.data), Path(args.out or f"outputs/{Path(args.data).name}-splat"), args)
+        train_splat(Path(args.data), Path(args.out), args)
         return 0
     device = resolve_device(args.device)
     group = distributed.init_from_environment(device)
@@ -99,10 +104,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         distributed.shutdown()
 
 
+def _claim_run_folder(args: argparse.Namespace) -> None:
+    """Settle ``args.method`` and ``args.out`` and refuse an ``--out`` holding a run of another kind or method.
+
+    Without ``--method``, ``--resume`` continues whatever NeRF run ``--out`` holds (else: hashgrid).
+    """
+    found = describe_output(args.out) if args.out else None
+    if args.method is None:
+        resumable = args.resume and found is not None and found.endswith(" NeRF run")
+        args.method = found.split()[0] if resumable else "hashgrid"
+    args.out = args.out or f"outputs/{Path(args.data).name}-{args.method}"
+    if args.method == "splat":
+        if args.resume:
+            raise OmnifieldError("--resume: splat training cannot continue a run; train into a new --out")
+        claim_output(args.out, "splat run")
+    else:
+        claim_output(args.out, f"{args.method} NeRF run", continues=args.resume, hint="pass --resume to continue it")
+
+
 def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: torch.device) -> int:
     say = print if group.is_main else (lambda *a, **k: None)
     data_dir = Path(args.data)
-    out = Path(args.out) if args.out else Path("outputs") / f"{data_dir.name}-{args.method}"
+    out = Path(args.out)
     if args.resume:
         run, tensors, meta = Run.open(out)
         run.to(device)
@@ -113,9 +136,8 @@ def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: to
         trainer.restore(tensors, meta)
         say(f"resuming {out} at step {trainer.step}")
     else:
-        if (out / CHECKPOINT).exists():
-            raise OmnifieldError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
-        _build_configs(args)  # bad options are refused before any data is read
+        field_cfg, _, _ = _build_configs(args)  # bad options are refused before any data is read
+        check_field_fits(field_cfg, f"--method {args.method}")
         train_data = load_scene(data_dir, "train", args.downscale)
         scene_type, space = scene_space(train_data, args.scene_type)
         field_cfg, renderer_cfg, train_cfg = _build_configs(args, space)
@@ -178,12 +200,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     """Render test views (with depth) and/or an orbit video of a trained run."""
     chunk = _chunk_rays(args)
+    if args.orbit or args.orbit_only:
+        if not 1 <= args.frames <= MAX_ORBIT_FRAMES:
+            raise OmnifieldError(f"--frames must be in 1..{MAX_ORBIT_FRAMES}, got {args.frames}")
+        if args.fps < 1:
+            raise OmnifieldError(f"--fps must be >= 1, got {args.fps}")
     device = resolve_device(args.device)
     with build_on(device):
         run, _, _ = Run.open(args.run)
     run.to(device)
     out = Path(args.run)
     data = load_scene(Path(args.data or run.data_dir), args.split, run.downscale)
+    if args.orbit or args.orbit_only:  # the frames are kept in memory until the video is written
+        require_memory(args.frames * data.cameras.width * data.cameras.height * 3,
+                       f"--frames {args.frames}: an orbit of {data.cameras.width}x{data.cameras.height} frames")
     if not args.orbit_only:
         evaluate(run, data, out / "renders" / args.split, chunk=chunk, training_views=args.split == "train")
         print(f"wrote {len(data.images)} renders and depth images to {out / 'renders' / args.split}")
@@ -201,8 +231,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Writes checkpoint, config, metrics.json, log.jsonl and renders to --out.",
                        epilog=EPILOG, formatter_class=fmt)
     p.add_argument("data", help="scene folder with transforms_train.json / transforms_test.json and images")
-    p.add_argument("--method", default="hashgrid",
-                   help=f"field backend: {', '.join(field_names())}, or splat (3D Gaussian splatting)")
+    p.add_argument("--method", default=None,
+                   help=f"field backend: {', '.join(field_names())}, or splat (3D Gaussian splatting); default "
+                        "hashgrid, or with --resume the method of the run in --out")
     p.add_argument("--out", help="run folder (default: outputs/<scene>-<method>)")
     p.add_argument("--downscale", type=int, default=1, help="integer factor to shrink images on load (default 1)")
     p.add_argument("--steps", type=int, default=20000, help="maximum optimisation steps (default 20000)")

@@ -147,16 +147,26 @@ class Run:
         ckpt = path / CHECKPOINT
         tensors, meta = load_checkpoint(ckpt)
         cfg = meta.get("config")
+        if meta.get("method") == "splat":
+            raise OmnifieldError(f"{ckpt}: holds a splat run, not a NeRF run (use the splat commands: export splat, "
+                                 "convert)")
         if not isinstance(cfg, dict) or "field" not in cfg:
             raise OmnifieldError(f"{ckpt}: checkpoint has no field config")
+        missing = [key for key in ("renderer", "train") if not isinstance(cfg.get(key), dict)]
+        if missing:
+            raise OmnifieldError(f"{ckpt}: checkpoint metadata lacks the {' and '.join(missing)} config")
+        downscale, step = cfg.get("downscale", 1), meta.get("step", 0)
+        for key, value, low in (("config.downscale", downscale, 1), ("step", step, 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise OmnifieldError(f"{ckpt}: checkpoint metadata '{key}' must be an integer >= {low}, got {value!r}")
         run = cls._assemble(
             path,
-            cfg.get("method", "?"),
+            str(cfg.get("method", "?")),
             config_from_dict(cfg["field"], f"{ckpt} field config"),
             config_from_dict(cfg["renderer"], f"{ckpt} renderer config"),
             config_from_dict(cfg["train"], f"{ckpt} train config"),
-            cfg.get("data", ""),
-            int(cfg.get("downscale", 1)),
+            str(cfg.get("data", "")),
+            downscale,
             tensors.get("camera_opt/c2w"),
         )
         load_module_state("field", run.field, tensors, str(ckpt))

@@ -11,11 +11,15 @@ from omnifield.errors import OmnifieldError
 def cmd_view(args: argparse.Namespace) -> int:
     from omnifield.apps.recon.run import Run
 
+    if not 0 <= args.port <= 65535:
+        raise OmnifieldError(f"--port must be in 0..65535, got {args.port}")
+    if args.max_width < 16:
+        raise OmnifieldError(f"--max-width must be >= 16 pixels, got {args.max_width}")
+    run, _, _ = Run.open(args.run)
     try:
         from omnifield.apps.viewer.server import FieldViewer
     except ImportError:
         raise OmnifieldError("the viewer needs viser: pip install 'omnifield[viewer]'") from None
-    run, _, _ = Run.open(args.run)
     run.field.eval()
     try:
         viewer = FieldViewer(run, args.host, args.port, args.max_width)
