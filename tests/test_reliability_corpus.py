@@ -364,8 +364,17 @@ CORPUS = [
 
 
 def _write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+def _photos(tmp: Path, files: dict[str, bytes]) -> Path:
+    """A folder ``tmp/photos`` holding ``files`` (name -> bytes)."""
+    (tmp / "photos").mkdir(exist_ok=True)
+    for name, data in files.items():
+        _write(tmp / "photos" / name, data)
+    return tmp / "photos"
 
 
 def _no_transforms(tmp, base):
@@ -579,6 +588,20 @@ CORPUS += [
                                        run=True), r"give exactly one of --run RUN_DIR or --scene room"),
     ("nav-export-over-a-run", command("nav", "export", "--scene", "room", "--out", "@out"),
      r"refusing to write a navigation output there"),
+    # --- process (inputs and the output folder are checked before structure from motion starts)
+    ("process-input-missing", lambda tmp, base: ["process", str(tmp / "none"), "--out", str(tmp / "s")],
+     r"none: input not found"),
+    ("process-no-images", lambda tmp, base: ["process", str(_photos(tmp, {})), "--out", str(tmp / "s")],
+     r"photos: no images found"),
+    ("process-corrupt-image", lambda tmp, base: ["process", str(_photos(tmp, {"a.jpg": b"not a jpeg"})),
+                                                 "--out", str(tmp / "s")], r"a.jpg: cannot read image"),
+    ("process-out-not-empty", lambda tmp, base: ["process", str(_photos(tmp, {})), "--out",
+                                                 str(_write(tmp / "full" / "x.txt", b"x").parent)],
+     r"full: --out exists and is not empty"),
+    ("process-out-inside-input", lambda tmp, base: ["process", str(_photos(tmp, {})), "--out",
+                                                    str(tmp / "photos" / "scene")], r"must not be inside the input"),
+    ("process-num-frames", lambda tmp, base: ["process", str(_photos(tmp, {})), "--out", str(tmp / "s"),
+                                              "--num-frames", "2"], r"--num-frames must be at least 3, got 2"),
     # --- view (options are checked before the server starts)
     ("view-port-too-large", command("view", "@run", "--port", "99999", run=True), r"--port must be in 0..65535"),
     ("view-port-negative", command("view", "@run", "--port=-1", run=True), r"--port must be in 0..65535, got -1"),
