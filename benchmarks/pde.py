@@ -5,8 +5,8 @@
     python benchmarks/pde.py --quick         # <= 2 min: tiny budgets, checks that everything runs
     python benchmarks/pde.py --deepxde /path/to/venv/bin/python --out pde.json
 
-DeepXDE is never a dependency of omnifield: it runs in its own interpreter (``--deepxde``, or
-``/work/venvs/deepxde/bin/python`` / ``$DEEPXDE_PYTHON`` when present) as a subprocess with
+DeepXDE is never a dependency of omnifield: it runs in its own interpreter (``--deepxde PYTHON``, else
+``$DEEPXDE_PYTHON``; the row is skipped when neither is given) as a subprocess with
 ``DDE_BACKEND=pytorch``, on its own Burgers example configuration (FNN 3 x 20 tanh, 2540/80/160
 points, Adam 15k at 1e-3 then L-BFGS), and its prediction is scored against the same spectral
 reference as ours.
@@ -106,11 +106,15 @@ print(json.dumps({"time_s": elapsed, "n_params": n_params}))
 
 
 def find_deepxde(flag: str | None) -> str | None:
-    """The DeepXDE interpreter: the flag, ``$DEEPXDE_PYTHON``, or ``/work/venvs/deepxde/bin/python``."""
-    for candidate in (flag, os.environ.get("DEEPXDE_PYTHON"), "/work/venvs/deepxde/bin/python"):
-        if candidate and Path(candidate).exists():
-            return candidate
-    return None
+    """The DeepXDE interpreter: ``--deepxde``, else ``$DEEPXDE_PYTHON``; ``None`` when neither is set.
+
+    A named interpreter that does not exist is an error, not a silently skipped row.
+    """
+    candidate = flag or os.environ.get("DEEPXDE_PYTHON")
+    if candidate and not Path(candidate).is_file():
+        source = "--deepxde" if flag else "$DEEPXDE_PYTHON"
+        raise SystemExit(f"{source} {candidate}: no such interpreter")
+    return candidate or None
 
 
 def run_deepxde(python: str, quick: bool, threads: int) -> dict:
@@ -171,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(run_deepxde(python, args.quick, args.threads))
         _print_row(rows[-1])
     elif not args.no_deepxde:
-        print("DeepXDE: no interpreter found (pass --deepxde PYTHON); row skipped")
+        print("DeepXDE: no interpreter given (pass --deepxde PYTHON or set $DEEPXDE_PYTHON); row skipped")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 

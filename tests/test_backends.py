@@ -19,6 +19,7 @@ from omnifield.fields.neurbf import NeuRBFConfig, build_candidate_lists, k_neare
 from omnifield.fields.radiance import RadianceFieldConfig
 from omnifield.fields.sine_mlp import SineMLPConfig
 from omnifield.fields.triplane import TriPlaneConfig
+from tests._native import native_or_skip
 
 BATCH_SHAPES = [(1,), (7,), (2, 5), (2, 3, 4)]
 
@@ -237,6 +238,7 @@ def test_sine_mlp_first_layer_is_a_sine():
     [(48, 64, 2, 3, 1000), (3, 16, 1, 1, 37), (32, 128, 3, 16, 130), (48, 64, 2, 3, 5), (20, 32, 2, 4, 0)],
 )
 def test_native_mlp_matches_the_twin_with_gradients(n_in, width, depth, n_out, rows):
+    native_or_skip("mlp")
     torch.manual_seed(0)
     mlp = MLPConfig(width=width, n_hidden_layers=depth, output_activation="sigmoid").build(n_in, n_out)
     x = torch.randn(rows, n_in, requires_grad=True)
@@ -263,6 +265,7 @@ def _autograd_node_names(t: torch.Tensor) -> set[str]:
 
 def test_native_mlp_backward_can_be_differentiated_again():
     """An eikonal-style loss (a gradient of the output, then its backward) gets the twin's gradients."""
+    native_or_skip("mlp")
     torch.manual_seed(1)
     mlp = MLPConfig(width=32, n_hidden_layers=2).build(3, 1)
     x = torch.randn(64, 3, requires_grad=True)
@@ -325,6 +328,7 @@ def test_a_gpu_run_without_the_cuda_library_says_so(monkeypatch):
     from omnifield import backend
 
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    monkeypatch.delenv("OMNIFIELD_BACKEND", raising=False)  # forcing the torch twins silences the note
     monkeypatch.setattr(backend, "has_module", lambda name: name == "gsplat")
     assert backend.missing_cuda_library_note(cpu, "nerfacc", "marching") is None
     assert backend.missing_cuda_library_note(cuda, "gsplat", "rasterization") is None
@@ -334,12 +338,10 @@ def test_a_gpu_run_without_the_cuda_library_says_so(monkeypatch):
 
 @pytest.mark.parametrize("shape", [(3, 9, 9, 5), (1, 17, 4), (2, 5, 5, 5, 3)], ids=["planes", "line", "volume"])
 def test_native_grid_lookup_matches_the_twin_with_gradients(shape):
-    from omnifield.backend import native_kernels
     from omnifield.fields.grid_lookup import _grid_lookup
 
     d = len(shape) - 2
-    if native_kernels(torch.zeros(1), "grid_lookup") is None:
-        pytest.skip("no compiler for the native kernels")
+    native_or_skip("grid_lookup")
     g = torch.Generator().manual_seed(0)
     grids = torch.randn(shape, generator=g).requires_grad_()
     coords = (torch.rand(200, shape[0], d, generator=g) * 1.2 - 0.1).requires_grad_()  # some outside [0, 1]

@@ -76,3 +76,123 @@ def test_stale_temporaries_are_removed(tmp_path):
     (tmp_path / "keep.txt").write_text("x")
     assert remove_stale_temporaries(path) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.safetensors", "keep.txt"]
+
+
+def _save_step(path, step: int) -> None:
+    save_checkpoint(path, {"a": torch.arange(64.0) + step, "b": torch.ones(3, dtype=torch.int64)}, {"step": step})
+
+
+def _assert_intact(path, step: int) -> None:
+    tensors, meta = load_checkpoint(path)
+    assert meta["step"] == step and torch.equal(tensors["a"], torch.arange(64.0) + step)
+    assert [p.name for p in path.parent.iterdir()] == [path.name], "a temporary file was left behind"
+
+
+def test_disk_full_is_one_line_naming_the_folder_and_keeps_the_old_file(tmp_path, monkeypatch):
+    import errno
+
+    import omnifield.io.atomic as atomic
+
+    path = tmp_path / "checkpoint.safetensors"
+    _save_step(path, 1)
+
+    class FullDisk:  # a file that takes a few bytes, then the disk is full
+        def __init__(self, name, mode):
+            self.fh = open(name, mode)
+
+        def write(self, data):
+            self.fh.write(bytes(data[:5]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    monkeypatch.setattr(atomic, "open", FullDisk, raising=False)
+    with pytest.raises(OmnifieldError) as err:
+        _save_step(path, 2)
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path}: cannot write checkpoint.safetensors: no space left on device")
+    assert "\n" not in message and "previous file is intact" in message
+    monkeypatch.undo()
+    _assert_intact(path, 1)
+
+
+def test_unwritable_folder_is_one_line_naming_the_folder(tmp_path, monkeypatch):
+    import errno
+    import os
+    import tempfile
+
+    from omnifield.io.atomic import write_text_atomic
+
+    path = tmp_path / "checkpoint.safetensors"
+    _save_step(path, 1)
+    tmp_path.chmod(0o555)
+    if os.geteuid() == 0:  # root writes anyway: refuse the way a read-only folder does
+        def refuse(*args, **kwargs):
+            raise PermissionError(errno.EACCES, "Permission denied", kwargs.get("dir"))
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    try:
+        for write in (lambda: _save_step(path, 2), lambda: write_text_atomic(tmp_path / "metrics.json", "{}")):
+            with pytest.raises(OmnifieldError, match=f"^{tmp_path}: cannot write .*: permission denied"):
+                write()
+    finally:
+        tmp_path.chmod(0o755)
+    _assert_intact(path, 1)
+
+
+def test_flipped_bits_and_damaged_headers_are_clear_errors(tmp_path):
+    path = tmp_path / "checkpoint.safetensors"
+    _save_step(path, 1)
+    good = path.read_bytes()
+    header_end = 8 + int.from_bytes(good[:8], "little")
+
+    def damaged(at: int, value: int | None = None) -> bytes:
+        data = bytearray(good)
+        data[at] = data[at] ^ 0x01 if value is None else value
+        return bytes(data)
+
+    # a flipped bit in the tensor data (last byte, first byte), and a changed digit of the step in the metadata
+    step_digit = good.index(b'step\\": 1') + len('step\\": ')
+    for data in (damaged(len(good) - 1), damaged(header_end), damaged(step_digit, ord("3"))):
+        path.write_bytes(data)
+        with pytest.raises(OmnifieldError, match=r"checkpoint.safetensors is corrupt: checksum mismatch"):
+            load_checkpoint(path)
+    # a shape that no longer matches the data, a header that no longer parses, a length past the end of the file
+    shape_digit = good.index(b'"shape":[64]') + len('"shape":[6')
+    for data in (damaged(shape_digit, ord("5")), damaged(9, ord("#")), damaged(7, 0x40)):
+        path.write_bytes(data)
+        with pytest.raises(OmnifieldError, match=r"checkpoint.safetensors is corrupt or truncated \("):
+            load_checkpoint(path)
+    path.write_bytes(good)
+    assert load_checkpoint(path)[1]["step"] == 1
+
+
+def test_checkpoints_without_a_checksum_still_load(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    path = tmp_path / "old.safetensors"  # as written before checksums
+    save_file({"a": torch.arange(4.0)}, str(path), metadata={"omnifield": json.dumps({"format_version": 1, "step": 7})})
+    tensors, meta = load_checkpoint(path)
+    assert meta["step"] == 7 and torch.equal(tensors["a"], torch.arange(4.0))
+
+
+def test_killed_safetensors_writes_of_earlier_versions_are_removed_and_nothing_else(tmp_path):
+    from omnifield.io.checkpoint import remove_stale_temporaries
+
+    path = tmp_path / "checkpoint.safetensors"
+    _save_step(path, 1)
+    partial = path.read_bytes()[:200]  # what safetensors' own writer had written when the process was killed
+    (tmp_path / ".tmpAb3xZ9").write_bytes(partial)
+    (tmp_path / ".checkpoint.safetensors.k2j4h6.tmp.safetensors").write_bytes(partial)
+    (tmp_path / ".tmpQ1w2E3").write_bytes(b"a user's file that happens to have such a name")
+    (tmp_path / ".tmpnotes").write_bytes(partial)
+    (tmp_path / "keep.txt").write_text("x")
+    assert remove_stale_temporaries(path) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmpQ1w2E3", ".tmpnotes", "checkpoint.safetensors",
+                                                         "keep.txt"]
+

@@ -11,6 +11,7 @@ import torch
 from omnifield.backend import native_kernels
 from omnifield.fields import _hashgrid_native
 from omnifield.fields.hashgrid import PRIMES, HashGrid, HashGridConfig, _hash_encode, hash_encode, level_layout
+from tests._native import native_or_skip
 
 # resolutions 2, 4, 8 and a 64-row table: for D=2 levels 0-1 are dense (9, 25 vertices), level 2 hashed
 # (81 > 64); for D=3 level 0 is dense (27), levels 1-2 hashed.
@@ -66,6 +67,7 @@ def _layout(grid: HashGrid):
 
 
 def _native(x, table, grid):
+    native_or_skip("hashgrid")
     out = _hashgrid_native.try_hash_encode(x, table, *_layout(grid))
     assert out is not None, "native hashgrid kernel did not load"
     return out
@@ -161,6 +163,7 @@ def test_native_matches_twin_feature_widths(features):
 
 
 def test_module_batch_shapes_use_native_and_match_twin(monkeypatch):
+    native_or_skip("hashgrid")
     grid = _grid(3, SMALL)
     x = torch.rand(2, 5, 3)
     native = grid(x)

@@ -9,11 +9,13 @@ import torch
 from omnifield.renderers._raymarch_native import try_march_rays
 from omnifield.renderers.raymarch import _march_rays, march_rays
 from omnifield.renderers.rays import ray_aabb_intersect
+from tests._native import native_or_skip
 
 AABB = torch.tensor([-1.5, -1.5, -1.5, 1.5, 1.5, 1.5])
 
 
 def _native(*args):
+    native_or_skip("raymarch")
     out = try_march_rays(*args)
     assert out is not None, "native raymarch kernel did not load"
     return out
@@ -107,6 +109,7 @@ def test_empty_results_and_missed_rays():
 
 
 def test_public_march_rays_uses_native():
+    native_or_skip("raymarch")
     args = _random_scene(64, 16, seed=3)
     out = march_rays(*args, AABB, 0.02)
     for a, b in zip(out, _native(*args, AABB, 0.02)):

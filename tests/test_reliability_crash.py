@@ -1,8 +1,15 @@
-"""Crash safety of ``omnifield train``: SIGKILL mid-run and inside a checkpoint write, then resume;
-Ctrl-C (SIGINT) saves a checkpoint and exits with code 130. Also: a diverging loss stops the run
-with one clear line and keeps the last good checkpoint."""
+"""Crash safety of ``omnifield train``: SIGKILL mid-run and inside a checkpoint write, then resume (which
+removes the killed write's leftovers, and nothing else); Ctrl-C (SIGINT) saves a checkpoint and exits with
+code 130. Also: a diverging loss or a full disk stops the run with one clear line and keeps the last good
+checkpoint.
+
+The runs under test write their output to files, not to pipes: the progress bar writes a line per step, so
+a pipe that nobody reads fills up and stalls the run. Waits are generous (a loaded machine starts a process
+slowly) and poll gently, except the wait for a write in progress, which must catch a short window.
+"""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,26 +29,31 @@ EVERY_STEP = ["--set", "train.checkpoint_every_s=0", "--set", "train.log_every=1
 FAST = ["--batch-rays", "64", "--set", "renderer.n_steps_per_diagonal=32"]
 
 
-def _start(args: list[str]) -> subprocess.Popen:
+def _start(args: list[str], log: Path) -> subprocess.Popen:
+    """``omnifield ARGS`` in a child process, its stdout / stderr going to ``log.out`` / ``log.err``."""
     path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])  # this checkout's package first
     env = {**os.environ, "OMNIFIELD_BACKEND": "torch", "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
-    return subprocess.Popen([sys.executable, "-m", "omnifield", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with open(log.with_suffix(".out"), "w") as out, open(log.with_suffix(".err"), "w") as err:
+        return subprocess.Popen([sys.executable, "-m", "omnifield", *args], cwd=REPO, env=env, stdout=out, stderr=err)
+
+
+def _output(log: Path) -> tuple[str, str]:
+    return log.with_suffix(".out").read_text(), log.with_suffix(".err").read_text()
 
 
 def _temp_files(out: Path) -> list[Path]:
     return [p for p in out.iterdir() if p.name.startswith(f".{CHECKPOINT}.")] if out.is_dir() else []
 
 
-def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 40.0) -> None:
+def _wait_for(predicate, proc: subprocess.Popen, log: Path, poll_s: float = 0.05, timeout: float = 300.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if proc.poll() is not None:
-            raise AssertionError(f"train exited early ({proc.returncode}): {proc.communicate()[1][-2000:]}")
+            raise AssertionError(f"train exited early ({proc.returncode}): {_output(log)[1][-2000:]}")
         if time.monotonic() > deadline:
             proc.kill()
-            raise AssertionError("timed out waiting for the training run")
-        time.sleep(0.0005)
+            raise AssertionError(f"timed out waiting for the training run: {_output(log)[1][-2000:]}")
+        time.sleep(poll_s)
 
 
 def _field(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -49,18 +61,21 @@ def _field(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def test_sigkill_inside_checkpoint_write_then_resume_then_sigint(tiny_scene, tmp_path):  # noqa: F811
-    out = tmp_path / "run"
-    proc = _start(["train", str(tiny_scene), "--out", str(out), "--steps", "100000", *TINY, *FAST, *EVERY_STEP])
-    _wait_for(lambda: (out / CHECKPOINT).is_file(), proc)
+    out, log = tmp_path / "run", tmp_path / "log"
+    proc = _start(["train", str(tiny_scene), "--out", str(out), "--steps", "100000", *TINY, *FAST, *EVERY_STEP], log)
+    _wait_for(lambda: (out / CHECKPOINT).is_file(), proc, log)
     # kill the moment a checkpoint write is in progress (its temp file exists), until one lands inside
     for _ in range(200):
-        _wait_for(lambda: bool(_temp_files(out)), proc)
+        _wait_for(lambda: bool(_temp_files(out)), proc, log, poll_s=0.0005)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         if _temp_files(out):
             break
-        proc = _start(["train", str(tiny_scene), "--out", str(out), "--steps", "100000", "--resume", *EVERY_STEP])
+        proc = _start(["train", str(tiny_scene), "--out", str(out), "--steps", "100000", "--resume", *EVERY_STEP], log)
     assert proc.returncode == -signal.SIGKILL and _temp_files(out), "never killed inside a write"
+    # what safetensors' own writer left when killed in earlier versions, and a user's file of a similar name
+    (out / ".tmpK7q2Wz").write_bytes((out / CHECKPOINT).read_bytes()[:4096])
+    (out / ".tmpnotes").write_text("mine")
 
     # the kept checkpoint is the last complete one: loads cleanly, weights intact
     tensors, meta = load_checkpoint(out / CHECKPOINT)
@@ -71,16 +86,18 @@ def test_sigkill_inside_checkpoint_write_then_resume_then_sigint(tiny_scene, tmp
 
     # resume without further steps: the resumed run holds exactly the checkpoint's weights
     assert main(["train", str(tiny_scene), "--out", str(out), "--steps", str(step), "--resume", "--no-eval"]) == 0
+    assert not _temp_files(out) and not (out / ".tmpK7q2Wz").exists() and (out / ".tmpnotes").read_text() == "mine"
     resumed, meta2 = load_checkpoint(out / CHECKPOINT)
     assert meta2["step"] == step
     assert set(_field(resumed)) == set(kept)
     assert all(torch.equal(resumed[k], kept[k]) for k in kept)
 
     # continue, then Ctrl-C: a checkpoint is saved after the last finished step and the exit code is 130
-    proc = _start(["train", str(tiny_scene), "--out", str(out), "--steps", "100000", "--resume", *EVERY_STEP])
-    _wait_for(lambda: load_checkpoint(out / CHECKPOINT)[1]["step"] >= step + 2, proc)
+    proc = _start(["train", str(tiny_scene), "--out", str(out), "--steps", "100000", "--resume", *EVERY_STEP], log)
+    _wait_for(lambda: load_checkpoint(out / CHECKPOINT)[1]["step"] >= step + 2, proc, log)
     proc.send_signal(signal.SIGINT)
-    stdout, err = proc.communicate(timeout=60)
+    proc.wait(timeout=300)
+    stdout, err = _output(log)
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "omnifield: interrupted" in err
     run, _, meta3 = Run.open(out)
@@ -128,3 +145,43 @@ def test_grad_clip_bounds_the_update(tiny_scene, tmp_path):  # noqa: F811
         torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in run.field.parameters() if p.grad is not None])))
     trainer.train_step(0.0)
     assert norms and float(norms[0]) <= 1e-6 * 1.001
+
+
+def test_full_disk_during_training_is_one_line_and_keeps_the_checkpoint(tiny_scene, tmp_path, capsys,  # noqa: F811
+                                                                       monkeypatch):
+    import errno
+
+    import omnifield.io.atomic as atomic
+
+    monkeypatch.setenv("OMNIFIELD_BACKEND", "torch")
+    out = tmp_path / "run"
+    assert main(["train", str(tiny_scene), "--out", str(out), "--steps", "2", *TINY, *FAST, *EVERY_STEP]) == 0
+    capsys.readouterr()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic, "open", full, raising=False)  # the disk is full: no atomic write gets through
+    code = main(["train", str(tiny_scene), "--out", str(out), "--steps", "4", "--resume", *EVERY_STEP])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and not any("Traceback" in line for line in err)
+    assert re.fullmatch(rf"omnifield: error: {re.escape(str(out))}: cannot write [\w.]+: no space left on device "
+                        r"\(the previous file is intact\)", err[-1]), err[-1]
+    monkeypatch.undo()
+    assert load_checkpoint(out / CHECKPOINT)[1]["step"] == 2 and Run.open(out)[2]["step"] == 2
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_the_program_exits_without_a_final_collection(tmp_path, monkeypatch, capsys):
+    """Run as the program, ``main`` freezes the collector's objects, so the interpreter's exit (after Ctrl-C
+    too) skips a full collection that takes tens of seconds on a loaded machine; called from Python, it does not."""
+    import gc
+
+    missing = str(tmp_path / "missing")
+    try:
+        assert main(["train", missing, "--out", str(tmp_path / "a")]) == 2 and gc.get_freeze_count() == 0
+        monkeypatch.setattr(sys, "argv", ["omnifield", "train", missing, "--out", str(tmp_path / "b")])
+        assert main() == 2 and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+    assert "omnifield: error:" in capsys.readouterr().err

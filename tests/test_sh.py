@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from omnifield.backend import native_kernels
 from omnifield.fields.sh import _spherical_harmonics, spherical_harmonics
+from tests._native import native_or_skip
 
 
 def _fibonacci_sphere(n: int) -> torch.Tensor:
@@ -27,15 +27,10 @@ def test_basis_is_orthonormal_on_the_sphere(degree):
     torch.testing.assert_close(gram, torch.eye(degree * degree, dtype=torch.float64), atol=2e-4, rtol=0)
 
 
-def _native_or_skip():
-    if native_kernels(torch.zeros(1), "sh_basis") is None:
-        pytest.skip("no compiler for the native kernels")
-
-
 @pytest.mark.parametrize("degree", [2, 3, 4])
 @pytest.mark.parametrize("shape", [(1000, 3), (7, 33, 3)])
 def test_native_matches_the_twin_with_gradients(degree, shape):
-    _native_or_skip()
+    native_or_skip("sh_basis")
     dirs = torch.nn.functional.normalize(torch.randn(shape, generator=torch.Generator().manual_seed(degree)), dim=-1)
     weights = torch.randn(*shape[:-1], degree * degree)
     results = []
@@ -51,7 +46,7 @@ def test_native_matches_the_twin_with_gradients(degree, shape):
 
 
 def test_native_backward_can_be_differentiated_again():
-    _native_or_skip()
+    native_or_skip("sh_basis")
     dirs = torch.nn.functional.normalize(torch.randn(200, 3), dim=-1)
     second = []
     for fn in (spherical_harmonics, _spherical_harmonics):

@@ -13,6 +13,7 @@ from omnifield.apps.splat.rvq import ResidualVQ, nearest_code
 from omnifield.errors import OmnifieldError
 from omnifield.fields.gaussians import SH_C0, GaussianScene, rgb_to_sh_dc
 from omnifield.renderers.splat import SplatRenderer
+from tests._native import native_or_skip
 
 
 def _single(opacity: float, scale: float, rgb=(0.2, 0.6, 0.9)) -> GaussianScene:
@@ -92,10 +93,7 @@ def test_binned_mixture_equals_the_dense_sum_over_all_gaussians():
 
 def test_native_mixture_matches_the_torch_twin(monkeypatch):
     """Without gradients, CPU float32 queries run the native kernel; values equal the torch pair loop."""
-    from omnifield.backend import native_kernels
-
-    if native_kernels(torch.zeros(1), "gaussian_mixture") is None:
-        pytest.skip("no C++ compiler: the native mixture kernel is unavailable")
+    native_or_skip("gaussian_mixture")
     g = torch.Generator().manual_seed(1)
     n = 500
     log_scales = torch.empty(n, 3).uniform_(-4.0, -2.0, generator=g)

@@ -11,6 +11,7 @@ from omnifield.backend import has_module
 from omnifield.fields.gaussians import GaussianScene, build_covariances
 from omnifield.renderers.splat import SplatRenderer, project_gaussians, project_splats, rasterize_to_pixels
 from omnifield.renderers.splat.rasterize import _rasterize_to_pixels
+from tests._native import native_or_skip
 
 
 def random_screen_gaussians(n: int, width: int, height: int, dtype=torch.float64, seed: int = 0):
@@ -113,6 +114,7 @@ def test_early_termination_stops_blending():
 
 @pytest.mark.parametrize("width,height,n", [(37, 29, 150), (64, 48, 600)])
 def test_native_kernel_matches_twin(width, height, n):
+    native_or_skip("splat_raster")
     means2d, conics, colors, opac, depths, radii = random_screen_gaussians(n, width, height, torch.float32, seed=n)
     bg = torch.tensor([0.2, 0.3, 0.4]).requires_grad_()
     leaves = [t.clone().requires_grad_() for t in (means2d, conics, colors, opac)]
@@ -128,9 +130,7 @@ def test_native_kernel_matches_twin(width, height, n):
 
 
 def test_native_kernel_is_used_for_cpu_float32():
-    from omnifield.backend import native_kernels
-
-    assert native_kernels(torch.zeros(1), "splat_raster") is not None
+    assert native_or_skip("splat_raster") is not None
 
 
 def test_projection_of_centred_isotropic_gaussian():
@@ -199,6 +199,7 @@ def _projection_inputs(n: int):
 def test_native_projection_matches_the_torch_composition(with_opacity):
     """The fused kernel (scales, quaternions -> screen ellipses, and back) against
     ``project_gaussians(build_covariances(...))`` in float64: values, radii and all three gradients."""
+    native_or_skip("splat_project")
     means, scales, quats, opacities, viewmat, K = _projection_inputs(300)
     opac = opacities if with_opacity else None
     g = torch.Generator().manual_seed(8)
@@ -230,6 +231,7 @@ def test_native_projection_matches_the_torch_composition(with_opacity):
 
 
 def test_native_projection_is_used_for_cpu_float32_and_not_for_pose_gradients(monkeypatch):
+    native_or_skip("splat_project")
     from omnifield.renderers.splat import projection
 
     means, scales, quats, opacities, viewmat, K = _projection_inputs(50)

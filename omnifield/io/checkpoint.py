@@ -3,37 +3,79 @@
 Nothing is unpickled: tensors come from safetensors, everything else (configs,
 step, optimiser hyper-parameters) is JSON stored in the safetensors header under
 the key ``omnifield``. Writes are atomic (temp file, fsync, rename), so a crash
-never leaves a half-written checkpoint in place of a good one.
+never leaves a half-written checkpoint in place of a good one. The header also holds a
+BLAKE2b digest of the tensor data and of the rest of the header (key ``omnifield_blake2b``), checked on
+every load, so a flipped bit is a clear error instead of silently wrong weights; files without it (older
+ones) still load.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from omnifield.errors import OmnifieldError
-from omnifield.io.atomic import atomic_path
+from omnifield.io import atomic
+from omnifield.io.atomic import write_bytes_atomic
 
 FORMAT_VERSION = 1
+CHECKSUM_KEY = "omnifield_blake2b"
+# what safetensors' own writer (before omnifield wrote the bytes itself) left when killed: ``.tmp`` + 6 characters
+_LEGACY_TEMPORARY = re.compile(r"\.tmp[A-Za-z0-9]{6}")
+
+
+def _digest(header: dict[str, Any], data: bytes | memoryview) -> str:
+    """BLAKE2b of the header (without the digest itself, keys sorted) and the data section."""
+    rest = {**header, "__metadata__": {k: v for k, v in (header.get("__metadata__") or {}).items() if k != CHECKSUM_KEY}}
+    h = hashlib.blake2b(json.dumps(rest, sort_keys=True).encode(), digest_size=16)
+    h.update(data)
+    return h.hexdigest()
+
+
+def _split(data: bytes | memoryview) -> tuple[dict[str, Any], memoryview]:
+    """A safetensors file's ``(header JSON, data section)``; ``ValueError`` if the header is damaged."""
+    view = memoryview(data)
+    if len(view) < 8:
+        raise ValueError("shorter than a safetensors header")
+    size = int.from_bytes(view[:8], "little")
+    if size > len(view) - 8:
+        raise ValueError(f"header length {size} is past the end of the file")
+    try:
+        header = json.loads(bytes(view[8:8 + size]))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ValueError("header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    return header, view[8 + size:]
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Atomically write ``tensors`` (name -> tensor) and JSON-able ``meta`` to ``path``."""
-    from safetensors.torch import save_file
+    """Atomically write ``tensors`` (name -> tensor) and JSON-able ``meta`` to ``path``, with a data checksum.
+
+    The bytes are serialised in memory and written through :func:`~omnifield.io.atomic.write_bytes_atomic`, so
+    the only temporary file is ours (removed by :func:`remove_stale_temporaries` after a kill).
+    """
+    from safetensors.torch import save
 
     payload = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    header = {"omnifield": json.dumps({"format_version": FORMAT_VERSION, **meta})}
-    with atomic_path(path) as tmp:
-        save_file(payload, str(tmp), metadata=header)
+    blob = save(payload, metadata={"omnifield": json.dumps({"format_version": FORMAT_VERSION, **meta})})
+    header, data = _split(blob)
+    header["__metadata__"][CHECKSUM_KEY] = _digest(header, data)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)  # safetensors keeps the data section 8-byte aligned
+    write_bytes_atomic(path, len(head).to_bytes(8, "little"), head, data)
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a checkpoint written by :func:`save_checkpoint`: ``(tensors, meta)``.
 
-    Raises :class:`OmnifieldError` naming the file when it is missing, truncated or not ours.
+    Raises :class:`OmnifieldError` naming the file when it is missing, truncated, corrupt (checksum
+    mismatch) or not ours.
     """
     from safetensors.torch import load
 
@@ -44,18 +86,48 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     # cannot mix the header of one file with the data of the next, as reopening by name could.
     data = path.read_bytes()
     try:
-        header_size = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8:8 + header_size]).get("__metadata__") or {}
+        header, section = _split(data)
         tensors = load(data)
     except Exception as exc:  # noqa: BLE001 - safetensors and json raise several types on corrupt files
-        raise OmnifieldError(f"{path}: corrupt or truncated checkpoint ({exc})") from None
-    if "omnifield" not in header:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise OmnifieldError(f"{path} is corrupt or truncated ({first})") from None
+    metadata = header.get("__metadata__") or {}
+    if CHECKSUM_KEY in metadata and metadata[CHECKSUM_KEY] != _digest(header, section):
+        raise OmnifieldError(f"{path} is corrupt: checksum mismatch (its bytes changed after it was written; "
+                             "use an earlier copy)")
+    if "omnifield" not in metadata:
         raise OmnifieldError(f"{path}: not an omnifield checkpoint (no 'omnifield' metadata)")
     try:
-        meta = json.loads(header["omnifield"])
+        meta = json.loads(metadata["omnifield"])
     except json.JSONDecodeError:
         raise OmnifieldError(f"{path}: checkpoint metadata is not valid JSON") from None
     return tensors, meta
+
+
+def _is_legacy_temporary(candidate: Path) -> bool:
+    """Whether ``candidate`` is a killed safetensors write of an omnifield checkpoint (name and header both)."""
+    if not (_LEGACY_TEMPORARY.fullmatch(candidate.name) and candidate.is_file()):
+        return False
+    with open(candidate, "rb") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        head = fh.read(min(size, 1 << 24))
+    return head.startswith(b"{") and b'"omnifield"' in head
+
+
+def remove_stale_temporaries(path: str | Path) -> int:
+    """Delete what an interrupted :func:`save_checkpoint` of ``path`` left in its folder; returns how many.
+
+    That is the temporary files of :func:`~omnifield.io.atomic.atomic_path`, and the ``.tmpXXXXXX`` files
+    that earlier versions (safetensors' own writer) left, recognised by name and by an omnifield header.
+    Nothing else is touched. Only call it while no other process writes ``path``.
+    """
+    path = Path(path)
+    removed = atomic.remove_stale_temporaries(path)
+    for candidate in path.parent.glob(".tmp*"):
+        if _is_legacy_temporary(candidate):
+            candidate.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def module_state(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -6,30 +6,19 @@ Every file is written to a temporary name in the output folder and renamed into 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from omnifield.io.atomic import atomic_path
 from omnifield.pde.problem import Problem, ReferenceGrid, relative_l2
 
 
-def _atomic_path(path: Path):
-    """A temporary file beside ``path`` (same suffix); the caller renames it onto ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    return Path(tmp)
-
-
 def _write(path: Path, write) -> None:
-    tmp = _atomic_path(path)
-    try:
+    """``write(tmp)`` to a temporary file that then replaces ``path`` (:func:`~omnifield.io.atomic.atomic_path`)."""
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @torch.no_grad()

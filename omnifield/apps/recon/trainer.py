@@ -26,8 +26,7 @@ from omnifield.data.blender import PosedImages
 from omnifield.data.images import composite_on
 from omnifield.distributed import broadcast_from_main, current, shard, sum_over_ranks
 from omnifield.errors import OmnifieldError
-from omnifield.io.atomic import remove_stale_temporaries
-from omnifield.io.checkpoint import load_optimizer_state, optimizer_state
+from omnifield.io.checkpoint import load_optimizer_state, optimizer_state, remove_stale_temporaries
 
 
 def lr_factor(progress: float, step: int, cfg: TrainConfig) -> float:

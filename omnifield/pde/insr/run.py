@@ -21,6 +21,7 @@ import torch
 from omnifield.errors import OmnifieldError
 from omnifield.fields.mlp import MLPConfig
 from omnifield.fields.siren import SirenConfig
+from omnifield.io.atomic import remove_stale_temporaries
 from omnifield.pde import registry
 from omnifield.pde.field import ENCODINGS, ENCODING_LR_SCALE, default_encoding_config
 from omnifield.pde.insr.advection import AdvectionProblem
@@ -147,6 +148,9 @@ def simulate(
         if checkpoint is not None:
             s.save(checkpoint)
 
+    if checkpoint is not None:  # what a killed save left beside the state files
+        for suffix in (".safetensors", ".json"):
+            remove_stale_temporaries(checkpoint.with_suffix(suffix))
     start = time.perf_counter()
     if not stepper.initialised:
         stepper.initialise()

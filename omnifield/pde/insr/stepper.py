@@ -32,11 +32,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from tqdm import tqdm
 
 from omnifield.config import config_from_dict, config_to_dict, register_config
 from omnifield.errors import OmnifieldError
+from omnifield.io.atomic import write_bytes_atomic, write_text_atomic
 from omnifield.fields.siren import SirenConfig
 from omnifield.pde.field import parameter_groups
 from omnifield.pde.insr.problem import Fields, InsrProblem, StageContext
@@ -218,8 +219,8 @@ class InsrStepper:
             "n_history": len(self.history),
             "log": self.log,
         }
-        _atomic_write(base.with_suffix(".safetensors"), lambda p: save_file(tensors, str(p)))
-        _atomic_write(base.with_suffix(".json"), lambda p: p.write_text(json.dumps(meta, indent=1)))
+        write_bytes_atomic(base.with_suffix(".safetensors"), save(tensors))  # no safetensors-owned temporary
+        write_text_atomic(base.with_suffix(".json"), json.dumps(meta, indent=1))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "InsrStepper":
@@ -262,9 +263,3 @@ class InsrStepper:
         stepper.log = list(meta["log"])
         return stepper
 
-
-def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
