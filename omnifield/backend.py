@@ -37,6 +37,18 @@ def native_kernels(tensor: torch.Tensor, family: str):
 
 
 @lru_cache(maxsize=None)
+def wide_vector_registers() -> bool:
+    """Whether the CPU runs torch's kernels with AVX-512 (32 registers of 16 floats).
+
+    The fused native MLP keeps 4 rows x up to 128 columns of accumulators in registers: with AVX-512 it is
+    faster than torch's layers, with AVX2's 16 registers of 8 floats they spill and it ran ~8x slower than
+    torch's BLAS layers (65k rows, 31 -> 64 -> 64 -> 3, one thread, AMD EPYC: 730 vs 100 ms forward +
+    backward), so there the MLP uses its torch twin.
+    """
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
+@lru_cache(maxsize=None)
 def has_module(name: str) -> bool:
     """Whether an optional package (``nerfacc``, ``gsplat``, ``tinycudann``) imports."""
     try:

@@ -237,8 +237,9 @@ def test_sine_mlp_first_layer_is_a_sine():
     ("n_in", "width", "depth", "n_out", "rows"),
     [(48, 64, 2, 3, 1000), (3, 16, 1, 1, 37), (32, 128, 3, 16, 130), (48, 64, 2, 3, 5), (20, 32, 2, 4, 0)],
 )
-def test_native_mlp_matches_the_twin_with_gradients(n_in, width, depth, n_out, rows):
+def test_native_mlp_matches_the_twin_with_gradients(n_in, width, depth, n_out, rows, monkeypatch):
     native_or_skip("mlp")
+    monkeypatch.setattr("omnifield.fields.mlp.wide_vector_registers", lambda: True)  # the kernel on any CPU
     torch.manual_seed(0)
     mlp = MLPConfig(width=width, n_hidden_layers=depth, output_activation="sigmoid").build(n_in, n_out)
     x = torch.randn(rows, n_in, requires_grad=True)
@@ -263,9 +264,10 @@ def _autograd_node_names(t: torch.Tensor) -> set[str]:
     return names
 
 
-def test_native_mlp_backward_can_be_differentiated_again():
+def test_native_mlp_backward_can_be_differentiated_again(monkeypatch):
     """An eikonal-style loss (a gradient of the output, then its backward) gets the twin's gradients."""
     native_or_skip("mlp")
+    monkeypatch.setattr("omnifield.fields.mlp.wide_vector_registers", lambda: True)
     torch.manual_seed(1)
     mlp = MLPConfig(width=32, n_hidden_layers=2).build(3, 1)
     x = torch.randn(64, 3, requires_grad=True)

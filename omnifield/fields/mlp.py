@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from omnifield.backend import native_kernels, resolve_implementation
+from omnifield.backend import native_kernels, resolve_implementation, wide_vector_registers
 from omnifield.config import register_config
 
 _ACTIVATIONS = {
@@ -75,7 +75,8 @@ class MLP(nn.Module):
 
     def forward(self, h: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         params = self._layer_parameters()
-        lib = native_kernels(h, "mlp") if self.fusable and h.shape[-1] == self.n_in else None
+        fused = self.fusable and h.shape[-1] == self.n_in and wide_vector_registers()
+        lib = native_kernels(h, "mlp") if fused else None
         if lib is not None and all(p.dtype == torch.float32 and p.device.type == "cpu" for p in params):
             y = _NativeMLP.apply(lib, h.reshape(-1, self.n_in), *params)
             return self.out_act(y.reshape(*h.shape[:-1], self.n_out))

@@ -25,6 +25,7 @@ SPACE_OF_SCENE = {"object": "box", "forward": "ndc", "unbounded": "contract"}
 NDC_HALF_EXTENT = 1.25  # NDC x/y bound: other cameras than the reference see a little beyond +-1
 FORWARD_MIN_ALIGNMENT = 0.85  # |mean viewing direction| above this: all views look the same way
 NEAR_MARGIN = 0.75  # LLFF's bd_factor: the NDC near plane sits at 3/4 of the nearest scene depth
+NDC_STEPS_PER_DIAGONAL = 512  # ~250 steps from the near plane to infinity before skipping (NeRF: 64 + 128)
 
 
 # ------------------------------------------------------------------ contraction
@@ -129,7 +130,8 @@ def choose_space(scene_type: str, c2w: torch.Tensor, fx: torch.Tensor, fy: torch
         return {"space": "ndc", "space_center": tuple(centres.mean(0).tolist()),
                 "space_rotation": tuple(rotation.reshape(-1).tolist()), "space_scale": 1.0,
                 "ndc_focal": (float(fx.mean()) / (width / 2), float(fy.mean()) / (height / 2)),
-                "ndc_near": NEAR_MARGIN * near_depth, "near_plane": 0.0, "aabb": (-h, -h, -1.0, h, h, 1.0)}
+                "ndc_near": NEAR_MARGIN * near_depth, "near_plane": 0.0, "n_steps_per_diagonal": NDC_STEPS_PER_DIAGONAL,
+                "aabb": (-h, -h, -1.0, h, h, 1.0)}
     if scene_type == "unbounded":
         centre = centres.mean(0)
         radius = float((centres - centre).norm(dim=-1).max())
