@@ -116,7 +116,7 @@ def test_unbounded_space_puts_the_cameras_in_the_unit_ball():
     c2w = _ring(radius=5.0)
     c2w[:, :3, 3] += torch.tensor([10.0, -3.0, 2.0])
     space = choose_space("unbounded", c2w, torch.ones(12), torch.ones(12), 100, 100, None)
-    renderer = VolumeRenderer(space.pop("aabb"), VolumeRendererConfig(**space))
+    renderer = VolumeRenderer(space.pop("field")["aabb"], VolumeRendererConfig(**space))
     o, _ = renderer.to_field_space(c2w[:, :3, 3], -c2w[:, :3, 2])
     assert float(o.norm(dim=-1).max()) == pytest.approx(1.0, abs=1e-5)
 

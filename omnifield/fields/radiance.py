@@ -30,7 +30,9 @@ from omnifield.fields.sh import spherical_harmonics
 @dataclass
 class RadianceFieldConfig:
     """A radiance field: ``encoding`` (any encoding config), decoders, SH degree of the view encoding, box;
-    ``appearance_dim`` > 0 adds per-image appearance codes for ``n_images`` training images."""
+    ``appearance_dim`` > 0 adds per-image appearance codes for ``n_images`` training images.
+    ``density_bias`` shifts the density logit (nerfacto: -1, so a fresh field is a thin fog rather than an
+    opaque one across a whole unbounded or NDC space)."""
 
     encoding: Any = field(default_factory=HashGridConfig)
     density_decoder: Any = field(default_factory=lambda: MLPConfig(width=64, n_hidden_layers=1))
@@ -40,6 +42,7 @@ class RadianceFieldConfig:
     aabb: tuple = (-1.5, -1.5, -1.5, 1.5, 1.5, 1.5)
     appearance_dim: int = 0
     n_images: int = 0
+    density_bias: float = 0.0
 
     def build(self) -> "RadianceField":
         return RadianceField(self)
@@ -85,7 +88,7 @@ class RadianceField(nn.Module):
 
     def density_from_features(self, feats: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Density ``[...]`` from point features, zero outside the box."""
-        sigma = trunc_exp(feats[..., 0])
+        sigma = trunc_exp(feats[..., 0] + self.cfg.density_bias if self.cfg.density_bias else feats[..., 0])
         return torch.where(self._inside(self.normalize(x)), sigma, torch.zeros_like(sigma))
 
     def rgb_from_features(self, feats: torch.Tensor, d: torch.Tensor,

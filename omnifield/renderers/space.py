@@ -25,7 +25,8 @@ SPACE_OF_SCENE = {"object": "box", "forward": "ndc", "unbounded": "contract"}
 NDC_HALF_EXTENT = 1.25  # NDC x/y bound: other cameras than the reference see a little beyond +-1
 FORWARD_MIN_ALIGNMENT = 0.85  # |mean viewing direction| above this: all views look the same way
 NEAR_MARGIN = 0.75  # LLFF's bd_factor: the NDC near plane sits at 3/4 of the nearest scene depth
-NDC_STEPS_PER_DIAGONAL = 512  # ~250 steps from the near plane to infinity before skipping (NeRF: 64 + 128)
+NDC_STEPS_PER_DIAGONAL = 256  # ~125 steps from the near plane to infinity before skipping (NeRF: 64 + 128)
+FOG_DENSITY_BIAS = -1.0  # nerfacto's density shift: a fresh field over a whole scene starts as a thin fog
 
 
 # ------------------------------------------------------------------ contraction
@@ -115,8 +116,9 @@ def choose_space(scene_type: str, c2w: torch.Tensor, fx: torch.Tensor, fy: torch
 
     ``c2w [N, 4, 4]``, ``fx/fy [N]`` of the training cameras; ``near_depth`` is the nearest scene depth
     seen by any camera (from the capture's depth bounds or sparse points; None when unknown).
-    Returns ``{"space", "space_center", "space_rotation", "space_scale", "ndc_focal", "ndc_near",
-    "near_plane", "aabb"}`` (``aabb`` is the field's and the renderer's box).
+    Returns renderer settings (``space``, ``space_center``, ``space_rotation``, ``space_scale``, ``ndc_focal``,
+    ``ndc_near``, ``near_plane``, ``n_steps_per_diagonal``) and, under ``"field"``, the field's settings
+    (``aabb``, the field's and the renderer's box, and ``density_bias``).
     """
     c2w = c2w.double()
     centres = c2w[:, :3, 3]
@@ -131,7 +133,7 @@ def choose_space(scene_type: str, c2w: torch.Tensor, fx: torch.Tensor, fy: torch
                 "space_rotation": tuple(rotation.reshape(-1).tolist()), "space_scale": 1.0,
                 "ndc_focal": (float(fx.mean()) / (width / 2), float(fy.mean()) / (height / 2)),
                 "ndc_near": NEAR_MARGIN * near_depth, "near_plane": 0.0, "n_steps_per_diagonal": NDC_STEPS_PER_DIAGONAL,
-                "aabb": (-h, -h, -1.0, h, h, 1.0)}
+                "field": {"aabb": (-h, -h, -1.0, h, h, 1.0), "density_bias": FOG_DENSITY_BIAS}}
     if scene_type == "unbounded":
         centre = centres.mean(0)
         radius = float((centres - centre).norm(dim=-1).max())
@@ -140,7 +142,8 @@ def choose_space(scene_type: str, c2w: torch.Tensor, fx: torch.Tensor, fy: torch
         near = 0.5 * near_depth * scale if near_depth else 0.05
         return {"space": "contract", "space_center": tuple(centre.tolist()),
                 "space_rotation": tuple(rotation.reshape(-1).tolist()), "space_scale": scale,
-                "near_plane": float(min(near, 0.2)), "aabb": (-2.0, -2.0, -2.0, 2.0, 2.0, 2.0)}
+                "near_plane": float(min(near, 0.2)),
+                "field": {"aabb": (-2.0, -2.0, -2.0, 2.0, 2.0, 2.0), "density_bias": FOG_DENSITY_BIAS}}
     raise ValueError(f"scene type must be one of {', '.join(SCENE_TYPES)}, got {scene_type!r}")
 
 

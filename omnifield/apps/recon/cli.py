@@ -61,7 +61,7 @@ def scene_space(data, requested: str = "auto") -> tuple[str, dict]:
 def _build_configs(args: argparse.Namespace, space: dict | None = None) -> tuple[object, object, TrainConfig]:
     """Typed configs from the options: the scene's ``space`` settings first, then every ``--set``."""
     space = dict(space or {})
-    aabb = space.pop("aabb", None)
+    field_changes = space.pop("field", {})
     try:
         train_cfg = TrainConfig(steps=args.steps, minutes=args.minutes, lr=args.lr, batch_rays=args.batch_rays,
                                 target_samples=args.target_samples, seed=args.seed, grad_clip=args.grad_clip,
@@ -70,9 +70,7 @@ def _build_configs(args: argparse.Namespace, space: dict | None = None) -> tuple
         renderer_cfg = VolumeRendererConfig(sampler=args.sampler, **space)
     except ValueError as exc:
         raise OmnifieldError(f"invalid option: {exc}") from None
-    field_cfg = field_config(args.method)
-    if aabb is not None:
-        field_cfg = replace_config(field_cfg, aabb=tuple(aabb))
+    field_cfg = replace_config(field_config(args.method), **field_changes)
     roots = {"field": field_cfg, "renderer": renderer_cfg, "train": train_cfg}
     for assignment in args.set or []:
         section = assignment.split(".", 1)[0]

@@ -196,6 +196,8 @@ class Trainer:
                 f"{run.path} is kept — lower the learning rate (--lr) or enable --grad-clip"
             )
         self.optimizer.zero_grad(set_to_none=True)
+        if not loss.requires_grad:  # no ray kept a sample (all skipped as empty): nothing to learn this step
+            loss = loss + sum(p.sum() for p in run.field.parameters()) * 0.0
         loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(run.field.parameters(), cfg.grad_clip)
