@@ -132,7 +132,7 @@ def test_cli_list_names_problems_and_solvers(capsys):
     ],
 )
 def test_bad_options_raise_clear_errors(tmp_path, argv, message):
-    args = cli.parse_solve_args([*argv, "--steps", "0", "--lbfgs-steps", "0", "--out", str(tmp_path), "--quiet"])
+    args = cli.parse_solve_args([*argv, "--steps", "1", "--lbfgs-steps", "0", "--out", str(tmp_path), "--quiet"])
     with pytest.raises(OmnifieldError, match=message):
         args.func(args)
 
