@@ -29,6 +29,15 @@ def _seed_and_threads():
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny problems run fastest (and steadiest on a shared machine) on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def lego_dir() -> Path:
     return LEGO
 

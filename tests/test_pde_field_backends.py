@@ -19,12 +19,7 @@ from omnifield.pde.solvers.settings import SolverSettings
 NEW = ("triplane", "neurbf", "cam")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = {  # gradcheck sizes: a few hundred parameters

@@ -19,13 +19,7 @@ from omnifield.pde.solvers.settings import SolverSettings
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny problems run fastest (and steadiest on a shared machine) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = SolverSettings(width=16, depth=2, steps=0, lbfgs_steps=0, n_interior=256, n_condition=64, lr=5e-3, lr_final=1e-3)

@@ -28,13 +28,7 @@ from omnifield.renderers.cameras import Cameras, look_at
 from omnifield.renderers.splat import SplatRenderer
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny training runs are dominated by thread start-up; one thread is faster (and deterministic)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _scene_for_control() -> GaussianScene:
