@@ -60,8 +60,9 @@ def process_row(photos: Path, out: Path) -> dict:
     wall, peak = omnifield("process", str(photos), "--out", str(out), "--quiet")
     report = json.loads((out / "process_report.json").read_text())
     return {"method": "process", "scene": photos.name, "seconds": round(wall, 1), "peak_mb": round(peak, 0),
-            **{k: report[k] for k in ("n_registered", "n_images", "mean_reprojection_error_px", "n_points")
-               if k in report}}
+            "n_registered": report["images_registered"], "n_images": report["images_total"],
+            "mean_reprojection_error_px": report["mean_reprojection_error_px"], "n_points": report["points3D"],
+            "stage_seconds": report["seconds"]}
 
 
 def main() -> int:
