@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,15 +28,21 @@ REPO = Path(__file__).resolve().parents[1]
 METHODS = ("hashgrid", "splat")
 
 
+# runs the CLI, then reports the child's own peak resident memory on its last stderr line
+CHILD = ("import resource, sys\nfrom omnifield.cli import main\ncode = main(sys.argv[1:])\n"
+         "print('peak_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(code)")
+
+
 def omnifield(*args: str) -> tuple[float, float]:
-    """Run ``omnifield ARGS`` in a child process; returns (wall seconds, the largest child peak RSS in MB so far)."""
+    """Run ``omnifield ARGS`` in a child process; returns (wall seconds, the child's peak RSS in MB)."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "omnifield", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-4000:])
         raise SystemExit(f"omnifield {' '.join(args)} failed with exit code {proc.returncode}")
-    return time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    peak_kb = float(proc.stderr.strip().splitlines()[-1].split()[-1])
+    return time.perf_counter() - t0, peak_kb / 1024
 
 
 def train_row(method: str, data: Path, minutes: float, downscale: int, out: Path, extra: list[str]) -> dict:
@@ -50,7 +55,8 @@ def train_row(method: str, data: Path, minutes: float, downscale: int, out: Path
         "steps": metrics.get("step", metrics.get("steps")),
         "seconds": round(float(metrics.get("train_seconds") or 0.0), 1),
         "psnr": round(float(metrics["psnr"]), 2), "ssim": round(float(metrics["ssim"]), 4),
-        "peak_mb": round(peak, 0), "eval_s_per_frame": round(float(metrics.get("seconds_per_frame", float("nan"))), 2),
+        "peak_mb": round(peak, 0),
+        "eval_s_per_frame": round(float(metrics["seconds_per_frame"]), 2) if "seconds_per_frame" in metrics else None,
         "n_views": metrics.get("n_views"), "wall_s": round(wall, 1),
     }
 
@@ -103,8 +109,9 @@ def main() -> int:
           f"{'eval s/frame':>12s}")
     for r in rows:
         if r["method"] != "process":
+            per_frame = "-" if r["eval_s_per_frame"] is None else f"{r['eval_s_per_frame']:.2f}"
             print(f"{r['method']:10s} {r['scene']:22s} {r['steps']:7d} {r['seconds']:8.1f} {r['psnr']:7.2f} "
-                  f"{r['ssim']:7.4f} {r['peak_mb']:8.0f} {r['eval_s_per_frame']:12.2f}")
+                  f"{r['ssim']:7.4f} {r['peak_mb']:8.0f} {per_frame:>12s}")
     for r in rows:
         if r["method"] == "process":
             print(f"process {r['scene']}: {r.get('n_registered')}/{r.get('n_images')} images registered, mean "

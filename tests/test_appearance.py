@@ -62,13 +62,13 @@ def lego():
     return load_blender(LEGO, "train", downscale=16)
 
 
-def test_auto_is_off_for_alpha_masks_and_on_for_photos(lego):
+def test_auto_gives_photos_appearance_codes_and_leaves_pose_refinement_off(lego):
     field_cfg = field_config("hashgrid")
     f, t = resolve_capture_options(field_cfg, TrainConfig(), lego)  # lego_200 is RGBA
     assert (t.camera_opt, t.appearance_dim, f.appearance_dim) == ("off", 0, 0)
     photos = PosedImages(lego.images[..., :3], lego.cameras, lego.names)
     f, t = resolve_capture_options(field_cfg, TrainConfig(), photos)
-    assert (t.camera_opt, t.appearance_dim) == ("SE3", AUTO_APPEARANCE_DIM)
+    assert (t.camera_opt, t.appearance_dim) == ("off", AUTO_APPEARANCE_DIM)
     assert (f.appearance_dim, f.n_images) == (AUTO_APPEARANCE_DIM, len(lego.images))
     f, t = resolve_capture_options(field_cfg, TrainConfig(camera_opt="off", appearance_dim=0), photos)
     assert (t.camera_opt, t.appearance_dim, f.appearance_dim) == ("off", 0, 0)

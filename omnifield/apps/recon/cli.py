@@ -250,8 +250,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loss.s3im-weight", dest="s3im_weight", type=float, default=0.0,
                    help="weight of the S3IM stochastic structural similarity loss (paper: 1.0; 0 = off)")
     p.add_argument("--camera-opt", choices=["auto", "off", "SE3"], default="auto",
-                   help="refine each training pose by a learned SE(3) correction; auto = on for photos (images "
-                        "without alpha), off for images with alpha masks (default auto)")
+                   help="refine each training pose by a learned SE(3) correction; auto = off (held-out views keep "
+                        "their given poses, so refined training poses that drift together hurt them) (default auto)")
     p.add_argument("--appearance-dim", type=int, default=-1,
                    help="size of each training view's appearance code (exposure, white balance); 0 = off, "
                         "-1 = auto: 32 for photos, off for images with alpha masks (default -1)")

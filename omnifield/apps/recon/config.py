@@ -21,8 +21,10 @@ class TrainConfig:
     Real captures: ``camera_opt`` ("auto" | "off" | "SE3") refines each training pose by a learned
     SE(3) correction (own Adam group, learning rate ``camera_opt_lr`` on the same schedule, no weight
     decay, optional L2 penalty ``camera_opt_l2``); ``appearance_dim`` (-1 = auto, 0 = off) gives each
-    training image an appearance code of that size. "auto" turns both on for captures without alpha
-    (photos) and off for images with alpha masks (synthetic objects); a run records the resolved values.
+    training image an appearance code of that size. "auto" gives photos (no alpha) appearance codes and
+    leaves pose refinement off everywhere: held-out views keep their given poses, and on fern (10 minutes,
+    NDC) refined training poses drifted together (~0.02 box units, ~0.6 degrees) away from them, so the
+    held-out PSNR fell from 23.28 to 14.76 dB. Ask for it with "SE3". A run records the resolved values.
     """
 
     steps: int = 20000

@@ -31,8 +31,9 @@ CONFIG = "config.json"
 
 def resolve_capture_options(field_config: Any, train_config: TrainConfig,
                             train_data: PosedImages | None) -> tuple[Any, TrainConfig]:
-    """Settle ``camera_opt`` / ``appearance_dim`` "auto" for a capture: on for images without alpha
-    (photos), off for images with alpha masks (synthetic objects) and when no training views are given.
+    """Settle ``camera_opt`` / ``appearance_dim`` "auto" for a capture: appearance codes on for images
+    without alpha (photos), off for images with alpha masks and when no training views are given; pose
+    refinement off (see :class:`TrainConfig`: without test-time pose alignment it hurts held-out views).
 
     Returns the train config with the resolved values and the field config sized for them (its
     ``appearance_dim`` and ``n_images``, the number of training views).
@@ -40,7 +41,7 @@ def resolve_capture_options(field_config: Any, train_config: TrainConfig,
     real = train_data is not None and train_data.images.shape[-1] != 4
     camera_opt = train_config.camera_opt
     if camera_opt == "auto":
-        camera_opt = "SE3" if real else "off"
+        camera_opt = "off"
     dim = train_config.appearance_dim
     if dim < 0:
         dim = AUTO_APPEARANCE_DIM if real else 0
