@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from omnifield.apps.recon.config import AUTO_APPEARANCE_DIM, TrainConfig
+from omnifield.apps.recon.config import TrainConfig
 from omnifield.apps.recon.run import resolve_capture_options
 from omnifield.data.blender import PosedImages, load_blender
 from omnifield.errors import OmnifieldError
@@ -62,14 +62,15 @@ def lego():
     return load_blender(LEGO, "train", downscale=16)
 
 
-def test_auto_gives_photos_appearance_codes_and_leaves_pose_refinement_off(lego):
+def test_auto_leaves_both_off_and_explicit_values_are_kept(lego):
     field_cfg = field_config("hashgrid")
     f, t = resolve_capture_options(field_cfg, TrainConfig(), lego)  # lego_200 is RGBA
     assert (t.camera_opt, t.appearance_dim, f.appearance_dim) == ("off", 0, 0)
     photos = PosedImages(lego.images[..., :3], lego.cameras, lego.names)
     f, t = resolve_capture_options(field_cfg, TrainConfig(), photos)
-    assert (t.camera_opt, t.appearance_dim) == ("off", AUTO_APPEARANCE_DIM)
-    assert (f.appearance_dim, f.n_images) == (AUTO_APPEARANCE_DIM, len(lego.images))
+    assert (t.camera_opt, t.appearance_dim, f.appearance_dim) == ("off", 0, 0)
+    f, t = resolve_capture_options(field_cfg, TrainConfig(appearance_dim=32), photos)
+    assert (f.appearance_dim, f.n_images) == (32, len(lego.images))
     f, t = resolve_capture_options(field_cfg, TrainConfig(camera_opt="off", appearance_dim=0), photos)
     assert (t.camera_opt, t.appearance_dim, f.appearance_dim) == ("off", 0, 0)
     f, t = resolve_capture_options(field_cfg, TrainConfig(camera_opt="SE3", appearance_dim=8), lego)

@@ -254,7 +254,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "their given poses, so refined training poses that drift together hurt them) (default auto)")
     p.add_argument("--appearance-dim", type=int, default=-1,
                    help="size of each training view's appearance code (exposure, white balance); 0 = off, "
-                        "-1 = auto: 32 for photos, off for images with alpha masks (default -1)")
+                        "-1 = auto: off (held-out views get the mean code, which measured worse) (default -1)")
     p.add_argument("--seed", type=int, default=0, help="random seed; CPU runs with --steps are repeatable")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from omnifield.apps.recon.config import AUTO_APPEARANCE_DIM, TrainConfig
+from omnifield.apps.recon.config import TrainConfig
 from omnifield.config import config_from_dict, config_to_dict, replace_config
 from omnifield.data.blender import PosedImages
 from omnifield.errors import OmnifieldError
@@ -31,20 +31,14 @@ CONFIG = "config.json"
 
 def resolve_capture_options(field_config: Any, train_config: TrainConfig,
                             train_data: PosedImages | None) -> tuple[Any, TrainConfig]:
-    """Settle ``camera_opt`` / ``appearance_dim`` "auto" for a capture: appearance codes on for images
-    without alpha (photos), off for images with alpha masks and when no training views are given; pose
-    refinement off (see :class:`TrainConfig`: without test-time pose alignment it hurts held-out views).
+    """Settle ``camera_opt`` / ``appearance_dim`` "auto": both off (see :class:`TrainConfig` for the
+    measurements behind it); explicit values are kept.
 
     Returns the train config with the resolved values and the field config sized for them (its
     ``appearance_dim`` and ``n_images``, the number of training views).
     """
-    real = train_data is not None and train_data.images.shape[-1] != 4
-    camera_opt = train_config.camera_opt
-    if camera_opt == "auto":
-        camera_opt = "off"
-    dim = train_config.appearance_dim
-    if dim < 0:
-        dim = AUTO_APPEARANCE_DIM if real else 0
+    camera_opt = "off" if train_config.camera_opt == "auto" else train_config.camera_opt
+    dim = max(train_config.appearance_dim, 0)
     if hasattr(field_config, "appearance_dim"):
         if dim > 0 and train_data is None:
             raise OmnifieldError("appearance codes need the training views (one code per view)")
