@@ -269,7 +269,8 @@ class VolumeRenderer(nn.Module):
                      chunk: int = 8192, appearance: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Full image of camera ``index`` in chunks of rays: ``rgb [H,W,3]``, ``depth [H,W]``, ``opacity [H,W]``,
         and ``samples_per_ray`` (a float). Rays are rendered on the renderer's device (CPU or a GPU, the
-        field's), images come back on the CPU. ``appearance [E]``: one code for every ray (None: the field's default)."""
+        field's), images come back on the CPU. ``appearance [E]``: one code for every ray (None: the
+        field's default)."""
         device = self.aabb.device
         origins, directions = (t.to(device) for t in cameras.image_rays(index))
         background = None if background is None else background.to(device)

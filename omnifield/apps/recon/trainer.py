@@ -36,7 +36,8 @@ def lr_factor(progress: float, step: int, cfg: TrainConfig) -> float:
     return warm * cfg.decay_gamma**decays
 
 
-def make_optimizer(field: torch.nn.Module, cfg: TrainConfig, camera_opt: nn.Module | None = None) -> torch.optim.Optimizer:
+def make_optimizer(field: torch.nn.Module, cfg: TrainConfig,
+                   camera_opt: nn.Module | None = None) -> torch.optim.Optimizer:
     """Fused Adam: weight decay on decoder weight matrices only (never on grids/tables of features,
     CAM's modulation grids inside a decoder included). Pose corrections get their own group: peak
     learning rate ``cfg.camera_opt_lr``, no weight decay. Each group keeps its peak rate as ``base_lr``."""
