@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 
+def psnr_from_mse(mse: float) -> float:
+    """PSNR in dB of a mean squared error of values in [0, 1] (floored at 1e-12: at most 120 dB)."""
+    return -10.0 * math.log10(max(float(mse), 1e-12))
+
+
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
     """Peak signal-to-noise ratio in dB of images in [0, 1] (any equal shapes)."""
-    mse = torch.mean((pred.float() - target.float()) ** 2).clamp_min(1e-12)
-    return float(-10.0 * torch.log10(mse))
+    return psnr_from_mse(torch.mean((pred.float() - target.float()) ** 2))
 
 
 def _window_1d(size: int, sigma: float, kind: str, device, dtype) -> torch.Tensor:

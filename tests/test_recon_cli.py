@@ -86,7 +86,7 @@ def test_resume_reproduces_uninterrupted_training(tiny_scene, tmp_path, bitwise_
     run, tensors, meta = Run.open(tmp_path / "b")
     assert meta["step"] == 5
     resumed = Trainer(run, data, progress=False)
-    resumed.restore(tensors, meta)
+    resumed.resume(tensors, meta)
     resumed.fit()
     for (name, a), (_, b) in zip(straight.run.field.state_dict().items(), resumed.run.field.state_dict().items()):
         assert torch.equal(a, b), name

@@ -131,7 +131,7 @@ def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: to
         run.training_views(train_data.cameras)  # the run's per-view state must fit these views
         run.train_config = replace_config(run.train_config, steps=args.steps, minutes=args.minutes)
         trainer = Trainer(run, train_data)
-        trainer.restore(tensors, meta)
+        trainer.resume(tensors, meta)
         say(f"resuming {out} at step {trainer.step}")
     else:
         field_cfg, _, _ = _build_configs(args)  # bad options are refused before any data is read

@@ -4,29 +4,27 @@ Per step: random rays over all training pixels (a seeded generator), random back
 colours composited into RGBA targets, occupancy-grid refresh, render, MSE, Adam. Real captures
 add per-image pose corrections (applied to the batch's rays) and per-image appearance codes. The number
 of rays adapts so that each step carries about ``target_samples`` samples (as nerfacc).
-Checkpoints (weights, occupancy grid, optimiser state, step, RNG) are written atomically every
-``checkpoint_every_s`` seconds, at the end, and on Ctrl-C; ``resume`` continues a run exactly.
+The loop itself (budget, checkpoints, resume, Ctrl-C, divergence, log) is the training engine's
+(:mod:`omnifield.engine`); this module is the task: batches, loss, learning-rate schedule.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from omnifield.apps.recon.config import TrainConfig
 from omnifield.apps.recon.run import CHECKPOINT, Run
 from omnifield.data.blender import PosedImages
 from omnifield.data.images import composite_on
 from omnifield.distributed import broadcast_from_main, current, shard, sum_over_ranks
+from omnifield.engine import Engine, LoopConfig
 from omnifield.errors import OmnifieldError
-from omnifield.io.checkpoint import load_optimizer_state, optimizer_state, remove_stale_temporaries
+from omnifield.io.checkpoint import remove_stale_temporaries
+from omnifield.metrics import psnr_from_mse
 
 
 def lr_factor(progress: float, step: int, cfg: TrainConfig) -> float:
@@ -77,7 +75,7 @@ class _RayRendering(nn.Module):
 
 
 class Trainer:
-    """Trains ``run.field`` on ``data``.
+    """Trains ``run.field`` on ``data``: the radiance-field task of the training engine.
 
     ``eval_fn(run, step) -> dict`` runs every ``eval_every`` steps and whenever the training time
     passes one of ``eval_at_seconds`` (evaluation time is not counted as training time).
@@ -87,11 +85,12 @@ class Trainer:
     count and the stopping time are agreed across ranks, and rank 0 alone writes checkpoints.
     """
 
+    counters = ("rays",)
+
     def __init__(self, run: Run, data: PosedImages, eval_fn: Callable[[Run, int], dict] | None = None,
                  eval_every: int = 0, eval_at_seconds: tuple[float, ...] = (), progress: bool = True):
         self.run, self.cfg = run, run.train_config
-        self.eval_fn, self.eval_every, self.progress = eval_fn, eval_every, progress
-        self.eval_at_seconds = sorted(eval_at_seconds)
+        self.eval_fn = eval_fn
         self.group = current()
         self.rendering = _RayRendering(run.field, run.renderer, run.camera_opt)
         self.device = run.device
@@ -105,41 +104,60 @@ class Trainer:
         self.pixels = images.reshape(-1, images.shape[-1]).to(self.device)  # [N*H*W, C]
         self.cameras = data.cameras.to(self.device)
         self.generator = torch.Generator().manual_seed(self.cfg.seed)
-        self.step = 0
-        self.elapsed = 0.0
         self.n_rays = self.cfg.batch_rays
-        self.history: list[dict[str, Any]] = []
         grid = run.renderer.grid
         carved_before = not bool(grid.allowed.all())  # a re-opened run carries its hull in the checkpoint
         if images.shape[-1] == 4 and run.renderer.cfg.sampler == "occupancy" and not carved_before:
             grid.carve_from_masks(self.cameras, images[..., 3].to(self.device))
         self.hull_fraction = float(grid.allowed.float().mean())  # share of the grid inside the visual hull
+        cfg = self.cfg
+        loop = LoopConfig(steps=cfg.steps, minutes=cfg.minutes, log_every=cfg.log_every,
+                          checkpoint_every_s=cfg.checkpoint_every_s, eval_every=eval_every if eval_fn else 0,
+                          eval_at_seconds=tuple(eval_at_seconds) if eval_fn else (), grad_clip=cfg.grad_clip,
+                          progress=progress)
+        self.engine = Engine(self, loop, group=self.group, where=str(run.path),
+                             postfix=("loss", "psnr", "rays_per_s", "samples_per_ray"))
 
-    # ------------------------------------------------------------------ state
+    # ------------------------------------------------------------------ engine
+    @property
+    def step(self) -> int:
+        return self.engine.step
+
+    @property
+    def elapsed(self) -> float:
+        """Training seconds so far."""
+        return self.engine.elapsed
+
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        tensors, optim_meta = optimizer_state(self.optimizer)
-        tensors["rng/generator"] = self.generator.get_state()
-        tensors["rng/torch"] = torch.get_rng_state()
-        meta = {"elapsed": self.elapsed, "n_rays": self.n_rays, "optimizer": optim_meta}
-        return tensors, meta
+        """The task's own state (the engine adds step, time, torch RNG and the optimiser)."""
+        return {"rng/generator": self.generator.get_state()}, {"n_rays": self.n_rays}
 
     def restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        """Continue from a checkpoint written by :meth:`save`."""
+        """Continue from a checkpoint of :meth:`save` (called by the engine after its own state)."""
         try:
-            load_optimizer_state(self.optimizer, tensors, meta["optimizer"])
             self.generator.set_state(tensors["rng/generator"])
-            torch.set_rng_state(tensors["rng/torch"])
-            self.step, self.elapsed, self.n_rays = int(meta["step"]), float(meta["elapsed"]), int(meta["n_rays"])
+            self.n_rays = int(meta["n_rays"])
         except (KeyError, ValueError, RuntimeError) as exc:
             raise OmnifieldError(f"{self.run.path}: checkpoint lacks a usable training state ({exc})") from None
 
-    def save(self) -> None:
-        """Checkpoint the run (rank 0 only under torchrun)."""
-        if self.group.is_main:
-            tensors, meta = self.state()
-            self.run.save(self.step, tensors, meta)
+    def resume(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Continue the run from a checkpoint (engine state and this task's)."""
+        self.engine.restore(tensors, meta, str(self.run.path))
 
-    # ------------------------------------------------------------------- loop
+    def write_checkpoint(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        self.run.save(meta["step"], tensors, meta)
+
+    def save(self) -> None:
+        """Checkpoint the run now (rank 0 only under torchrun)."""
+        self.engine.save()
+
+    def clip_parameters(self):
+        return self.run.field.parameters()
+
+    def evaluate(self, step: int) -> dict[str, Any]:
+        return self.eval_fn(self.run, step)
+
+    # ------------------------------------------------------------------- step
     def _batch(self) -> tuple[torch.Tensor, ...]:
         """This rank's shard of the global batch: origins, directions, background, target, jitter, camera ids."""
         n = self.n_rays
@@ -170,15 +188,15 @@ class Trainer:
                                            stride=cfg.s3im_stride, patch_height=cfg.s3im_patch,
                                            generator=self.generator)
 
-    def train_step(self, progress_fraction: float) -> dict[str, float]:
-        """One optimisation step; returns loss, PSNR and sample statistics."""
+    def training_step(self, step: int, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
+        """Render a batch and return its loss (the engine back-propagates and steps Adam) and statistics."""
         run, cfg = self.run, self.cfg
         run.field.train()
-        if run.renderer.update_occupancy(run.field, self.step):
+        if run.renderer.update_occupancy(run.field, step):
             broadcast_from_main([run.renderer.grid.values, run.renderer.grid.occupancy], self.group)
-        if self.step == run.renderer.grid.cfg.warmup_steps and run.renderer.cfg.sampler == "occupancy":
+        if step == run.renderer.grid.cfg.warmup_steps and run.renderer.cfg.sampler == "occupancy":
             self.place_bases_on_density()
-        factor = lr_factor(progress_fraction, self.step, cfg)
+        factor = lr_factor(progress, step, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = group.get("base_lr", cfg.lr) * factor  # runs saved before base_lr: one rate
         origins, dirs, bg, target, jitter, cam = self._batch()
@@ -187,29 +205,17 @@ class Trainer:
         loss = mse + self._extra_losses(rgb, target)
         if cfg.camera_opt_l2 > 0:
             loss = loss + cfg.camera_opt_l2 * pose_penalty
-        # a single all-reduce for the batch's samples, squared error and divergence (the clock has its own)
-        n_samples, sq_err, bad = sum_over_ranks(
-            [float(n_samples), float(mse.detach()) * rgb.numel(), float(not torch.isfinite(loss))], self.group)
+        # a single all-reduce for the batch's samples, squared error and loss (the clock has its own)
+        n_samples, sq_err, loss_sum = sum_over_ranks(
+            [float(n_samples), float(mse.detach()) * rgb.numel(), float(loss.detach())], self.group)
         mse = sq_err / (3 * self.n_rays)
-        if bad:
-            raise OmnifieldError(
-                f"training diverged at step {self.step} (loss is {float(loss.detach())}); the last good checkpoint in "
-                f"{run.path} is kept — lower the learning rate (--lr) or enable --grad-clip"
-            )
-        self.optimizer.zero_grad(set_to_none=True)
-        if not loss.requires_grad:  # no ray kept a sample (all skipped as empty): nothing to learn this step
-            loss = loss + sum(p.sum() for p in run.field.parameters()) * 0.0
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(run.field.parameters(), cfg.grad_clip)
-        self.optimizer.step()
         n_rays = self.n_rays
         if cfg.target_samples > 0 and n_samples > 0:
             want = n_rays * cfg.target_samples / n_samples
             self.n_rays = int(min(max(want, 256), cfg.max_batch_rays))
-        return {
-            "loss": float(loss.detach()),
-            "psnr": -10.0 * math.log10(max(mse, 1e-12)),
+        return loss, {
+            "loss": loss_sum / self.group.world_size,
+            "psnr": psnr_from_mse(mse),
             "rays": n_rays,
             "samples_per_ray": n_samples / max(n_rays, 1),
             "lr": cfg.lr * factor,
@@ -237,68 +243,10 @@ class Trainer:
         init(points, grid.values[cells] + 1e-6)
         return True
 
-    def _eval_due(self) -> bool:
-        if self.eval_fn is None:
-            return False
-        due = bool(self.eval_every) and self.step % self.eval_every == 0
-        while self.eval_at_seconds and self.elapsed >= self.eval_at_seconds[0]:
-            self.eval_at_seconds.pop(0)
-            due = True
-        return due
-
     def fit(self, log_path: Path | None = None) -> list[dict[str, Any]]:
-        """Train until ``steps`` or the time budget; checkpoints periodically and on Ctrl-C."""
-        cfg = self.cfg
-        budget = cfg.minutes * 60.0
-        remove_stale_temporaries(self.run.path / CHECKPOINT)
-        last_ckpt = time.perf_counter()
-        timed = budget > 0  # with a time budget the bar counts training seconds, so its ETA is right
-        bar = tqdm(total=budget if timed else cfg.steps, initial=self.elapsed if timed else self.step,
-                   disable=not (self.progress and self.group.is_main), unit="s" if timed else "step", dynamic_ncols=True,
-                   bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]" if timed else None)
-        log = open(log_path, "a") if log_path and self.group.is_main else None
-        rays_seen, t_window, first = 0, time.perf_counter(), True
-        try:
-            while self.step < cfg.steps and (budget <= 0 or self.elapsed < budget):
-                t0 = time.perf_counter()
-                progress = max(self.step / cfg.steps, self.elapsed / budget if budget > 0 else 0.0)
-                stats = self.train_step(progress)
-                # the first step of a process compiles native kernels (tens of seconds on a fresh install):
-                # it does not count against the time budget
-                dt = 0.0 if first else time.perf_counter() - t0
-                first = False
-                if self.group.active:  # every rank must see the same clock to stop at the same step
-                    dt = sum_over_ranks([self.elapsed + dt], self.group)[0] / self.group.world_size - self.elapsed
-                self.elapsed += dt
-                self.step += 1
-                rays_seen += stats["rays"]
-                bar.update(min(dt, budget - bar.n) if timed else 1)
-                if self.step % cfg.log_every == 0 or self.step == 1:
-                    now = time.perf_counter()
-                    stats.update(step=self.step, elapsed=round(self.elapsed, 2),
-                                 rays_per_s=rays_seen / max(now - t_window, 1e-9))
-                    rays_seen, t_window = 0, now
-                    bar.set_postfix(loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.2f}",
-                                    rays_s=f"{stats['rays_per_s']:.0f}", spr=f"{stats['samples_per_ray']:.1f}")
-                    if log:
-                        log.write(json.dumps(stats) + "\n")
-                        log.flush()
-                if self._eval_due():
-                    record = {"step": self.step, "elapsed": self.elapsed, **self.eval_fn(self.run, self.step)}
-                    self.history.append(record)
-                    bar.write(f"step {self.step} ({self.elapsed:.0f}s): " +
-                              ", ".join(f"{k} {v:.3f}" for k, v in record.items() if isinstance(v, float)))
-                if time.perf_counter() - last_ckpt > cfg.checkpoint_every_s:
-                    self.save()
-                    last_ckpt = time.perf_counter()
-        except KeyboardInterrupt:
-            self.save()
-            if self.group.is_main:
-                bar.write(f"interrupted: checkpoint at step {self.step} saved in {self.run.path}")
-            raise
-        finally:
-            bar.close()
-            if log:
-                log.close()
-        self.save()
-        return self.history
+        """Train until ``steps`` or the time budget; checkpoints periodically, at the end and on Ctrl-C.
+        Returns the evaluation history."""
+        if self.group.is_main:
+            remove_stale_temporaries(self.run.path / CHECKPOINT)
+        self.engine.log_path = log_path
+        return self.engine.run()

@@ -1,0 +1,30 @@
+"""Options every training command shares, built into the engine's :class:`~omnifield.engine.LoopConfig`."""
+
+from __future__ import annotations
+
+import argparse
+
+from omnifield.engine import LoopConfig
+
+
+def add_loop_arguments(parser: argparse.ArgumentParser, steps: int, minutes: float = 0.0,
+                       resume_what: str = "the run in --out") -> None:
+    """``--steps``, ``--minutes``, ``--grad-clip``, ``--resume`` and ``--quiet`` with this command's defaults."""
+    g = parser.add_argument_group("training budget and loop")
+    g.add_argument("--steps", type=int, default=steps, help=f"maximum optimisation steps (default {steps})")
+    g.add_argument("--minutes", type=float, default=minutes,
+                   help=f"training time budget in minutes, the first step's kernel compile not counted "
+                        f"(default {minutes:g}; 0 = none); the run stops at whichever limit comes first")
+    g.add_argument("--grad-clip", type=float, default=0.0, help="clip the gradient norm (0 = off)")
+    g.add_argument("--resume", action="store_true", help=f"continue {resume_what} from its checkpoint")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def loop_config(args: argparse.Namespace, **overrides) -> LoopConfig:
+    """The :class:`LoopConfig` of the options of :func:`add_loop_arguments` (``overrides`` win)."""
+    values = dict(steps=args.steps, minutes=args.minutes, grad_clip=args.grad_clip,
+                  progress=not getattr(args, "quiet", False))
+    values.update(overrides)
+    cfg = LoopConfig(**values)
+    cfg.check()
+    return cfg
