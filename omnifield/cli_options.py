@@ -9,7 +9,7 @@ from omnifield.engine import LoopConfig
 
 def add_loop_arguments(parser: argparse.ArgumentParser, steps: int, minutes: float = 0.0,
                        resume_what: str = "the run in --out") -> None:
-    """``--steps``, ``--minutes``, ``--grad-clip``, ``--resume`` and ``--quiet`` with this command's defaults."""
+    """``--steps``, ``--minutes``, ``--grad-clip``, ``--resume``, ``--quiet`` and ``--log`` with this command's defaults."""
     g = parser.add_argument_group("training budget and loop")
     g.add_argument("--steps", type=int, default=steps, help=f"maximum optimisation steps (default {steps})")
     g.add_argument("--minutes", type=float, default=minutes,
@@ -18,12 +18,20 @@ def add_loop_arguments(parser: argparse.ArgumentParser, steps: int, minutes: flo
     g.add_argument("--grad-clip", type=float, default=0.0, help="clip the gradient norm (0 = off)")
     g.add_argument("--resume", action="store_true", help=f"continue {resume_what} from its checkpoint")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_log_argument(g)
+
+
+def add_log_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--log none|tensorboard``: where the training log goes besides ``log.jsonl`` and ``curves.png``."""
+    parser.add_argument("--log", choices=["none", "tensorboard"], default="none",
+                        help="also write TensorBoard event files into RUN/tensorboard (needs the tensorboard "
+                             "package: pip install 'omnifield[tracking]'); log.jsonl and curves.png are always written")
 
 
 def loop_config(args: argparse.Namespace, **overrides) -> LoopConfig:
     """The :class:`LoopConfig` of the options of :func:`add_loop_arguments` (``overrides`` win)."""
     values = dict(steps=args.steps, minutes=args.minutes, grad_clip=args.grad_clip,
-                  progress=not getattr(args, "quiet", False))
+                  progress=not getattr(args, "quiet", False), tensorboard=getattr(args, "log", "none") == "tensorboard")
     values.update(overrides)
     cfg = LoopConfig(**values)
     cfg.check()

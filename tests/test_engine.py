@@ -142,3 +142,22 @@ def test_log_counters_and_evaluation_schedule(tmp_path):
 def test_impossible_budgets_are_refused(bad):
     with pytest.raises(OmnifieldError):
         Engine(LineFit(), LoopConfig(**bad))
+
+
+def test_curves_png_and_tensorboard_events_beside_the_log(tmp_path):
+    """Every run folder gets ``curves.png`` (loss against training time); ``tensorboard`` adds event files
+    whose scalars are the log's."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log = tmp_path / "log.jsonl"
+    Engine(LineFit(), LoopConfig(steps=12, log_every=3, eval_every=6, progress=False, tensorboard=True),
+           log_path=log).run()
+    png = (tmp_path / "curves.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    logged = [json.loads(line) for line in log.read_text().splitlines() if "eval" not in line]
+    scalars = events.Scalars("train/loss")
+    assert [s.step for s in scalars] == [r["step"] for r in logged]
+    assert [s.value for s in scalars] == pytest.approx([r["loss"] for r in logged], rel=1e-6)
+    assert [s.step for s in events.Scalars("eval/weight")] == [6, 12]

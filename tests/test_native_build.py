@@ -131,3 +131,23 @@ def test_without_a_compiler_native_parity_tests_skip_saying_why(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert " failed" not in proc.stdout and " skipped" in proc.stdout
     assert "no C++ compiler" in proc.stdout  # the skip reason
+
+
+def test_compiling_shows_a_spinner_on_a_terminal(monkeypatch):
+    """On a terminal the compile line counts seconds in place; the end line says how long it took."""
+    import io
+    import time
+
+    import omnifield.native as native
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen = Terminal()
+    monkeypatch.setattr(native.sys, "stderr", screen)
+    with native._compiling("demo"):
+        time.sleep(0.8)
+    text = screen.getvalue()
+    assert "\romnifield: compiling native kernels demo (first use, about a minute) " in text
+    assert text.rstrip().endswith("s") and "compiled native kernels demo in " in text

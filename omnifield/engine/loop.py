@@ -18,7 +18,9 @@ does the rest, the same way for every task:
   time, the torch RNG and the optimiser state beside the task's own tensors; :meth:`Engine.restore`
   continues a run exactly.
 - **log**: ``log.jsonl`` gets the step's statistics every ``log_every`` steps (and at step 1) and each
-  evaluation; the progress bar shows them.
+  evaluation; the progress bar shows them; ``curves.png`` beside the log plots loss and PSNR against
+  time when the run ends or is interrupted; with ``tensorboard`` the same records go to TensorBoard
+  event files in ``tensorboard/`` beside the log.
 - **data parallel**: under torchrun the ranks agree on the clock (so they stop at the same step) and
   rank 0 alone writes.
 """
@@ -37,6 +39,7 @@ from tqdm import tqdm
 
 from omnifield.config import register_config
 from omnifield.distributed import ProcessGroup, current, sum_over_ranks
+from omnifield.engine.curves import TensorBoardLog, write_curves
 from omnifield.errors import OmnifieldError
 from omnifield.io.checkpoint import load_optimizer_state, optimizer_state
 
@@ -54,6 +57,7 @@ class LoopConfig:
     eval_at_seconds: tuple[float, ...] = ()
     grad_clip: float = 0.0
     progress: bool = True
+    tensorboard: bool = False
 
     def check(self) -> None:
         """Refuse a budget that cannot end or cannot start (NaN included)."""
@@ -206,8 +210,18 @@ class Engine:
     def run(self) -> list[dict[str, Any]]:
         """Train until the budget is spent; checkpoints periodically, at the end and on Ctrl-C."""
         cfg = self.cfg
+        writes = self.log_path is not None and self.group.is_main
+        log = open(self.log_path, "a") if writes else None
+        board = TensorBoardLog(self.log_path.parent / "tensorboard") if writes and cfg.tensorboard else None
         bar = self._bar()
-        log = open(self.log_path, "a") if self.log_path is not None and self.group.is_main else None
+
+        def record(entry: dict[str, Any]) -> None:
+            if log:
+                log.write(json.dumps(entry) + "\n")
+                log.flush()
+            if board:
+                board.write(entry)
+
         last_checkpoint, first = time.perf_counter(), True
         counters = tuple(getattr(self.task, "counters", ()))
         counted, window_start = dict.fromkeys(counters, 0.0), time.perf_counter()
@@ -223,27 +237,20 @@ class Engine:
                 self.step += 1
                 for name in counters:
                     counted[name] += stats.get(name, 0.0)
-                if cfg.minutes > 0:
-                    bar.update(max(0.0, min(dt, cfg.minutes * 60.0 - bar.n)))
-                else:
-                    bar.update(1)
+                bar.update(max(0.0, min(dt, cfg.minutes * 60.0 - bar.n)) if cfg.minutes > 0 else 1)
                 if self.step % cfg.log_every == 0 or self.step == 1:
-                    record = {"step": self.step, "elapsed": round(self.elapsed, 3), **stats}
+                    entry = {"step": self.step, "elapsed": round(self.elapsed, 3), **stats}
                     now = time.perf_counter()
-                    record.update({f"{name}_per_s": counted[name] / max(now - window_start, 1e-9) for name in counters})
+                    entry.update({f"{name}_per_s": counted[name] / max(now - window_start, 1e-9) for name in counters})
                     counted, window_start = dict.fromkeys(counters, 0.0), now
-                    self._show(bar, record)
-                    if log:
-                        log.write(json.dumps(record) + "\n")
-                        log.flush()
+                    self._show(bar, entry)
+                    record(entry)
                 if self._eval_due():
-                    record = {"step": self.step, "elapsed": self.elapsed, **self.task.evaluate(self.step)}
-                    self.history.append(record)
+                    entry = {"step": self.step, "elapsed": self.elapsed, **self.task.evaluate(self.step)}
+                    self.history.append(entry)
                     bar.write(f"step {self.step} ({self.elapsed:.0f}s): " + ", ".join(
-                        f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float) and k != "elapsed"))
-                    if log:
-                        log.write(json.dumps({"eval": True, **record}) + "\n")
-                        log.flush()
+                        f"{k} {v:.4g}" for k, v in entry.items() if isinstance(v, float) and k != "elapsed"))
+                    record({"eval": True, **entry})
                 if time.perf_counter() - last_checkpoint > cfg.checkpoint_every_s:
                     self.save()
                     last_checkpoint = time.perf_counter()
@@ -254,8 +261,11 @@ class Engine:
             raise
         finally:
             bar.close()
-            if log:
-                log.close()
+            for stream in (log, board):
+                if stream:
+                    stream.close()
+            if writes:
+                write_curves(self.log_path, self.log_path.parent / "curves.png")
         self.save()
         return self.history
 

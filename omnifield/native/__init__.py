@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import importlib.util
+import itertools
 import json
 import os
 import platform
@@ -28,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import warnings
 from contextlib import contextmanager
@@ -154,14 +156,43 @@ def _build(name: str, folder: Path, previous: str) -> ModuleType:
                  "before it finished); rebuilding")
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    _say(f"compiling native kernels {name} (first use, about a minute)")
     source = folder / f"{name}.cpp"  # a copy: the build files then name the same path in every checkout
     shutil.copyfile(_HERE / f"{name}.cpp", source)
-    module = load(name=f"omnifield_{name}", sources=[str(source)], extra_cflags=list(CFLAGS),
-                  extra_ldflags=list(LDFLAGS), build_directory=str(folder), verbose=False)
+    with _compiling(name):
+        module = load(name=f"omnifield_{name}", sources=[str(source)], extra_cflags=list(CFLAGS),
+                      extra_ldflags=list(LDFLAGS), build_directory=str(folder), verbose=False)
     write_text_atomic(folder / "built.json", json.dumps({"library": Path(module.__file__).name, "compiler": _compiler(),
                                                           "torch": torch.__version__}))
     return module
+
+
+@contextmanager
+def _compiling(name: str) -> Iterator[None]:
+    """Say that ``name`` compiles; on a terminal a spinner counts the seconds, elsewhere one line at each end."""
+    message = f"compiling native kernels {name} (first use, about a minute)"
+    start, stop = time.monotonic(), threading.Event()
+    live = sys.stderr.isatty()
+
+    def spin() -> None:
+        for frame in itertools.cycle("|/-\\"):
+            if stop.wait(0.25):
+                return
+            print(f"\romnifield: {message} {frame} {time.monotonic() - start:.0f} s", end="", file=sys.stderr,
+                  flush=True)
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    if live:
+        spinner.start()
+    else:
+        _say(message)
+    try:
+        yield
+    finally:
+        stop.set()
+        if live:
+            spinner.join()
+            print("\r", end="", file=sys.stderr)
+        _say(f"compiled native kernels {name} in {time.monotonic() - start:.0f} s")
 
 
 def _built(folder: Path) -> Path | None:

@@ -15,6 +15,7 @@ from omnifield.apps.recon.evaluate import evaluate, render_orbit
 from omnifield.apps.recon.run import Run
 from omnifield.apps.recon.trainer import Trainer
 from omnifield.backend import build_on, missing_cuda_library_note, resolve_device
+from omnifield.cli_options import add_log_argument
 from omnifield.config import replace_config
 from omnifield.config_overrides import apply_override
 from omnifield.data.scene import load_scene
@@ -23,7 +24,12 @@ from omnifield.fields.footprint import check_field_fits
 from omnifield.fields.registry import field_config, field_names
 from omnifield.io.atomic import write_text_atomic
 from omnifield.io.run_folder import claim_output, describe_output
-from omnifield.renderers.space import SCENE_TYPES, choose_space, detect_scene_type, nearest_depth
+from omnifield.renderers.space import (
+    SCENE_TYPES,
+    choose_space,
+    detect_scene_type,
+    nearest_depth,
+)
 from omnifield.renderers.volume import VolumeRendererConfig
 from omnifield.resources import require_memory
 
@@ -130,7 +136,7 @@ def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: to
         train_data = load_scene(data_dir, "train", run.downscale)
         run.training_views(train_data.cameras)  # the run's per-view state must fit these views
         run.train_config = replace_config(run.train_config, steps=args.steps, minutes=args.minutes)
-        trainer = Trainer(run, train_data)
+        trainer = Trainer(run, train_data, progress=not args.quiet, tensorboard=args.log == "tensorboard")
         trainer.resume(tensors, meta)
         say(f"resuming {out} at step {trainer.step}")
     else:
@@ -141,7 +147,7 @@ def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: to
         field_cfg, renderer_cfg, train_cfg = _build_configs(args, space)
         run = Run.create(out, args.method, field_cfg, renderer_cfg, train_cfg, str(data_dir), args.downscale,
                          train_data).to(device)
-        trainer = Trainer(run, train_data)
+        trainer = Trainer(run, train_data, progress=not args.quiet, tensorboard=args.log == "tensorboard")
         n_params = sum(p.numel() for p in run.field.parameters())
         ranks = f", {group.world_size} processes" if group.active else ""
         ranks += f", on {device}" if device.type != "cpu" else ""
@@ -259,6 +265,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation at the end")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_log_argument(p)
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config value, e.g. field.encoding.log2_hashmap_size=17 (repeatable)")
     from omnifield.apps.splat import add_splat_arguments

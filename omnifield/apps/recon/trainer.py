@@ -78,7 +78,8 @@ class Trainer:
     """Trains ``run.field`` on ``data``: the radiance-field task of the training engine.
 
     ``eval_fn(run, step) -> dict`` runs every ``eval_every`` steps and whenever the training time
-    passes one of ``eval_at_seconds`` (evaluation time is not counted as training time).
+    passes one of ``eval_at_seconds`` (evaluation time is not counted as training time). ``tensorboard``
+    also logs to TensorBoard in the run folder.
 
     Under torchrun (see :mod:`omnifield.distributed`) every rank draws the same global batch and
     renders its shard; DDP averages the gradients, the occupancy grid follows rank 0, the ray
@@ -88,7 +89,8 @@ class Trainer:
     counters = ("rays",)
 
     def __init__(self, run: Run, data: PosedImages, eval_fn: Callable[[Run, int], dict] | None = None,
-                 eval_every: int = 0, eval_at_seconds: tuple[float, ...] = (), progress: bool = True):
+                 eval_every: int = 0, eval_at_seconds: tuple[float, ...] = (), progress: bool = True,
+                 tensorboard: bool = False):
         self.run, self.cfg = run, run.train_config
         self.eval_fn = eval_fn
         self.group = current()
@@ -114,7 +116,7 @@ class Trainer:
         loop = LoopConfig(steps=cfg.steps, minutes=cfg.minutes, log_every=cfg.log_every,
                           checkpoint_every_s=cfg.checkpoint_every_s, eval_every=eval_every if eval_fn else 0,
                           eval_at_seconds=tuple(eval_at_seconds) if eval_fn else (), grad_clip=cfg.grad_clip,
-                          progress=progress)
+                          progress=progress, tensorboard=tensorboard)
         self.engine = Engine(self, loop, group=self.group, where=str(run.path),
                              postfix=("loss", "psnr", "rays_per_s", "samples_per_ray"))
 
