@@ -8,10 +8,13 @@ an exit code). Errors of type :class:`OmnifieldError` print one line and exit 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import importlib
 import math
+import os
 import sys
+from typing import Iterator
 
 from omnifield import __version__
 from omnifield.errors import OmnifieldError
@@ -82,7 +85,51 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for command in _leaf_parsers(parser):
+        _add_common_options(command)
     return parser
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every parser that runs a command (the sub-commands' own, sub-sub-commands included)."""
+    children = [child for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+                for child in dict.fromkeys(action.choices.values())]
+    if not children:
+        return [parser]
+    return [leaf for child in children for leaf in _leaf_parsers(child)]
+
+
+def _add_common_options(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` and ``--quiet`` on every command (a command that defines its own keeps it)."""
+    present = {option for action in parser._actions for option in action.option_strings}
+    if "--threads" not in present:
+        parser.add_argument("--threads", type=int, default=None,
+                            help="torch CPU threads (default: torch's choice, the number of cores)")
+    if "--quiet" not in present:
+        parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+@contextlib.contextmanager
+def _common_options(args: argparse.Namespace) -> Iterator[None]:
+    """``--threads`` (>= 1) and ``--quiet`` (every progress bar off) for the duration of the command."""
+    import torch
+
+    threads, quiet = getattr(args, "threads", None), getattr(args, "quiet", False)
+    if threads is not None and threads < 1:
+        raise OmnifieldError(f"--threads must be >= 1, got {threads}")
+    before = torch.get_num_threads(), os.environ.get("TQDM_DISABLE")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if quiet:
+        os.environ["TQDM_DISABLE"] = "1"  # tqdm reads TQDM_<ARG> overrides: every bar of the command is off
+    try:
+        yield
+    finally:  # main() also serves in-process callers (tests, notebooks): leave their settings as they were
+        torch.set_num_threads(before[0])
+        if before[1] is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = before[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         check_numbers(parser, args)
-        return int(args.func(args) or 0)
+        with _common_options(args):
+            return int(args.func(args) or 0)
     except OmnifieldError as exc:
         print(f"omnifield: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,0 +1,41 @@
+"""Options every command shares: ``--threads`` and ``--quiet``."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from omnifield.cli import _leaf_parsers, build_parser, main
+
+
+def test_every_command_takes_threads_and_quiet():
+    leaves = _leaf_parsers(build_parser())
+    assert len(leaves) >= 20
+    for parser in leaves:
+        options = {o for action in parser._actions for o in action.option_strings}
+        assert {"--threads", "--quiet"} <= options, parser.prog
+
+
+def test_threads_and_quiet_hold_for_the_command_only(monkeypatch, capsys):
+    seen = {}
+
+    def probe(args):
+        seen.update(threads=torch.get_num_threads(), quiet=os.environ.get("TQDM_DISABLE"))
+        return 0
+
+    parser = build_parser()
+    monkeypatch.setattr("omnifield.cli.build_parser", lambda: parser)
+    export_mesh = next(p for p in _leaf_parsers(parser) if p.prog.endswith("export mesh"))
+    export_mesh.set_defaults(func=probe)
+    threads_before = torch.get_num_threads()
+    assert main(["export", "mesh", "RUN", "--threads", "1", "--quiet"]) == 0
+    assert seen == {"threads": 1, "quiet": "1"}
+    assert torch.get_num_threads() == threads_before and "TQDM_DISABLE" not in os.environ
+
+
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_threads_below_one_is_refused(value, capsys):
+    assert main(["export", "mesh", "RUN", "--threads", value]) == 2
+    assert "--threads must be >= 1" in capsys.readouterr().err
