@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+
+MIN_MSE = 1e-12  # a perfect match scores 120 dB rather than infinity (JSON has no infinity)
+
+
+def psnr_from_mse(mse: float) -> float:
+    """PSNR in dB of values in [0, 1] from their mean squared error: ``-10 log10(max(mse, 1e-12))``."""
+    return -10.0 * math.log10(max(float(mse), MIN_MSE))
+
+
+def psnr_from_mse_tensor(mse: torch.Tensor) -> torch.Tensor:
+    """Elementwise :func:`psnr_from_mse` of an MSE tensor (any shape, same shape out)."""
+    return -10.0 * torch.log10(mse.clamp_min(MIN_MSE))
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
     """Peak signal-to-noise ratio in dB of images in [0, 1] (any equal shapes)."""
-    mse = torch.mean((pred.float() - target.float()) ** 2).clamp_min(1e-12)
-    return float(-10.0 * torch.log10(mse))
+    return psnr_from_mse(torch.mean((pred.float() - target.float()) ** 2))
 
 
 def _window_1d(size: int, sigma: float, kind: str, device, dtype) -> torch.Tensor:

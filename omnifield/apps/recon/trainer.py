@@ -11,7 +11,6 @@ Checkpoints (weights, occupancy grid, optimiser state, step, RNG) are written at
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -27,6 +26,7 @@ from omnifield.data.images import composite_on
 from omnifield.distributed import broadcast_from_main, current, shard, sum_over_ranks
 from omnifield.errors import OmnifieldError
 from omnifield.io.checkpoint import load_optimizer_state, optimizer_state, remove_stale_temporaries
+from omnifield.metrics import psnr_from_mse
 
 
 def lr_factor(progress: float, step: int, cfg: TrainConfig) -> float:
@@ -164,7 +164,7 @@ class Trainer:
         cfg = self.cfg
         if cfg.s3im_weight <= 0:
             return torch.zeros((), dtype=pred.dtype)
-        from omnifield.distill.s3im import s3im_loss
+        from omnifield.losses.s3im import s3im_loss
 
         return cfg.s3im_weight * s3im_loss(pred, target, repeats=cfg.s3im_repeats, kernel_size=cfg.s3im_kernel,
                                            stride=cfg.s3im_stride, patch_height=cfg.s3im_patch,
@@ -209,7 +209,7 @@ class Trainer:
             self.n_rays = int(min(max(want, 256), cfg.max_batch_rays))
         return {
             "loss": float(loss.detach()),
-            "psnr": -10.0 * math.log10(max(mse, 1e-12)),
+            "psnr": psnr_from_mse(mse),
             "rays": n_rays,
             "samples_per_ray": n_samples / max(n_rays, 1),
             "lr": cfg.lr * factor,
