@@ -20,7 +20,7 @@ import torch
 
 from omnifield.errors import OmnifieldError
 from omnifield.fields.mlp import MLPConfig
-from omnifield.fields.siren import SirenConfig
+from omnifield.fields.sine_mlp import SirenConfig
 from omnifield.io.atomic import remove_stale_temporaries
 from omnifield.pde import registry
 from omnifield.pde.field import ENCODING_LR_SCALE, ENCODINGS, default_encoding_config
