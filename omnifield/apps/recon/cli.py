@@ -223,28 +223,29 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="override any config value, e.g. field.encoding.log2_hashmap_size=17 (repeatable)")
 
 
+def _add_run_arguments(p: argparse.ArgumentParser, split_use: str) -> None:
+    """The options of a command over a trained run: the folder, ``--data``, ``--split``, chunk and device."""
+    p.add_argument("run", help="run folder written by 'omnifield train'")
+    p.add_argument("--data", help="scene folder (default: the one the run was trained on)")
+    p.add_argument("--split", default="test", help=SPLIT_HELP.format(what=split_use))
+    p.add_argument("--chunk-rays", type=int, default=8192, help=CHUNK_HELP)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``eval`` and ``render`` sub-commands (``train`` is :mod:`omnifield.apps.train.cli`)."""
     p = sub.add_parser("eval", help="evaluate a trained run (PSNR, SSIM) and write renders",
                        description="Render every view of a split, compare with ground truth on white, write "
                                    "metrics.json and side-by-side PNGs.")
-    p.add_argument("run", help="run folder written by 'omnifield train'")
-    p.add_argument("--data", help="scene folder (default: the one the run was trained on)")
-    p.add_argument("--split", default="test", help=SPLIT_HELP.format(what="to evaluate"))
-    p.add_argument("--chunk-rays", type=int, default=8192, help=CHUNK_HELP)
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    _add_run_arguments(p, "to evaluate")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("render", help="render test views with depth, and an orbit video",
                        description="Render the views of a split (RGB and depth PNGs) and, with --orbit, an orbit "
                                    "video (mp4, or gif when no ffmpeg) around the scene.")
-    p.add_argument("run", help="run folder written by 'omnifield train'")
-    p.add_argument("--data", help="scene folder (default: the one the run was trained on)")
-    p.add_argument("--split", default="test", help=SPLIT_HELP.format(what="whose views to render"))
+    _add_run_arguments(p, "whose views to render")
     p.add_argument("--orbit", action="store_true", help="also render an orbit video")
     p.add_argument("--orbit-only", action="store_true", help="render only the orbit video")
     p.add_argument("--frames", type=int, default=60, help="orbit frames (default 60)")
     p.add_argument("--fps", type=int, default=24, help="orbit frames per second (default 24)")
-    p.add_argument("--chunk-rays", type=int, default=8192, help=CHUNK_HELP)
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_render)
