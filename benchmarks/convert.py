@@ -32,13 +32,13 @@ from pathlib import Path
 
 import torch
 
+from omnifield.apps.convert.cli import Teacher, evaluate_any, load_teacher, student_config
 from omnifield.apps.recon.config import TrainConfig
 from omnifield.apps.recon.evaluate import evaluate
 from omnifield.apps.recon.run import Run
 from omnifield.apps.recon.trainer import Trainer
 from omnifield.data.blender import PosedImages, load_blender
 from omnifield.distill.active import ActiveConfig
-from omnifield.distill.cli import evaluate_any, load_teacher, student_config, Teacher
 from omnifield.distill.pvd import Distiller, PVDConfig
 from omnifield.fields.registry import field_config
 from omnifield.renderers.occupancy import OccupancyGridConfig
@@ -204,7 +204,7 @@ def field_teacher_rows(train: PosedImages, test: PosedImages, folder: Path, args
     rows.append(row(f"hashgrid -> {name} -> hashgrid", "pvd", steps, sec,
                     evaluate(back_run, test, limit=limit, progress=False), t_metrics["psnr"]))
     if args.splat:
-        from omnifield.distill.to_splat import distill_to_splat
+        from omnifield.apps.convert.to_splat import distill_to_splat
 
         scene, info = distill_to_splat(t_run.field, t_run.renderer, train.cameras, 1_000_000, n_gaussians=20000,
                                        minutes=args.student_minutes, seed=args.seed, progress=False)

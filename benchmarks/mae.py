@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import resource
 import sys
 import tempfile
@@ -31,8 +30,13 @@ from omnifield.apps.mae.model import MAE3D, MAE3DConfig
 from omnifield.apps.mae.runs import segmenter_from_mae
 from omnifield.apps.mae.scene import CLASS_NAMES
 from omnifield.apps.mae.train import (
-    evaluate_reconstruction, finetune_segmenter, predict_labels, pretrain_mae, segmentation_scores,
+    evaluate_reconstruction,
+    finetune_segmenter,
+    predict_labels,
+    pretrain_mae,
+    segmentation_scores,
 )
+from omnifield.metrics import psnr_from_mse
 
 FULL = dict(resolution=24, pretrain_scenes=400, heldout_scenes=24, label_counts="4,16", eval_scenes=32,
             dim=128, depth=4, decoder_dim=96, pretrain_steps=3000, pretrain_batch=8, pretrain_lr=1e-3,
@@ -56,7 +60,7 @@ def mean_grid_baseline(train: torch.Tensor, held_out: torch.Tensor, cfg: MAE3DCo
     target, pred = patchify(held_out, cfg.patch), patchify(mean, cfg.patch)
     _, mask = random_token_mask(held_out.shape[0], target.shape[1], cfg.mask_ratio, torch.Generator().manual_seed(seed))
     terms = masked_reconstruction_loss(pred, target, mask, cfg.occupied_alpha)
-    return {"psnr_rgb": -10 * math.log10(float(terms["rgb"])), "psnr_alpha": -10 * math.log10(float(terms["alpha"])),
+    return {"psnr_rgb": psnr_from_mse(terms["rgb"]), "psnr_alpha": psnr_from_mse(terms["alpha"]),
             "loss": float(terms["loss"])}
 
 

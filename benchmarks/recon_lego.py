@@ -40,7 +40,7 @@ def run_method(name: str, data: Path, minutes: float, marks: list[float], eval_v
 
     The final row uses ``eval_views`` test views (None = all); the time marks use ``mark_views``.
     """
-    from omnifield.apps.recon.cli import _build_configs
+    from omnifield.apps.recon.cli import build_configs
     from omnifield.apps.recon.evaluate import evaluate
     from omnifield.apps.recon.run import Run
     from omnifield.apps.recon.trainer import Trainer
@@ -51,7 +51,7 @@ def run_method(name: str, data: Path, minutes: float, marks: list[float], eval_v
     ns = argparse.Namespace(method=preset, steps=10**9, minutes=minutes, lr=1e-2, batch_rays=4096,
                             target_samples=1 << 16, seed=seed, grad_clip=0.0, s3im_weight=0.0, sampler=sampler,
                             camera_opt="auto", appearance_dim=-1, set=overrides)
-    field_cfg, renderer_cfg, train_cfg = _build_configs(ns)
+    field_cfg, renderer_cfg, train_cfg = build_configs(ns)
     train = load_blender(data, "train", downscale)
     test = load_blender(data, "test", downscale)
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,12 +21,13 @@ from omnifield.errors import OmnifieldError
 
 # Modules contributing sub-commands, in the order they appear in --help.
 SUBCOMMAND_MODULES = [
+    "omnifield.apps.train.cli",
     "omnifield.apps.recon.cli",
     "omnifield.pde.cli",
     "omnifield.apps.mae.cli",
     "omnifield.apps.nav.cli",
     "omnifield.apps.splat.cli",
-    "omnifield.distill.cli",
+    "omnifield.apps.convert.cli",
     "omnifield.apps.fit.cli",
     "omnifield.apps.export.cli",
     "omnifield.apps.viewer.cli",

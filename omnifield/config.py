@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any, Callable, TypeVar
 
 from omnifield.errors import OmnifieldError
@@ -42,6 +43,19 @@ def register_config(name: str) -> Callable[[type[T]], type[T]]:
         return cls
 
     return wrap
+
+
+def import_plugins(modules: list[str]) -> None:
+    """Import each module of ``modules`` that exists, so that it registers its configs, presets or solvers.
+
+    A module that is absent is skipped; an import error inside a module that exists is raised.
+    """
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
 
 
 def registered_config_types() -> dict[str, type]:

@@ -7,10 +7,17 @@ import math
 import torch
 import torch.nn.functional as F
 
+MIN_MSE = 1e-12  # a perfect match scores 120 dB rather than infinity (JSON has no infinity)
+
 
 def psnr_from_mse(mse: float) -> float:
-    """PSNR in dB of a mean squared error of values in [0, 1] (floored at 1e-12: at most 120 dB)."""
-    return -10.0 * math.log10(max(float(mse), 1e-12))
+    """PSNR in dB of values in [0, 1] from their mean squared error: ``-10 log10(max(mse, 1e-12))``."""
+    return -10.0 * math.log10(max(float(mse), MIN_MSE))
+
+
+def psnr_from_mse_tensor(mse: torch.Tensor) -> torch.Tensor:
+    """Elementwise :func:`psnr_from_mse` of an MSE tensor (any shape, same shape out)."""
+    return -10.0 * torch.log10(mse.clamp_min(MIN_MSE))
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from omnifield.config import config_from_dict, config_to_dict
 from omnifield.backend import resolve_device
+from omnifield.config import config_from_dict, config_to_dict
 from omnifield.errors import OmnifieldError
 from omnifield.fields import build_field
 from omnifield.fields.cam import CAMConfig

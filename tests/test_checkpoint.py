@@ -6,7 +6,11 @@ import torch
 from omnifield.errors import OmnifieldError
 from omnifield.io.atomic import atomic_path
 from omnifield.io.checkpoint import (
-    load_checkpoint, load_module_state, load_optimizer_state, optimizer_state, save_checkpoint,
+    load_checkpoint,
+    load_module_state,
+    load_optimizer_state,
+    optimizer_state,
+    save_checkpoint,
 )
 
 

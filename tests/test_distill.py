@@ -7,8 +7,7 @@ import torch
 
 from omnifield.distill.active import ActiveConfig
 from omnifield.distill.poses import join_cameras, sphere_cameras
-from omnifield.distill.pvd import (Distiller, PVDConfig, feature_weight_at, point_outputs, share_color_head,
-                                   stage_at)
+from omnifield.distill.pvd import Distiller, PVDConfig, feature_weight_at, point_outputs, share_color_head, stage_at
 from omnifield.fields.gaussians import GaussianScene
 from omnifield.fields.hashgrid import HashGridConfig
 from omnifield.fields.mlp import MLPConfig

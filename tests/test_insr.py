@@ -11,7 +11,7 @@ from omnifield.config import config_from_dict, config_to_dict
 from omnifield.errors import OmnifieldError
 from omnifield.fields.frequency import FrequencyConfig
 from omnifield.fields.mlp import MLPConfig
-from omnifield.fields.siren import SirenConfig
+from omnifield.fields.sine_mlp import SirenConfig
 from omnifield.pde.insr import (
     AdvectionProblem,
     ElasticityProblem,

@@ -7,7 +7,12 @@ from torch import nn
 
 from omnifield.apps.mae.dataset import list_grids, load_grid_stack, scene_grid, write_scene_grids
 from omnifield.apps.mae.grid import (
-    compare_grids, grid_shape, load_grid, sample_field_grid, save_grid, symmetric_directions,
+    compare_grids,
+    grid_shape,
+    load_grid,
+    sample_field_grid,
+    save_grid,
+    symmetric_directions,
 )
 from omnifield.apps.mae.scene import CLASS_NAMES, SCENE_AABB, SceneField, generate_scene
 from omnifield.errors import OmnifieldError

@@ -8,12 +8,21 @@ import torch
 import omnifield.apps.mae as mae_pkg
 from omnifield.apps.mae.dataset import scene_grid, write_scene_grids
 from omnifield.apps.mae.model import (
-    MAE3D, MAE3DConfig, masked_reconstruction_loss, patchify, random_token_mask, unpatchify,
+    MAE3D,
+    MAE3DConfig,
+    masked_reconstruction_loss,
+    patchify,
+    random_token_mask,
+    unpatchify,
 )
 from omnifield.apps.mae.runs import load_model, save_model, segmenter_from_mae
 from omnifield.apps.mae.scene import CLASS_NAMES, generate_scene
 from omnifield.apps.mae.train import (
-    evaluate_reconstruction, finetune_segmenter, predict_labels, pretrain_mae, segmentation_scores,
+    evaluate_reconstruction,
+    finetune_segmenter,
+    predict_labels,
+    pretrain_mae,
+    segmentation_scores,
 )
 from omnifield.cli import main
 from omnifield.errors import OmnifieldError

@@ -7,9 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from omnifield.apps.mae.raycast import camera_rays, intersect_scene, look_at, render_view, write_blender_scene
+from omnifield.apps.mae.raycast import camera_rays, intersect_scene, render_view, write_blender_scene
 from omnifield.apps.mae.scene import CLASS_NAMES, SCENE_AABB, Scene, generate_scene, scene_from_json
 from omnifield.errors import OmnifieldError
+from omnifield.renderers.cameras import look_at as look_at_batch
+
+
+def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """One float64 camera-to-world ``[4, 4]`` with world z up."""
+    as64 = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
+    return look_at_batch(as64(eye)[None], as64(target), as64([0.0, 0.0, 1.0]))[0].numpy()
 
 
 def test_same_seed_same_scene_and_different_seeds_differ():

@@ -17,8 +17,6 @@ from omnifield.pde.solvers.loss import PhysicsLoss, rad_select
 from omnifield.pde.solvers.run import build_solution
 from omnifield.pde.solvers.settings import SolverSettings
 
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -238,7 +238,7 @@ def test_random_background_makes_the_gaussians_cover_photos_without_alpha(tmp_pa
     torch.set_num_threads(1)
     size, focal, n = 16, 16.0, 6
     (tmp_path / "images").mkdir()
-    frames, cams = [], []
+    frames = []
     for i, x0 in enumerate(np.linspace(-0.3, 0.3, n)):
         c2w = np.eye(4)
         c2w[:3, 3] = [x0, 0.0, 2.0]

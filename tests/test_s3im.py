@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from omnifield.distill.s3im import s3im_loss
 from omnifield.errors import OmnifieldError
+from omnifield.losses.s3im import s3im_loss
 from omnifield.metrics import ssim
 
 

@@ -10,8 +10,16 @@ from torch import nn
 
 from omnifield.renderers.cameras import look_at
 from omnifield.renderers.occupancy import OccupancyGridConfig
-from omnifield.renderers.space import (choose_space, contract, contraction_stretch, detect_scene_type,
-                                       inverse_spacing, nearest_depth, ndc_rays, spacing)
+from omnifield.renderers.space import (
+    choose_space,
+    contract,
+    contraction_stretch,
+    detect_scene_type,
+    inverse_spacing,
+    ndc_rays,
+    nearest_depth,
+    spacing,
+)
 from omnifield.renderers.volume import VolumeRenderer, VolumeRendererConfig
 
 

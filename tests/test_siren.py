@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from omnifield.config import config_from_dict, config_to_dict
-from omnifield.fields.siren import Siren, SirenConfig
+from omnifield.fields.sine_mlp import SineMLP, SirenConfig
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +44,7 @@ def test_hidden_pre_activations_stay_order_one_through_depth():
 
 def test_forward_matches_a_plain_implementation():
     torch.manual_seed(1)
-    net = Siren(3, 2, SirenConfig(width=16, n_hidden_layers=2, first_omega_0=20.0, hidden_omega_0=10.0))
+    net = SirenConfig(width=16, n_hidden_layers=2, first_omega_0=20.0, hidden_omega_0=10.0).build(3, 2)
     x = torch.rand(7, 3)
     l0, l1, l2 = net.layers
     expected = l2(torch.sin(10.0 * l1(torch.sin(20.0 * l0(x)))))
@@ -83,3 +83,16 @@ def test_config_round_trip_and_validation():
         SirenConfig(n_hidden_layers=0).build(1, 1)
     with pytest.raises(ValueError):
         SirenConfig(first_omega_0=0.0).build(1, 1)
+
+
+def test_siren_and_sine_mlp_configs_written_before_the_merge_still_load():
+    old = [{"type": "siren", "width": 8, "n_hidden_layers": 2, "first_omega_0": 30.0, "hidden_omega_0": 30.0},
+           {"type": "sine_mlp", "width": 8, "n_hidden_layers": 2, "first_omega": 2.0}]
+    keys = {f"layers.{i}.{p}" for i in range(3) for p in ("weight", "bias")}
+    for data in old:
+        net = config_from_dict(data).build(3, 1)
+        assert type(net) is SineMLP and set(net.state_dict()) == keys  # old checkpoints' tensor names
+    relu_net = config_from_dict(old[1]).build(3, 1)
+    h = torch.randn(4, 3)
+    l0, l1, l2 = relu_net.layers
+    torch.testing.assert_close(relu_net(h), l2(torch.relu(l1(torch.sin(2.0 * l0(h))))))

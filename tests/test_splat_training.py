@@ -12,21 +12,20 @@ import pytest
 import torch
 
 from omnifield.apps.splat import add_splat_arguments, train_splat
+from omnifield.apps.splat.compact import CompactGaussianScene
 from omnifield.apps.splat.density_control import DensityControl, DensityControlConfig
 from omnifield.apps.splat.init import points_from_density
-from omnifield.io.points import read_point_cloud
-from omnifield.apps.splat.losses import s3im_on_pixels
 from omnifield.apps.splat.run import load_splat_run
 from omnifield.apps.splat.train import color_field_lr_factor, make_optimizer
-from omnifield.apps.splat.compact import CompactGaussianScene
 from omnifield.cli import main as cli_main
 from omnifield.errors import OmnifieldError
 from omnifield.fields.gaussians import GaussianScene
 from omnifield.io.checkpoint import load_checkpoint, save_checkpoint
+from omnifield.io.points import read_point_cloud
 from omnifield.io.splat_ply import load_splat_ply
+from omnifield.losses.photometric import s3im_on_pixels
 from omnifield.renderers.cameras import Cameras, look_at
 from omnifield.renderers.splat import SplatRenderer
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,9 +1,9 @@
 """tiny-cuda-nn selection: one decision in ``backend``, equivalent configs, clear errors; CUDA parity."""
 
 import math
-from dataclasses import replace
 import sys
 import types
+from dataclasses import replace
 
 import pytest
 import torch

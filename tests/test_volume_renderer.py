@@ -6,10 +6,10 @@ from torch import nn
 
 from omnifield.backend import has_module
 from omnifield.renderers.cameras import Cameras, look_at
+from omnifield.renderers.occupancy import OccupancyGridConfig
 from omnifield.renderers.raymarch import _march_rays, march_rays
 from omnifield.renderers.volrend import render_weight_from_density
 from omnifield.renderers.volume import VolumeRenderer, VolumeRendererConfig
-from omnifield.renderers.occupancy import OccupancyGridConfig
 
 
 class BoxField(nn.Module):

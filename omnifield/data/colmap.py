@@ -18,8 +18,14 @@ import torch
 
 from omnifield.data.blender import check_camera, downscale_images, inside_scene
 from omnifield.data.images import layout_mismatch, read_image
-from omnifield.data.scene import (Normalization, Scene, ScenePoints, colmap_model_dir, depth_bounds_from_points,
-                                  split_indices)
+from omnifield.data.scene import (
+    Normalization,
+    Scene,
+    ScenePoints,
+    colmap_model_dir,
+    depth_bounds_from_points,
+    split_indices,
+)
 from omnifield.errors import OmnifieldError
 from omnifield.renderers.cameras import Cameras
 

@@ -57,7 +57,7 @@ def transforms_normalization(meta: dict, points: np.ndarray | None = None) -> No
     except (TypeError, ValueError):
         scale, offset = 0.0, np.zeros(0)
     if not scale > 0 or offset.shape != (3,) or not np.isfinite(offset).all():
-        raise OmnifieldError(f"transforms.json: 'scale' must be > 0 and 'offset' a list of 3 numbers")
+        raise OmnifieldError("transforms.json: 'scale' must be > 0 and 'offset' a list of 3 numbers")
     return Normalization(2.0 * scale, tuple(float(v) for v in 2.0 * offset - 1.0))
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from omnifield.config import register_config
+from omnifield.metrics import psnr_from_mse_tensor
 
 
 @register_config("active_learning")
@@ -72,7 +73,7 @@ class ViewSampler:
         mse = self.mse.clone()
         seen = ~torch.isnan(mse)
         mse[~seen] = mse[seen].max() if bool(seen.any()) else 1.0
-        return -10.0 * torch.log10(mse.clamp_min(1e-10))
+        return psnr_from_mse_tensor(mse)
 
     def probabilities(self) -> torch.Tensor:
         """Sampling probability of each view ``[V]``."""

@@ -22,7 +22,6 @@ The density logit is clamped to ``[logit_min, logit_max]`` before the exponentia
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -37,6 +36,7 @@ from omnifield.distill.poses import join_cameras, sphere_cameras
 from omnifield.distill.teacher_images import TeacherImages
 from omnifield.fields.activations import trunc_exp
 from omnifield.fields.gaussians import GaussianScene
+from omnifield.metrics import psnr_from_mse
 from omnifield.renderers.cameras import Cameras
 from omnifield.renderers.volrend import accumulate_along_rays, render_weight_from_density
 from omnifield.renderers.volume import VolumeRenderer
@@ -217,7 +217,7 @@ class Distiller:
             parts["render"] = cfg.render_weight * ray_err.mean()
         loss = sum(parts.values())
         stats = {k: float(v.detach()) for k, v in parts.items()}
-        stats.update(stage=stage, psnr=-10 * math.log10(max(float(ray_err.detach().mean()), 1e-10)),
+        stats.update(stage=stage, psnr=psnr_from_mse(ray_err.detach().mean()),
                      samples_per_ray=ri.numel() / max(n, 1))
         return loss, stats, ray_err.detach()
 

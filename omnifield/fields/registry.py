@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from omnifield.config import import_plugins
 from omnifield.errors import OmnifieldError
 from omnifield.fields.frequency import FrequencyConfig
 from omnifield.fields.hashgrid import HashGridConfig
@@ -47,14 +48,7 @@ def build_field(cfg: Any):
 
 def _load_backends() -> None:
     """Import optional backend modules so that they register their presets."""
-    import importlib
-
-    for module in _BACKEND_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+    import_plugins(_BACKEND_MODULES)
 
 
 # Modules that call register_field() at import time (added as backends land).

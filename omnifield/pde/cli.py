@@ -14,6 +14,7 @@ from omnifield.errors import OmnifieldError
 from omnifield.io.run_folder import claim_output
 from omnifield.pde import registry
 
+
 def register(subparsers) -> None:
     """Add the ``pde`` sub-command with ``list`` and ``solve``."""
     registry.load_plugins()

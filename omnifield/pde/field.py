@@ -45,8 +45,8 @@ from torch import nn
 from omnifield.errors import OmnifieldError
 from omnifield.fields import FrequencyConfig, GaussianEmbeddingConfig, HashGridConfig, MLPConfig
 from omnifield.fields.box import BoxMapping
-from omnifield.fields.encoding import Encoding
 from omnifield.fields.cam import CAM, CAMConfig
+from omnifield.fields.encoding import Encoding
 from omnifield.fields.neurbf import NeuRBFConfig
 from omnifield.fields.triplane import TriPlaneConfig
 

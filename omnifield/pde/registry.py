@@ -10,10 +10,10 @@ of JSON-able numbers (``rel_l2`` at least). A solver may also pass
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 from typing import Any, Callable
 
+from omnifield.config import import_plugins
 from omnifield.errors import OmnifieldError
 
 # Modules that call register_problem()/register_solver() at import time.
@@ -32,12 +32,7 @@ _SOLVER_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {}
 
 def load_plugins() -> None:
     """Import every plugin module that exists so that its problems and solvers register."""
-    for module in PLUGIN_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+    import_plugins(PLUGIN_MODULES)
 
 
 def register_problem(name: str, factory: Callable[[], Any]) -> None:

@@ -83,13 +83,14 @@ class Cameras:
 
 
 def look_at(eye: torch.Tensor, target: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    """Camera-to-world ``[N, 4, 4]`` (OpenGL axes) for eyes ``[N, 3]`` looking at ``target [3]``."""
+    """Camera-to-world ``[N, 4, 4]`` (OpenGL axes) for eyes ``[N, 3]`` looking at ``target [3]``, ``up [3]``
+    roughly up; in the dtype and on the device of ``eye``."""
     forward = target[None] - eye
     forward = forward / forward.norm(dim=-1, keepdim=True)
     right = torch.cross(forward, up.expand_as(forward), dim=-1)
     right = right / right.norm(dim=-1, keepdim=True).clamp_min(1e-9)
     true_up = torch.cross(right, forward, dim=-1)
-    c2w = torch.eye(4).repeat(eye.shape[0], 1, 1)
+    c2w = torch.eye(4, dtype=eye.dtype, device=eye.device).repeat(eye.shape[0], 1, 1)
     c2w[:, :3, 0], c2w[:, :3, 1], c2w[:, :3, 2], c2w[:, :3, 3] = right, true_up, -forward, eye
     return c2w
 

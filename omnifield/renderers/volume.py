@@ -165,7 +165,7 @@ class VolumeRenderer(nn.Module):
         return Samples(ids[keep], t0[keep], t1[keep])
 
     def _uniform(self, origins, directions, near, far, stratified: bool, jitter: torch.Tensor | None) -> Samples:
-        n_rays, n = origins.shape[0], self.cfg.n_samples
+        n = self.cfg.n_samples
         hit = far > near
         origins, directions, near, far = origins[hit], directions[hit], near[hit], far[hit]
         ray_ids = torch.nonzero(hit).squeeze(-1)

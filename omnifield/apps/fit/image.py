@@ -20,6 +20,7 @@ from omnifield.apps.fit.optim import make_optimizer
 from omnifield.config import register_config
 from omnifield.data.images import read_image
 from omnifield.fields.image_field import ImageField, pixel_coordinates
+from omnifield.metrics import psnr_from_mse
 
 
 @register_config("fit_image")
@@ -49,7 +50,7 @@ def load_image(path: str | Path, size: int = 0) -> torch.Tensor:
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
     """Peak signal-to-noise ratio (dB) of images in [0, 1]."""
     mse = torch.mean((pred.clamp(0, 1) - target) ** 2).item()
-    return float("inf") if mse == 0 else float(-10.0 * np.log10(mse))
+    return psnr_from_mse(mse)
 
 
 @torch.no_grad()

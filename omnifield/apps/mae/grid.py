@@ -27,6 +27,7 @@ import torch
 
 from omnifield.errors import OmnifieldError
 from omnifield.io.atomic import atomic_path
+from omnifield.metrics import psnr_from_mse
 
 
 @dataclass
@@ -153,9 +154,9 @@ def compare_grids(pred: RadianceGrid, ref: RadianceGrid, solid_alpha: float = 0.
     alpha_mse = float(((pred.rgba[3] - ref.rgba[3]) ** 2).mean())
     rgb_psnr = None
     if both.any():
-        rgb_psnr = float(-10 * np.log10(max(float(((pred.rgba[:3] - ref.rgba[:3])[:, both] ** 2).mean()), 1e-12)))
+        rgb_psnr = psnr_from_mse(((pred.rgba[:3] - ref.rgba[:3])[:, both] ** 2).mean())
     return {
         "solid_iou": float(both.sum() / max(1, (a | b).sum())),
-        "psnr_alpha": float(-10 * np.log10(max(alpha_mse, 1e-12))),
+        "psnr_alpha": psnr_from_mse(alpha_mse),
         "psnr_rgb_solid": rgb_psnr,
     }

@@ -25,6 +25,7 @@ import torch
 from omnifield.apps.mae.scene import Scene, rotate_z, save_scene_json
 from omnifield.errors import OmnifieldError
 from omnifield.io.atomic import write_text_atomic
+from omnifield.renderers.cameras import look_at
 
 LIGHT_DIR = (0.35, 0.5, 0.79)
 AMBIENT = 0.4
@@ -100,17 +101,6 @@ def intersect_scene(scene: Scene, origins: torch.Tensor, dirs: torch.Tensor):
     return t_min, n_world, torch.where(hit, prim, torch.full_like(prim, -1))
 
 
-def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """4x4 camera-to-world matrix, OpenGL axes (x right, y up, looking down -z), world z up."""
-    forward = (target - eye) / np.linalg.norm(target - eye)
-    right = np.cross(forward, [0.0, 0.0, 1.0])
-    right /= np.linalg.norm(right)
-    up = np.cross(right, forward)
-    c2w = np.eye(4)
-    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, up, -forward, eye
-    return c2w
-
-
 def camera_rays(c2w: np.ndarray, size: int, camera_angle_x: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixel-centre rays of a square pinhole camera: ``origins, dirs [size*size, 3]`` (row-major pixels)."""
     focal = 0.5 * size / math.tan(0.5 * camera_angle_x)
@@ -144,7 +134,8 @@ def orbit_poses(n: int, radius: float, offset: float) -> list[np.ndarray]:
     azimuth = k * math.pi * (3 - math.sqrt(5))
     elevation = np.deg2rad(20 + 45 * ((k * 0.618034) % 1.0))
     eyes = np.stack([np.cos(azimuth) * np.cos(elevation), np.sin(azimuth) * np.cos(elevation), np.sin(elevation)], 1)
-    return [look_at(radius * e + target, target) for e in eyes]
+    as64 = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
+    return list(look_at(as64(radius * eyes + target), as64(target), as64([0.0, 0.0, 1.0])).numpy())
 
 
 def write_blender_scene(

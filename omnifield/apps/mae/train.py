@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from omnifield.apps.mae.model import MAE3D, VoxelSegmenter, masked_reconstruction_loss, patchify
 from omnifield.errors import OmnifieldError
+from omnifield.metrics import psnr_from_mse
 
 
 def augment(rgba: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator):
@@ -113,8 +114,8 @@ def evaluate_reconstruction(model: MAE3D, rgba: torch.Tensor, seed: int = 1, bat
             sums[key] += float(terms[key]) * batch.shape[0]
     means = {k: v / rgba.shape[0] for k, v in sums.items()}
     return {
-        "psnr_rgb": -10 * math.log10(max(means["rgb"], 1e-12)),
-        "psnr_alpha": -10 * math.log10(max(means["alpha"], 1e-12)),
+        "psnr_rgb": psnr_from_mse(means["rgb"]),
+        "psnr_alpha": psnr_from_mse(means["alpha"]),
         "loss": means["loss"],
     }
 

@@ -8,8 +8,6 @@ half uniformly in the box and half close to the world's surfaces (projected alon
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from omnifield.apps.nav.scenes import AnalyticScene

@@ -1,4 +1,4 @@
-"""``omnifield train | eval | render``: reconstruction from posed images."""
+"""``omnifield eval | render`` and the radiance-field half of ``omnifield train``: reconstruction from posed images."""
 
 from __future__ import annotations
 
@@ -23,24 +23,9 @@ from omnifield.errors import OmnifieldError
 from omnifield.fields.footprint import check_field_fits
 from omnifield.fields.registry import field_config, field_names
 from omnifield.io.atomic import write_text_atomic
-from omnifield.io.run_folder import claim_output, describe_output
-from omnifield.renderers.space import (
-    SCENE_TYPES,
-    choose_space,
-    detect_scene_type,
-    nearest_depth,
-)
+from omnifield.renderers.space import SCENE_TYPES, choose_space, detect_scene_type, nearest_depth
 from omnifield.renderers.volume import VolumeRendererConfig
 from omnifield.resources import require_memory
-
-EPILOG = """examples:
-  omnifield train data/lego_200 --method hashgrid --minutes 4 --out outputs/lego
-  omnifield train data/lego_200 --out outputs/lego --steps 4000 --resume
-  omnifield train data/lego_200 --method mlp --set field.density_decoder.width=256
-  omnifield eval outputs/lego
-  torchrun --nproc_per_node 2 -m omnifield train data/lego_200 --out outputs/lego-ddp   # data parallel
-  omnifield render outputs/lego --orbit --frames 90
-"""
 
 DEVICE_HELP = "auto (a GPU when present, else the CPU), cpu, cuda or cuda:N (default auto)"
 SPLIT_HELP = ("split {what} (default: test); 'train' uses the refined training poses and each view's appearance "
@@ -64,7 +49,7 @@ def scene_space(data, requested: str = "auto") -> tuple[str, dict]:
     return scene_type, choose_space(scene_type, cams.c2w, cams.fx, cams.fy, cams.width, cams.height, near)
 
 
-def _build_configs(args: argparse.Namespace, space: dict | None = None) -> tuple[object, object, TrainConfig]:
+def build_configs(args: argparse.Namespace, space: dict | None = None) -> tuple[object, object, TrainConfig]:
     """Typed configs from the options: the scene's ``space`` settings first, then every ``--set``."""
     space = dict(space or {})
     field_changes = space.pop("field", {})
@@ -86,19 +71,12 @@ def _build_configs(args: argparse.Namespace, space: dict | None = None) -> tuple
     return roots["field"], roots["renderer"], roots["train"]
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """Train a field on posed images, then evaluate on the test split.
+def train_nerf(args: argparse.Namespace) -> int:
+    """Train the radiance field ``args`` describe into ``args.out`` (claimed by the caller), then evaluate it.
 
     Under ``torchrun --nproc_per_node N -m omnifield train ...`` the N processes train one run
     together (data parallel); rank 0 prints, writes the run folder and evaluates.
     """
-    torch.manual_seed(args.seed)
-    _claim_run_folder(args)
-    if args.method == "splat":
-        from omnifield.apps.splat import train_splat
-
-        train_splat(Path(args.data), Path(args.out), args)
-        return 0
     device = resolve_device(args.device)
     group = distributed.init_from_environment(device)
     try:
@@ -106,24 +84,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             return _train(args, group, device)
     finally:
         distributed.shutdown()
-
-
-def _claim_run_folder(args: argparse.Namespace) -> None:
-    """Settle ``args.method`` and ``args.out`` and refuse an ``--out`` holding a run of another kind or method.
-
-    Without ``--method``, ``--resume`` continues whatever NeRF run ``--out`` holds (else: hashgrid).
-    """
-    found = describe_output(args.out) if args.out else None
-    if args.method is None:
-        resumable = args.resume and found is not None and found.endswith(" NeRF run")
-        args.method = found.split()[0] if resumable else "hashgrid"
-    args.out = args.out or f"outputs/{Path(args.data).name}-{args.method}"
-    if args.method == "splat":
-        if args.resume:
-            raise OmnifieldError("--resume: splat training cannot continue a run; train into a new --out")
-        claim_output(args.out, "splat run")
-    else:
-        claim_output(args.out, f"{args.method} NeRF run", continues=args.resume, hint="pass --resume to continue it")
 
 
 def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: torch.device) -> int:
@@ -140,11 +100,11 @@ def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: to
         trainer.resume(tensors, meta)
         say(f"resuming {out} at step {trainer.step}")
     else:
-        field_cfg, _, _ = _build_configs(args)  # bad options are refused before any data is read
+        field_cfg, _, _ = build_configs(args)  # bad options are refused before any data is read
         check_field_fits(field_cfg, f"--method {args.method}")
         train_data = load_scene(data_dir, "train", args.downscale)
         scene_type, space = scene_space(train_data, args.scene_type)
-        field_cfg, renderer_cfg, train_cfg = _build_configs(args, space)
+        field_cfg, renderer_cfg, train_cfg = build_configs(args, space)
         run = Run.create(out, args.method, field_cfg, renderer_cfg, train_cfg, str(data_dir), args.downscale,
                          train_data).to(device)
         trainer = Trainer(run, train_data, progress=not args.quiet, tensorboard=args.log == "tensorboard")
@@ -227,13 +187,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``train``, ``eval`` and ``render`` sub-commands."""
-    fmt = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser("train", help="train a field on posed images (Blender/NeRF format)",
-                       description="Train a radiance field on posed images, then evaluate it on the test split.\n"
-                                   "Writes checkpoint, config, metrics.json, log.jsonl and renders to --out.",
-                       epilog=EPILOG, formatter_class=fmt)
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``train`` options of a radiance-field run (data, budget, optimiser, renderer, ``--set``)."""
     p.add_argument("data", help="scene folder with transforms_train.json / transforms_test.json and images")
     p.add_argument("--method", default=None,
                    help=f"field backend: {', '.join(field_names())}, or splat (3D Gaussian splatting); default "
@@ -269,31 +224,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_log_argument(p)
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config value, e.g. field.encoding.log2_hashmap_size=17 (repeatable)")
-    from omnifield.apps.splat import add_splat_arguments
 
-    add_splat_arguments(p)
-    p.set_defaults(func=cmd_train)
 
+def _add_run_arguments(p: argparse.ArgumentParser, split_use: str) -> None:
+    """The options of a command over a trained run: the folder, ``--data``, ``--split``, chunk and device."""
+    p.add_argument("run", help="run folder written by 'omnifield train'")
+    p.add_argument("--data", help="scene folder (default: the one the run was trained on)")
+    p.add_argument("--split", default="test", help=SPLIT_HELP.format(what=split_use))
+    p.add_argument("--chunk-rays", type=int, default=8192, help=CHUNK_HELP)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``eval`` and ``render`` sub-commands (``train`` is :mod:`omnifield.apps.train.cli`)."""
     p = sub.add_parser("eval", help="evaluate a trained run (PSNR, SSIM) and write renders",
                        description="Render every view of a split, compare with ground truth on white, write "
                                    "metrics.json and side-by-side PNGs.")
-    p.add_argument("run", help="run folder written by 'omnifield train'")
-    p.add_argument("--data", help="scene folder (default: the one the run was trained on)")
-    p.add_argument("--split", default="test", help=SPLIT_HELP.format(what="to evaluate"))
-    p.add_argument("--chunk-rays", type=int, default=8192, help=CHUNK_HELP)
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    _add_run_arguments(p, "to evaluate")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("render", help="render test views with depth, and an orbit video",
                        description="Render the views of a split (RGB and depth PNGs) and, with --orbit, an orbit "
                                    "video (mp4, or gif when no ffmpeg) around the scene.")
-    p.add_argument("run", help="run folder written by 'omnifield train'")
-    p.add_argument("--data", help="scene folder (default: the one the run was trained on)")
-    p.add_argument("--split", default="test", help=SPLIT_HELP.format(what="whose views to render"))
+    _add_run_arguments(p, "whose views to render")
     p.add_argument("--orbit", action="store_true", help="also render an orbit video")
     p.add_argument("--orbit-only", action="store_true", help="render only the orbit video")
     p.add_argument("--frames", type=int, default=60, help="orbit frames (default 60)")
     p.add_argument("--fps", type=int, default=24, help="orbit frames per second (default 24)")
-    p.add_argument("--chunk-rays", type=int, default=8192, help=CHUNK_HELP)
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_render)

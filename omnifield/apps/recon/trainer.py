@@ -184,7 +184,7 @@ class Trainer:
         cfg = self.cfg
         if cfg.s3im_weight <= 0:
             return torch.zeros((), dtype=pred.dtype)
-        from omnifield.distill.s3im import s3im_loss
+        from omnifield.losses.s3im import s3im_loss
 
         return cfg.s3im_weight * s3im_loss(pred, target, repeats=cfg.s3im_repeats, kernel_size=cfg.s3im_kernel,
                                            stride=cfg.s3im_stride, patch_height=cfg.s3im_patch,

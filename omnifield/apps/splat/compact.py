@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omnifield.apps.splat.rvq import ResidualVQ
 from omnifield.config import register_config
 from omnifield.fields.gaussians import SH_C0, GaussianScene
 from omnifield.fields.hashgrid import HashGridConfig
 from omnifield.fields.mlp import MLPConfig
 from omnifield.fields.sh import spherical_harmonics
-from omnifield.apps.splat.rvq import ResidualVQ
 
 
 @register_config("compact_3dgs")

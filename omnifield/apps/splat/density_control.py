@@ -168,6 +168,6 @@ class DensityControl:
     def _reset_opacity(self, scene, optimizer) -> None:
         limit = math.log(2 * self.cfg.prune_opa / (1 - 2 * self.cfg.prune_opa))
         scene.opacity_logits.data.clamp_(max=limit)
-        for key, value in optimizer.state.get(scene.opacity_logits, {}).items():
+        for value in optimizer.state.get(scene.opacity_logits, {}).values():
             if torch.is_tensor(value) and value.shape == scene.opacity_logits.shape:
                 value.zero_()

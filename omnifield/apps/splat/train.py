@@ -31,7 +31,6 @@ from omnifield.apps.splat.compact import CompactConfig, CompactGaussianScene
 from omnifield.apps.splat.compress import save_compressed
 from omnifield.apps.splat.density_control import DensityControl, DensityControlConfig
 from omnifield.apps.splat.init import points_from_density, points_from_views, random_points
-from omnifield.apps.splat.losses import photometric_loss, s3im_on_pixels
 from omnifield.apps.splat.run import save_splat_run
 from omnifield.backend import missing_cuda_library_note, resolve_device
 from omnifield.data.blender import PosedImages
@@ -42,6 +41,7 @@ from omnifield.fields.gaussians import GaussianScene
 from omnifield.io.atomic import atomic_path, write_text_atomic
 from omnifield.io.points import read_point_cloud
 from omnifield.io.splat_ply import save_splat_ply
+from omnifield.losses.photometric import photometric_loss, s3im_on_pixels
 from omnifield.metrics import psnr, ssim
 from omnifield.renderers.splat import SplatRenderer
 

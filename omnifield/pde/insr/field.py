@@ -18,7 +18,7 @@ from torch import nn
 
 from omnifield.config import register_config
 from omnifield.fields.box import BoxMapping
-from omnifield.fields.siren import SirenConfig
+from omnifield.fields.sine_mlp import SirenConfig
 
 
 @register_config("insr_field")

@@ -20,10 +20,10 @@ import torch
 
 from omnifield.errors import OmnifieldError
 from omnifield.fields.mlp import MLPConfig
-from omnifield.fields.siren import SirenConfig
+from omnifield.fields.sine_mlp import SirenConfig
 from omnifield.io.atomic import remove_stale_temporaries
 from omnifield.pde import registry
-from omnifield.pde.field import ENCODINGS, ENCODING_LR_SCALE, default_encoding_config
+from omnifield.pde.field import ENCODING_LR_SCALE, ENCODINGS, default_encoding_config
 from omnifield.pde.insr.advection import AdvectionProblem
 from omnifield.pde.insr.compare import Comparison, compare, relative_l2
 from omnifield.pde.insr.plots import write_animation, write_error_plot

@@ -37,8 +37,8 @@ from tqdm import tqdm
 
 from omnifield.config import config_from_dict, config_to_dict, register_config
 from omnifield.errors import OmnifieldError
+from omnifield.fields.sine_mlp import SirenConfig
 from omnifield.io.atomic import write_bytes_atomic, write_text_atomic
-from omnifield.fields.siren import SirenConfig
 from omnifield.pde.field import parameter_groups
 from omnifield.pde.insr.problem import Fields, InsrProblem, StageContext
 from omnifield.pde.insr.rules import check_rule

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import torch
 
-from omnifield.pde.problem import Dirichlet, Problem, ReferenceGrid
 from omnifield.pde.derivatives import gradient
+from omnifield.pde.problem import Dirichlet, Problem, ReferenceGrid
 
 
 class Helmholtz2D(Problem):

@@ -23,7 +23,6 @@ from omnifield.errors import OmnifieldError
 from omnifield.pde.problem import Condition, Problem
 from omnifield.pde.solvers.causal import CausalSchedule, causal_weights, chunk_losses
 
-
 SAMPLINGS = ("uniform", "sobol")
 
 

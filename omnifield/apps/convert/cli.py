@@ -145,8 +145,8 @@ def convert(run_dir: Path, to: str, out: Path, steps: int, active: bool = False,
     if to == SPLAT:
         if teacher.kind == SPLAT:
             raise OmnifieldError(f"{run_dir}: already a splat run; convert it to a field preset instead")
+        from omnifield.apps.convert.to_splat import distill_to_splat
         from omnifield.apps.splat.run import save_splat_run
-        from omnifield.distill.to_splat import distill_to_splat
 
         student, info = distill_to_splat(teacher.field, teacher.sampler, train.cameras, steps, n_gaussians,
                                          seed=seed, minutes=minutes, progress=progress)

@@ -1,7 +1,7 @@
 """Field -> Gaussians: splats initialised from the teacher's density and fitted to the teacher's renders.
 
 The teacher (any radiance field) is rendered once from the training cameras and random sphere poses
-(:mod:`.poses`); Gaussians start at points drawn where the teacher is dense, coloured by the teacher
+(:mod:`omnifield.distill.poses`); Gaussians start at points drawn where the teacher is dense, coloured by the teacher
 (:func:`omnifield.apps.splat.init.points_from_density`), and are optimised with the 3DGS photometric loss
 (``0.8 L1 + 0.2 (1 - SSIM)``) on those renders. No density control: the count stays as initialised.
 """
@@ -15,10 +15,10 @@ from torch import nn
 from tqdm import tqdm
 
 from omnifield.apps.splat.init import points_from_density
-from omnifield.apps.splat.losses import photometric_loss
 from omnifield.apps.splat.train import LEARNING_RATES, scene_scale_of
 from omnifield.distill.poses import join_cameras, sphere_cameras
 from omnifield.fields.gaussians import GaussianScene
+from omnifield.losses.photometric import photometric_loss
 from omnifield.renderers.cameras import Cameras
 from omnifield.renderers.splat.renderer import SplatRenderer
 from omnifield.renderers.volume import VolumeRenderer

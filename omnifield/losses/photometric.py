@@ -1,9 +1,10 @@
-"""Splat training losses: the 3DGS photometric loss and S3IM over random pixels of the rendered view."""
+"""Losses on rendered views: the 3DGS photometric loss and S3IM over random pixels of a view."""
 
 from __future__ import annotations
 
 import torch
 
+from omnifield.losses.s3im import s3im_loss
 from omnifield.metrics import ssim
 
 S3IM_RAYS = 4096  # the paper's batch of random rays
@@ -21,8 +22,6 @@ def s3im_on_pixels(pred: torch.Tensor, target: torch.Tensor, generator: torch.Ge
 
     A rendered view plays the part of the NeRF trainer's ray batch: its random pixels are the rays.
     """
-    from omnifield.distill.s3im import s3im_loss
-
     flat_pred, flat_target = pred.reshape(-1, pred.shape[-1]), target.reshape(-1, target.shape[-1])
     pick = torch.randperm(flat_pred.shape[0], generator=generator)[:n_rays].to(pred.device)
     return s3im_loss(flat_pred[pick], flat_target[pick], generator=generator)

@@ -1,0 +1,1 @@
+"""``omnifield convert``: a trained run distilled into another field architecture or into Gaussians."""

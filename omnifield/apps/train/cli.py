@@ -1,0 +1,68 @@
+"""``omnifield train``: claims the run folder, then trains a radiance field (:mod:`omnifield.apps.recon`)
+or, with ``--method splat``, Gaussians (:mod:`omnifield.apps.splat`).
+
+The dispatch lives here, above both apps, so that neither imports the other for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from omnifield.apps.recon.cli import add_train_arguments, train_nerf
+from omnifield.apps.splat import add_splat_arguments, train_splat
+from omnifield.errors import OmnifieldError
+from omnifield.io.run_folder import claim_output, describe_output
+
+SPLAT = "splat"
+
+EPILOG = """examples:
+  omnifield train data/lego_200 --method hashgrid --minutes 4 --out outputs/lego
+  omnifield train data/lego_200 --out outputs/lego --steps 4000 --resume
+  omnifield train data/lego_200 --method mlp --set field.density_decoder.width=256
+  omnifield train data/lego_200 --method splat --minutes 4 --out outputs/lego-splat
+  omnifield eval outputs/lego
+  torchrun --nproc_per_node 2 -m omnifield train data/lego_200 --out outputs/lego-ddp   # data parallel
+  omnifield render outputs/lego --orbit --frames 90
+"""
+
+
+def claim_run_folder(args: argparse.Namespace) -> None:
+    """Settle ``args.method`` and ``args.out`` and refuse an ``--out`` holding a run of another kind or method.
+
+    Without ``--method``, ``--resume`` continues whatever NeRF run ``--out`` holds (else: hashgrid).
+    """
+    found = describe_output(args.out) if args.out else None
+    if args.method is None:
+        resumable = args.resume and found is not None and found.endswith(" NeRF run")
+        args.method = found.split()[0] if resumable else "hashgrid"
+    args.out = args.out or f"outputs/{Path(args.data).name}-{args.method}"
+    if args.method == SPLAT:
+        if args.resume:
+            raise OmnifieldError("--resume: splat training cannot continue a run; train into a new --out")
+        claim_output(args.out, "splat run")
+    else:
+        claim_output(args.out, f"{args.method} NeRF run", continues=args.resume, hint="pass --resume to continue it")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a field (or, with ``--method splat``, Gaussians) on posed images, then evaluate on the test split."""
+    torch.manual_seed(args.seed)
+    claim_run_folder(args)
+    if args.method == SPLAT:
+        train_splat(Path(args.data), Path(args.out), args)
+        return 0
+    return train_nerf(args)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``train`` sub-command."""
+    p = sub.add_parser("train", help="train a field on posed images (Blender/NeRF format)",
+                       description="Train a radiance field on posed images, then evaluate it on the test split.\n"
+                                   "Writes checkpoint, config, metrics.json, log.jsonl and renders to --out.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_train_arguments(p)
+    add_splat_arguments(p)
+    p.set_defaults(func=cmd_train)
