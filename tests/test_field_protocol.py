@@ -5,11 +5,17 @@ import math
 import pytest
 import torch
 
-import omnifield.fields as fields
+from omnifield import fields
 from omnifield.apps.nav.scenes import pillar_room
 from omnifield.distill.pvd import point_outputs, share_color_head
-from omnifield.fields import (BoxField, BoxMapping, BoxUnknownLike, PointFeatureFieldLike, RadianceFieldLike,
-                              SDFFieldLike)
+from omnifield.fields import (
+    BoxField,
+    BoxMapping,
+    BoxUnknownLike,
+    PointFeatureFieldLike,
+    RadianceFieldLike,
+    SDFFieldLike,
+)
 from omnifield.fields.frequency import FrequencyConfig
 from omnifield.fields.gaussians import GaussianScene
 from omnifield.fields.image_field import ImageFieldConfig
