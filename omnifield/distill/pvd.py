@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from omnifield.config import register_config
@@ -36,6 +35,7 @@ from omnifield.distill.poses import join_cameras, sphere_cameras
 from omnifield.distill.teacher_images import TeacherImages
 from omnifield.fields.activations import trunc_exp
 from omnifield.fields.gaussians import GaussianScene
+from omnifield.fields.protocol import PointFeatureFieldLike, RadianceFieldLike
 from omnifield.metrics import psnr_from_mse
 from omnifield.renderers.cameras import Cameras
 from omnifield.renderers.volrend import accumulate_along_rays, render_weight_from_density
@@ -84,26 +84,22 @@ class PointOutputs:
     rgb: torch.Tensor
 
 
-def has_point_features(f: nn.Module) -> bool:
-    """Whether ``f`` exposes the shared feature space (``point_features`` + ``rgb_from_features``)."""
-    return all(hasattr(f, name) for name in ("point_features", "rgb_from_features", "density_from_features"))
-
-
-def point_outputs(f: nn.Module, x: torch.Tensor, d: torch.Tensor) -> PointOutputs:
-    """Evaluate any radiance field at ``x [S, 3]`` seen along ``d [S, 3]``: one with point features, or a
-    Gaussian mixture (``forward(x, d) -> (rgb, sigma)``, evaluated over nearby Gaussians only)."""
-    if has_point_features(f):
+def point_outputs(f: RadianceFieldLike, x: torch.Tensor, d: torch.Tensor) -> PointOutputs:
+    """Evaluate any radiance field at ``x [S, 3]`` seen along ``d [S, 3]``: one with point features
+    (:class:`PointFeatureFieldLike`), or a Gaussian mixture (``forward(x, d) -> (rgb, sigma)``, evaluated
+    over nearby Gaussians only)."""
+    if isinstance(f, PointFeatureFieldLike):
         feats = f.point_features(x)
         return PointOutputs(feats[:, 0], feats, f.rgb_from_features(feats, d))
     rgb, sigma = f(x, d)
     return PointOutputs(torch.log(sigma.clamp_min(1e-12)), None, rgb)
 
 
-def share_color_head(teacher: nn.Module, student: nn.Module) -> bool:
+def share_color_head(teacher: RadianceFieldLike, student: PointFeatureFieldLike) -> bool:
     """Copy the teacher's colour head into the student when both have one of the same shape."""
-    t, s = getattr(teacher, "color_decoder", None), getattr(student, "color_decoder", None)
-    if t is None or s is None:
+    if not (isinstance(teacher, PointFeatureFieldLike) and isinstance(student, PointFeatureFieldLike)):
         return False
+    t, s = teacher.color_decoder, student.color_decoder
     ts, ss = t.state_dict(), s.state_dict()
     if ts.keys() != ss.keys() or any(ts[k].shape != ss[k].shape for k in ts):
         return False
@@ -128,9 +124,11 @@ class Distiller:
     renderer, or one filled from the teacher's density); it places the samples both fields share.
     """
 
-    def __init__(self, teacher: nn.Module, student: nn.Module, sampler: VolumeRenderer, train_cameras: Cameras,
-                 cfg: PVDConfig):
-        if not has_point_features(student):
+    def __init__(self, teacher: RadianceFieldLike, student: PointFeatureFieldLike, sampler: VolumeRenderer,
+                 train_cameras: Cameras, cfg: PVDConfig):
+        if not isinstance(teacher, RadianceFieldLike):
+            raise ValueError(f"the teacher ({type(teacher).__name__}) is no radiance field (density, rgb, aabb)")
+        if not isinstance(student, PointFeatureFieldLike):
             raise ValueError(f"the student ({type(student).__name__}) exposes no point features")
         self.teacher, self.student, self.sampler, self.cfg = teacher.eval(), student, sampler, cfg
         for p in self.teacher.parameters():

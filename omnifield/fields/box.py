@@ -1,8 +1,9 @@
-"""The map between a field's world box and the unit cube that encodings read.
+"""The map between a field's world box and the unit cube that encodings read, and fields built on it.
 
-Every field over a box ``[lo, hi]`` (PDE unknowns, INSR states; radiance and SDF fields compute the
-same map from their ``aabb``) feeds its encoding ``s = (x - lo) / (hi - lo)``; :class:`BoxMapping`
-is that map, once.
+Every field over a box ``[lo, hi]`` (radiance and SDF fields over their ``aabb``, PDE unknowns, INSR
+states) feeds its encoding ``s = (x - lo) / (hi - lo)``; :class:`BoxMapping` is that map, once.
+:class:`BoxField` is the one mechanism of the PDE unknowns (:class:`~omnifield.pde.field.PDEField`)
+and INSR states (:class:`~omnifield.pde.insr.field.SpatialField`): box -> decoder input -> decoder.
 """
 
 from __future__ import annotations
@@ -42,9 +43,60 @@ class BoxMapping(nn.Module):
     def n_dims(self) -> int:
         return self.lo.numel()
 
+    @property
+    def bounds(self) -> torch.Tensor:
+        """The flat ``[2D]`` layout ``(lo_1..lo_D, hi_1..hi_D)`` (a radiance field's ``aabb``)."""
+        return torch.cat([self.lo, self.hi])
+
     def scale(self, dtype: torch.dtype) -> torch.Tensor:
         """``ds/dx = 1 / (hi - lo)`` per axis, ``[D]``."""
         return 1.0 / (self.hi - self.lo).to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.lo.to(x.dtype)) / (self.hi - self.lo).to(x.dtype)
+
+    def inverse(self, s: torch.Tensor) -> torch.Tensor:
+        """Unit-cube ``s [..., D]`` -> world ``x [..., D] = lo + s (hi - lo)``."""
+        return self.lo.to(s.dtype) + s * (self.hi - self.lo).to(s.dtype)
+
+
+def box_of_aabb(aabb: Sequence[float]) -> BoxMapping:
+    """The mapping of a 3-D field's ``aabb = (xmin, ymin, zmin, xmax, ymax, zmax)``; ValueError otherwise."""
+    if len(aabb) != 6 or not all(hi > lo for lo, hi in zip(aabb[:3], aabb[3:])):
+        raise ValueError(f"aabb must be (xmin, ymin, zmin, xmax, ymax, zmax) with max > min, got {aabb}")
+    return BoxMapping.from_bounds(aabb)
+
+
+class BoxField(nn.Module):
+    """A neural field over a box: ``forward(x [N, D]) -> [N, C]`` as ``s = box(x)``, ``h = inputs(s)``,
+    ``decode(h, s)``.
+
+    Subclasses set ``encoding`` (an :class:`~omnifield.fields.Encoding` or None) and ``decoder``
+    (``forward(h [N, F], s [N, D]) -> [N, C]``) and say in :meth:`inputs` how ``s`` becomes the decoder
+    input; :meth:`features` is what derivative code reads (with ``box.scale`` = ``ds/dx``).
+    """
+
+    def __init__(self, box: BoxMapping):
+        super().__init__()
+        self.box = box
+
+    def inputs(self, s: torch.Tensor) -> torch.Tensor:
+        """Unit-cube ``s [N, D]`` -> decoder input ``h [N, F]``."""
+        raise NotImplementedError
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x [N, D]`` -> decoder input ``h [N, F]`` and the unit-cube coordinates ``s [N, D]``."""
+        s = self.box(x)
+        return self.inputs(s), s
+
+    def decode(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """Decoder input ``h [N, F]`` (and ``s [N, D]``, for coordinate-aware decoders) -> ``[N, C]``."""
+        return self.decoder(h, s)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, s = self.features(x)
+        return self.decode(h, s)
+
+    def n_parameters(self) -> int:
+        """Number of trainable scalars (the memory of the state, in floats)."""
+        return sum(p.numel() for p in self.parameters())

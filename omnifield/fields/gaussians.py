@@ -12,8 +12,10 @@ Parameters (all ``nn.Parameter``, replaced in place when density control adds/re
 Colour seen from camera centre ``o`` is ``max(0, sum_k Y_k(normalise(mu - o)) f_k + 0.5)`` using
 the first ``(active_sh_degree + 1)^2`` bands; the active degree is raised on a schedule.
 
-The scene is also a radiance field: :meth:`density` and :meth:`rgb` evaluate the mixture so
-distillation and navigation can query it like any other field (see :meth:`density` for the scale).
+The scene is also a radiance field (:class:`~omnifield.fields.protocol.RadianceFieldLike`): :meth:`density`
+and :meth:`rgb` evaluate the mixture so distillation and navigation can query it like any other field
+(see :meth:`density` for the scale); ``aabb [6]`` is the box the Gaussians reached when built, unless
+the owner assigns the capture's box.
 """
 
 from __future__ import annotations
@@ -37,6 +39,15 @@ def alpha_cutoff(opacities: torch.Tensor) -> torch.Tensor:
     """Squared Mahalanobis distance ``[N]`` at which ``o exp(-m/2)`` falls to alpha 1/255, the rasterizer's
     threshold: ``2 ln(255 o)``, 0 for Gaussians that never reach it."""
     return 2.0 * torch.log((255.0 * opacities).clamp_min(1.0))
+
+
+def cutoff_half_extents(rot: torch.Tensor, scales: torch.Tensor, cutoff: torch.Tensor) -> torch.Tensor:
+    """Axis-aligned half extent ``[N, 3]`` of each cut-off ellipsoid, ``sqrt(cutoff) sqrt(diag Sigma)``, from
+    rotations ``[N, 3, 3]``, linear scales ``[N, 3]`` and :func:`alpha_cutoff` ``[N]``; zero for Gaussians
+    without extent or that never reach the cut-off."""
+    alive = (scales.min(-1).values > 0) & (cutoff > 0)
+    half = cutoff.sqrt()[:, None] * (rot * scales[:, None, :]).square().sum(-1).sqrt()
+    return torch.where(alive[:, None], half, torch.zeros_like(half))
 
 
 def rgb_to_sh_dc(rgb: torch.Tensor) -> torch.Tensor:
@@ -97,6 +108,14 @@ class GaussianScene(nn.Module):
         self.opacity_logits = nn.Parameter(opacity_logits.detach().float().clone())
         self.sh_dc = nn.Parameter(sh[:, :1].detach().float().clone())
         self.sh_rest = nn.Parameter(sh[:, 1:].detach().float().clone())
+        # the box of the scene as a radiance field (RadianceFieldLike): the Gaussians' reach when built;
+        # whoever knows the capture's box (a training or distillation box) assigns it
+        # (read from the raw parameters: subclasses' activations are not set up yet)
+        with torch.no_grad():
+            half = cutoff_half_extents(quat_to_rotmat(self.quats), self.log_scales.exp(),
+                                       alpha_cutoff(torch.sigmoid(self.opacity_logits).clamp(max=1 - 1e-6)))
+            reach = torch.cat([(self.means - half).amin(0), (self.means + half).amax(0)]) if n else torch.zeros(6)
+        self.register_buffer("aabb", reach, persistent=False)  # [6]: lo, hi
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -234,6 +253,8 @@ class GaussianScene(nn.Module):
         planner's world or a viewer computes it once). A tensor counts as changed when its storage, shape
         or sum does (``.data`` edits bypass autograd's version counters)."""
         tensors = [*self.parameters(), *self.buffers()]
+        # use_rvq: a subclass's switch (Compact-3DGS quantisation) that changes the values without changing a
+        # tensor; read by name because this base class has no such switch of its own
         key = (tuple((t.data_ptr(), tuple(t.shape), float(t.detach().sum())) for t in tensors),
                getattr(self, "use_rvq", None))
         cache = self.__dict__.setdefault("_frozen_values", {})
@@ -258,9 +279,7 @@ class GaussianScene(nn.Module):
         alive = (scales.min(-1).values > 0) & (cutoff > 0)
         peak = -torch.log1p(-opac) / (math.sqrt(2 * math.pi) * safe.min(-1).values)
         peak = torch.where(alive, peak, torch.zeros_like(peak))  # [N]
-        # axis-aligned half extent of the cut-off ellipsoid: r * sqrt(diag Sigma)
-        half = cutoff.sqrt()[:, None] * (rot.detach() * scales.detach()[:, None, :]).square().sum(-1).sqrt()
-        half = torch.where(alive[:, None], half, torch.zeros_like(half))
+        half = cutoff_half_extents(rot.detach(), scales.detach(), cutoff)
         bins = self.frozen("bins", lambda: GaussianBins(self.means, half))  # depends on detached values only
         return bins, whiten, peak, cutoff
 

@@ -21,6 +21,7 @@ from torch import nn
 from omnifield.config import register_config
 from omnifield.fields.activations import trunc_exp
 from omnifield.fields.appearance import AppearanceEmbedding
+from omnifield.fields.box import box_of_aabb
 from omnifield.fields.hashgrid import HashGridConfig
 from omnifield.fields.mlp import MLPConfig
 from omnifield.fields.sh import spherical_harmonics
@@ -52,7 +53,8 @@ class RadianceField(nn.Module):
     """Density + view-dependent colour at points of a box.
 
     - ``point_features(x [..., 3]) -> [..., 1 + geo_feat_dim]`` (density logit first)
-    - ``density(x [..., 3]) -> [...]`` (zero outside the box)
+    - ``density(x [..., 3]) -> [...]`` (zero outside the box), ``rgb(x [..., 3], d [..., 3]) -> [..., 3]``
+    - ``aabb [6]`` and ``box`` (:class:`~omnifield.fields.box.BoxMapping`, world -> unit cube)
     - ``forward(x [..., 3], d [..., 3], appearance [..., E] | None) -> (rgb [..., 3], sigma [...])``;
       ``appearance`` (only with ``cfg.appearance_dim = E > 0``) defaults to the mean training code
     """
@@ -60,10 +62,7 @@ class RadianceField(nn.Module):
     def __init__(self, cfg: RadianceFieldConfig | None = None):
         super().__init__()
         self.cfg = cfg or RadianceFieldConfig()
-        aabb = torch.tensor(self.cfg.aabb, dtype=torch.float32)
-        if aabb.shape != (6,) or not bool((aabb[3:] > aabb[:3]).all()):
-            raise ValueError(f"aabb must be (xmin, ymin, zmin, xmax, ymax, zmax) with max > min, got {self.cfg.aabb}")
-        self.register_buffer("aabb", aabb, persistent=False)
+        self.box = box_of_aabb(self.cfg.aabb)
         self.encoding = self.cfg.encoding.build(3)
         self.density_decoder = self.cfg.density_decoder.build(self.encoding.n_output_dims, 1 + self.cfg.geo_feat_dim)
         dim = self.cfg.appearance_dim
@@ -72,10 +71,14 @@ class RadianceField(nn.Module):
         self.appearance = AppearanceEmbedding(self.cfg.n_images, dim) if dim > 0 else None
         self.color_decoder = self.cfg.color_decoder.build(self.cfg.geo_feat_dim + self.cfg.sh_degree**2 + dim, 3)
 
+    @property
+    def aabb(self) -> torch.Tensor:
+        """The box ``[6] = (xmin, ymin, zmin, xmax, ymax, zmax)`` (float32, on the field's device)."""
+        return self.box.bounds
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """World points ``[..., 3]`` -> unit-cube coordinates ``[..., 3]``."""
-        lo, hi = self.aabb[:3].to(x.dtype), self.aabb[3:].to(x.dtype)
-        return (x - lo) / (hi - lo)
+        return self.box(x)
 
     def _inside(self, u: torch.Tensor) -> torch.Tensor:
         return ((u >= 0.0) & (u <= 1.0)).all(dim=-1)
@@ -110,6 +113,10 @@ class RadianceField(nn.Module):
     def density(self, x: torch.Tensor) -> torch.Tensor:
         """``[..., 3] -> [...]`` volume density."""
         return self.density_from_features(self.point_features(x), x)
+
+    def rgb(self, x: torch.Tensor, d: torch.Tensor, appearance: torch.Tensor | None = None) -> torch.Tensor:
+        """``[..., 3]`` points and view directions ``[..., 3]`` -> colour ``[..., 3]``."""
+        return self.rgb_from_features(self.point_features(x), d, appearance)
 
     def forward(self, x: torch.Tensor, d: torch.Tensor,
                 appearance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from omnifield.config import register_config
+from omnifield.fields.box import box_of_aabb
 from omnifield.fields.hashgrid import HashGridConfig
 from omnifield.fields.mlp import MLPConfig
 
@@ -27,28 +28,33 @@ class SDFFieldConfig:
 
 
 class SDFField(nn.Module):
-    """- ``forward(x [..., 3]) -> sdf [...]`` in world units
+    """- ``forward(x [..., 3]) -> sdf [...]`` in world units (also ``sdf(x)``; ``aabb [6]``)
     - ``sdf_and_gradient(x [..., 3]) -> (sdf [...], grad [..., 3])`` with a graph for eikonal losses."""
 
     def __init__(self, cfg: SDFFieldConfig | None = None):
         super().__init__()
         self.cfg = cfg or SDFFieldConfig()
-        aabb = torch.tensor(self.cfg.aabb, dtype=torch.float32)
-        if aabb.shape != (6,) or not bool((aabb[3:] > aabb[:3]).all()):
-            raise ValueError(f"aabb must be (xmin, ymin, zmin, xmax, ymax, zmax) with max > min, got {self.cfg.aabb}")
-        self.register_buffer("aabb", aabb, persistent=False)
+        self.box = box_of_aabb(self.cfg.aabb)
         self.encoding = self.cfg.encoding.build(3)
         self.decoder = self.cfg.decoder.build(self.encoding.n_output_dims, 1)
 
+    @property
+    def aabb(self) -> torch.Tensor:
+        """The box ``[6] = (xmin, ymin, zmin, xmax, ymax, zmax)`` (float32, on the field's device)."""
+        return self.box.bounds
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """World points ``[..., 3]`` -> unit-cube coordinates ``[..., 3]``."""
-        lo, hi = self.aabb[:3].to(x.dtype), self.aabb[3:].to(x.dtype)
-        return (x - lo) / (hi - lo)
+        return self.box(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = self.normalize(x)
-        scale = (self.aabb[3:] - self.aabb[:3]).max().to(x.dtype)
+        scale = (self.box.hi - self.box.lo).max().to(x.dtype)
         return self.decoder(self.encoding(u), u)[..., 0] * scale
+
+    def sdf(self, x: torch.Tensor) -> torch.Tensor:
+        """``[..., 3] -> [...]`` signed distance in world units (``forward``)."""
+        return self(x)
 
     def sdf_and_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Signed distance and its spatial gradient (differentiable again, for the eikonal term)."""

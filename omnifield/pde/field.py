@@ -44,7 +44,7 @@ from torch import nn
 
 from omnifield.errors import OmnifieldError
 from omnifield.fields import FrequencyConfig, GaussianEmbeddingConfig, HashGridConfig, MLPConfig
-from omnifield.fields.box import BoxMapping
+from omnifield.fields.box import BoxField, BoxMapping
 from omnifield.fields.cam import CAM, CAMConfig
 from omnifield.fields.encoding import Encoding
 from omnifield.fields.neurbf import NeuRBFConfig
@@ -91,11 +91,13 @@ def default_encoding_config(name: str, n_dims: int):
     raise OmnifieldError(f"--field: unknown field {name!r}; choose from {', '.join(ENCODINGS)}")
 
 
-class PDEField(nn.Module):
-    """``x [N, D]`` (physical) ``-> u [N, n_outputs]`` (before any hard-constraint transform)."""
+class PDEField(BoxField):
+    """``x [N, D]`` (physical) ``-> u [N, n_outputs]`` (before any hard-constraint transform): a
+    :class:`~omnifield.fields.box.BoxField` whose decoder input is the coordinates (periodic axes
+    embedded) and/or an encoding, decoded by a tanh MLP, CAM or the gated modified MLP."""
 
     def __init__(self, lo, hi, n_outputs: int, cfg: UnknownConfig, periodic_axes: tuple[int, ...] = ()):
-        super().__init__()
+        super().__init__(BoxMapping(lo, hi))
         if cfg.encoding not in ENCODINGS:
             raise OmnifieldError(f"--field: unknown field {cfg.encoding!r}; choose from {', '.join(ENCODINGS)}")
         if cfg.arch not in ("mlp", "modified"):
@@ -105,7 +107,6 @@ class PDEField(nn.Module):
         if cfg.arch == "modified" and cfg.encoding == "cam":
             raise OmnifieldError("--field cam modulates the plain MLP; use --arch mlp")
         self.cfg = cfg
-        self.box = BoxMapping(lo, hi)
         d = self.box.n_dims
         self.periodic_axes = tuple(periodic_axes) if cfg.encoding == "none" else ()
         self.encoding = None
@@ -141,21 +142,21 @@ class PDEField(nn.Module):
         """Parameters of the encoding and of CAM's modulation grids (trained at the encoding rate)."""
         return grid_parameters(self)
 
-    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x [N, D]`` -> decoder input ``[N, F]`` and the unit-cube coordinates ``s [N, D]``."""
-        s = self.box(x)
+    def inputs(self, s: torch.Tensor) -> torch.Tensor:
+        """``s [N, D]`` -> ``[N, F]``: coordinates ``2s - 1`` (periodic axes as ``cos, sin(k pi (2s - 1))``)
+        for ``none``/``cam``/``triplane``, then the encoding of ``s``."""
         parts = []
         if self.with_coordinates:
             xs = 2.0 * s - 1.0
             plain = [xs[:, a : a + 1] for a in range(xs.shape[1]) if a not in self.periodic_axes]
-            angles = [xs[:, a : a + 1] * self.harmonics.to(x.dtype) for a in self.periodic_axes]
+            angles = [xs[:, a : a + 1] * self.harmonics.to(s.dtype) for a in self.periodic_axes]
             parts = plain + [f(ang) for ang in angles for f in (torch.cos, torch.sin)]
         if self.encoding is not None:
             parts.append(self.encoding(s))
-        return torch.cat(parts, dim=-1), s
+        return torch.cat(parts, dim=-1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, s = self.features(x)
+    def decode(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """The decoder, or the modified MLP gated by ``U``, ``V`` (``arch="modified"``)."""
         if self.gates is None:
             return self.decoder(h, s)
         layers, act = self.decoder.layers, self.decoder.act

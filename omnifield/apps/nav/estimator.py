@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from omnifield.apps.nav.lie import se3_exp
+from omnifield.fields.protocol import RadianceFieldLike
 from omnifield.renderers.cameras import Cameras
 from omnifield.renderers.volume import VolumeRenderer
 
@@ -82,7 +83,7 @@ def image_gradient_weights(image: torch.Tensor) -> torch.Tensor:
 class PhotometricEstimator:
     """Recovers camera poses from images by photometric alignment against ``field``'s rendering."""
 
-    def __init__(self, field, renderer: VolumeRenderer, camera: PinholeCamera, cfg: EstimatorConfig | None = None,
+    def __init__(self, field: RadianceFieldLike, renderer: VolumeRenderer, camera: PinholeCamera, cfg: EstimatorConfig | None = None,
                  background: torch.Tensor | None = None):
         self.field, self.renderer, self.camera = field, renderer, camera
         self.cfg = cfg or EstimatorConfig()

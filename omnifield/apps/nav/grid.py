@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from omnifield.fields.protocol import RadianceFieldLike
+
 
 @dataclass
 class GridSpec:
@@ -50,7 +52,7 @@ class GridSpec:
 
 
 @torch.no_grad()
-def sample_density(field, spec: GridSpec, supersample: int = 2, chunk: int = 1 << 16) -> np.ndarray:
+def sample_density(field: RadianceFieldLike, spec: GridSpec, supersample: int = 2, chunk: int = 1 << 16) -> np.ndarray:
     """Maximum density ``[X, Y, Z]`` over ``supersample^3`` stratified points in each cell of ``spec``."""
     centers = torch.from_numpy(spec.centers().reshape(-1, 3)).float()
     offs = (torch.arange(supersample, dtype=torch.float32) + 0.5) / supersample - 0.5

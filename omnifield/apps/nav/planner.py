@@ -28,6 +28,7 @@ from omnifield.apps.nav.astar import astar, path_length, resample_polyline
 from omnifield.apps.nav.flatness import FlatState, QuadrotorParams, flat_to_state
 from omnifield.apps.nav.grid import GridSpec, occupancy_from_density, sample_density, signed_distance
 from omnifield.errors import OmnifieldError
+from omnifield.fields.protocol import RadianceFieldLike
 
 
 @dataclass
@@ -80,7 +81,7 @@ def heading_yaw(waypoints: torch.Tensor) -> torch.Tensor:
 class TrajectoryPlanner:
     """Plans collision-free, low-effort quadrotor trajectories through ``field.density`` inside ``bounds``."""
 
-    def __init__(self, field, bounds: tuple, cfg: PlannerConfig | None = None, quad: QuadrotorParams | None = None):
+    def __init__(self, field: RadianceFieldLike, bounds: tuple, cfg: PlannerConfig | None = None, quad: QuadrotorParams | None = None):
         self.field = field
         self.cfg = cfg or PlannerConfig()
         self.quad = quad or QuadrotorParams()

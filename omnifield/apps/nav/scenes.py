@@ -2,8 +2,9 @@
 
 Density is ``sigma_max * sigmoid(-sdf(x) / softness)`` where ``sdf`` is the distance to the nearest
 primitive (negative inside); colour is the nearest primitive's colour modulated by a smooth procedural
-texture (so a camera sees features to align against). Any module with ``density``/``forward`` works with
-the navigation code; these are the exactly-known ones used by tests, the benchmark and the demo world.
+texture (so a camera sees features to align against). Any radiance field
+(:class:`~omnifield.fields.protocol.RadianceFieldLike`) works with the navigation code; these are the
+exactly-known ones used by tests, the benchmark and the demo world (they are SDF fields too).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class AnalyticScene(nn.Module):
 
     - ``sdf(x [..., 3]) -> [...]`` signed distance to the union
     - ``density(x [..., 3]) -> [...]``
-    - ``forward(x [..., 3], d [..., 3]) -> (rgb [..., 3], sigma [...])`` (colour ignores ``d``)
+    - ``forward(x [..., 3], d [..., 3]) -> (rgb [..., 3], sigma [...])`` (colour ignores ``d``), ``rgb(x, d)``
+    - ``aabb [6]``: ``bounds``
     """
 
     def __init__(
@@ -76,11 +78,19 @@ class AnalyticScene(nn.Module):
             dim=-1,
         )
 
+    @property
+    def aabb(self) -> torch.Tensor:
+        """``bounds [6]``, the box of the scene as a field (RadianceFieldLike, SDFFieldLike)."""
+        return self.bounds
+
     def sdf(self, x: torch.Tensor) -> torch.Tensor:
         return self.primitive_sdf(x).amin(dim=-1)
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
         return self.sigma_max * torch.sigmoid(-self.sdf(x) / self.softness)
+
+    def rgb(self, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        return self(x, d)[0]
 
     def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         dist = self.primitive_sdf(x)

@@ -19,6 +19,7 @@ from omnifield.apps.recon.config import TrainConfig
 from omnifield.config import config_from_dict, config_to_dict, replace_config
 from omnifield.data.blender import PosedImages
 from omnifield.errors import OmnifieldError
+from omnifield.fields.radiance import RadianceField, RadianceFieldConfig
 from omnifield.fields.registry import build_field
 from omnifield.io.atomic import write_text_atomic
 from omnifield.io.checkpoint import load_checkpoint, load_module_state, module_state, save_checkpoint
@@ -39,7 +40,7 @@ def resolve_capture_options(field_config: Any, train_config: TrainConfig,
     """
     camera_opt = "off" if train_config.camera_opt == "auto" else train_config.camera_opt
     dim = max(train_config.appearance_dim, 0)
-    if hasattr(field_config, "appearance_dim"):
+    if isinstance(field_config, RadianceFieldConfig):
         if dim > 0 and train_data is None:
             raise OmnifieldError("appearance codes need the training views (one code per view)")
         n_images = len(train_data.images) if dim > 0 else 0
@@ -100,7 +101,7 @@ class Run:
         """The training views as trained: ``cameras`` with the refined poses (when poses were refined)
         and each view's appearance code ``[N, E]`` (None without codes). Held-out views use neither:
         their given poses and the field's mean code."""
-        appearance = getattr(self.field, "appearance", None)
+        appearance = self.field.appearance if isinstance(self.field, RadianceField) else None
         n = len(cameras)
         for what, count in (("pose corrections", None if self.camera_opt is None else self.camera_opt.c2w.shape[0]),
                             ("appearance codes", None if appearance is None else appearance.embedding.num_embeddings)):

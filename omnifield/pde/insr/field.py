@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
 
 from omnifield.config import register_config
-from omnifield.fields.box import BoxMapping
+from omnifield.fields.box import BoxField, BoxMapping
 from omnifield.fields.sine_mlp import SirenConfig
 
 
@@ -37,15 +36,15 @@ class SpatialFieldConfig:
         return SpatialField(self)
 
 
-class SpatialField(nn.Module):
-    """``forward(x [N, n_in]) -> [N, n_out]``; ``x`` in world units of the box."""
+class SpatialField(BoxField):
+    """``forward(x [N, n_in]) -> [N, n_out]``; ``x`` in world units of the box (a
+    :class:`~omnifield.fields.box.BoxField`, the mechanism of the PDE unknowns)."""
 
     def __init__(self, cfg: SpatialFieldConfig):
-        super().__init__()
-        self.cfg = cfg
         if len(cfg.box) != 2 * cfg.n_in:
             raise ValueError(f"box must be (lo_1..lo_{cfg.n_in}, hi_1..hi_{cfg.n_in}) with hi > lo, got {cfg.box}")
-        self.box = BoxMapping.from_bounds(cfg.box)
+        super().__init__(BoxMapping.from_bounds(cfg.box))
+        self.cfg = cfg
         if cfg.encoding is not None:
             self.encoding = cfg.encoding.build(cfg.n_in)
             n_features = self.encoding.n_output_dims
@@ -54,17 +53,12 @@ class SpatialField(nn.Module):
             n_features = cfg.n_in * (2 if cfg.periodic else 1)
         self.decoder = cfg.decoder.build(n_features, cfg.n_out)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u = self.box(x)
+    def inputs(self, u: torch.Tensor) -> torch.Tensor:
+        """``u [N, n_in]`` -> the encoding of ``u`` (wrapped when periodic, else clamped to the box), or
+        without one ``(cos 2 pi u, sin 2 pi u)`` when periodic, else ``2u - 1``."""
         if self.encoding is not None:
-            h = self.encoding(torch.remainder(u, 1.0) if self.cfg.periodic else u.clamp(0.0, 1.0))
-        elif self.cfg.periodic:
+            return self.encoding(torch.remainder(u, 1.0) if self.cfg.periodic else u.clamp(0.0, 1.0))
+        if self.cfg.periodic:
             angle = 2.0 * math.pi * u
-            h = torch.cat([torch.cos(angle), torch.sin(angle)], dim=-1)
-        else:
-            h = 2.0 * u - 1.0
-        return self.decoder(h, u)
-
-    def n_parameters(self) -> int:
-        """Number of trainable scalars (the memory of the state, in floats)."""
-        return sum(p.numel() for p in self.parameters())
+            return torch.cat([torch.cos(angle), torch.sin(angle)], dim=-1)
+        return 2.0 * u - 1.0

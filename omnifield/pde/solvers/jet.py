@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from omnifield.fields.gaussian_embedding import GaussianEmbedding
+from omnifield.fields.mlp import MLP
 from omnifield.pde.field import PDEField
 
 
@@ -36,7 +37,7 @@ def jet_supported(field: nn.Module) -> bool:
         and field.encoding.cfg.covariance == "diagonal"
         and field.gates is None
         and field.cfg.activation == "tanh"
-        and hasattr(field.decoder, "layers")
+        and isinstance(field.decoder, MLP)
     )
 
 
