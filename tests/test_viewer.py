@@ -90,9 +90,9 @@ def _chromium_screenshot(url: str, out: Path, ready, profile: Path, timeout: flo
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
 def test_viewer_frame_reaches_headless_chromium(tmp_path):
     pytest.importorskip("viser", reason="viser is not installed (pip install 'omnifield[viewer]')")
-    from omnifield.apps.viewer.server import FieldViewer
+    from omnifield.apps.viewer.server import SceneViewer, field_render
 
-    viewer = FieldViewer(_tiny_run(tmp_path / "run"), port=0, max_width=128)
+    viewer = SceneViewer(field_render(_tiny_run(tmp_path / "run")), port=0, max_width=128)
     try:
         out = tmp_path / "viewer.png"
         _chromium_screenshot(f"http://127.0.0.1:{viewer.port}/", out, lambda: viewer.frames_sent >= 4,
@@ -105,3 +105,51 @@ def test_viewer_frame_reaches_headless_chromium(tmp_path):
     centre = shot[shot.shape[0] // 3: -40, 200:450]  # the field's frame, clear of the viser panels
     assert centre.std() > 10, "the browser shows a blank frame"
     assert centre.mean() < 250, "the frame is all white: nothing of the field was drawn"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_live_viewer_shows_the_field_while_it_trains(tmp_path):
+    """``train --viewer``: frames are rendered between training steps (in the training thread, off the
+    training clock) and reach the browser while the field trains; the viewer's time stays bounded."""
+    pytest.importorskip("viser", reason="viser is not installed (pip install 'omnifield[viewer]')")
+    import threading
+
+    from omnifield.apps.recon.trainer import Trainer
+    from omnifield.apps.viewer.live import watch_training
+    from omnifield.apps.viewer.server import field_render
+    from omnifield.data.blender import load_blender
+
+    data = load_blender(Path(__file__).resolve().parents[1] / "data" / "lego_200", "train", downscale=8)
+    run = _tiny_run(tmp_path / "run")
+    run.train_config = TrainConfig(steps=10**6, batch_rays=256, target_samples=0, checkpoint_every_s=1e9)
+    trainer = Trainer(run, data, progress=False)
+    shot_taken, failure = threading.Event(), []
+
+    def stop_when_seen():
+        if shot_taken.is_set():
+            raise KeyboardInterrupt  # the engine checkpoints and stops, as on Ctrl-C
+
+    trainer.engine.between_steps.append(stop_when_seen)
+    with watch_training(field_render(run), trainer.engine, port=0, max_width=128) as viewer:
+        def browse():
+            try:
+                _chromium_screenshot(f"http://127.0.0.1:{viewer.port}/", tmp_path / "live.png",
+                                     lambda: viewer.frames_sent >= 4, tmp_path / "profile")
+            except BaseException as exc:  # noqa: BLE001 - reported by the test below
+                failure.append(exc)
+            finally:
+                shot_taken.set()
+
+        browser = threading.Thread(target=browse, daemon=True)
+        browser.start()
+        with pytest.raises(KeyboardInterrupt):
+            trainer.fit()
+        browser.join(timeout=30)
+    assert not failure, failure
+    assert trainer.step > 0 and viewer.frames_sent >= 4
+    # the viewer renders in the training thread and stays within its share of the wall time (10 % plus the
+    # one frame that may run over)
+    assert viewer.render_seconds < 0.1 * (trainer.elapsed + viewer.render_seconds) + 2.0
+    shot = iio.imread(tmp_path / "live.png")[..., :3].astype(np.float32)
+    centre = shot[shot.shape[0] // 3: -40, 200:450]
+    assert centre.std() > 10, "the browser shows a blank frame"

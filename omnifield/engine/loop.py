@@ -21,6 +21,8 @@ does the rest, the same way for every task:
   evaluation; the progress bar shows them; ``curves.png`` beside the log plots loss and PSNR against
   time when the run ends or is interrupted; with ``tensorboard`` the same records go to TensorBoard
   event files in ``tensorboard/`` beside the log.
+- **between steps**: callables in ``between_steps`` run after each step, off the training clock (the
+  live viewer renders there).
 - **data parallel**: under torchrun the ranks agree on the clock (so they stop at the same step) and
   rank 0 alone writes.
 """
@@ -32,7 +34,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Protocol, runtime_checkable
+from typing import Any, Callable, Iterable, Protocol, runtime_checkable
 
 import torch
 from tqdm import tqdm
@@ -117,6 +119,7 @@ class Engine:
         self.step = 0
         self.elapsed = 0.0
         self.history: list[dict[str, Any]] = []
+        self.between_steps: list[Callable[[], None]] = []  # called after each step, off the training clock
         self._eval_at = sorted(cfg.eval_at_seconds)
 
     # ------------------------------------------------------------------ state
@@ -235,6 +238,8 @@ class Engine:
                     dt = sum_over_ranks([self.elapsed + dt], self.group)[0] / self.group.world_size - self.elapsed
                 self.elapsed += dt
                 self.step += 1
+                for call in self.between_steps:
+                    call()
                 for name in counters:
                     counted[name] += stats.get(name, 0.0)
                 bar.update(max(0.0, min(dt, cfg.minutes * 60.0 - bar.n)) if cfg.minutes > 0 else 1)

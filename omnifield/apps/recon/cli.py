@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from pathlib import Path
+from typing import Callable, ContextManager
 
 import torch
 
@@ -19,6 +21,7 @@ from omnifield.cli_options import add_log_argument
 from omnifield.config import replace_config
 from omnifield.config_overrides import apply_override
 from omnifield.data.scene import load_scene
+from omnifield.engine import Engine
 from omnifield.errors import OmnifieldError
 from omnifield.fields.footprint import check_field_fits
 from omnifield.fields.registry import field_config, field_names
@@ -32,6 +35,8 @@ SPLIT_HELP = ("split {what} (default: test); 'train' uses the refined training p
               "code, other splits their given poses and the mean code")
 MAX_ORBIT_FRAMES = 7200  # five minutes at 24 frames/s
 CHUNK_HELP = "rays rendered at once: bounds rendering memory, which grows linearly with it (default 8192)"
+
+Watch = Callable[[Run, Engine], ContextManager]  # something to run beside training, e.g. the live viewer
 
 
 def scene_space(data, requested: str = "auto") -> tuple[str, dict]:
@@ -71,8 +76,9 @@ def build_configs(args: argparse.Namespace, space: dict | None = None) -> tuple[
     return roots["field"], roots["renderer"], roots["train"]
 
 
-def train_nerf(args: argparse.Namespace) -> int:
+def train_nerf(args: argparse.Namespace, watch: Watch | None = None) -> int:
     """Train the radiance field ``args`` describe into ``args.out`` (claimed by the caller), then evaluate it.
+    ``watch(run, engine)``, a context-manager factory, is entered around the training (the live viewer).
 
     Under ``torchrun --nproc_per_node N -m omnifield train ...`` the N processes train one run
     together (data parallel); rank 0 prints, writes the run folder and evaluates.
@@ -81,12 +87,13 @@ def train_nerf(args: argparse.Namespace) -> int:
     group = distributed.init_from_environment(device)
     try:
         with build_on(device):
-            return _train(args, group, device)
+            return _train(args, group, device, watch)
     finally:
         distributed.shutdown()
 
 
-def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: torch.device) -> int:
+def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: torch.device,
+           watch: Watch | None) -> int:
     say = print if group.is_main else (lambda *a, **k: None)
     data_dir = Path(args.data)
     out = Path(args.out)
@@ -125,7 +132,8 @@ def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: to
     if group.is_main:
         out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    trainer.fit(out / "log.jsonl")
+    with watch(run, trainer.engine) if watch is not None and group.is_main else contextlib.nullcontext():
+        trainer.fit(out / "log.jsonl")
     say(f"trained {trainer.step} steps in {trainer.elapsed:.0f} s of training ({time.perf_counter() - t0:.0f} s wall)")
     if not args.no_eval and group.is_main:
         return _evaluate_and_report(run, data_dir, "test", out, trainer.step, trainer.elapsed)

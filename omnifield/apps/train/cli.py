@@ -50,11 +50,23 @@ def claim_run_folder(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a field (or, with ``--method splat``, Gaussians) on posed images, then evaluate on the test split."""
     torch.manual_seed(args.seed)
+    watch = _viewer(args)  # its options are checked before any work
     claim_run_folder(args)
     if args.method == SPLAT:
         train_splat(Path(args.data), Path(args.out), args)
         return 0
-    return train_nerf(args)
+    return train_nerf(args, watch)
+
+
+def _viewer(args: argparse.Namespace):
+    """With ``--viewer``: a factory serving the run being trained to the browser (else None)."""
+    if not args.viewer:
+        return None
+    from omnifield.apps.viewer.live import check_viewer_options, watch_training
+    from omnifield.apps.viewer.server import field_render
+
+    check_viewer_options(args.port, args.viewer_width, "--viewer-width")
+    return lambda run, engine: watch_training(field_render(run), engine, args.host, args.port, args.viewer_width)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,4 +77,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(p)
     add_splat_arguments(p)
+    g = p.add_argument_group("live viewer")
+    g.add_argument("--viewer", action="store_true",
+                   help="serve the scene being trained to the browser (viser); frames are rendered between "
+                        "training steps, off the training clock, taking at most 10%% of the wall time")
+    g.add_argument("--host", default="127.0.0.1", help="viewer interface to listen on (default 127.0.0.1)")
+    g.add_argument("--port", type=int, default=8080, help="viewer port (default 8080; 0 = any free port)")
+    g.add_argument("--viewer-width", type=int, default=256,
+                   help="width of the viewer's finest frame in pixels (default 256)")
     p.set_defaults(func=cmd_train)

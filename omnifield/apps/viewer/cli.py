@@ -5,26 +5,16 @@ from __future__ import annotations
 import argparse
 import time
 
-from omnifield.errors import OmnifieldError
+from omnifield.apps.viewer.live import open_viewer
+from omnifield.apps.viewer.server import field_render
 
 
 def cmd_view(args: argparse.Namespace) -> int:
     from omnifield.apps.recon.run import Run
 
-    if not 0 <= args.port <= 65535:
-        raise OmnifieldError(f"--port must be in 0..65535, got {args.port}")
-    if args.max_width < 16:
-        raise OmnifieldError(f"--max-width must be >= 16 pixels, got {args.max_width}")
     run, _, _ = Run.open(args.run)
-    try:
-        from omnifield.apps.viewer.server import FieldViewer
-    except ImportError:
-        raise OmnifieldError("the viewer needs viser: pip install 'omnifield[viewer]'") from None
     run.field.eval()
-    try:
-        viewer = FieldViewer(run, args.host, args.port, args.max_width)
-    except OSError as exc:
-        raise OmnifieldError(f"--port {args.port}: cannot listen ({exc.strerror})") from None
+    viewer = open_viewer(field_render(run), args.host, args.port, args.max_width)
     print(f"viewing {args.run} at http://{args.host}:{viewer.port} (Ctrl-C to stop)", flush=True)
     try:
         while True:
