@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from omnifield.engine import LoopConfig
 
@@ -36,3 +37,35 @@ def loop_config(args: argparse.Namespace, **overrides) -> LoopConfig:
     cfg = LoopConfig(**values)
     cfg.check()
     return cfg
+
+
+class _OldName(argparse.Action):
+    """An old spelling of an option: stores where the new one does and says, on stderr, which name replaces it."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"omnifield: {option_string} is the old name of {self.new}; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_method_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, help: str,
+                        choices: list[str] | None = None, default: str | None = None,
+                        old_names: tuple[str, ...] = ()) -> None:
+    """``--method``, the one name of the backend option in every command; ``old_names`` (e.g. ``--to``,
+    ``--backend``) still work and say that they are old."""
+    parser.add_argument("--method", dest="method", choices=choices, default=default, help=help)
+    for name in old_names:
+        parser.add_argument(name, dest="method", choices=choices, action=_OldName, new="--method",
+                            help="old name of --method")
+
+
+def require_method(args: argparse.Namespace, what: str) -> str:
+    """``args.method``, or one line saying that the command needs it (``what``: the choices in words)."""
+    from omnifield.errors import OmnifieldError
+
+    if not getattr(args, "method", None):
+        raise OmnifieldError(f"--method is required: {what}")
+    return args.method

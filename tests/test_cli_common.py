@@ -39,3 +39,13 @@ def test_threads_and_quiet_hold_for_the_command_only(monkeypatch, capsys):
 def test_threads_below_one_is_refused(value, capsys):
     assert main(["export", "mesh", "RUN", "--threads", value]) == 2
     assert "--threads must be >= 1" in capsys.readouterr().err
+
+
+def test_method_is_the_backend_option_and_old_names_say_so(capsys):
+    parser = build_parser()
+    new = parser.parse_args(["convert", "RUN", "--method", "mlp"])
+    old = parser.parse_args(["convert", "RUN", "--to", "mlp"])
+    assert new.method == old.method == "mlp"
+    assert "--to is the old name of --method; use --method" in capsys.readouterr().err
+    assert main(["convert", "RUN"]) == 2
+    assert "--method is required" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""``omnifield convert RUN_DIR --to FIELD``: distil a trained run into another field architecture.
+"""``omnifield convert RUN_DIR --method FIELD``: distil a trained run into another field architecture.
 
 Teacher: a radiance-field run (``omnifield train``) or a splat run (``--method splat``). Student: any
 registered field preset (PVD, :mod:`omnifield.distill.pvd`) or ``splat`` (:mod:`.to_splat`). The output
@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from omnifield.cli_options import add_method_argument, require_method
 from omnifield.config import config_to_dict, replace_config
 from omnifield.errors import OmnifieldError
 from omnifield.fields.footprint import check_field_fits
@@ -26,10 +27,10 @@ SPLAT = "splat"
 GRID_PASSES = 8  # occupancy-grid passes over a splat teacher's density (lego: 3.9 % -> 4.8 % of cells)
 
 EPILOG = """examples:
-  omnifield convert outputs/lego --to triplane --steps 3000
-  omnifield convert outputs/lego --to mlp --steps 3000 --al --out outputs/lego-mlp
-  omnifield convert outputs/lego-splat --to hashgrid --steps 2000
-  omnifield convert outputs/lego --to splat --steps 2000
+  omnifield convert outputs/lego --method triplane --steps 3000
+  omnifield convert outputs/lego --method mlp --steps 3000 --al --out outputs/lego-mlp
+  omnifield convert outputs/lego-splat --method hashgrid --steps 2000
+  omnifield convert outputs/lego --method splat --steps 2000
 """
 
 
@@ -160,7 +161,7 @@ def convert(run_dir: Path, to: str, out: Path, steps: int, active: bool = False,
         except ValueError as exc:
             raise OmnifieldError(f"invalid option: {exc}") from None
         cfg = student_config(to, teacher, overrides or [])
-        check_field_fits(cfg, f"--to {to}")
+        check_field_fits(cfg, f"--method {to}")
         run = Run.create(out, to, cfg, teacher.sampler.cfg, TrainConfig(steps=steps), str(data_dir))
         run.renderer.load_state_dict(teacher.sampler.state_dict())
         distiller = Distiller(teacher.field, run.field, teacher.sampler, train.cameras, pvd)
@@ -188,10 +189,11 @@ def convert(run_dir: Path, to: str, out: Path, steps: int, active: bool = False,
 def cmd_convert(args: argparse.Namespace) -> int:
     """Convert a trained run into another field architecture and compare them."""
     run_dir = Path(args.run)
-    out = Path(args.out) if args.out else run_dir.with_name(f"{run_dir.name}-{args.to}")
+    to = require_method(args, "the student's field preset, or splat (see omnifield convert --help)")
+    out = Path(args.out) if args.out else run_dir.with_name(f"{run_dir.name}-{to}")
     if args.steps < 1 or (args.eval_views is not None and args.eval_views < 1):
         raise OmnifieldError("--steps and --eval-views must be >= 1")
-    rows = convert(run_dir, args.to, out, args.steps, args.al, args.minutes, args.batch_rays, args.lr, args.seed,
+    rows = convert(run_dir, to, out, args.steps, args.al, args.minutes, args.batch_rays, args.lr, args.seed,
                    args.eval_views, args.set or [], args.data, args.n_gaussians, progress=not args.quiet)
     print_table(rows)
     gap = rows[1]["psnr"] - rows[0]["psnr"]
@@ -208,8 +210,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "(PVD; --al adds PVD-AL active learning) and compare teacher and student.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="teacher run folder (omnifield train, any --method including splat)")
-    p.add_argument("--to", required=True, choices=[*field_names(), SPLAT], help="student field preset, or splat")
-    p.add_argument("--out", help="student run folder (default: <run>-<to> next to the teacher)")
+    add_method_argument(p, "student: a field preset or splat (required)", choices=[*field_names(), SPLAT],
+                        old_names=("--to",))
+    p.add_argument("--out", help="student run folder (default: <run>-<method> next to the teacher)")
     p.add_argument("--steps", type=int, default=3000, help="distillation steps (default 3000)")
     p.add_argument("--minutes", type=float, default=0.0, help="wall-clock budget in minutes (0 = none)")
     p.add_argument("--al", action="store_true", help="PVD-AL: image-, ray- and point-level active learning")
