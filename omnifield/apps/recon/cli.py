@@ -197,7 +197,8 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """The ``train`` options of a radiance-field run (data, budget, optimiser, renderer, ``--set``)."""
-    p.add_argument("data", help="scene folder with transforms_train.json / transforms_test.json and images")
+    p.add_argument("data", help="scene folder: Blender (transforms_train/test.json), transforms.json (Instant-NGP, nerfstudio), "
+                   "COLMAP (sparse/0 + images) or LLFF (poses_bounds.npy + images)")
     p.add_argument("--method", default=None,
                    help=f"field backend: {', '.join(field_names())}, or splat (3D Gaussian splatting); default "
                         "hashgrid, or with --resume the method of the run in --out")

@@ -71,9 +71,12 @@ def _viewer(args: argparse.Namespace):
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` sub-command."""
-    p = sub.add_parser("train", help="train a field on posed images (Blender/NeRF format)",
-                       description="Train a radiance field on posed images, then evaluate it on the test split.\n"
-                                   "Writes checkpoint, config, metrics.json, log.jsonl and renders to --out.",
+    p = sub.add_parser("train", help="train a radiance field or Gaussians on posed images",
+                       description="Train a radiance field (or, with --method splat, Gaussians) on posed images, then "
+                                   "evaluate it on the held-out views.\nReads Blender/NeRF-synthetic folders, "
+                                   "Instant-NGP/nerfstudio transforms.json, COLMAP models and LLFF poses_bounds.npy "
+                                   "(omnifield process makes one from photos or a video).\nWrites checkpoint, "
+                                   "config, metrics.json, log.jsonl, curves.png and renders to --out.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(p)
     add_splat_arguments(p)
