@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from omnifield.apps.export.threshold import (
-    MAX_KEPT, MIN_CONTRAST, SUGGEST_KEPT, choose_threshold, measured_densities, otsu_log_density, run_density,
+    MAX_KEPT,
+    MIN_CONTRAST,
+    SUGGEST_KEPT,
+    choose_threshold,
+    measured_densities,
+    otsu_log_density,
+    run_density,
 )
 from omnifield.apps.recon.run import Run
 from omnifield.cli import main
@@ -21,7 +27,7 @@ def two_modes(n_empty: int, n_dense: int, empty_log10: float = -2.0, dense_log10
     quantiles, so each mode is exactly symmetric about its centre), shuffled."""
     from scipy.stats import norm
 
-    mode = lambda n, centre: centre + spread * norm.ppf((np.arange(n) + 0.5) / n)  # noqa: E731
+    mode = lambda n, centre: centre + spread * norm.ppf((np.arange(n) + 0.5) / n)
     logd = np.concatenate([mode(n_empty, empty_log10), mode(n_dense, dense_log10)])
     return 10 ** np.random.default_rng(0).permutation(logd)
 
