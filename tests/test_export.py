@@ -190,7 +190,8 @@ def test_nerfstudio_camera_path_renders_what_the_dataset_cameras_render(ball_run
                          ({"camera_path": [{"camera_to_world": [1] * 15, "fov": 50}], "render_height": 8,
                            "render_width": 8}, "4x4"),
                          ({"camera_path": [{"camera_to_world": np.eye(4).ravel().tolist(), "fov": 50}]},
-                          "render_height")):
+                          "render_height"),
+                         ({"camera_type": "equirectangular", "camera_path": [{}]}, "perspective only")):
         (tmp_path / "bad.json").write_text(json.dumps(bad))
         assert main(["export", "video", str(ball_run), "--path", str(tmp_path / "bad.json"), "--quiet"]) == 2
         assert message in capsys.readouterr().err
@@ -219,3 +220,31 @@ def test_poisson_without_open3d_names_the_extra(ball_run, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "open3d", None)  # import open3d raises ImportError
     assert main(["export", "mesh", str(ball_run), "--method", "poisson"]) == 2
     assert "pip install 'omnifield[mesh]'" in capsys.readouterr().err
+
+
+def test_nerfstudio_path_without_width_takes_the_aspect(tmp_path):
+    from omnifield.apps.export.camera_path import read_camera_path
+    from omnifield.data.scene import Normalization
+
+    path = {"render_height": 30, "camera_path": [{"camera_to_world": np.eye(4).ravel().tolist(), "fov": 90.0,
+                                                   "aspect": 1.5}]}
+    (tmp_path / "p.json").write_text(json.dumps(path))
+    cameras = read_camera_path(tmp_path / "p.json", Normalization(2.0, (1.0, 0.0, 0.0))).cameras
+    assert (cameras.width, cameras.height) == (45, 30)
+    assert float(cameras.fy[0]) == pytest.approx(15.0)  # half the height over tan(45 degrees)
+    torch.testing.assert_close(cameras.c2w[0, :3, 3], torch.tensor([1.0, 0.0, 0.0]))  # 2 * 0 + offset
+
+
+def test_every_export_option_has_help():
+    import argparse
+
+    from omnifield.cli import build_parser
+
+    def child(parser, name):
+        return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+
+    for words in (["export", "mesh"], ["export", "points"], ["export", "video"], ["nav", "export"], ["render"]):
+        parser = build_parser()
+        for word in words:
+            parser = child(parser, word)
+        assert [a.dest for a in parser._actions if not a.help] == [], words

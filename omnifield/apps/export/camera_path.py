@@ -60,6 +60,8 @@ def _positive_number(meta: dict, key: str, where: str, kind=float):
 
 def _nerfstudio_path(path: Path, meta: dict, normalization: Normalization) -> CameraPath:
     frames = meta["camera_path"]
+    if meta.get("camera_type", "perspective") != "perspective":
+        raise OmnifieldError(f"{path}: camera_type {meta['camera_type']!r} is not supported (perspective only)")
     if not isinstance(frames, list) or not frames or not all(isinstance(f, dict) for f in frames):
         raise OmnifieldError(f"{path}: 'camera_path' must be a non-empty list of cameras")
     height = _positive_number(meta, "render_height", str(path), int)
