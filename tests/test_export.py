@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -34,8 +35,8 @@ def ball_density(x, centre=(0.0, 0.0, 0.0), radius=0.5):
 
 
 def test_mesh_of_a_ball_has_the_right_radius_area_colours_and_no_floater(tmp_path):
-    density = lambda x: ball_density(x) + ball_density(x, (0.8, 0.8, 0.8), 0.06)  # noqa: E731
-    colour = lambda x, d: (x + 1) / 2  # noqa: E731
+    density = lambda x: ball_density(x) + ball_density(x, (0.8, 0.8, 0.8), 0.06)
+    colour = lambda x, d: (x + 1) / 2
     mesh = extract_mesh(density, AABB, resolution=64, threshold=50.0, color=colour)
     radii = np.linalg.norm(mesh.vertices, axis=1)
     assert np.abs(radii - 0.5).max() < 0.01  # the small ball was dropped as a floater
@@ -132,3 +133,118 @@ def test_export_errors_are_one_line(ball_run, tmp_path, capsys):
                  "--threshold", "50"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("omnifield: error:") for line in err)
+
+
+def test_export_mesh_chooses_its_threshold_and_shows_progress(ball_run, tmp_path, capsys):
+    out = tmp_path / "m.ply"
+    assert main(["export", "mesh", str(ball_run), "--out", str(out), "--resolution", "48"]) == 0
+    captured = capsys.readouterr()
+    line = next(s for s in captured.out.splitlines() if s.startswith("density threshold"))
+    threshold = float(line.split()[2])
+    # the fitted ball is 100 * sigmoid(60 (0.6 - r)) in box units: the iso-surface of ``threshold``
+    expected = (0.6 - np.log(threshold / (100 - threshold)) / 60) / 0.5
+    radii = np.linalg.norm(trimesh.load(out, force="mesh").vertices, axis=1)
+    assert "Otsu" in line and "keeps" in line
+    assert np.median(radii) == pytest.approx(expected, abs=0.08)
+    assert "density grid" in captured.err and "/111k" in captured.err  # the progress bar over 48^3 points
+    assert main(["export", "mesh", str(ball_run), "--out", str(out), "--resolution", "16", "--quiet"]) == 0
+    assert "density grid" not in capsys.readouterr().err
+
+
+def _nerfstudio_path(data_dir, names, height=8, width=8, focal=8.0, fps=12):
+    """nerfstudio ``camera_path.json`` through the poses of the transforms.json frames named ``names``."""
+    frames = {Path(f["file_path"]).stem: f for f in json.loads((Path(data_dir) / "transforms.json").read_text())["frames"]}
+    fov = math.degrees(2 * math.atan(0.5 * height / focal))  # vertical, in degrees
+    return {"camera_type": "perspective", "render_height": height, "render_width": width, "fps": fps,
+            "seconds": len(names) / fps,
+            "camera_path": [{"camera_to_world": np.ravel(frames[Path(n).stem]["transform_matrix"]).tolist(),
+                             "fov": fov, "aspect": width / height} for n in names]}
+
+
+def test_nerfstudio_camera_path_renders_what_the_dataset_cameras_render(ball_run, tmp_path, capsys):
+    from omnifield.apps.recon.evaluate import render_cameras
+    from omnifield.data.camera_path import read_camera_path
+    from omnifield.data.scene import load_scene, scene_normalization
+    from omnifield.metrics import psnr
+
+    run, _, _ = Run.open(ball_run)
+    views = load_scene(run.data_dir, "test", 1)
+    (tmp_path / "camera_path.json").write_text(json.dumps(_nerfstudio_path(run.data_dir, views.names)))
+    path = read_camera_path(tmp_path / "camera_path.json", scene_normalization(run.data_dir))
+    assert path.fps == 12 and len(path.cameras) == len(views.names)
+    torch.testing.assert_close(path.cameras.c2w, views.cameras.c2w, atol=1e-5, rtol=0)  # world -> box
+    torch.testing.assert_close(path.cameras.fy, views.cameras.fy)
+    torch.testing.assert_close(path.cameras.cx, views.cameras.cx)
+    by_path = render_cameras(run, path.cameras, progress=False)
+    by_data = render_cameras(run, views.cameras, progress=False)
+    for a, b in zip(by_path, by_data):
+        assert psnr(torch.from_numpy(a) / 255.0, torch.from_numpy(b) / 255.0) > 60  # the same view
+
+    assert main(["export", "video", str(ball_run), "--path", str(tmp_path / "camera_path.json"),
+                 "--out", str(tmp_path / "ns.mp4"), "--quiet"]) == 0
+    assert "at 12 fps" in capsys.readouterr().out
+    assert iio.imread(next(tmp_path.glob("ns.*")), index=None).shape[:3] == (len(views.names), 8, 8)
+    assert main(["render", str(ball_run), "--camera-path", str(tmp_path / "camera_path.json")]) == 0
+    assert len(iio.imread(next(ball_run.glob("camera_path.*")), index=None)) == len(views.names)
+    for bad, message in (({"camera_path": []}, "non-empty list"),
+                         ({"camera_path": [{"camera_to_world": [1] * 15, "fov": 50}], "render_height": 8,
+                           "render_width": 8}, "4x4"),
+                         ({"camera_path": [{"camera_to_world": np.eye(4).ravel().tolist(), "fov": 50}]},
+                          "render_height"),
+                         ({"camera_type": "equirectangular", "camera_path": [{}]}, "perspective only")):
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        assert main(["export", "video", str(ball_run), "--path", str(tmp_path / "bad.json"), "--quiet"]) == 2
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("frames, fps", [("0", "24"), ("10", "0")])
+def test_render_refuses_zero_frames_or_fps_without_orbit(ball_run, capsys, frames, fps):
+    assert main(["render", str(ball_run), "--frames", frames, "--fps", fps]) == 2
+    assert "must be" in capsys.readouterr().err
+
+
+def test_poisson_mesh_of_the_ball(ball_run, tmp_path, capsys):
+    pytest.importorskip("open3d")
+    out = tmp_path / "poisson.ply"
+    assert main(["export", "mesh", str(ball_run), "--method", "poisson", "--out", str(out), "--resolution", "32",
+                 "--n-points", "20000", "--depth", "6", "--threshold", "50", "--quiet"]) == 0
+    mesh = trimesh.load(out, force="mesh")
+    radii = np.linalg.norm(mesh.vertices, axis=1)
+    assert np.median(radii) == pytest.approx(1.2, abs=0.08)  # box radius 0.6 / scale 0.5, as marching cubes
+    assert mesh.visual.vertex_colors.shape == (len(mesh.vertices), 4)
+
+
+def test_poisson_without_open3d_names_the_extra(ball_run, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "open3d", None)  # import open3d raises ImportError
+    assert main(["export", "mesh", str(ball_run), "--method", "poisson"]) == 2
+    assert "pip install 'omnifield[mesh]'" in capsys.readouterr().err
+
+
+def test_nerfstudio_path_without_width_takes_the_aspect(tmp_path):
+    from omnifield.data.camera_path import read_camera_path
+    from omnifield.data.scene import Normalization
+
+    path = {"render_height": 30, "camera_path": [{"camera_to_world": np.eye(4).ravel().tolist(), "fov": 90.0,
+                                                   "aspect": 1.5}]}
+    (tmp_path / "p.json").write_text(json.dumps(path))
+    cameras = read_camera_path(tmp_path / "p.json", Normalization(2.0, (1.0, 0.0, 0.0))).cameras
+    assert (cameras.width, cameras.height) == (45, 30)
+    assert float(cameras.fy[0]) == pytest.approx(15.0)  # half the height over tan(45 degrees)
+    torch.testing.assert_close(cameras.c2w[0, :3, 3], torch.tensor([1.0, 0.0, 0.0]))  # 2 * 0 + offset
+
+
+def test_every_export_option_has_help():
+    import argparse
+
+    from omnifield.cli import build_parser
+
+    def child(parser, name):
+        return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+
+    for words in (["export", "mesh"], ["export", "points"], ["export", "video"], ["nav", "export"], ["render"]):
+        parser = build_parser()
+        for word in words:
+            parser = child(parser, word)
+        assert [a.dest for a in parser._actions if not a.help] == [], words

@@ -20,6 +20,7 @@ from omnifield.resources import require_memory
 
 ROOM_AABB = (-2.2, -2.2, -0.2, 2.2, 2.2, 2.2)
 FIELD_FILE = "learned_field.safetensors"
+SUPERSAMPLE = 2  # density samples per cell and axis; a cell keeps their maximum
 BYTES_PER_CELL = 64  # density, occupancy, ESDF and the distance transform's work arrays, with sampling chunks
 
 
@@ -84,32 +85,44 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from types import SimpleNamespace
+
     from omnifield.apps.nav.exports import save_grids_npz, save_occupied_ply, save_pgm_slice
     from omnifield.apps.nav.grid import GridSpec, occupancy_from_density, sample_density, signed_distance
     from omnifield.apps.nav.scenes import pillar_room
+    from omnifield.io.progress import counting_progress
+    from omnifield.renderers.density_threshold import choose_threshold, measured_densities, run_density
 
     if (args.run is None) == (args.scene is None):
         raise OmnifieldError("nav export: give exactly one of --run RUN_DIR or --scene room")
     if args.voxel <= 0:
         raise OmnifieldError(f"nav export: --voxel must be positive, got {args.voxel}")
+    threshold = None
     if args.run is not None:
         from omnifield.apps.recon.run import Run
 
         run, _, _ = Run.open(args.run)
-        field, bounds = run.field, tuple(float(b) for b in run.field.aabb)
+        run.field.eval()
+        density, bounds = run_density(run), tuple(float(b) for b in run.field.aabb)
+        threshold = choose_threshold(measured_densities(run), args.threshold)  # refused before the long sampling
     else:
-        field, bounds = pillar_room(), ROOM_AABB
+        density, bounds = pillar_room().density, ROOM_AABB
     out = Path(args.out)
     spec = GridSpec.with_voxel_size(bounds, args.voxel)
-    n_cells = float(np.prod(np.asarray(spec.shape, dtype=np.float64)))
+    n_cells = int(np.prod(np.asarray(spec.shape, dtype=np.int64)))
     require_memory(n_cells * BYTES_PER_CELL, f"nav export: --voxel {args.voxel} gives a grid of "
                    f"{' x '.join(str(n) for n in spec.shape)} cells, which")
     claim_output(out, "navigation output", continues=True)
-    out.mkdir(parents=True, exist_ok=True)
-    density = sample_density(field, spec)
-    occupied = occupancy_from_density(density, args.threshold)
+    with counting_progress(density, n_cells * SUPERSAMPLE**3, "density grid", args.quiet) as counted:
+        grid = sample_density(SimpleNamespace(density=counted), spec, supersample=SUPERSAMPLE)
+    if threshold is None:  # an analytic scene: its own grid is the density distribution
+        threshold = choose_threshold(grid, args.threshold)
+    print(threshold.describe())
+    occupied = occupancy_from_density(grid, threshold.value)
+    threshold.check_kept(float(occupied.mean()), f"the {' x '.join(str(n) for n in spec.shape)} export grid")
     esdf = signed_distance(occupied, spec.voxel_size)
-    save_grids_npz(out / "grid.npz", spec, density, occupied, esdf)
+    out.mkdir(parents=True, exist_ok=True)
+    save_grids_npz(out / "grid.npz", spec, grid, occupied, esdf)
     save_occupied_ply(out / "occupied.ply", spec, occupied, esdf)
     slice_z = args.slice_z if args.slice_z is not None else 0.5 * (bounds[2] + bounds[5])
     pgm, meta = save_pgm_slice(out / "map.pgm", spec, occupied, slice_z)
@@ -136,6 +149,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--scene", choices=["room"], help="an analytic scene instead of a run")
     export.add_argument("--out", required=True, help="output folder")
     export.add_argument("--voxel", type=float, default=0.05, help="cell size (world units)")
-    export.add_argument("--threshold", type=float, default=1.0, help="density above which a cell is occupied")
+    export.add_argument("--threshold", type=float, default=None,
+                        help="density above which a cell is occupied (default: chosen from the density distribution, "
+                             "the Otsu split of its log density between empty space and surfaces; printed)")
     export.add_argument("--slice-z", type=float, default=None, help="height of the PGM slice (default: box middle)")
+    export.add_argument("--quiet", action="store_true", help="no progress bar")
     export.set_defaults(func=cmd_export)

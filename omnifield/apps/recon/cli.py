@@ -170,27 +170,43 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    """Render test views (with depth) and/or an orbit video of a trained run."""
+    """Render test views (with depth), an orbit video and/or a video along a camera path file."""
     chunk = _chunk_rays(args)
-    if args.orbit or args.orbit_only:
-        if not 1 <= args.frames <= MAX_ORBIT_FRAMES:
-            raise OmnifieldError(f"--frames must be in 1..{MAX_ORBIT_FRAMES}, got {args.frames}")
-        if args.fps < 1:
-            raise OmnifieldError(f"--fps must be >= 1, got {args.fps}")
+    if not 1 <= args.frames <= MAX_ORBIT_FRAMES:
+        raise OmnifieldError(f"--frames must be in 1..{MAX_ORBIT_FRAMES}, got {args.frames}")
+    if args.fps is not None and args.fps < 1:
+        raise OmnifieldError(f"--fps must be >= 1, got {args.fps}")
     device = resolve_device(args.device)
     with build_on(device):
         run, _, _ = Run.open(args.run)
     run.to(device)
     out = Path(args.run)
-    data = load_scene(Path(args.data or run.data_dir), args.split, run.downscale)
+    data_dir = Path(args.data or run.data_dir)
+    if args.camera_path:
+        from omnifield.apps.recon.evaluate import render_cameras
+        from omnifield.data.camera_path import read_camera_path
+        from omnifield.data.scene import scene_normalization
+        from omnifield.io.video import write_video
+
+        camera_path = read_camera_path(args.camera_path, scene_normalization(data_dir))
+        cams = camera_path.cameras
+        require_memory(len(cams) * cams.width * cams.height * 3,
+                       f"--camera-path: {len(cams)} frames of {cams.width}x{cams.height}")
+        frames = render_cameras(run, cams, chunk=chunk)
+        video = write_video(out / f"{Path(args.camera_path).stem}.mp4", frames, fps=args.fps or camera_path.fps or 24)
+        print(f"wrote {len(frames)} frames along {args.camera_path} to {video}")
+    if args.camera_path and not (args.orbit or args.orbit_only):
+        return 0
+    data = load_scene(data_dir, args.split, run.downscale)
     if args.orbit or args.orbit_only:  # the frames are kept in memory until the video is written
         require_memory(args.frames * data.cameras.width * data.cameras.height * 3,
                        f"--frames {args.frames}: an orbit of {data.cameras.width}x{data.cameras.height} frames")
-    if not args.orbit_only:
+    if not (args.orbit_only or args.camera_path):
         evaluate(run, data, out / "renders" / args.split, chunk=chunk, training_views=args.split == "train")
         print(f"wrote {len(data.images)} renders and depth images to {out / 'renders' / args.split}")
     if args.orbit or args.orbit_only:
-        path = render_orbit(run, data.cameras, out / "orbit.mp4", n_frames=args.frames, fps=args.fps, chunk=chunk)
+        path = render_orbit(run, data.cameras, out / "orbit.mp4", n_frames=args.frames, fps=args.fps or 24,
+                            chunk=chunk)
         print(f"wrote orbit video {path}")
     return 0
 
@@ -259,5 +275,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--orbit", action="store_true", help="also render an orbit video")
     p.add_argument("--orbit-only", action="store_true", help="render only the orbit video")
     p.add_argument("--frames", type=int, default=60, help="orbit frames (default 60)")
-    p.add_argument("--fps", type=int, default=24, help="orbit frames per second (default 24)")
+    p.add_argument("--fps", type=int, default=None,
+                   help="video frames per second (default: the camera path's fps, else 24)")
+    p.add_argument("--camera-path", metavar="FILE",
+                   help="render a video along a camera path instead of the split's views, written as RUN/<FILE "
+                        "name>.mp4: nerfstudio's camera_path.json or the transforms.json layout, poses in the data's "
+                        "world coordinates")
     p.set_defaults(func=cmd_render)
