@@ -116,8 +116,9 @@ class GridTraining:
     where checkpoints go; ``info`` is added to their metadata.
     """
 
-    def __init__(self, model: MAE3D | VoxelSegmenter, loss_of_batch: Callable, n: int, cfg: PretrainConfig | FinetuneConfig,
-                 groups: list[dict], folder: Path | None = None, info: dict[str, Any] | None = None):
+    def __init__(self, model: MAE3D | VoxelSegmenter, loss_of_batch: Callable, n: int,
+                 cfg: PretrainConfig | FinetuneConfig, groups: list[dict], folder: Path | None = None,
+                 info: dict[str, Any] | None = None):
         check_config(cfg)
         self.model, self.loss_of_batch, self.cfg = model, loss_of_batch, cfg
         self.generator = torch.Generator().manual_seed(cfg.seed)
