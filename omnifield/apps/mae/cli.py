@@ -37,15 +37,18 @@ def _positive(name: str, value: int) -> int:
     return value
 
 
-def _training_configs(args: argparse.Namespace, kind: str, train_cfg: Any, model_cfg: Any) -> tuple[Any, Any, Any]:
+def _training_configs(args: argparse.Namespace, kind: str, train_cfg: Any,
+                      model_cfg: Any) -> tuple[Any, Any, Any, dict[str, Any]]:
     """The typed configs of a training command: ``(train, model, loop)`` from the options, or with
-    ``--resume`` the train and model configs of the checkpoint in ``--out``; then every ``--set``
-    (``train.KEY``, ``model.KEY``, ``loop.KEY``). Refuses an ``--out`` holding a run of another kind."""
+    ``--resume`` the train and model configs of the checkpoint in ``--out`` (its metadata comes fourth,
+    else ``{}``); then every ``--set`` (``train.KEY``, ``model.KEY``, ``loop.KEY``). Refuses an ``--out``
+    holding a run of another kind."""
     from omnifield.apps.mae.runs import TRAINING_FILE
     from omnifield.apps.mae.train import check_config
     from omnifield.io.checkpoint import load_checkpoint
 
     claim_output(args.out, f"{kind} model", continues=True)
+    meta: dict[str, Any] = {}
     if args.resume:
         path = Path(args.out) / TRAINING_FILE
         if not path.is_file():
@@ -65,7 +68,7 @@ def _training_configs(args: argparse.Namespace, kind: str, train_cfg: Any, model
         roots[section] = apply_override(roots[section], assignment.split(".", 1)[1], section)
     check_config(roots["train"])
     roots["loop"].check()
-    return roots["train"], roots["model"], roots["loop"]
+    return roots["train"], roots["model"], roots["loop"], meta
 def cmd_scenes(args: argparse.Namespace) -> int:
     """Write labelled procedural grids."""
     from omnifield.apps.mae.dataset import write_scene_grids
@@ -118,7 +121,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from omnifield.apps.mae.runs import save_model
     from omnifield.apps.mae.train import PretrainConfig, evaluate_reconstruction, pretrain_mae
 
-    train_cfg, model_cfg, loop = _training_configs(
+    train_cfg, model_cfg, loop, _ = _training_configs(
         args, "mae", PretrainConfig(batch_size=args.batch, lr=args.lr, seed=args.seed),
         MAE3DConfig(dim=args.dim, depth=args.depth, heads=args.heads, mask_ratio=args.mask_ratio))
     torch.set_num_threads(args.threads)
@@ -159,7 +162,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     _positive("labelled", args.labelled)
     mae = None if args.resume or not args.pretrained else load_model(args.pretrained, "mae")[0]
     model_cfg = mae.cfg if mae is not None else MAE3DConfig(dim=args.dim, depth=args.depth, heads=args.heads)
-    train_cfg, model_cfg, loop = _training_configs(
+    train_cfg, model_cfg, loop, resumed = _training_configs(
         args, "segmenter", FinetuneConfig(batch_size=args.batch, lr=args.lr, seed=args.seed,
                                           encoder_lr_scale=args.encoder_lr_scale), model_cfg)
     if mae is not None and model_cfg != mae.cfg:
@@ -172,9 +175,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     out = Path(args.out)
     print(f"{f'resuming {out}' if args.resume else f'fine-tuning voxel labelling from {start}'} "
           f"on {len(paths)} labelled grids")
-    info = {"train": config_to_dict(train_cfg), "labelled": len(paths), "pretrained": str(args.pretrained or "")}
+    pretrained = resumed.get("pretrained", "") if args.resume else str(args.pretrained or "")
+    info = {"train": config_to_dict(train_cfg), "labelled": len(paths), "pretrained": pretrained}
     history = finetune_segmenter(model, rgba, labels, train_cfg, loop, out, info, resume=args.resume)
-    save_model(out, model, {"steps": len(history), "labelled": len(paths), "pretrained": str(args.pretrained or "")})
+    save_model(out, model, {"steps": len(history), "labelled": len(paths), "pretrained": pretrained})
     write_text_atomic(out / "history.json", json.dumps(history))
     loss_figure({"finetune": history}, out / "loss.png")
     print(f"saved {out}")
