@@ -105,3 +105,37 @@ def test_contract_space_teacher_is_distilled_where_its_field_lives(tmp_path):
     assert float(points.abs().amax()) <= 2.0 + 1e-5
     assert float((points.abs().amax(-1) > 1.0).float().mean()) > 0.1  # the contracted shell is sampled too
     assert rgb1 < 0.5 * rgb0
+
+
+def test_a_run_folder_checkpoint_written_by_run_save_resumes(tmp_path, monkeypatch):
+    """What ``omnifield convert`` does: checkpoints through ``Run.save`` (an ordinary run folder at every
+    checkpoint), then ``Run.open`` + ``distill(..., resume=True)`` continues to the budget."""
+    from omnifield.apps.recon.config import TrainConfig
+    from omnifield.apps.recon.run import Run
+    from omnifield.config import config_to_dict
+
+    cameras, sampler = ring_cameras(), uniform_sampler()
+    teacher = tiny_hashgrid()
+    cfg = PVDConfig(batch_rays=32, n_sphere_views=2)
+    loop = LoopConfig(steps=6, progress=False, checkpoint_every_s=1e9)
+    out = tmp_path / "student"
+    run = Run.create(out, "triplane", tiny_triplane().cfg, sampler.cfg, TrainConfig(steps=6), "")
+    extra = {"distilled_from": "teacher", "pvd": config_to_dict(cfg)}
+    draw, calls = Distiller.draw_rays, {"n": 0}
+
+    def ctrl_c_at_step_3(self):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return draw(self)
+
+    monkeypatch.setattr(Distiller, "draw_rays", ctrl_c_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        distill(teacher, run.field, sampler, cameras, cfg, loop, out,
+                save=lambda step, tensors, meta: run.save(step, tensors, {**meta, **extra}))
+    monkeypatch.undo()
+    reopened, _, meta = Run.open(out)
+    assert meta["step"] == 3 and meta["distilled_from"] == "teacher"
+    distiller = distill(teacher, reopened.field, sampler, cameras, cfg, loop, out, resume=True,
+                        save=lambda step, tensors, meta: reopened.save(step, tensors, {**meta, **extra}))
+    assert distiller.step == 6 and Run.open(out)[2]["step"] == 6
