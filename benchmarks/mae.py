@@ -30,12 +30,15 @@ from omnifield.apps.mae.model import MAE3D, MAE3DConfig
 from omnifield.apps.mae.runs import segmenter_from_mae
 from omnifield.apps.mae.scene import CLASS_NAMES
 from omnifield.apps.mae.train import (
+    FinetuneConfig,
+    PretrainConfig,
     evaluate_reconstruction,
     finetune_segmenter,
     predict_labels,
     pretrain_mae,
     segmentation_scores,
 )
+from omnifield.engine import LoopConfig
 from omnifield.metrics import psnr_from_mse
 
 FULL = dict(resolution=24, pretrain_scenes=400, heldout_scenes=24, label_counts="4,16", eval_scenes=32,
@@ -103,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     mae = MAE3D(cfg)
     untrained = evaluate_reconstruction(mae, held, seed=args.seed + 1)
     t0, c0 = time.perf_counter(), time.process_time()
-    history = pretrain_mae(mae, pre, s["pretrain_steps"], s["pretrain_batch"], s["pretrain_lr"], args.seed)
+    history = pretrain_mae(mae, pre, PretrainConfig(s["pretrain_batch"], s["pretrain_lr"], args.seed),
+                           LoopConfig(steps=s["pretrain_steps"]))
     pretrain_s, pretrain_cpu = time.perf_counter() - t0, time.process_time() - c0
     recon = evaluate_reconstruction(mae, held, seed=args.seed + 1)
     for name, scores, seconds, cpu in (
@@ -120,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, pretrained, encoder_lr_scale in FINETUNES:
             model = segmenter_from_mae(mae if pretrained else None, cfg, len(CLASS_NAMES), args.seed)
             t0, c0 = time.perf_counter(), time.process_time()
-            finetune_segmenter(model, lab[:count], lab_y[:count], s["finetune_steps"], s["finetune_batch"],
-                               s["finetune_lr"], args.seed, encoder_lr_scale=encoder_lr_scale)
+            finetune_segmenter(model, lab[:count], lab_y[:count],
+                               FinetuneConfig(s["finetune_batch"], s["finetune_lr"], args.seed, encoder_lr_scale),
+                               LoopConfig(steps=s["finetune_steps"]))
             seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
             scores = segmentation_scores(predict_labels(model, ev), ev_y, len(CLASS_NAMES))
             rows.append({"stage": "voxel labelling", "what": f"{name} ({count} labelled)",

@@ -1,5 +1,6 @@
 """PVD distillation: losses lower the teacher/student gap, for fields and for a Gaussian teacher."""
 
+import json
 import math
 
 import pytest
@@ -7,7 +8,16 @@ import torch
 
 from omnifield.distill.active import ActiveConfig
 from omnifield.distill.poses import join_cameras, sphere_cameras
-from omnifield.distill.pvd import Distiller, PVDConfig, feature_weight_at, point_outputs, share_color_head, stage_at
+from omnifield.distill.pvd import (
+    Distiller,
+    PVDConfig,
+    distill,
+    feature_weight_at,
+    point_outputs,
+    share_color_head,
+    stage_at,
+)
+from omnifield.engine import LoopConfig
 from omnifield.fields.gaussians import GaussianScene
 from omnifield.fields.hashgrid import HashGridConfig
 from omnifield.fields.mlp import MLPConfig
@@ -89,14 +99,13 @@ def test_sphere_cameras_sit_on_the_reference_radius_and_look_at_the_centre():
 
 
 @pytest.mark.parametrize("active", [ActiveConfig(), ActiveConfig.all_on()])
-def test_pvd_lowers_feature_and_rgb_gap_between_two_small_fields(active):
+def test_pvd_lowers_feature_and_rgb_gap_between_two_small_fields(active, tmp_path):
     teacher, student = tiny_hashgrid(), tiny_triplane()
     cameras, sampler = ring_cameras(), uniform_sampler()
     feat0, rgb0 = gaps(teacher, student, cameras, sampler)
-    cfg = PVDConfig(steps=40, batch_rays=128, n_sphere_views=8, stage_fractions=(0.2, 0.5), active=active)
-    distiller = Distiller(teacher, student, sampler, cameras, cfg)
-    stages = []
-    distiller.fit(progress=False, callback=lambda step, stats: stages.append(stats["stage"]))
+    cfg = PVDConfig(batch_rays=128, n_sphere_views=8, stage_fractions=(0.2, 0.5), active=active)
+    distill(teacher, student, sampler, cameras, cfg, LoopConfig(steps=40, log_every=1, progress=False), tmp_path)
+    stages = [json.loads(line)["stage"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     feat1, rgb1 = gaps(teacher, student, cameras, sampler)
     assert feat1 < 0.2 * feat0
     assert rgb1 < 0.5 * rgb0

@@ -18,6 +18,8 @@ from omnifield.apps.mae.model import (
 from omnifield.apps.mae.runs import load_model, save_model, segmenter_from_mae
 from omnifield.apps.mae.scene import CLASS_NAMES, generate_scene
 from omnifield.apps.mae.train import (
+    FinetuneConfig,
+    PretrainConfig,
     evaluate_reconstruction,
     finetune_segmenter,
     predict_labels,
@@ -25,6 +27,7 @@ from omnifield.apps.mae.train import (
     segmentation_scores,
 )
 from omnifield.cli import main
+from omnifield.engine import LoopConfig
 from omnifield.errors import OmnifieldError
 
 TINY = MAE3DConfig(dim=24, depth=1, heads=2, decoder_dim=24, decoder_depth=1, decoder_heads=2)
@@ -119,7 +122,8 @@ def test_tiny_pretraining_lowers_the_held_out_loss(tiny_grids):
     torch.manual_seed(0)
     model = MAE3D(TINY)
     before = evaluate_reconstruction(model, rgba[4:], seed=5)
-    history = pretrain_mae(model, rgba[:4], steps=20, batch_size=2, lr=3e-3, seed=0, progress=False)
+    history = pretrain_mae(model, rgba[:4], PretrainConfig(batch_size=2, lr=3e-3, seed=0),
+                           LoopConfig(steps=20, progress=False))
     after = evaluate_reconstruction(model, rgba[4:], seed=5)
     assert len(history) == 20
     assert after["loss"] < 0.7 * before["loss"]
@@ -129,7 +133,8 @@ def test_tiny_pretraining_lowers_the_held_out_loss(tiny_grids):
 def test_finetuning_lowers_the_loss_and_scores_are_right(tiny_grids):
     rgba, labels = tiny_grids
     model = segmenter_from_mae(None, TINY, len(CLASS_NAMES), seed=0)
-    history = finetune_segmenter(model, rgba[:2], labels[:2], steps=25, batch_size=2, lr=3e-3, progress=False)
+    history = finetune_segmenter(model, rgba[:2], labels[:2], FinetuneConfig(batch_size=2, lr=3e-3),
+                                 LoopConfig(steps=25, progress=False))
     assert sum(h["loss"] for h in history[-5:]) < sum(h["loss"] for h in history[:5])
     pred = predict_labels(model, rgba[:2])
     assert pred.shape == labels[:2].shape
@@ -146,13 +151,14 @@ def test_frozen_encoder_keeps_its_weights_and_the_head_learns(tiny_grids):
     model = segmenter_from_mae(MAE3D(TINY), TINY, len(CLASS_NAMES), seed=0)
     encoder_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     head_before = model.classify[0].weight.detach().clone()
-    finetune_segmenter(model, rgba[:2], labels[:2], steps=5, batch_size=2, lr=3e-3, progress=False,
-                       encoder_lr_scale=0.0)
+    finetune_segmenter(model, rgba[:2], labels[:2], FinetuneConfig(batch_size=2, lr=3e-3, encoder_lr_scale=0.0),
+                       LoopConfig(steps=5, progress=False))
     for key, value in model.encoder.state_dict().items():
         torch.testing.assert_close(value, encoder_before[key], rtol=0, atol=0)
     assert not torch.equal(model.classify[0].weight, head_before)
     with pytest.raises(OmnifieldError, match="encoder-lr-scale must be >= 0"):
-        finetune_segmenter(model, rgba[:2], labels[:2], steps=1, progress=False, encoder_lr_scale=-1.0)
+        finetune_segmenter(model, rgba[:2], labels[:2], FinetuneConfig(encoder_lr_scale=-1.0),
+                           LoopConfig(steps=1, progress=False))
 
 
 def test_pretrained_encoder_is_copied_and_checkpoints_roundtrip(tmp_path):

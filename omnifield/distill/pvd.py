@@ -8,8 +8,10 @@ A :class:`~omnifield.fields.gaussians.GaussianScene` teacher has no features; it
 and its rendering is its rasterized image (:mod:`.teacher_images`; rays then pass through pixel
 centres), matched from the first step.
 
-Per step: rays from random sphere poses and the training cameras (:mod:`.poses`), one set of
-samples along them (occupancy grid and early termination of the teacher), and at those same points:
+Per step: rays from random sphere poses and the training cameras (:mod:`.poses`), moved into the
+sampler's space (box, NDC or contracted: where the teacher's field lives, see
+:mod:`omnifield.renderers.space`), one set of samples along them (occupancy grid and early
+termination of the teacher), and at those same points:
 
 - stage 1 (from 0): feature loss ``||f_s - f_t||^2`` with a weight decaying from ``feature_weight``
   to ``feature_weight * feature_decay`` over the run;
@@ -18,34 +20,52 @@ samples along them (occupancy grid and early termination of the teacher), and at
 
 The density logit is clamped to ``[logit_min, logit_max]`` before the exponential. PVD-AL
 (:mod:`.active`) chooses views, rays and point weights.
+
+:class:`Distiller` is a task of the training engine (:mod:`omnifield.engine`): budget, progress bar,
+``log.jsonl``, evaluation schedule, checkpoints, Ctrl-C and resume are the engine's. :func:`distill`
+runs one into a folder (``resume`` continues it from its checkpoint).
 """
 
 from __future__ import annotations
 
-import time
+import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from tqdm import tqdm
+from torch import nn
 
 from omnifield.config import register_config
 from omnifield.distill.active import ActiveConfig, HardRayPool, RayBatch, ViewSampler, point_weights
 from omnifield.distill.poses import join_cameras, sphere_cameras
 from omnifield.distill.teacher_images import TeacherImages
+from omnifield.engine import Engine, LoopConfig
+from omnifield.errors import OmnifieldError
 from omnifield.fields.activations import trunc_exp
 from omnifield.fields.gaussians import GaussianScene
 from omnifield.fields.protocol import PointFeatureFieldLike, RadianceFieldLike
+from omnifield.io.checkpoint import (
+    load_checkpoint,
+    load_module_state,
+    module_state,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from omnifield.metrics import psnr_from_mse
 from omnifield.renderers.cameras import Cameras
 from omnifield.renderers.volrend import accumulate_along_rays, render_weight_from_density
 from omnifield.renderers.volume import VolumeRenderer
 
+CHECKPOINT = "checkpoint.safetensors"
+LOG_EVERY = 25
+
 
 @register_config("pvd")
 @dataclass
 class PVDConfig:
-    """Distillation settings (steps, stages, loss weights, pose sampling, active learning)."""
+    """Distillation settings (stages, loss weights, pose sampling, active learning). ``steps`` and
+    ``minutes`` are the budget of a :class:`Distiller` built without a :class:`LoopConfig`."""
 
     steps: int = 3000
     minutes: float = 0.0
@@ -118,14 +138,23 @@ def feature_weight_at(progress: float, cfg: PVDConfig) -> float:
 
 
 class Distiller:
-    """Distils ``teacher`` into ``student`` (a field with point features) on rays of ``cameras``.
+    """Distils ``teacher`` into ``student`` (a field with point features) on rays of ``cameras``: a task of
+    the training engine (``self.engine``).
 
     ``sampler`` is a :class:`VolumeRenderer` whose occupancy grid describes the teacher (its own
-    renderer, or one filled from the teacher's density); it places the samples both fields share.
+    renderer, or one filled from the teacher's density); it places the samples both fields share, in
+    its space. ``loop`` is the budget and loop settings (default: ``cfg.steps`` / ``cfg.minutes``, a
+    log line every 25 steps). Checkpoints (the student as ``field/...``, the generator, the active-
+    learning state, the engine's step, time and optimiser) go through ``save(step, tensors, meta)``
+    when given (e.g. a run folder's ``Run.save``), else to ``out_dir/checkpoint.safetensors`` when
+    ``out_dir`` is given. ``evaluate(step) -> dict`` runs on the loop's evaluation schedule (its time
+    is not training time).
     """
 
     def __init__(self, teacher: RadianceFieldLike, student: PointFeatureFieldLike, sampler: VolumeRenderer,
-                 train_cameras: Cameras, cfg: PVDConfig):
+                 train_cameras: Cameras, cfg: PVDConfig, loop: LoopConfig | None = None,
+                 out_dir: str | Path | None = None, save: Callable[[int, dict, dict], None] | None = None,
+                 evaluate: Callable[[int], dict[str, Any]] | None = None):
         if not isinstance(teacher, RadianceFieldLike):
             raise ValueError(f"the teacher ({type(teacher).__name__}) is no radiance field (density, rgb, aabb)")
         if not isinstance(student, PointFeatureFieldLike):
@@ -142,8 +171,22 @@ class Distiller:
         self.views = ViewSampler(len(self.cameras), cfg.active, self.generator)
         self.pool = HardRayPool(cfg.active, self.generator)
         self.optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr, eps=1e-15)
-        self.step = 0
-        self.elapsed = 0.0
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        self._save, self._evaluate = save, evaluate
+        loop = loop or LoopConfig(steps=cfg.steps, minutes=cfg.minutes, log_every=LOG_EVERY)
+        self.warmup_steps = max(1, min(100, (loop.steps or cfg.steps) // 10))
+        self.engine = Engine(self, loop, description="distil", postfix=("stage", "loss", "psnr"),
+                             where=str(self.out_dir or ""))
+
+    @property
+    def step(self) -> int:
+        """Steps done."""
+        return self.engine.step
+
+    @property
+    def elapsed(self) -> float:
+        """Training seconds so far (the first step and evaluations not counted)."""
+        return self.engine.elapsed
 
     # ------------------------------------------------------------------ rays
     def _fresh_rays(self, n: int) -> RayBatch:
@@ -172,16 +215,17 @@ class Distiller:
     # ------------------------------------------------------------------ step
     def losses(self, rays: RayBatch, progress: float) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
         """Total loss, its parts, and the per-ray squared error ``[R]`` of the student's rendering."""
-        cfg, teacher, student = self.cfg, self.teacher, self.student
+        cfg, teacher, student, sampler = self.cfg, self.teacher, self.student, self.sampler
         origins, dirs = self.cameras.generate_rays(rays.views, rays.px, rays.py)
         n = len(rays)
         bg = torch.rand(n, 3, generator=self.generator)
+        field_origins, field_dirs = sampler.to_field_space(origins, dirs)  # the teacher's space
         with torch.no_grad():
-            s = self.sampler.sample(teacher, origins, dirs, stratified=True)
+            s = sampler.sample(teacher, field_origins, field_dirs, stratified=True)
         ri = s.ray_indices
         mids = (s.t_starts + s.t_ends) * 0.5
-        x = origins[ri] + dirs[ri] * mids[:, None]
-        d = dirs[ri]
+        x = sampler.field_points(field_origins[ri] + field_dirs[ri] * mids[:, None])
+        d = dirs[ri]  # fields see the capture's view directions, as in VolumeRenderer.render_rays
         with torch.no_grad():
             t = point_outputs(teacher, x, d)
             t_logit = t.logit.clamp(cfg.logit_min, cfg.logit_max)
@@ -225,49 +269,83 @@ class Distiller:
         opacity = accumulate_along_rays(weights, None, ray_indices, n_rays)
         return img + (1.0 - opacity) * bg
 
-    def progress(self) -> float:
-        """Fraction of the run done: ``max(step / steps, elapsed / time budget)``."""
-        budget = self.cfg.minutes * 60.0
-        return min(1.0, max(self.step / self.cfg.steps, self.elapsed / budget if budget > 0 else 0.0))
-
-    def train_step(self) -> dict[str, float]:
-        """One optimisation step (learning rate decays x0.1 over the run, after a short warm-up)."""
+    def training_step(self, step: int, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
+        """One step's loss (the engine back-propagates and steps Adam) and statistics; the learning rate
+        decays x0.1 over the run, after a short warm-up."""
         cfg = self.cfg
-        progress = self.progress()
-        warm = min(1.0, 0.01 + self.step / max(1, min(100, cfg.steps // 10)))
+        warm = min(1.0, 0.01 + step / self.warmup_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * warm * 0.1**progress
         self.student.train()
         rays = self.draw_rays()
         loss, stats, ray_err = self.losses(rays, progress)
-        self.optimizer.zero_grad(set_to_none=True)
-        if loss.requires_grad:
-            loss.backward()
-            self.optimizer.step()
         self.views.observe(rays.views, ray_err)
         if cfg.active.ray:
             self.pool.push(rays, ray_err)
         stats["loss"] = float(loss.detach())
-        return stats
+        return loss, stats
 
-    def fit(self, progress: bool = True,
-            callback: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, Any]]:
-        """Run until ``cfg.steps`` or ``cfg.minutes`` of training time; returns the logged statistics."""
-        log: list[dict[str, Any]] = []
-        bar = tqdm(total=self.cfg.steps, initial=self.step, disable=not progress, unit="step", dynamic_ncols=True)
+    def evaluate(self, step: int) -> dict[str, Any]:
+        """The ``evaluate`` callable's metrics (nothing without one)."""
+        return self._evaluate(step) if self._evaluate is not None else {}
+
+    # ------------------------------------------------------------- checkpoints
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The student's weights, the generator and the active-learning state (the engine adds the rest)."""
+        tensors = {**module_state("field", self.student), "rng/distill": self.generator.get_state(),
+                   "active/view_mse": self.views.mse}
+        if self.pool.rays is not None:
+            pool = self.pool.rays
+            tensors.update({"active/pool_views": pool.views, "active/pool_px": pool.px, "active/pool_py": pool.py})
+        return tensors, {}
+
+    def restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Continue from :meth:`state` (called by the engine after its own state)."""
+        where = str(self.out_dir / CHECKPOINT) if self.out_dir else "checkpoint"
+        load_module_state("field", self.student, tensors, where)
         try:
-            while self.progress() < 1.0:
-                t0 = time.perf_counter()
-                stats = self.train_step()
-                self.elapsed += time.perf_counter() - t0
-                self.step += 1
-                bar.update(1)
-                if self.step % 25 == 0 or self.step == 1:
-                    stats.update(step=self.step, elapsed=round(self.elapsed, 2))
-                    log.append(stats)
-                    bar.set_postfix(stage=stats["stage"], loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.2f}")
-                if callback:
-                    callback(self.step, stats)
-        finally:
-            bar.close()
-        return log
+            self.generator.set_state(tensors["rng/distill"])
+            self.views.mse = tensors["active/view_mse"].clone()
+            self.pool.rays = RayBatch(tensors["active/pool_views"], tensors["active/pool_px"],
+                                      tensors["active/pool_py"]) if "active/pool_views" in tensors else None
+        except (KeyError, RuntimeError) as exc:
+            raise OmnifieldError(f"{where}: checkpoint lacks a usable distillation state ({exc})") from None
+
+    def write_checkpoint(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Store a checkpoint through ``save`` or into ``out_dir`` (nowhere without either)."""
+        if self._save is not None:
+            self._save(meta["step"], tensors, meta)
+        elif self.out_dir is not None:
+            save_checkpoint(self.out_dir / CHECKPOINT, tensors, meta)
+
+    def fit(self, progress: bool | None = None) -> list[dict[str, Any]]:
+        """Run until the loop's budget (``progress`` overrides its progress bar); returns the evaluations."""
+        if progress is not None:
+            self.engine.cfg = dataclasses.replace(self.engine.cfg, progress=progress)
+        return self.engine.run()
+
+
+def distill(teacher: nn.Module, student: nn.Module, sampler: VolumeRenderer, train_cameras: Cameras,
+            cfg: PVDConfig, loop: LoopConfig, out_dir: str | Path, resume: bool = False,
+            save: Callable[[int, dict, dict], None] | None = None,
+            evaluate: Callable[[int], dict[str, Any]] | None = None) -> Distiller:
+    """Distil ``teacher`` into ``student`` under ``loop`` with ``out_dir/log.jsonl`` and checkpoints
+    (see :class:`Distiller`; ``save`` writes them elsewhere, e.g. ``Run.save``). ``resume`` continues
+    from ``out_dir/checkpoint.safetensors``: the student's weights, optimiser, generators, active-learning
+    state, step and training time, so the run goes on as if never stopped. Returns the distiller."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / CHECKPOINT
+    remove_stale_temporaries(path)
+    distiller = Distiller(teacher, student, sampler, train_cameras, cfg, loop, out_dir, save, evaluate)
+    log = out_dir / "log.jsonl"
+    if resume:
+        if not path.is_file():
+            raise OmnifieldError(f"{out_dir}: nothing to resume (no {CHECKPOINT})")
+        tensors, meta = load_checkpoint(path)
+        distiller.engine.restore(tensors, meta, str(path))
+    else:
+        log.unlink(missing_ok=True)
+    distiller.engine.log_path = log
+    distiller.engine.run()
+    return distiller

@@ -5,12 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from omnifield.cli_options import add_loop_arguments, loop_config
+from omnifield.config import config_from_dict, config_to_dict
+from omnifield.config_overrides import apply_override
 from omnifield.errors import OmnifieldError
 from omnifield.io.atomic import write_text_atomic
 from omnifield.io.run_folder import claim_output
+
+LOG_EVERY = 25
 
 EPILOG = """examples:
   omnifield mae scenes grids/pretrain --count 240                  # procedural grids, seeds 0..239
@@ -18,6 +24,7 @@ EPILOG = """examples:
   omnifield mae render scenes/room7 --seed 7 && omnifield train scenes/room7 --method hashgrid --out runs/room7
   omnifield mae grid runs/room7 room7.npz --resolution 32          # any trained field -> grid
   omnifield mae pretrain grids/pretrain --out runs/mae --steps 1000
+  omnifield mae pretrain grids/pretrain --out runs/mae --steps 2000 --resume   # continue (or extend) it
   omnifield mae finetune grids/labelled --labelled 8 --pretrained runs/mae --out runs/seg
   omnifield mae eval runs/seg grids/labelled --skip 8             # mIoU + figure of predicted labels
   omnifield mae eval runs/mae grids/pretrain --skip 200            # masked-reconstruction PSNR + figure
@@ -30,15 +37,38 @@ def _positive(name: str, value: int) -> int:
     return value
 
 
-def _check_training(args: argparse.Namespace, kind: str) -> None:
-    """Options of a training command, and its ``--out`` (which must not hold a run of another kind)."""
-    _positive("steps", args.steps)
-    _positive("batch", args.batch)
-    if not args.lr > 0:
-        raise OmnifieldError(f"--lr must be > 0, got {args.lr}")
-    claim_output(args.out, kind, continues=True)
+def _training_configs(args: argparse.Namespace, kind: str, train_cfg: Any,
+                      model_cfg: Any) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """The typed configs of a training command: ``(train, model, loop)`` from the options, or with
+    ``--resume`` the train and model configs of the checkpoint in ``--out`` (its metadata comes fourth,
+    else ``{}``); then every ``--set`` (``train.KEY``, ``model.KEY``, ``loop.KEY``). Refuses an ``--out``
+    holding a run of another kind."""
+    from omnifield.apps.mae.runs import TRAINING_FILE
+    from omnifield.apps.mae.train import check_config
+    from omnifield.io.checkpoint import load_checkpoint
 
-
+    claim_output(args.out, f"{kind} model", continues=True)
+    meta: dict[str, Any] = {}
+    if args.resume:
+        path = Path(args.out) / TRAINING_FILE
+        if not path.is_file():
+            raise OmnifieldError(f"{args.out}: nothing to resume (no {TRAINING_FILE}); train without --resume")
+        _, meta = load_checkpoint(path)
+        if meta.get("kind") != kind:
+            raise OmnifieldError(f"{path}: holds the training of a {meta.get('kind')} model, not of a {kind} model")
+        train_cfg = config_from_dict(meta.get("train"), f"{path} train config")
+        model_cfg = config_from_dict(meta.get("config"), f"{path} model config")
+    roots = {"train": train_cfg, "model": model_cfg, "loop": loop_config(args, log_every=LOG_EVERY)}
+    for assignment in args.set or []:
+        section = assignment.split(".", 1)[0]
+        if section not in roots or "." not in assignment:
+            raise OmnifieldError(f"--set {assignment!r}: must start with train., model. or loop.")
+        if args.resume and section == "model":
+            raise OmnifieldError(f"--set {assignment!r}: a resumed run keeps the model of its checkpoint")
+        roots[section] = apply_override(roots[section], assignment.split(".", 1)[1], section)
+    check_config(roots["train"])
+    roots["loop"].check()
+    return roots["train"], roots["model"], roots["loop"], meta
 def cmd_scenes(args: argparse.Namespace) -> int:
     """Write labelled procedural grids."""
     from omnifield.apps.mae.dataset import write_scene_grids
@@ -84,32 +114,35 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    """Masked-autoencoder pre-training on a folder of grids."""
+    """Masked-autoencoder pre-training on a folder of grids (resumable)."""
     from omnifield.apps.mae.dataset import list_grids, load_grid_stack
     from omnifield.apps.mae.figures import loss_figure
     from omnifield.apps.mae.model import MAE3D, MAE3DConfig
     from omnifield.apps.mae.runs import save_model
-    from omnifield.apps.mae.train import evaluate_reconstruction, pretrain_mae
+    from omnifield.apps.mae.train import PretrainConfig, evaluate_reconstruction, pretrain_mae
 
-    _check_training(args, "mae model")
+    train_cfg, model_cfg, loop, _ = _training_configs(
+        args, "mae", PretrainConfig(batch_size=args.batch, lr=args.lr, seed=args.seed),
+        MAE3DConfig(dim=args.dim, depth=args.depth, heads=args.heads, mask_ratio=args.mask_ratio))
     torch.set_num_threads(args.threads)
     paths = list_grids(args.data)
     if args.holdout >= len(paths):
         raise OmnifieldError(f"--holdout {args.holdout} leaves no training grids in {args.data} ({len(paths)} files)")
     train_paths = paths[: len(paths) - args.holdout]
     rgba = load_grid_stack(train_paths)
-    cfg = MAE3DConfig(dim=args.dim, depth=args.depth, heads=args.heads, mask_ratio=args.mask_ratio)
-    torch.manual_seed(args.seed)
-    model = MAE3D(cfg)
-    print(f"pre-training a 3-D ViT MAE ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters) "
-          f"on {len(train_paths)} grids {list(rgba.shape[2:])}")
-    history = pretrain_mae(model, rgba, _positive("steps", args.steps), args.batch, args.lr, args.seed)
+    torch.manual_seed(train_cfg.seed)
+    model = MAE3D(model_cfg)
+    out = Path(args.out)
+    print(f"{'resuming' if args.resume else 'pre-training'} a 3-D ViT MAE "
+          f"({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters) on {len(train_paths)} grids "
+          f"{list(rgba.shape[2:])} -> {out}")
+    info = {"train": config_to_dict(train_cfg), "train_grids": len(train_paths)}
+    history = pretrain_mae(model, rgba, train_cfg, loop, out, info, resume=args.resume)
     metrics = {}
     if args.holdout:
         metrics = evaluate_reconstruction(model, load_grid_stack(paths[len(paths) - args.holdout :]))
         print(json.dumps({"held_out": metrics}))
-    out = Path(args.out)
-    save_model(out, model, {"steps": args.steps, "train_grids": len(train_paths), "held_out": metrics})
+    save_model(out, model, {"steps": len(history), "train_grids": len(train_paths), "held_out": metrics})
     write_text_atomic(out / "history.json", json.dumps(history))
     loss_figure({"mae": history}, out / "loss.png")
     print(f"saved {out}")
@@ -117,28 +150,35 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    """Fine-tune a voxel-labelling head and encoder on the first --labelled grids (pre-trained or scratch)."""
+    """Fine-tune a voxel-labelling head and encoder on the first --labelled grids (pre-trained or scratch;
+    resumable)."""
     from omnifield.apps.mae.dataset import list_grids, load_grid_stack
     from omnifield.apps.mae.figures import loss_figure
     from omnifield.apps.mae.model import MAE3DConfig
     from omnifield.apps.mae.runs import load_model, save_model, segmenter_from_mae
     from omnifield.apps.mae.scene import CLASS_NAMES
-    from omnifield.apps.mae.train import finetune_segmenter
+    from omnifield.apps.mae.train import FinetuneConfig, finetune_segmenter
 
-    _check_training(args, "segmenter model")
     _positive("labelled", args.labelled)
+    mae = None if args.resume or not args.pretrained else load_model(args.pretrained, "mae")[0]
+    model_cfg = mae.cfg if mae is not None else MAE3DConfig(dim=args.dim, depth=args.depth, heads=args.heads)
+    train_cfg, model_cfg, loop, resumed = _training_configs(
+        args, "segmenter", FinetuneConfig(batch_size=args.batch, lr=args.lr, seed=args.seed,
+                                          encoder_lr_scale=args.encoder_lr_scale), model_cfg)
+    if mae is not None and model_cfg != mae.cfg:
+        raise OmnifieldError("--set model.*: the encoder's shape is the pre-trained MAE's")
     torch.set_num_threads(args.threads)
     paths = list_grids(args.data)[: args.labelled]
     rgba, labels = load_grid_stack(paths, with_labels=True)
-    mae = load_model(args.pretrained, "mae")[0] if args.pretrained else None
-    cfg = mae.cfg if mae is not None else MAE3DConfig(dim=args.dim, depth=args.depth, heads=args.heads)
-    model = segmenter_from_mae(mae, cfg, len(CLASS_NAMES), args.seed)
+    model = segmenter_from_mae(mae, model_cfg, len(CLASS_NAMES), train_cfg.seed)
     start = f"pre-trained encoder {args.pretrained}" if mae is not None else "scratch"
-    print(f"fine-tuning voxel labelling from {start} on {len(paths)} labelled grids")
-    history = finetune_segmenter(model, rgba, labels, _positive("steps", args.steps), args.batch, args.lr, args.seed,
-                                 encoder_lr_scale=args.encoder_lr_scale)
     out = Path(args.out)
-    save_model(out, model, {"steps": args.steps, "labelled": len(paths), "pretrained": str(args.pretrained or "")})
+    print(f"{f'resuming {out}' if args.resume else f'fine-tuning voxel labelling from {start}'} "
+          f"on {len(paths)} labelled grids")
+    pretrained = resumed.get("pretrained", "") if args.resume else str(args.pretrained or "")
+    info = {"train": config_to_dict(train_cfg), "labelled": len(paths), "pretrained": pretrained}
+    history = finetune_segmenter(model, rgba, labels, train_cfg, loop, out, info, resume=args.resume)
+    save_model(out, model, {"steps": len(history), "labelled": len(paths), "pretrained": pretrained})
     write_text_atomic(out / "history.json", json.dumps(history))
     loss_figure({"finetune": history}, out / "loss.png")
     print(f"saved {out}")
@@ -202,6 +242,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--depth", type=int, default=4, help="encoder blocks (default 4)")
         p.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
 
+    def training_options(p: argparse.ArgumentParser, steps: int) -> None:
+        add_loop_arguments(p, steps=steps)
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a setting of the typed configs: train.KEY (batch_size, lr, seed, ...), "
+                            "model.KEY (dim, depth, ...) or loop.KEY (log_every, checkpoint_every_s, ...); repeatable")
+
     p = add("scenes", cmd_scenes, "write labelled grids of procedural rooms")
     p.add_argument("out", help="output folder of scene_<seed>.npz files")
     p.add_argument("--count", type=int, default=240, help="number of scenes (default 240)")
@@ -211,8 +257,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = add("render", cmd_render, "render a procedural room as posed images (Blender format)")
     p.add_argument("out", help="output folder")
-    p.add_argument("--train-views", type=int, default=60)
-    p.add_argument("--test-views", type=int, default=10)
+    p.add_argument("--train-views", type=int, default=60, help="training views (default 60)")
+    p.add_argument("--test-views", type=int, default=10, help="held-out test views (default 10)")
     p.add_argument("--size", type=int, default=100, help="image side in pixels (default 100)")
 
     p = add("grid", cmd_grid, "sample a trained run's field into an RGB/alpha grid")
@@ -225,25 +271,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = add("pretrain", cmd_pretrain, "masked-autoencoder pre-training on a folder of grids")
     p.add_argument("data", help="folder of .npz grids")
-    p.add_argument("--out", required=True, help="output model folder")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--mask-ratio", type=float, default=0.75)
+    p.add_argument("--out", required=True, help="output model folder (with --resume: the run to continue)")
+    p.add_argument("--batch", type=int, default=8, help="grids per step (default 8)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
+    p.add_argument("--mask-ratio", type=float, default=0.75, help="fraction of patch cubes hidden (default 0.75)")
     p.add_argument("--holdout", type=int, default=0, help="last N grids held out for reconstruction PSNR")
     model_sizes(p)
+    training_options(p, steps=1000)
 
     p = add("finetune", cmd_finetune, "fine-tune voxel labelling (from a pre-trained MAE or from scratch)")
     p.add_argument("data", help="folder of labelled .npz grids (the first --labelled are used)")
     p.add_argument("--out", required=True, help="output model folder")
     p.add_argument("--pretrained", help="MAE model folder; omit to train from scratch")
     p.add_argument("--labelled", type=int, default=8, help="number of labelled grids (default 8)")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--batch", type=int, default=4, help="grids per step (default 4)")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate of the head (default 2e-3)")
     p.add_argument("--encoder-lr-scale", type=float, default=1.0,
                    help="encoder learning rate as a fraction of --lr (0 freezes the encoder; default 1)")
     model_sizes(p)
+    training_options(p, steps=300)
 
     p = add("eval", cmd_eval, "evaluate a model folder on grids and draw a figure")
     p.add_argument("model", help="model folder (MAE or segmenter)")
