@@ -40,6 +40,7 @@ from omnifield.apps.recon.trainer import Trainer
 from omnifield.data.blender import PosedImages, load_blender
 from omnifield.distill.active import ActiveConfig
 from omnifield.distill.pvd import Distiller, PVDConfig
+from omnifield.engine import LoopConfig
 from omnifield.fields.registry import field_config
 from omnifield.renderers.occupancy import OccupancyGridConfig
 from omnifield.renderers.volume import VolumeRendererConfig
@@ -63,7 +64,7 @@ def train_scratch(name: str, train: PosedImages, minutes: float, folder: Path, s
 
 
 class PsnrCurve:
-    """Distiller callback: test PSNR on ``data`` every ``every_s`` seconds of the distiller's training time."""
+    """The distiller's evaluation: test PSNR on ``data`` every ``every_s`` seconds of its training time."""
 
     def __init__(self, data: PosedImages, views: int, every_s: float):
         self.data, self.views, self.every_s = data, views, every_s
@@ -71,10 +72,15 @@ class PsnrCurve:
         self.run: Run | None = None
         self.distiller: Distiller | None = None
 
-    def __call__(self, step: int, stats: dict) -> None:
-        if self.distiller.elapsed >= (len(self.points) + 1) * self.every_s:
-            psnr = evaluate(self.run, self.data, limit=self.views, progress=False)["psnr"]
-            self.points.append((self.distiller.elapsed, psnr))
+    def at_seconds(self, minutes: float) -> tuple[float, ...]:
+        """The evaluation times within a budget of ``minutes`` (a step budget: within an hour)."""
+        horizon = minutes * 60 if minutes > 0 else 3600.0
+        return tuple(self.every_s * k for k in range(1, int(horizon / self.every_s) + 1))
+
+    def __call__(self, step: int) -> dict:
+        psnr = evaluate(self.run, self.data, limit=self.views, progress=False)["psnr"]
+        self.points.append((self.distiller.elapsed, psnr))
+        return {"psnr": psnr}
 
     def time_to_reach(self, psnr: float) -> float | None:
         """First recorded training time with PSNR >= ``psnr`` (None if never)."""
@@ -90,10 +96,12 @@ def distill(teacher: Teacher, name: str, train: PosedImages, folder: Path, steps
     run = Run.create(folder / f"{tag}-{name}", name, student_config(name, teacher, []), teacher.sampler.cfg,
                      TrainConfig(steps=steps), "")
     run.renderer.load_state_dict(teacher.sampler.state_dict())
-    distiller = Distiller(teacher.field, run.field, teacher.sampler, train.cameras, cfg)
+    loop = LoopConfig(steps=steps, minutes=minutes, progress=False, checkpoint_every_s=1e9,
+                      eval_at_seconds=curve.at_seconds(minutes) if curve is not None else ())
+    distiller = Distiller(teacher.field, run.field, teacher.sampler, train.cameras, cfg, loop, evaluate=curve)
     if curve is not None:
         curve.run, curve.distiller = run, distiller
-    distiller.fit(progress=False, callback=curve)
+    distiller.fit()
     return run, distiller.step, distiller.elapsed
 
 

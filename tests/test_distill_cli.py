@@ -94,3 +94,21 @@ def test_convert_reports_bad_input_on_one_line(tmp_path, teacher_run, capsys):
     assert "field.*" in capsys.readouterr().err
     assert main(["convert", str(teacher_run), "--to", "mlp", "--out", str(teacher_run)]) == 2
     assert "holds a hashgrid NeRF run; refusing to write an mlp NeRF run there" in capsys.readouterr().err
+
+
+def test_convert_killed_then_resumed_continues_from_its_checkpoint(teacher_run, tmp_path):
+    """SIGKILL mid-distillation, then ``--resume``: the log continues right after the checkpoint's step."""
+    from tests._processes import checkpoint_step, kill_at_checkpoint
+
+    out = tmp_path / "student"
+    common = ["--method", "mlp", "--batch-rays", "64", "--out", str(out), "--quiet",
+              "--set", "field.density_decoder.width=16", "--set", "loop.checkpoint_every_s=0",
+              "--set", "loop.log_every=1"]
+    kept = kill_at_checkpoint(["convert", str(teacher_run), "--steps", "100000", *common], out / "checkpoint.safetensors",
+                              tmp_path / "log")
+    logged = len((out / "log.jsonl").read_text().splitlines())
+    budget = kept + 3
+    assert main(["convert", str(teacher_run), "--steps", str(budget), "--resume", "--eval-views", "1", *common]) == 0
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()[logged:]]
+    assert [s for s in steps if s > kept][:3] == [kept + 1, kept + 2, kept + 3]
+    assert checkpoint_step(out / "checkpoint.safetensors") == budget

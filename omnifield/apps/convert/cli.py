@@ -19,6 +19,7 @@ import torch
 
 from omnifield.cli_options import add_method_argument, require_method
 from omnifield.config import config_to_dict, replace_config
+from omnifield.engine import LoopConfig
 from omnifield.errors import OmnifieldError
 from omnifield.fields.footprint import check_field_fits
 from omnifield.io.run_folder import claim_output
@@ -86,10 +87,23 @@ def student_config(name: str, teacher: Teacher, overrides: list[str]) -> Any:
         shared.update(color_decoder=t.color_decoder, geo_feat_dim=t.geo_feat_dim, sh_degree=t.sh_degree)
     cfg = replace_config(cfg, **shared)
     for assignment in overrides:
-        if not assignment.startswith("field."):
-            raise OmnifieldError(f"--set {assignment!r}: convert accepts only field.* overrides")
-        cfg = apply_override(cfg, assignment.split(".", 1)[1], "field")
+        if assignment.startswith("field."):
+            cfg = apply_override(cfg, assignment.split(".", 1)[1], "field")
+        elif not assignment.startswith("loop."):
+            raise OmnifieldError(f"--set {assignment!r}: convert accepts only field.* and loop.* overrides")
     return cfg
+
+
+def loop_config(steps: int, minutes: float, progress: bool, overrides: list[str]) -> LoopConfig:
+    """The conversion's training loop: the budget, then any ``loop.*`` overrides (e.g. checkpoint_every_s)."""
+    from omnifield.config_overrides import apply_override
+
+    loop = LoopConfig(steps=steps, minutes=minutes, log_every=25, progress=progress)
+    for assignment in overrides:
+        if assignment.startswith("loop."):
+            loop = apply_override(loop, assignment.split(".", 1)[1], "loop")
+    loop.check()
+    return loop
 
 
 def _evaluate_field(field, renderer, data, limit) -> dict[str, Any]:
@@ -125,16 +139,19 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def convert(run_dir: Path, to: str, out: Path, steps: int, active: bool = False, minutes: float = 0.0,
             batch_rays: int = 2048, lr: float = 1e-2, seed: int = 0, eval_views: int | None = None,
             overrides: list[str] | None = None, data_dir: str | None = None, n_gaussians: int = 20000,
-            progress: bool = True) -> list[dict[str, Any]]:
+            progress: bool = True, resume: bool = False) -> list[dict[str, Any]]:
     """Distil the run in ``run_dir`` into field ``to`` written to ``out``; returns the teacher/student rows."""
     from omnifield.apps.recon.config import TrainConfig
     from omnifield.apps.recon.run import Run
     from omnifield.data.scene import load_scene
     from omnifield.distill.active import ActiveConfig
-    from omnifield.distill.pvd import Distiller, PVDConfig
+    from omnifield.distill.pvd import PVDConfig, distill
     from omnifield.io.atomic import write_text_atomic
 
-    claim_output(out, "splat run" if to == SPLAT else f"{to} NeRF run")
+    claim_output(out, "splat run" if to == SPLAT else f"{to} NeRF run", continues=resume,
+                 hint="pass --resume to continue it")
+    if to == SPLAT and resume:
+        raise OmnifieldError("--resume: a conversion to splat cannot continue yet; convert into a new --out")
     if to == SPLAT and n_gaussians < 1:
         raise OmnifieldError(f"--n-gaussians must be >= 1, got {n_gaussians}")
     torch.manual_seed(seed)
@@ -160,15 +177,17 @@ def convert(run_dir: Path, to: str, out: Path, steps: int, active: bool = False,
                             active=ActiveConfig.all_on() if active else ActiveConfig())
         except ValueError as exc:
             raise OmnifieldError(f"invalid option: {exc}") from None
-        cfg = student_config(to, teacher, overrides or [])
-        check_field_fits(cfg, f"--method {to}")
-        run = Run.create(out, to, cfg, teacher.sampler.cfg, TrainConfig(steps=steps), str(data_dir))
-        run.renderer.load_state_dict(teacher.sampler.state_dict())
-        distiller = Distiller(teacher.field, run.field, teacher.sampler, train.cameras, pvd)
-        log = distiller.fit(progress=progress)
-        run.save(distiller.step, {}, {"distilled_from": str(run_dir), "pvd": config_to_dict(pvd),
-                                      "elapsed": distiller.elapsed})
-        write_text_atomic(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in log))
+        if resume:
+            run = Run.open(out)[0]
+        else:
+            cfg = student_config(to, teacher, overrides or [])
+            check_field_fits(cfg, f"--method {to}")
+            run = Run.create(out, to, cfg, teacher.sampler.cfg, TrainConfig(steps=steps), str(data_dir))
+            run.renderer.load_state_dict(teacher.sampler.state_dict())
+        extra = {"distilled_from": str(run_dir), "pvd": config_to_dict(pvd)}
+        loop = loop_config(steps, minutes, progress, overrides or [])
+        distiller = distill(teacher.field, run.field, teacher.sampler, train.cameras, pvd, loop, out, resume,
+                            save=lambda step, tensors, meta: run.save(step, tensors, {**meta, **extra}))
         student, student_renderer, info = run.field, run.renderer, {"steps": distiller.step}
     seconds = time.perf_counter() - t0
     rows = []
@@ -194,7 +213,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if args.steps < 1 or (args.eval_views is not None and args.eval_views < 1):
         raise OmnifieldError("--steps and --eval-views must be >= 1")
     rows = convert(run_dir, to, out, args.steps, args.al, args.minutes, args.batch_rays, args.lr, args.seed,
-                   args.eval_views, args.set or [], args.data, args.n_gaussians, progress=not args.quiet)
+                   args.eval_views, args.set or [], args.data, args.n_gaussians, progress=not args.quiet,
+                   resume=args.resume)
     print_table(rows)
     gap = rows[1]["psnr"] - rows[0]["psnr"]
     print(f"student - teacher: {gap:+.2f} dB; run written to {out}" if math.isfinite(gap) else f"run written to {out}")
@@ -222,6 +242,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="scene folder (default: the teacher's)")
     p.add_argument("--eval-views", type=int, help="evaluate on the first N test views only (default: all)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--set", action="append", metavar="field.KEY=VALUE", help="override a student field setting")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a student field setting (field.KEY=VALUE) or a loop setting "
+                        "(loop.checkpoint_every_s=30, loop.log_every=10); repeatable")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--resume", action="store_true", help="continue the conversion in --out from its checkpoint")
     p.set_defaults(func=cmd_convert)
