@@ -126,6 +126,39 @@ def test_lbfgs_phase_resume_equals_the_straight_run(tmp_path, monkeypatch):
     np.testing.assert_array_equal(pred_a, pred_b)
 
 
+def _poison_after(monkeypatch, calls: int) -> None:
+    """Every physics loss after the first ``calls`` is NaN."""
+    from omnifield.pde.solvers.loss import PhysicsLoss
+
+    clean, seen = PhysicsLoss.__call__, []
+
+    def poisoned(self, batch):
+        total, parts = clean(self, batch)
+        seen.append(1)
+        if len(seen) > calls:
+            total, parts = total * float("nan"), {**parts, "loss": float("nan")}
+        return total, parts
+
+    monkeypatch.setattr(PhysicsLoss, "__call__", poisoned)
+
+
+def test_a_diverging_adam_step_stops_with_one_error_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    _poison_after(monkeypatch, 3)
+    with pytest.raises(OmnifieldError, match="training diverged at step 3"):
+        solve("heat", "hard", replace(TINY, checkpoint_every_s=0.0), tmp_path, quiet=True)
+    assert load_checkpoint(tmp_path / CHECKPOINT)[1]["step"] == 3
+
+
+def test_a_non_finite_lbfgs_block_is_undone_and_ends_the_phase(tmp_path, monkeypatch):
+    adam_only = solve("heat", "hard", replace(TINY, steps=4), tmp_path / "adam", quiet=True)
+    _poison_after(monkeypatch, 4)  # the four Adam steps; the first L-BFGS block turns NaN
+    metrics = solve("heat", "hard", replace(TINY, steps=4, lbfgs_steps=6, lbfgs_block=3), tmp_path / "run", quiet=True)
+    assert metrics["rel_l2"] == adam_only["rel_l2"]  # the block's update was undone
+    history = json.loads((tmp_path / "run" / "loss_history.json").read_text())
+    assert [h["phase"] for h in history] == ["adam", "adam"]  # steps 0 and 3; no block recorded
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT)[1]["finished"] is True
+
+
 def test_resume_refuses_another_run_and_a_missing_checkpoint(tmp_path, capsys):
     out = tmp_path / "run"
     small = ["--steps", "2", "--lbfgs-steps", "0", "--width", "4", "--depth", "1", "--n-interior", "16", "--quiet"]

@@ -196,6 +196,8 @@ def run_solver(solver: str):
     """The registry entry of ``solver``: ``run(problem_name, config: SolveConfig, out_dir) -> metrics``."""
 
     def run(problem_name: str, cfg: SolveConfig, out_dir: Path) -> dict:
+        if cfg.solver != solver:
+            raise OmnifieldError(f"the {solver!r} solver was given a config of the {cfg.solver!r} solver")
         return solve(problem_name, solver, cfg.settings, out_dir, seed=cfg.seed, quiet=not cfg.progress,
                      resume=cfg.resume)
 
