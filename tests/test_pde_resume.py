@@ -170,9 +170,13 @@ def test_resume_refuses_another_run_and_a_missing_checkpoint(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- SIGKILL, then --resume
+def _env() -> dict[str, str]:
+    """This checkout's package first, one thread."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+
 def _start(args: list[str], log: Path) -> subprocess.Popen:
-    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+    env = _env()
     with open(log.with_suffix(".out"), "w") as out, open(log.with_suffix(".err"), "w") as err:
         return subprocess.Popen([sys.executable, "-m", "omnifield", *args], cwd=REPO, env=env, stdout=out, stderr=err)
 
@@ -202,8 +206,7 @@ def _kill_then_resume(args: list[str], reached, log: Path) -> None:
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     done = subprocess.run([sys.executable, "-m", "omnifield", *args, "--resume"], cwd=REPO, capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
-                              [str(REPO), os.environ.get("PYTHONPATH", "")])})
+                          text=True, timeout=600, env=_env())
     assert done.returncode == 0, done.stderr[-2000:]
 
 

@@ -194,7 +194,8 @@ class PhysicsTask:
         self.lbfgs = self._new_lbfgs()
 
     def _lbfgs_block(self, size: int, fresh: bool) -> dict[str, float]:
-        """One L-BFGS block of ``size`` iterations (on a ``fresh`` batch) (strong Wolfe) on the fixed batch; a block that turns the loss non-finite is undone.
+        """One L-BFGS block (strong Wolfe) of ``size`` iterations on the fixed batch (a ``fresh`` one first); a
+        block that turns the loss non-finite is undone and ends the phase.
 
         With ``lbfgs_resample_every`` the batch is redrawn (and the curvature memory dropped) every that
         many iterations, so that a long run does not over-fit one set of collocation points.

@@ -132,7 +132,8 @@ def solve(problem_name: str, solver: str, settings: SolverSettings, out_dir: Pat
                        sampling=settings.sampling)
     opt = OptimizeSettings(adam_steps=settings.steps, lbfgs_steps=settings.lbfgs_steps, lr=settings.lr,
                            lr_final=settings.lr_final, resample_every=settings.resample_every,
-                           lbfgs_block=settings.lbfgs_block, lbfgs_dtype=torch.float64 if settings.lbfgs_double else None,
+                           lbfgs_block=settings.lbfgs_block,
+                           lbfgs_dtype=torch.float64 if settings.lbfgs_double else None,
                            lbfgs_points=settings.lbfgs_points, lbfgs_resample_every=settings.lbfgs_resample_every)
     grid_lr = settings.encoding_lr if settings.encoding_lr is not None else encoding_lr(settings.field, settings.lr)
     groups = parameter_groups(solution, settings.lr, grid_lr)
