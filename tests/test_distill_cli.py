@@ -50,7 +50,7 @@ def teacher_run(tmp_path):
 
 def test_convert_there_and_back_keeps_valid_runs(teacher_run, capsys):
     tri = teacher_run.parent / "tri"
-    assert main(["convert", str(teacher_run), "--to", "triplane", "--steps", "30", "--batch-rays", "128",
+    assert main(["convert", str(teacher_run), "--method", "triplane", "--steps", "30", "--batch-rays", "128",
                  "--out", str(tri), "--set", "field.encoding.resolutions=16", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "teacher" in printed and "student" in printed and "PSNR" in printed
@@ -63,7 +63,7 @@ def test_convert_there_and_back_keeps_valid_runs(teacher_run, capsys):
     metrics = json.loads((tri / "metrics.json").read_text())
     assert math.isfinite(metrics["psnr"]) and math.isfinite(metrics["teacher_psnr"])
     back = teacher_run.parent / "back"
-    assert main(["convert", str(tri), "--to", "hashgrid", "--steps", "20", "--batch-rays", "128", "--al",
+    assert main(["convert", str(tri), "--method", "hashgrid", "--steps", "20", "--batch-rays", "128", "--al",
                  "--out", str(back), "--set", "field.encoding.n_levels=2", "--quiet"]) == 0
     again, _, _ = Run.open(back)
     assert again.method == "hashgrid" and again.field_config.encoding.n_levels == 2
@@ -74,13 +74,13 @@ def test_convert_to_splat_writes_a_splat_run(teacher_run, capsys):
     from omnifield.apps.splat.run import load_splat_run
 
     out = teacher_run.parent / "splat"
-    assert main(["convert", str(teacher_run), "--to", "splat", "--steps", "3", "--n-gaussians", "40",
+    assert main(["convert", str(teacher_run), "--method", "splat", "--steps", "3", "--n-gaussians", "40",
                  "--out", str(out), "--quiet"]) == 0
     scene = load_splat_run(out)
     assert len(scene) == 40
     assert "student" in capsys.readouterr().out
     back = teacher_run.parent / "from-splat"  # Gaussians -> field through density/rgb
-    assert main(["convert", str(out), "--to", "mlp", "--steps", "5", "--batch-rays", "64", "--out", str(back),
+    assert main(["convert", str(out), "--method", "mlp", "--steps", "5", "--batch-rays", "64", "--out", str(back),
                  "--set", "field.encoding.n_frequencies=2", "--quiet"]) == 0
     run, _, meta = Run.open(back)
     assert run.method == "mlp" and meta["distilled_from"] == str(out)
@@ -88,11 +88,11 @@ def test_convert_to_splat_writes_a_splat_run(teacher_run, capsys):
 
 
 def test_convert_reports_bad_input_on_one_line(tmp_path, teacher_run, capsys):
-    assert main(["convert", str(tmp_path / "missing"), "--to", "mlp"]) == 2
+    assert main(["convert", str(tmp_path / "missing"), "--method", "mlp"]) == 2
     assert "not a run folder" in capsys.readouterr().err
-    assert main(["convert", str(teacher_run), "--to", "mlp", "--set", "train.lr=1"]) == 2
+    assert main(["convert", str(teacher_run), "--method", "mlp", "--set", "train.lr=1"]) == 2
     assert "field.*" in capsys.readouterr().err
-    assert main(["convert", str(teacher_run), "--to", "mlp", "--out", str(teacher_run)]) == 2
+    assert main(["convert", str(teacher_run), "--method", "mlp", "--out", str(teacher_run)]) == 2
     assert "holds a hashgrid NeRF run; refusing to write an mlp NeRF run there" in capsys.readouterr().err
 
 

@@ -1,7 +1,9 @@
 """``omnifield pde list`` and ``omnifield pde solve PROBLEM --solver SOLVER``.
 
 Dispatches through :mod:`omnifield.pde.registry`; the modules in its
-``PLUGIN_MODULES`` register their problems and solvers when imported.
+``PLUGIN_MODULES`` register their problems and solvers when imported. The
+command only builds the solver's typed config (the solver's ``configure`` hook:
+defaults, options, ``--set KEY=VALUE``) and runs it in the output folder.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
-from omnifield.errors import OmnifieldError
 from omnifield.io.run_folder import claim_output
 from omnifield.pde import registry
+from omnifield.pde.solvers.settings import check_numbers
 
 
 def register(subparsers) -> None:
@@ -33,6 +35,13 @@ def register(subparsers) -> None:
     solve.add_argument("--out", type=Path, default=None, help="output folder (default runs/pde/PROBLEM_SOLVER)")
     solve.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     solve.add_argument("--quiet", action="store_true", help="no progress bar")
+    solve.add_argument("--minutes", type=float, default=None,
+                       help="training time budget in minutes, besides the steps (0 or omitted: none); the run stops "
+                            "at whichever limit comes first")
+    solve.add_argument("--resume", action="store_true", help="continue the solve in --out from its checkpoint")
+    solve.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="set any field of the solver's config, e.g. lbfgs_block=20 or checkpoint_every_s=10 "
+                            "(repeatable)")
     hooks = {id(hook): hook for hook in registry.solver_argument_hooks().values()}  # shared hooks add flags once
     for add_arguments in hooks.values():
         add_arguments(solve)
@@ -52,31 +61,17 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-# Numeric options that may be 0 (0 = none / the default); every other numeric option must be > 0.
-ZERO_ALLOWED = {"seed", "lbfgs_steps", "lbfgs_points", "lbfgs_resample_every", "condition_weight", "adaptive_k",
-                "adaptive_c"}
-
-
-def _check_options(args: argparse.Namespace) -> None:
-    """Refuse a numeric option out of range (``--steps -5``, ``--lr 0``): > 0, or >= 0 for :data:`ZERO_ALLOWED`."""
-    for dest, value in vars(args).items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or dest == "seed":
-            continue
-        if value < 0 or (value == 0 and dest not in ZERO_ALLOWED):
-            bound = ">= 0" if dest in ZERO_ALLOWED else "> 0"
-            raise OmnifieldError(f"pde solve: --{dest.replace('_', '-')} must be {bound}, got {value}")
-
-
 def _solve(args: argparse.Namespace) -> int:
     import torch
 
     registry.get_problem(args.problem)  # validate the name and options before any work
     run = registry.get_solver(args.solver)
-    _check_options(args)
+    check_numbers(vars(args))
+    args.out = args.out or Path("runs") / "pde" / f"{args.problem}_{args.solver}"
+    claim_output(args.out, "PDE solution", continues=True)
+    config = registry.solver_configure(args.solver)(args.problem, args)
     torch.set_num_threads(max(1, args.threads))
-    out_dir = args.out or Path("runs") / "pde" / f"{args.problem}_{args.solver}"
-    claim_output(out_dir, "PDE solution", continues=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = run(args.problem, args, out_dir)
+    args.out.mkdir(parents=True, exist_ok=True)
+    metrics = run(args.problem, config, args.out)
     print(json.dumps({"problem": args.problem, "solver": args.solver, **metrics}, indent=None))
     return 0

@@ -1,10 +1,11 @@
 """Problems and solvers by name, shared by every PDE solver and the ``omnifield pde`` command.
 
 A problem factory takes no arguments and returns a problem object.
-A solver is ``run(problem_name, args, out_dir) -> metrics`` where ``args`` is the
-parsed ``argparse.Namespace`` of ``omnifield pde solve`` and ``metrics`` a dict
-of JSON-able numbers (``rel_l2`` at least). A solver may also pass
-``add_arguments(parser)`` to contribute its own command-line options.
+A solver is ``run(problem_name, config, out_dir) -> metrics`` where ``config`` is
+the solver's registered config dataclass and ``metrics`` a dict of JSON-able
+numbers (``rel_l2`` at least). For ``omnifield pde solve`` a solver also passes
+``add_arguments(parser)`` (its command-line options) and ``configure(problem_name,
+args) -> config``, which builds its config from the parsed options.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ PLUGIN_MODULES = [
     "omnifield.pde.insr",
 ]
 
-SolverRun = Callable[[str, argparse.Namespace, Path], dict]
+SolverRun = Callable[[str, Any, Path], dict]
 
 _PROBLEMS: dict[str, Callable[[], Any]] = {}
 _SOLVERS: dict[str, SolverRun] = {}
 _SOLVER_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {}
+_SOLVER_CONFIGURE: dict[str, Callable[[str, argparse.Namespace], Any]] = {}
 
 
 def load_plugins() -> None:
@@ -44,11 +46,14 @@ def register_solver(
     name: str,
     run: SolverRun,
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    configure: Callable[[str, argparse.Namespace], Any] | None = None,
 ) -> None:
-    """Register ``run(problem_name, args, out_dir) -> metrics`` under ``name``."""
+    """Register ``run(problem_name, config, out_dir) -> metrics`` under ``name``, with its command-line hooks."""
     _SOLVERS[name] = run
     if add_arguments is not None:
         _SOLVER_ARGUMENTS[name] = add_arguments
+    if configure is not None:
+        _SOLVER_CONFIGURE[name] = configure
 
 
 def problem_names() -> list[str]:
@@ -75,6 +80,14 @@ def get_solver(name: str) -> SolverRun:
     if name not in _SOLVERS:
         raise OmnifieldError(f"unknown PDE solver {name!r}; choose from: {', '.join(solver_names())}")
     return _SOLVERS[name]
+
+
+def solver_configure(name: str) -> Callable[[str, argparse.Namespace], Any]:
+    """``configure(problem_name, args) -> config`` of solver ``name`` (:class:`OmnifieldError` if it has none)."""
+    get_solver(name)
+    if name not in _SOLVER_CONFIGURE:
+        raise OmnifieldError(f"PDE solver {name!r} cannot be configured from the command line")
+    return _SOLVER_CONFIGURE[name]
 
 
 def solver_argument_hooks() -> dict[str, Callable[[argparse.ArgumentParser], None]]:

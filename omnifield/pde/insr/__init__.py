@@ -10,19 +10,20 @@ from omnifield.pde.insr.elasticity import ElasticityProblem
 from omnifield.pde.insr.field import SpatialField, SpatialFieldConfig
 from omnifield.pde.insr.problem import InsrProblem, Stage, StageContext
 from omnifield.pde.insr.rules import RULES, step_residual
-from omnifield.pde.insr.run import add_arguments, run
+from omnifield.pde.insr.run import InsrSettings, add_arguments, configure, run
 from omnifield.pde.insr.stepper import InsrStepper, StepperConfig
 from omnifield.pde.insr.taylor_green import TaylorGreenProblem
 
 registry.register_problem("advection", AdvectionProblem)
 registry.register_problem("taylor_green", TaylorGreenProblem)
 registry.register_problem("elasticity", ElasticityProblem)
-registry.register_solver("insr", run, add_arguments)
+registry.register_solver("insr", run, add_arguments, configure)
 
 __all__ = [
     "AdvectionProblem",
     "ElasticityProblem",
     "InsrProblem",
+    "InsrSettings",
     "InsrStepper",
     "RULES",
     "SpatialField",

@@ -12,6 +12,15 @@ less than ``rel_tol`` of its magnitude, or falls below ``abs_tol`` (or at
 The state (live fields, previous states, sampling RNG, per-step log) saves to
 ``PATH.safetensors`` + ``PATH.json`` and resumes bit-for-bit.
 
+Time stepping runs under the training engine (:class:`InsrTask`): one engine step
+is one time step, the whole inner optimisation of its stages. So the progress bar
+and the step budget count time steps, the engine's step is the stepper's
+``step_index``, and every checkpoint holds a finished time step (the stages' inner
+optimisers are fresh per stage: no optimiser state to carry). A kill loses at most
+the time step in progress, seconds of work; an inner-iteration granularity would
+have to checkpoint a stage half-way (its Adam state, the snapshot it reads, its
+convergence window) for no gain.
+
 Example::
 
     problem = AdvectionProblem(n_steps=5)
@@ -32,10 +41,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save
-from tqdm import tqdm
 
 from omnifield.config import config_from_dict, config_to_dict, register_config
+from omnifield.engine import Engine, LoopConfig
 from omnifield.errors import OmnifieldError
 from omnifield.fields.sine_mlp import SirenConfig
 from omnifield.io.atomic import write_bytes_atomic, write_text_atomic
@@ -156,19 +166,14 @@ class InsrStepper:
         progress: bool = True,
         on_step: Callable[["InsrStepper", dict], None] | None = None,
     ) -> list[dict]:
-        """``n_steps`` steps with a progress bar; ``on_step(stepper, record)`` after each."""
+        """``n_steps`` steps under the engine, with a progress bar; ``on_step(stepper, record)`` after each."""
         if not self.initialised:
             self.initialise()
-        records = []
-        bar = tqdm(range(n_steps), desc="INSR steps", unit="step", disable=not progress)
-        for _ in bar:
-            record = self.step()
-            iters = sum(s["iters"] for s in record["stages"].values())
-            bar.set_postfix(t=f"{self.time:.3g}", iters=iters)
-            if on_step is not None:
-                on_step(self, record)
-            records.append(record)
-        return records
+        if n_steps <= 0:
+            return []
+        task = InsrTask(self, on_step=on_step)
+        task.engine(self.step_index + n_steps, progress=progress).run()
+        return task.records
 
     def _redraw(self, module: torch.nn.Module) -> None:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator))
@@ -201,9 +206,8 @@ class InsrStepper:
         tail = losses[-w:]
         return {"iters": len(losses), "loss": sum(tail) / len(tail)}
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write ``path.safetensors`` (weights, previous states, RNG) and ``path.json`` (configs, step, log)."""
-        base = Path(path).with_suffix("")
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """``(tensors, meta)``: weights, previous states and RNG; configs, step and log (what :meth:`save` writes)."""
         tensors: dict[str, torch.Tensor] = {"rng": self.generator.get_state()}
         for k, state in enumerate([self.fields] + self.history[1:]):
             prefix = "fields" if k == 0 else f"history.{k}"
@@ -219,12 +223,36 @@ class InsrStepper:
             "n_history": len(self.history),
             "log": self.log,
         }
-        write_bytes_atomic(base.with_suffix(".safetensors"), save(tensors))  # no safetensors-owned temporary
-        write_text_atomic(base.with_suffix(".json"), json.dumps(meta, indent=1))
+        return tensors, meta
 
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "InsrStepper":
-        """Rebuild a stepper written by :meth:`save` (problem and configs come from the JSON)."""
+    def restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], where: str = "INSR state") -> None:
+        """Continue from :meth:`state` (of a stepper built from the same configs: :meth:`from_meta`)."""
+        states: list[Fields] = []
+        for k in range(max(1, meta["n_history"])):
+            prefix = "fields" if k == 0 else f"history.{k}"
+            state = {}
+            for name, fcfg in self.field_cfgs.items():
+                module = fcfg.build()
+                own = {key[len(prefix) + len(name) + 2 :]: v for key, v in tensors.items() if key.startswith(f"{prefix}.{name}.")}
+                try:
+                    module.load_state_dict(own)
+                except RuntimeError as exc:
+                    raise OmnifieldError(f"{where}: weights of {prefix}.{name} do not match its config ({exc})") from None
+                state[name] = module
+            states.append(state)
+        self.fields = states[0]
+        self.history = [frozen_copy(states[0])] + [frozen_copy(s) for s in states[1:]] if meta["n_history"] else []
+        self.generator.set_state(tensors["rng"])
+        self.step_index = int(meta["step"])
+        self.log = list(meta["log"])
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write ``path.safetensors`` (weights, previous states, RNG) and ``path.json`` (configs, step, log)."""
+        write_state(path, *self.state())
+
+    @staticmethod
+    def read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The ``(tensors, meta)`` that :meth:`save` wrote to ``path`` (checked to be an INSR state)."""
         base = Path(path).with_suffix("")
         meta_path, weights_path = base.with_suffix(".json"), base.with_suffix(".safetensors")
         for p in (meta_path, weights_path):
@@ -238,28 +266,98 @@ class InsrStepper:
             raise OmnifieldError(f"{meta_path}: not an INSR checkpoint (expected format {FORMAT!r})")
         try:
             tensors = load_file(str(weights_path))
+            with safe_open(str(weights_path), "pt") as fh:
+                embedded = (fh.metadata() or {}).get("meta")
         except Exception as exc:  # noqa: BLE001 - any read failure is a corrupt file
             raise OmnifieldError(f"{weights_path}: cannot read safetensors ({exc})") from None
-        problem = config_from_dict(meta["problem"], f"{meta_path}:problem")
-        stepper = cls(problem, config_from_dict(meta["stepper"], f"{meta_path}:stepper"))
-        stepper.field_cfgs = {n: config_from_dict(c, f"{meta_path}:fields.{n}") for n, c in meta["fields"].items()}
-        states: list[Fields] = []
-        for k in range(max(1, meta["n_history"])):
-            prefix = "fields" if k == 0 else f"history.{k}"
-            state = {}
-            for name, fcfg in stepper.field_cfgs.items():
-                module = fcfg.build()
-                own = {key[len(prefix) + len(name) + 2 :]: v for key, v in tensors.items() if key.startswith(f"{prefix}.{name}.")}
-                try:
-                    module.load_state_dict(own)
-                except RuntimeError as exc:
-                    raise OmnifieldError(f"{weights_path}: weights of {prefix}.{name} do not match its config ({exc})") from None
-                state[name] = module
-            states.append(state)
-        stepper.fields = states[0]
-        stepper.history = [frozen_copy(states[0])] + [frozen_copy(s) for s in states[1:]] if meta["n_history"] else []
-        stepper.generator.set_state(tensors["rng"])
-        stepper.step_index = int(meta["step"])
-        stepper.log = list(meta["log"])
+        return tensors, json.loads(embedded) if embedded else meta  # the copy written with the tensors
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any], where: str = "INSR state") -> "InsrStepper":
+        """A stepper of the problem and configs named in ``meta`` (weights still to :meth:`restore`)."""
+        problem = config_from_dict(meta["problem"], f"{where}:problem")
+        stepper = cls(problem, config_from_dict(meta["stepper"], f"{where}:stepper"))
+        stepper.field_cfgs = {n: config_from_dict(c, f"{where}:fields.{n}") for n, c in meta["fields"].items()}
         return stepper
 
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "InsrStepper":
+        """Rebuild a stepper written by :meth:`save` (problem and configs come from the JSON)."""
+        tensors, meta = cls.read(path)
+        where = str(Path(path).with_suffix(".json"))
+        stepper = cls.from_meta(meta, where)
+        stepper.restore(tensors, meta, str(Path(path).with_suffix(".safetensors")))
+        return stepper
+
+
+class InsrTask:
+    """The engine task of an :class:`InsrStepper`: each engine step is one time step (see the module docstring).
+
+    ``checkpoint`` (``PATH.json``; ``None``: none) receives the engine's checkpoints in the stepper's format.
+    ``observe(stepper) -> [M, C]`` (optional) records the state after every step in ``frames`` (by step
+    index, kept in checkpoints); ``on_step(stepper, record)`` runs after each step; ``records`` holds the
+    steps' records of this run.
+    """
+
+    optimizer = None  # every stage trains with its own fresh Adam: nothing to carry between steps
+
+    def __init__(self, stepper: InsrStepper, checkpoint: Path | None = None,
+                 observe: Callable[[InsrStepper], torch.Tensor] | None = None,
+                 on_step: Callable[[InsrStepper, dict], None] | None = None):
+        self.stepper, self.checkpoint, self.observe, self.on_step = stepper, checkpoint, observe, on_step
+        self.frames: dict[int, torch.Tensor] = {}
+        self.records: list[dict] = []
+
+    def engine(self, n_steps: int, progress: bool = True, minutes: float = 0.0, checkpoint_every_s: float = 0.0,
+               log_path: Path | None = None) -> Engine:
+        """An engine that steps to time step ``n_steps`` (and/or for ``minutes``), starting at the stepper's step."""
+        loop = LoopConfig(steps=n_steps, minutes=minutes, log_every=1, checkpoint_every_s=checkpoint_every_s,
+                          progress=progress)
+        engine = Engine(self, loop, log_path=log_path, description="INSR steps", postfix=("t", "iters", "loss"),
+                        where=str(self.checkpoint.parent) if self.checkpoint is not None else "")
+        engine.step = self.stepper.step_index
+        return engine
+
+    def record_frame(self) -> None:
+        """Observe the current state (once per step index)."""
+        if self.observe is not None and self.stepper.step_index not in self.frames:
+            with torch.no_grad():
+                self.frames[self.stepper.step_index] = self.observe(self.stepper)
+
+    def training_step(self, step: int, progress: float) -> tuple[None, dict[str, float]]:
+        """One time step (its stages optimise themselves)."""
+        record = self.stepper.step()
+        self.record_frame()
+        if self.on_step is not None:
+            self.on_step(self.stepper, record)
+        self.records.append(record)
+        stages = record["stages"].values()
+        return None, {"loss": sum(s["loss"] for s in stages), "iters": float(sum(s["iters"] for s in stages)),
+                      "t": self.stepper.time}
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The stepper's state and the frames."""
+        tensors, meta = self.stepper.state()
+        tensors.update({f"frame.{k}": v for k, v in self.frames.items()})
+        return tensors, meta
+
+    def restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Continue from :meth:`state`."""
+        self.stepper.restore(tensors, meta, str(self.checkpoint or "INSR state"))
+        self.frames = {int(k[len("frame."):]): v for k, v in tensors.items() if k.startswith("frame.")}
+
+    def write_checkpoint(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """``PATH.safetensors`` + ``PATH.json`` in the stepper's format (the engine's entries beside)."""
+        if self.checkpoint is not None:
+            write_state(self.checkpoint, tensors, meta)
+
+
+def write_state(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """``path.safetensors`` (the tensors, and ``meta`` in its header) then ``path.json`` (``meta``), each atomically.
+
+    The header's copy keeps the pair consistent when a kill falls between the two writes."""
+    base = Path(path).with_suffix("")
+    text = json.dumps(meta, indent=1)
+    blob = save({k: v.contiguous() for k, v in tensors.items()}, metadata={"meta": text})
+    write_bytes_atomic(base.with_suffix(".safetensors"), blob)  # no safetensors-owned temporary
+    write_text_atomic(base.with_suffix(".json"), text)

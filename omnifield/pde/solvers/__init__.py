@@ -3,10 +3,10 @@
 Gaussians). Importing this package registers them."""
 
 from omnifield.pde.registry import register_solver
-from omnifield.pde.solvers.run import SOLVERS, run_solver, solve
-from omnifield.pde.solvers.settings import add_solver_arguments
+from omnifield.pde.solvers.run import SOLVERS, SolveConfig, configure, run_solver, solve
+from omnifield.pde.solvers.settings import SolverSettings, add_solver_arguments
 
 for _name in SOLVERS:
-    register_solver(_name, run_solver(_name), add_arguments=add_solver_arguments)
+    register_solver(_name, run_solver(_name), add_arguments=add_solver_arguments, configure=configure)
 
-__all__ = ["SOLVERS", "run_solver", "solve"]
+__all__ = ["SOLVERS", "SolveConfig", "SolverSettings", "run_solver", "solve"]

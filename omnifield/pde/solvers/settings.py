@@ -1,49 +1,89 @@
-"""Solver settings: defaults per solver, tuned overrides per (problem, solver), then command-line flags."""
+"""Solver settings: defaults per solver, tuned overrides per (problem, solver), then options given.
+
+:class:`SolverSettings` is a registered config. Its fields carry their command-line help in their
+metadata, and :func:`add_solver_arguments` turns every field into an option (``n_interior`` ->
+``--n-interior``; a bool becomes ``--double/--no-double``), so a new setting is one field. Fields
+marked ``flag=False`` are set through the command's own options (``--steps``, ``--minutes``) or
+``--set KEY=VALUE`` only. :func:`settings_for` resolves the three layers of values.
+"""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, fields, replace
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping
 
+from omnifield.config import register_config
+from omnifield.config_overrides import apply_override
 from omnifield.errors import OmnifieldError
 from omnifield.pde.field import ENCODINGS
 from omnifield.pde.solvers.loss import SAMPLINGS
 
 
+def _opt(default: Any, help: str, **metadata: Any) -> Any:  # noqa: A002 - argparse's word
+    """A settings field with its command-line ``help`` (and optional ``choices``, ``metavar``, ``flag``)."""
+    return field(default=default, metadata={"help": help, **metadata})
+
+
+@register_config("pde_solver")
 @dataclass
 class SolverSettings:
     """Everything a solve needs besides the problem (sizes chosen for a 2-core CPU)."""
 
-    field: str = "none"
-    arch: str = "mlp"
-    width: int = 20
-    depth: int = 4
-    n_harmonics: int = 1
-    lr: float = 1e-3
-    encoding_lr: float | None = None  # None: lr times the backend's ENCODING_LR_SCALE
-    lr_final: float = 1e-4
-    steps: int = 2000
-    lbfgs_steps: int = 500
-    n_interior: int = 2000
-    n_condition: int = 200
-    sampling: str = "uniform"
-    resample_every: int = 100
-    adaptive_k: float = 0.0
-    adaptive_c: float = 1.0
-    condition_weight: float = 1.0
-    chunks: int = 32
-    eps: str = "0.01,0.1,1,10,100"
-    experts: int = 4
-    basis: int = 64
-    constraint_points: int = 48
-    n_gaussians: int = 400
-    gaussian_sigma: float = 0.05
-    gaussian_features: int = 4
-    gaussian_neighbors: int = 0
-    double: bool = False
-    lbfgs_double: bool = False
-    lbfgs_points: int = 0
-    lbfgs_resample_every: int = 0
+    field: str = _opt("none", f"backend of the unknown: {', '.join(ENCODINGS)} (none = plain tanh MLP on coordinates; "
+                              "cam = that MLP with coordinate-aware modulation grids)", metavar="NAME")
+    arch: str = _opt("mlp", "decoder: plain tanh MLP or the gated modified MLP of Wang et al. (causal PINN)",
+                     choices=("mlp", "modified"))
+    width: int = _opt(20, "MLP width")
+    depth: int = _opt(4, "MLP hidden layers")
+    n_harmonics: int = _opt(1, "periodic embedding harmonics (no encoding only)")
+    lr: float = _opt(1e-3, "Adam learning rate (decays exponentially to --lr-final)")
+    encoding_lr: float | None = _opt(None, "Adam learning rate of the grid/basis parameters (default: --lr x 10 for "
+                                           "triplane, neurbf, cam; --lr otherwise); decays with --lr")
+    lr_final: float = _opt(1e-4, "Adam learning rate at the last step")
+    steps: int = _opt(2000, "Adam steps", flag=False)  # the command's --steps
+    lbfgs_steps: int = _opt(500, "L-BFGS iterations after Adam (0: none)")
+    n_interior: int = _opt(2000, "collocation points per batch")
+    n_condition: int = _opt(200, "points per initial/boundary condition per batch")
+    sampling: str = _opt("uniform", "collocation points: independent uniform, or scrambled Sobol sets (even cover)",
+                         choices=SAMPLINGS)
+    resample_every: int = _opt(100, "Adam steps between collocation resamplings")
+    adaptive_k: float = _opt(0.0, "residual-adaptive sampling (RAD) exponent k: density ~ |r|^k/mean + c (0 = uniform)")
+    adaptive_c: float = _opt(1.0, "RAD's uniform share c (default 1)")
+    condition_weight: float = _opt(1.0, "weight of the soft initial/boundary losses")
+    chunks: int = _opt(32, "causal: number of time chunks")
+    eps: str = _opt("0.01,0.1,1,10,100", "causal: comma-separated eps schedule, e.g. 0.01,0.1,1,10,100")
+    experts: int = _opt(4, "moe: number of experts (slabs along the first axis)")
+    basis: int = _opt(64, "moe: basis functions per expert")
+    constraint_points: int = _opt(48, "moe: constraint points per expert and output")
+    n_gaussians: int = _opt(400, "pig: number of Gaussians")
+    gaussian_sigma: float = _opt(0.05, "pig: initial Gaussian standard deviation (unit cube)")
+    gaussian_features: int = _opt(4, "pig: features per Gaussian")
+    gaussian_neighbors: int = _opt(0, "pig: nearest Gaussians summed per point (0 = all; K must cover ~3 sigma or "
+                                      "the sum jumps)")
+    double: bool = _opt(False, "float64 training")
+    lbfgs_double: bool = _opt(False, "switch to float64 for the L-BFGS phase (Adam stays in the --double/float32 "
+                                     "precision)")
+    lbfgs_points: int = _opt(0, "collocation points of the fixed L-BFGS batch (0: --n-interior)")
+    lbfgs_resample_every: int = _opt(0, "L-BFGS iterations between fresh collocation batches (0: one batch "
+                                        "throughout)")
+    lbfgs_block: int = _opt(50, "L-BFGS iterations per block: the loss is checked (a block that turns it non-finite "
+                                "is undone and ends the phase), causal weights are renewed and the bar moves once "
+                                "per block")
+    grad_clip: float = _opt(0.0, "clip the norm of the Adam gradient (0 = off)")
+    minutes: float = _opt(0.0, "time budget in minutes (0 = none)", flag=False)  # the command's --minutes
+    checkpoint_every_s: float = _opt(60.0, "seconds between checkpoints (also written at the end and on Ctrl-C)",
+                                     flag=False)
+    log_every: int = _opt(10, "steps between log.jsonl lines", flag=False)
+
+    def check(self) -> None:
+        """Refuse an unknown field backend and numbers out of range (see :func:`check_numbers`)."""
+        if self.field not in ENCODINGS:
+            raise OmnifieldError(f"--field: unknown field {self.field!r}; choose from {', '.join(ENCODINGS)}")
+        check_numbers(dataclasses.asdict(self), zero_allowed=ZERO_ALLOWED | {"steps"})  # steps=0: L-BFGS only
 
 
 SOLVER_DEFAULTS: dict[str, dict] = {
@@ -71,57 +111,80 @@ PROBLEM_DEFAULTS: dict[tuple[str, str], dict] = {
                            "gaussian_features": 8},
 }
 
+# Numeric options that may be 0 (0 = none / the default); every other numeric option must be > 0.
+ZERO_ALLOWED = {"seed", "lbfgs_steps", "lbfgs_points", "lbfgs_resample_every", "condition_weight", "adaptive_k",
+                "adaptive_c", "grad_clip", "minutes", "checkpoint_every_s", "gaussian_neighbors"}
+
+
+def check_numbers(values: Mapping[str, Any], where: str = "pde solve", zero_allowed: set[str] = ZERO_ALLOWED) -> None:
+    """Refuse a number out of range (``steps=-5``, ``lr=0``, NaN): > 0, or >= 0 for ``zero_allowed``.
+
+    ``values`` maps option names (``n_interior``) to values; others than numbers (and ``seed``) pass."""
+    for name, value in values.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or name == "seed":
+            continue
+        flag = f"--{name.replace('_', '-')}"
+        if not math.isfinite(value):
+            raise OmnifieldError(f"{where}: {flag} must be a finite number, got {value}")
+        if value < 0 or (value == 0 and name not in zero_allowed):
+            bound = ">= 0" if name in zero_allowed else "> 0"
+            raise OmnifieldError(f"{where}: {flag} must be {bound}, got {value}")
+
+
+def _flag_fields() -> list[dataclasses.Field]:
+    return [f for f in fields(SolverSettings) if f.metadata.get("flag", True)]
+
+
+def _value_type(cls: type, name: str) -> type:
+    """The declared type of field ``name`` of dataclass ``cls`` (``float`` for ``float | None``)."""
+    hint = typing.get_type_hints(cls)[name]
+    return next((t for t in typing.get_args(hint) if t is not type(None)), hint)
+
 
 def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of the PINN-family solvers (all optional; unset ones keep the tuned defaults)."""
+    """One option per :class:`SolverSettings` field (all optional; unset ones keep the tuned defaults)."""
     g = parser.add_argument_group("PINN / causal / hard / moe / pig options")
-    g.add_argument("--field", metavar="NAME",
-                   help=f"backend of the unknown: {', '.join(ENCODINGS)} (none = plain tanh MLP on coordinates; "
-                        "cam = that MLP with coordinate-aware modulation grids)")
-    g.add_argument("--arch", choices=("mlp", "modified"),
-                   help="decoder: plain tanh MLP or the gated modified MLP of Wang et al. (causal PINN)")
-    g.add_argument("--width", type=int, help="MLP width")
-    g.add_argument("--depth", type=int, help="MLP hidden layers")
-    g.add_argument("--n-harmonics", type=int, help="periodic embedding harmonics (no encoding only)")
-    g.add_argument("--lr", type=float, help="Adam learning rate (decays exponentially to --lr-final)")
-    g.add_argument("--encoding-lr", type=float,
-                   help="Adam learning rate of the grid/basis parameters (default: --lr x 10 for triplane, neurbf, cam; "
-                        "--lr otherwise); decays with --lr")
-    g.add_argument("--lr-final", type=float, help="Adam learning rate at the last step")
-    g.add_argument("--lbfgs-steps", type=int, help="L-BFGS iterations after Adam (0: none)")
-    g.add_argument("--n-interior", type=int, help="collocation points per batch")
-    g.add_argument("--n-condition", type=int, help="points per initial/boundary condition per batch")
-    g.add_argument("--sampling", choices=SAMPLINGS,
-                   help="collocation points: independent uniform, or scrambled Sobol sets (even cover)")
-    g.add_argument("--resample-every", type=int, help="Adam steps between collocation resamplings")
-    g.add_argument("--adaptive-k", type=float,
-                   help="residual-adaptive sampling (RAD) exponent k: density ~ |r|^k/mean + c (0 = uniform)")
-    g.add_argument("--adaptive-c", type=float, help="RAD's uniform share c (default 1)")
-    g.add_argument("--condition-weight", type=float, help="weight of the soft initial/boundary losses")
-    g.add_argument("--chunks", type=int, help="causal: number of time chunks")
-    g.add_argument("--eps", type=str, help="causal: comma-separated eps schedule, e.g. 0.01,0.1,1,10,100")
-    g.add_argument("--experts", type=int, help="moe: number of experts (slabs along the first axis)")
-    g.add_argument("--basis", type=int, help="moe: basis functions per expert")
-    g.add_argument("--constraint-points", type=int, help="moe: constraint points per expert and output")
-    g.add_argument("--n-gaussians", type=int, help="pig: number of Gaussians")
-    g.add_argument("--gaussian-sigma", type=float, help="pig: initial Gaussian standard deviation (unit cube)")
-    g.add_argument("--gaussian-features", type=int, help="pig: features per Gaussian")
-    g.add_argument("--gaussian-neighbors", type=int,
-                   help="pig: nearest Gaussians summed per point (0 = all; K must cover ~3 sigma or the sum jumps)")
-    g.add_argument("--double", action=argparse.BooleanOptionalAction, default=None, help="float64 training")
-    g.add_argument("--lbfgs-double", action=argparse.BooleanOptionalAction, default=None,
-                   help="switch to float64 for the L-BFGS phase (Adam stays in the --double/float32 precision)")
-    g.add_argument("--lbfgs-points", type=int, help="collocation points of the fixed L-BFGS batch (0: --n-interior)")
-    g.add_argument("--lbfgs-resample-every", type=int,
-                   help="L-BFGS iterations between fresh collocation batches (0: one batch throughout)")
+    for f in _flag_fields():
+        kind = _value_type(SolverSettings, f.name)
+        extra = {k: f.metadata[k] for k in ("choices", "metavar") if k in f.metadata}
+        if kind is bool:
+            extra["action"] = argparse.BooleanOptionalAction
+        else:
+            extra["type"] = kind
+        g.add_argument(f"--{f.name.replace('_', '-')}", default=None, help=f.metadata["help"], **extra)
 
 
-def resolve_settings(solver: str, problem: str, args: argparse.Namespace) -> SolverSettings:
-    """Defaults of ``solver``, then the tuned ``(problem, solver)`` overrides, then any flag that was given."""
-    s = replace(SolverSettings(), **SOLVER_DEFAULTS.get(solver, {}))
-    s = replace(s, **PROBLEM_DEFAULTS.get((problem, solver), {}))
-    given = {f.name: getattr(args, f.name) for f in fields(SolverSettings) if getattr(args, f.name, None) is not None}
-    s = replace(s, **given)
-    if s.field not in ENCODINGS:
-        raise OmnifieldError(f"--field: unknown field {s.field!r}; choose from {', '.join(ENCODINGS)}")
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`SolverSettings` values given as options (those of :func:`add_solver_arguments`, ``--steps``
+    and ``--minutes``; ``None`` means not given)."""
+    names = [f.name for f in fields(SolverSettings)]
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def override_config(cfg: Any, assignment: str, root: str = "settings") -> Any:
+    """``cfg`` with ``--set KEY=VALUE`` applied (:func:`~omnifield.config_overrides.apply_override`); a field
+    whose value is ``None`` (unset) parses as its declared type."""
+    name, sep, text = assignment.partition("=")
+    name = name.strip()
+    if sep and name in {f.name for f in fields(cfg)} and getattr(cfg, name) is None:
+        kind = _value_type(type(cfg), name)
+        try:
+            value = kind(text)
+        except ValueError:
+            raise OmnifieldError(f"--set {name}: expected a {kind.__name__}, got {text!r}") from None
+        return replace(cfg, **{name: value})
+    return apply_override(cfg, assignment, root)
+
+
+def settings_for(solver: str, problem: str, given: Mapping[str, Any] | None = None,
+                 overrides: tuple[str, ...] | list[str] = (), base: SolverSettings | None = None) -> SolverSettings:
+    """Defaults of ``solver``, then the tuned ``(problem, solver)`` overrides (or ``base``, e.g. a resumed run's
+    settings), then the ``given`` options, then ``--set`` ``overrides``; checked."""
+    if base is None:
+        base = replace(SolverSettings(), **SOLVER_DEFAULTS.get(solver, {}))
+        base = replace(base, **PROBLEM_DEFAULTS.get((problem, solver), {}))
+    s = replace(base, **dict(given or {}))
+    for assignment in overrides:
+        s = override_config(s, assignment)
+    s.check()
     return s
