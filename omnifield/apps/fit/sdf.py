@@ -114,8 +114,9 @@ def fit_sdf(mesh: trimesh.Trimesh, field_cfg: Any, cfg: FitSDFConfig, checkpoint
     NeuRBF k-means and the first step come before)."""
     torch.manual_seed(cfg.seed)
     box = mesh_box(mesh, cfg.padding)
-    if resume is not None and not np.allclose(field_cfg.aabb, box, rtol=1e-5, atol=1e-6):
-        raise OmnifieldError(f"--resume: the fit in {checkpoint} was of another mesh (box {tuple(field_cfg.aabb)}, "
+    fitted_box = ((resume[1].get("config") or {}).get("field") or {}).get("aabb") if resume is not None else None
+    if fitted_box is not None and not np.allclose(fitted_box, box, rtol=1e-5, atol=1e-6):
+        raise OmnifieldError(f"--resume: the fit in {checkpoint} was of another mesh (box {tuple(fitted_box)}, "
                              f"this mesh's is {box}): pass the same mesh")
     field_cfg = replace_config(field_cfg, aabb=box)
     field = field_cfg.build()
