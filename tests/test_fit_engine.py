@@ -58,11 +58,19 @@ def _fit_world(loop, checkpoint, resume):  # the cosine learning rate follows th
     return field
 
 
-@pytest.mark.parametrize("fit", [_fit_image, _fit_sdf, _fit_world], ids=["image", "sdf", "world"])
-def test_ctrl_c_then_resume_equals_a_straight_run(fit, tmp_path, monkeypatch):
-    # the native kernels' threaded gradient sums (the SDF's double backward) vary in the last bits from run
-    # to run; the pure-torch twins repeat exactly, so any difference here is the resume's
+@pytest.fixture
+def repeatable(monkeypatch):
+    """Bit-for-bit repeatable training, so any difference is the resume's: the pure-torch twins on one
+    thread (threaded gradient sums, such as the SDF's double backward, vary in their last bits)."""
+    threads = torch.get_num_threads()
     monkeypatch.setenv("OMNIFIELD_BACKEND", "torch")
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("fit", [_fit_image, _fit_sdf, _fit_world], ids=["image", "sdf", "world"])
+def test_ctrl_c_then_resume_equals_a_straight_run(fit, tmp_path, monkeypatch, repeatable):
     loop = LoopConfig(steps=STEPS, progress=False)
     straight = fit(loop, tmp_path / "straight.safetensors", None).state_dict()
 
@@ -108,7 +116,8 @@ def test_sigkill_then_resume_continues_from_the_checkpoint(tmp_path):
     out, log, budget = tmp_path / "fit", tmp_path / "log", 100_000
     src = str(REPO / "data" / "astronaut" / "astronaut.png")
     common = ["fit", "image", src, "--size", "16", "--params", "2000", "--out", str(out), "--quiet", "--threads", "1"]
-    every_step = ["--set", "fit.loop.checkpoint_every_s=0", "--set", "fit.loop.log_every=1", "--set", "fit.batch_pixels=64"]
+    every_step = ["--set", "fit.loop.checkpoint_every_s=0", "--set", "fit.loop.log_every=1",
+                  "--set", "fit.batch_pixels=64"]
     proc = _start([*common, "--steps", str(budget), *every_step], log)
     deadline = time.monotonic() + 300
     while _checkpoint_step(out / "checkpoint.safetensors") < 3:

@@ -155,13 +155,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     tasks = fit.add_subparsers(dest="task", metavar="TASK")
     image = tasks.add_parser("image", help="fit an RGB image (PSNR)")
     image.add_argument("image", help="image file (png, jpg, ...)")
-    image.add_argument("--size", type=int, default=256, help="resize so the longer side has this many pixels (default 256)")
+    image.add_argument("--size", type=int, default=256,
+                       help="resize so the longer side has this many pixels (default 256)")
     _common(image, 150_000)
     image.set_defaults(func=cmd_image)
     sdf = tasks.add_parser("sdf", help="fit a mesh's signed distance, export the marching-cubes mesh")
     sdf.add_argument("mesh", help="triangle mesh (obj, ply, stl, ...)")
     sdf.add_argument("--resolution", type=int, default=128, help="marching-cubes grid resolution (default 128)")
-    sdf.add_argument("--samples", type=int, default=200_000, help="training points with exact signed distances (default 200000)")
+    sdf.add_argument("--samples", type=int, default=200_000,
+                     help="training points with exact signed distances (default 200000)")
     _common(sdf, 400_000)
     sdf.set_defaults(func=cmd_sdf)
     fit.set_defaults(func=lambda args: fit.print_help() or 2)

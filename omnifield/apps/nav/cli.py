@@ -132,10 +132,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     run = nav_sub.add_parser("run", help="fly a quadrotor through a procedural room with vision-only state estimation")
     run.add_argument("--out", default="outputs/nav", help="output folder (plot, video, metrics, learned field)")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=int, default=0, help="random seed of the room, the field fit and the flight (default 0)")
     run.add_argument("--pillars", type=int, default=5, help="number of pillars in the room")
-    run.add_argument("--fit-steps", type=int, default=600, help="steps fitting the learned field to the room (default 600); a fit in --out "
-                     "with the same steps and seed is re-used, or continued when it was cut short")
+    run.add_argument("--fit-steps", type=int, default=600,
+                     help="steps fitting the learned field to the room (default 600); a fit in --out with the same "
+                          "steps and seed is re-used, or continued when it was cut short")
     run.add_argument("--quick", action="store_true", help="small settings: a shorter, coarser flight (under a minute)")
     run.set_defaults(func=cmd_run)
 
