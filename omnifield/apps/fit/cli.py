@@ -138,7 +138,8 @@ def _common(parser: argparse.ArgumentParser, default_params: int) -> None:
     parser.add_argument("--backend", choices=BACKENDS, default="hashgrid", help="field backend (default hashgrid)")
     parser.add_argument("--params", type=int, default=default_params,
                         help=f"parameter budget the backend is sized to (default {default_params})")
-    add_loop_arguments(parser, steps=2000, resume_what="the fit in --out (its configs; the budget options apply)")
+    add_loop_arguments(parser, steps=2000,
+                       resume_what="the fit in --out, with its own configs and this command's budget,")
     parser.add_argument("--seconds", type=float, default=None,
                         help="old form of --minutes: the training time budget in seconds (converted to minutes)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
