@@ -26,7 +26,7 @@ from omnifield.fields.image_field import ImageFieldConfig
 from omnifield.fields.mlp import MLPConfig
 from omnifield.fields.radiance import RadianceFieldConfig
 from omnifield.fields.sdf_field import SDFFieldConfig
-from omnifield.io.checkpoint import load_checkpoint
+from omnifield.io.checkpoint import load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_GRID = HashGridConfig(n_levels=4, log2_hashmap_size=10, base_resolution=4, max_resolution=32)
@@ -147,3 +147,8 @@ def test_old_seconds_budget_is_converted_to_minutes(tmp_path, capsys):
     assert main([*common, "--out", str(tmp_path / "b"), "--seconds", "1", "--minutes", "1"]) == 2
     assert main([*common, "--out", str(tmp_path / "c"), "--resume"]) == 2
     assert "no fit to resume" in capsys.readouterr().err
+    # a fit written before fits could be resumed: its weights alone
+    save_checkpoint(tmp_path / "d" / "checkpoint.safetensors", {"field/w": torch.zeros(1)},
+                    {"config": {"field": {}, "fit": {"type": "fit_image", "steps": 3}}})
+    assert main([*common, "--out", str(tmp_path / "d"), "--resume"]) == 2
+    assert "holds no training state to continue" in capsys.readouterr().err

@@ -62,6 +62,9 @@ def _configs(args: argparse.Namespace, fresh: Callable[[], tuple[Any, Any]]) -> 
         if not (out / CHECKPOINT).is_file():
             raise OmnifieldError(f"{out}: no fit to resume (no {CHECKPOINT}); start one without --resume")
         tensors, meta = load_checkpoint(out / CHECKPOINT)
+        if "step" not in meta:
+            raise OmnifieldError(f"{out}: this fit holds no training state to continue (it was written before fits "
+                                 f"could be resumed); start a new one without --resume")
         configs = meta.get("config") if isinstance(meta.get("config"), dict) else {}
         field_cfg = config_from_dict(configs.get("field"), f"{out / CHECKPOINT} field config")
         fit_cfg = config_from_dict(configs.get("fit"), f"{out / CHECKPOINT} fit config")
