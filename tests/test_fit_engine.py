@@ -120,12 +120,14 @@ def test_sigkill_then_resume_continues_from_the_checkpoint(tmp_path):
                   "--set", "fit.batch_pixels=64"]
     proc = _start([*common, "--steps", str(budget), *every_step], log)
     deadline = time.monotonic() + 300
-    while _checkpoint_step(out / "checkpoint.safetensors") < 3:
-        assert proc.poll() is None, log.with_suffix(".err").read_text()[-2000:]
-        assert time.monotonic() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        while _checkpoint_step(out / "checkpoint.safetensors") < 3:
+            assert proc.poll() is None, log.with_suffix(".err").read_text()[-2000:]
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)  # a no-op when it has exited already
+        proc.wait()
     killed_at = _checkpoint_step(out / "checkpoint.safetensors")
     assert killed_at >= 3
     final = killed_at + 5
