@@ -28,6 +28,7 @@ from omnifield.apps.fit.image import FitImageConfig, fit_image, load_image  # no
 from omnifield.apps.fit.presets import BACKENDS, count_parameters, field_for_budget  # noqa: E402
 from omnifield.apps.fit.sdf import FitSDFConfig, extract_mesh, fit_sdf, load_mesh, mesh_metrics  # noqa: E402
 from omnifield.config import replace_config  # noqa: E402
+from omnifield.engine import LoopConfig  # noqa: E402
 from omnifield.fields.cam import CAMConfig  # noqa: E402
 
 NERF_BACKENDS = ("hashgrid", "hashgrid_cam", "mlp", "mlp_cam", "triplane", "neurbf")
@@ -63,7 +64,7 @@ def image_rows(args) -> list[dict]:
     crops = {"ground truth": image}
 
     def run(setting, backend, cfg, steps, seconds):
-        result = fit_image(image, cfg, FitImageConfig(steps=steps, seconds=seconds, batch_pixels=args.batch))
+        result = fit_image(image, cfg, FitImageConfig(loop=LoopConfig(steps=steps, minutes=seconds / 60), batch_pixels=args.batch))
         field = result["field"]
         act = saved_tensor_megabytes(lambda: field(uv).square().mean())
         rows.append({"task": "image", "setting": setting, "backend": backend, "params": count_parameters(field),
@@ -115,7 +116,7 @@ def sdf_rows(args) -> list[dict]:
     rows = []
 
     def run(setting, backend, cfg, steps, seconds):
-        fit_cfg = FitSDFConfig(steps=steps, seconds=seconds, n_samples=args.sdf_samples, batch_points=args.batch,
+        fit_cfg = FitSDFConfig(loop=LoopConfig(steps=steps, minutes=seconds / 60), n_samples=args.sdf_samples, batch_points=args.batch,
                                mesh_resolution=args.mesh_resolution)
         result = fit_sdf(mesh, cfg, fit_cfg)
         field = result["field"]

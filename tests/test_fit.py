@@ -14,11 +14,18 @@ from omnifield.apps.fit.image import FitImageConfig, fit_image, load_image, psnr
 from omnifield.apps.fit.presets import BACKENDS, count_parameters, field_for_budget
 from omnifield.apps.fit.sdf import FitSDFConfig, extract_mesh, fit_sdf, inside_mesh, mesh_metrics, signed_distance
 from omnifield.cli import main
+from omnifield.engine import LoopConfig
 from omnifield.errors import OmnifieldError
 from omnifield.fields.hashgrid import HashGridConfig
 from omnifield.fields.image_field import pixel_coordinates
 from omnifield.fields.mlp import MLPConfig
 from omnifield.fields.sdf_field import SDFFieldConfig
+
+
+def QUIET(steps: int) -> LoopConfig:
+    """A budget of ``steps`` without a progress bar."""
+    return LoopConfig(steps=steps, progress=False)
+
 
 REPO_DATA = __import__("pathlib").Path(__file__).resolve().parents[1] / "data"
 
@@ -56,7 +63,7 @@ def test_fit_image_beats_the_mean_colour(backend):
     v, u = torch.meshgrid(torch.linspace(0, 1, 24), torch.linspace(0, 1, 24), indexing="ij")
     image = torch.stack([u, v, 0.5 + 0.4 * torch.sin(6 * u) * torch.cos(4 * v)], dim=-1)
     baseline = psnr(image.mean((0, 1)).expand_as(image), image)
-    result = fit_image(image, field_for_budget("image", backend, 20_000), FitImageConfig(steps=60, batch_pixels=576))
+    result = fit_image(image, field_for_budget("image", backend, 20_000), FitImageConfig(batch_pixels=576, loop=QUIET(60)))
     assert result["steps"] == 60 and result["prediction"].shape == image.shape
     assert result["psnr"] > baseline + 5.0, (result["psnr"], baseline)
 
@@ -101,7 +108,7 @@ def test_extract_mesh_recovers_an_analytic_sphere_with_outward_faces():
 
 
 def test_fit_sdf_learns_a_sphere_and_scores_it(sphere):
-    cfg = FitSDFConfig(steps=100, n_samples=8000, batch_points=1024, mesh_resolution=32)
+    cfg = FitSDFConfig(loop=QUIET(100), n_samples=8000, batch_points=1024, mesh_resolution=32)
     tiny = SDFFieldConfig(encoding=HashGridConfig(n_levels=4, log2_hashmap_size=10, base_resolution=4, max_resolution=32),
                           decoder=MLPConfig(width=32, n_hidden_layers=1))
     result = fit_sdf(sphere, tiny, cfg)

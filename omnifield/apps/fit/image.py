@@ -6,8 +6,8 @@ magnitude (Sobel) before training, as in the paper.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,11 @@ from skimage.filters import sobel
 from skimage.transform import resize
 
 from omnifield.apps.fit.optim import make_optimizer
-from omnifield.config import register_config
+from omnifield.config import config_to_dict, register_config
 from omnifield.data.images import read_image
+from omnifield.engine import LoopConfig
+from omnifield.engine.regression import FieldFit, run_fit
+from omnifield.errors import OmnifieldError
 from omnifield.fields.image_field import ImageField, pixel_coordinates
 from omnifield.metrics import psnr_from_mse
 
@@ -26,15 +29,16 @@ from omnifield.metrics import psnr_from_mse
 @register_config("fit_image")
 @dataclass
 class FitImageConfig:
-    """Steps (and optional wall-clock cap in seconds), pixels per batch, learning rates, image size."""
+    """Pixels per batch, learning rates, image size, seed; ``loop``: the budget (steps and/or minutes),
+    log and checkpoint intervals of the training engine."""
 
-    steps: int = 2000
-    seconds: float = 0.0
+    backend: str = ""  # the preset the field was sized from (a label for reports)
     batch_pixels: int = 16384
     lr_grid: float = 1e-2
     lr_mlp: float = 1e-3
     size: int = 256
     seed: int = 0
+    loop: LoopConfig = dataclass_field(default_factory=lambda: LoopConfig(steps=2000))
 
 
 def load_image(path: str | Path, size: int = 0) -> torch.Tensor:
@@ -69,26 +73,34 @@ def init_rbf_centers(field: ImageField, image: torch.Tensor) -> None:
     field.encoding.init_centers(uv, torch.from_numpy(grad.reshape(-1)).float() + 1e-3)
 
 
-def fit_image(image: torch.Tensor, field_cfg: Any, cfg: FitImageConfig) -> dict[str, Any]:
-    """Train a field on ``image [H, W, 3]``. Returns ``{"field", "psnr", "seconds", "steps", "prediction"}``;
-    ``seconds`` counts training only (not the NeuRBF k-means)."""
+def fit_image(image: torch.Tensor, field_cfg: Any, cfg: FitImageConfig, checkpoint: Path | None = None,
+              resume: tuple[dict, dict] | None = None, log: Path | None = None) -> dict[str, Any]:
+    """Train a field on ``image [H, W, 3]`` with random pixel batches and MSE, under ``cfg.loop``.
+
+    ``checkpoint``: where the training state is saved (None: nowhere); ``resume``: ``(tensors, meta)`` of
+    such a checkpoint to continue exactly; ``log``: a ``log.jsonl`` path. Returns ``{"field", "psnr",
+    "seconds", "steps", "prediction" [H, W, 3]}``; ``seconds`` counts training only (not the NeuRBF
+    k-means nor the first step, which compiles kernels)."""
     torch.manual_seed(cfg.seed)
     height, width = image.shape[:2]
+    if resume is not None and resume[1].get("image_shape") != [height, width]:
+        raise OmnifieldError(f"--resume: the image is {height}x{width} pixels, the fit in {checkpoint} was of "
+                             f"another ({resume[1].get('image_shape')}): pass the same image and --size")
     field = field_cfg.build()
-    init_rbf_centers(field, image)
-    optimizer = make_optimizer(field, cfg.lr_grid, cfg.lr_mlp)
+    if resume is None:
+        init_rbf_centers(field, image)
     uv_all = pixel_coordinates(height, width).reshape(-1, 2)
     rgb_all = image.reshape(-1, 3)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    start = time.perf_counter()
-    step = 0
-    while step < cfg.steps and not (cfg.seconds > 0 and time.perf_counter() - start > cfg.seconds):
-        idx = torch.randint(0, uv_all.shape[0], (min(cfg.batch_pixels, uv_all.shape[0]),), generator=generator)
-        loss = torch.mean((field(uv_all[idx]) - rgb_all[idx]) ** 2)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-    seconds = time.perf_counter() - start
+    n_batch = min(cfg.batch_pixels, uv_all.shape[0])
+
+    def batch_loss(generator: torch.Generator) -> torch.Tensor:
+        idx = torch.randint(0, uv_all.shape[0], (n_batch,), generator=generator)
+        return torch.mean((field(uv_all[idx]) - rgb_all[idx]) ** 2)
+
+    meta = {"config": {"field": config_to_dict(field_cfg), "fit": config_to_dict(cfg)}, "image_shape": [height, width]}
+    task = FieldFit(field, make_optimizer(field, cfg.lr_grid, cfg.lr_mlp), batch_loss, cfg.seed,
+                    checkpoint=checkpoint, meta=meta)
+    engine = run_fit(task, cfg.loop, resume, "fit image", log)
     prediction = render_image(field, height, width)
-    return {"field": field, "psnr": psnr(prediction, image), "seconds": seconds, "steps": step, "prediction": prediction}
+    return {"field": field, "psnr": psnr(prediction, image), "seconds": engine.elapsed, "steps": engine.step,
+            "prediction": prediction}

@@ -10,8 +10,8 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,9 @@ from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes
 
 from omnifield.apps.fit.optim import make_optimizer
-from omnifield.config import register_config, replace_config
+from omnifield.config import config_to_dict, register_config, replace_config
+from omnifield.engine import LoopConfig
+from omnifield.engine.regression import FieldFit, run_fit
 from omnifield.errors import OmnifieldError
 from omnifield.fields.sdf_field import SDFField
 
@@ -31,10 +33,10 @@ from omnifield.fields.sdf_field import SDFField
 @register_config("fit_sdf")
 @dataclass
 class FitSDFConfig:
-    """Steps (and optional wall-clock cap), samples, batch, losses, learning rates, marching-cubes grid."""
+    """Samples, batch, losses, learning rates, marching-cubes grid; ``loop``: the budget (steps and/or
+    minutes), log and checkpoint intervals of the training engine."""
 
-    steps: int = 2000
-    seconds: float = 0.0
+    backend: str = ""  # the preset the field was sized from (a label for reports)
     n_samples: int = 200000
     batch_points: int = 8192
     near_sigma: float = 0.01  # offsets of near-surface samples, in units of the box size
@@ -44,6 +46,7 @@ class FitSDFConfig:
     mesh_resolution: int = 128
     padding: float = 0.1
     seed: int = 0
+    loop: LoopConfig = dataclass_field(default_factory=lambda: LoopConfig(steps=2000))
 
 
 def load_mesh(path: str | Path) -> trimesh.Trimesh:
@@ -103,32 +106,41 @@ def init_rbf_centers(field: SDFField, points: torch.Tensor, sdf: torch.Tensor, s
         field.encoding.init_centers(field.normalize(points), 1.0 / (sdf.abs() + 0.01 * size))
 
 
-def fit_sdf(mesh: trimesh.Trimesh, field_cfg: Any, cfg: FitSDFConfig) -> dict[str, Any]:
-    """Train a signed-distance field of ``mesh``. Returns ``{"field", "seconds", "steps", "loss"}``
-    (``seconds``: training only; the target sampling and the NeuRBF k-means come before)."""
+def fit_sdf(mesh: trimesh.Trimesh, field_cfg: Any, cfg: FitSDFConfig, checkpoint: Path | None = None,
+            resume: tuple[dict, dict] | None = None, log: Path | None = None) -> dict[str, Any]:
+    """Train a signed-distance field of ``mesh`` under ``cfg.loop`` (L1 to exact distances + eikonal).
+
+    ``checkpoint``, ``resume``, ``log``: as for :func:`~omnifield.apps.fit.image.fit_image`. Returns
+    ``{"field", "seconds", "steps", "loss"}`` (``seconds``: training only; the target sampling, the
+    NeuRBF k-means and the first step come before)."""
     torch.manual_seed(cfg.seed)
     box = mesh_box(mesh, cfg.padding)
-    field = replace_config(field_cfg, aabb=box).build()
+    fitted_box = ((resume[1].get("config") or {}).get("field") or {}).get("aabb") if resume is not None else None
+    if fitted_box is not None and not np.allclose(fitted_box, box, rtol=1e-5, atol=1e-6):
+        raise OmnifieldError(f"--resume: the fit in {checkpoint} was of another mesh (box {tuple(fitted_box)}, "
+                             f"this mesh's is {box}): pass the same mesh")
+    field_cfg = replace_config(field_cfg, aabb=box)
+    field = field_cfg.build()
     points, sdf = sample_sdf_targets(mesh, box, cfg.n_samples, cfg.near_sigma, cfg.seed)
     size = box[3] - box[0]
-    init_rbf_centers(field, points, sdf, size)
+    if resume is None:
+        init_rbf_centers(field, points, sdf, size)
     n_uniform = cfg.n_samples // 4
-    optimizer = make_optimizer(field, cfg.lr_grid, cfg.lr_mlp)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    start, step, loss = time.perf_counter(), 0, torch.tensor(0.0)
-    while step < cfg.steps and not (cfg.seconds > 0 and time.perf_counter() - start > cfg.seconds):
+
+    def batch_loss(generator: torch.Generator) -> torch.Tensor:
         idx = torch.randint(0, points.shape[0], (cfg.batch_points,), generator=generator)
-        pred = field(points[idx])
-        loss = torch.mean(torch.abs(pred - sdf[idx])) / size
+        loss = torch.mean(torch.abs(field(points[idx]) - sdf[idx])) / size
         if cfg.eikonal_weight > 0:
             eik_idx = torch.randint(0, n_uniform, (cfg.batch_points // 4,), generator=generator)
             _, grad = field.sdf_and_gradient(points[eik_idx])
             loss = loss + cfg.eikonal_weight * torch.mean((grad.norm(dim=-1) - 1.0) ** 2)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-    return {"field": field, "seconds": time.perf_counter() - start, "steps": step, "loss": float(loss.detach())}
+        return loss
+
+    meta = {"config": {"field": config_to_dict(field_cfg), "fit": config_to_dict(cfg)}}
+    task = FieldFit(field, make_optimizer(field, cfg.lr_grid, cfg.lr_mlp), batch_loss, cfg.seed,
+                    checkpoint=checkpoint, meta=meta)
+    engine = run_fit(task, cfg.loop, resume, "fit sdf", log)
+    return {"field": field, "seconds": engine.elapsed, "steps": engine.step, "loss": task.stats.get("loss", 0.0)}
 
 
 @torch.no_grad()

@@ -25,24 +25,31 @@ BYTES_PER_CELL = 64  # density, occupancy, ESDF and the distance transform's wor
 
 
 def learned_room_field(world, out: Path, fit_steps: int, seed: int):
-    """The learned model of the room: re-opened from ``out`` when fitted before with the same settings."""
-    from omnifield.apps.nav.world_fit import fit_field_to_world, small_hashgrid_config
-    from omnifield.config import config_from_dict, config_to_dict
-    from omnifield.io.checkpoint import load_checkpoint, load_module_state, module_state, save_checkpoint
+    """The learned model of the room, fitted by the training engine into ``out/learned_field.safetensors``:
+    re-opened when fitted there before with the same settings; a fit cut short there (Ctrl-C, a crash)
+    continues from its checkpoint."""
+    from omnifield.apps.nav.world_fit import WorldFitConfig, fit_field_to_world, small_hashgrid_config
+    from omnifield.config import config_to_dict
+    from omnifield.engine import LoopConfig
+    from omnifield.io.checkpoint import load_checkpoint, load_module_state
 
     path = out / FIELD_FILE
     recipe = {"fit_steps": fit_steps, "seed": seed}
+    cfg = small_hashgrid_config(ROOM_AABB)
+    field = cfg.build()
+    resume = None
     if path.is_file():
         tensors, meta = load_checkpoint(path)
         if meta.get("recipe") == recipe:
-            field = config_from_dict(meta["field"], f"{path} field config").build()
-            load_module_state("field", field, tensors, str(path))
-            return field
-    cfg = small_hashgrid_config(ROOM_AABB)
-    field = cfg.build()
-    print(f"fitting a hash-grid field to the room ({fit_steps} steps)...", flush=True)
-    fit_field_to_world(world, field, steps=fit_steps, batch=4096, seed=seed)
-    save_checkpoint(path, module_state("field", field), {"field": config_to_dict(cfg), "recipe": recipe})
+            if meta.get("step", fit_steps) >= fit_steps:  # a finished fit (files from before the engine hold no step)
+                load_module_state("field", field, tensors, str(path))
+                return field
+            resume = (tensors, meta)
+    fit_cfg = WorldFitConfig(batch=4096, seed=seed, loop=LoopConfig(steps=fit_steps))
+    continuing = f", continuing at step {resume[1].get('step')}" if resume else ""
+    print(f"fitting a hash-grid field to the room ({fit_steps} steps{continuing})...", flush=True)
+    fit_field_to_world(world, field, fit_cfg, checkpoint=path, meta={"field": config_to_dict(cfg), "recipe": recipe},
+                       resume=resume, log=out / "learned_field_log.jsonl")
     return field
 
 
@@ -138,9 +145,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     run = nav_sub.add_parser("run", help="fly a quadrotor through a procedural room with vision-only state estimation")
     run.add_argument("--out", default="outputs/nav", help="output folder (plot, video, metrics, learned field)")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=int, default=0, help="random seed of the room, the field fit and the flight (default 0)")
     run.add_argument("--pillars", type=int, default=5, help="number of pillars in the room")
-    run.add_argument("--fit-steps", type=int, default=600, help="steps fitting the learned field to the room")
+    run.add_argument("--fit-steps", type=int, default=600,
+                     help="steps fitting the learned field to the room (default 600); a fit in --out with the same "
+                          "steps and seed is re-used, or continued when it was cut short")
     run.add_argument("--quick", action="store_true", help="small settings: a shorter, coarser flight (under a minute)")
     run.set_defaults(func=cmd_run)
 
