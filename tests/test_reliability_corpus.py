@@ -394,7 +394,7 @@ CORPUS += [
     ("train-splat-over-nerf-run", command("train", "@scene", "--method", "splat", "--out", "@out", "--steps", "2"),
      r"existing holds a hashgrid NeRF run; refusing to write a splat run there \(use another --out\)"),
     ("train-splat-resume-over-nerf-run", command("train", "@scene", "--method", "splat", "--out", "@out", "--resume"),
-     r"--resume: splat training cannot continue a run"),
+     r"existing holds a hashgrid NeRF run; refusing to write a splat run there \(use another --out\)"),
     ("train-mlp-resume-on-hashgrid-run", command("train", "@scene", "--method", "mlp", "--out", "@out", "--resume"),
      r"holds a hashgrid NeRF run; refusing to write an mlp NeRF run there"),
     ("train-over-splat-run", command("train", "@scene", "--out", "@out", *RUN_FLAGS, out=_splat_checkpoint),

@@ -89,9 +89,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     _claim_run_folder(args)
     if args.method == "splat":
-        from omnifield.apps.splat import train_splat
+        from omnifield.apps.splat import splat_configs, train_splat
 
-        train_splat(Path(args.data), Path(args.out), args)
+        cfg, loop = splat_configs(args)
+        train_splat(Path(args.data), Path(args.out), cfg, loop, device=args.device, resume=args.resume)
         return 0
     device = resolve_device(args.device)
     group = distributed.init_from_environment(device)
@@ -112,12 +113,8 @@ def _claim_run_folder(args: argparse.Namespace) -> None:
         resumable = args.resume and found is not None and found.endswith(" NeRF run")
         args.method = found.split()[0] if resumable else "hashgrid"
     args.out = args.out or f"outputs/{Path(args.data).name}-{args.method}"
-    if args.method == "splat":
-        if args.resume:
-            raise OmnifieldError("--resume: splat training cannot continue a run; train into a new --out")
-        claim_output(args.out, "splat run")
-    else:
-        claim_output(args.out, f"{args.method} NeRF run", continues=args.resume, hint="pass --resume to continue it")
+    kind = "splat run" if args.method == "splat" else f"{args.method} NeRF run"
+    claim_output(args.out, kind, continues=args.resume, hint="pass --resume to continue it")
 
 
 def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: torch.device) -> int:
