@@ -25,7 +25,7 @@ from tests.test_splat_training import TINY, _train, tiny_data  # noqa: F401 - fi
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parents[1]
-DENSE = dict(refine_start=5, refine_every=10, densify_until=0.9, sh_interval=15, evaluate=False)
+DENSE = {"refine_start": 5, "refine_every": 10, "densify_until": 0.9, "sh_interval": 15, "evaluate": False}
 
 
 def _interrupt_at(monkeypatch, stop: int) -> None:
@@ -50,7 +50,7 @@ def test_interrupted_and_resumed_run_equals_the_straight_run(tiny_data, tmp_path
     checkpoint equal (Gaussians, Adam moments, RNG states, density-control accumulators), with densification
     in both halves (the count changes before and after the checkpoint) and, for Compact-3DGS, RVQ on."""
     n = 24 if compact else 30
-    kw = {**DENSE, **(dict(compact=True, rvq_from=0.25) if compact else {})}
+    kw = {**DENSE, **({"compact": True, "rvq_from": 0.25} if compact else {})}
     straight = tmp_path / "straight"
     _train(tiny_data, straight, steps=n, **kw)
 

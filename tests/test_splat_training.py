@@ -11,22 +11,21 @@ import pytest
 import torch
 
 from omnifield.apps.splat import SplatTrainConfig, train_splat
+from omnifield.apps.splat.compact import CompactGaussianScene
 from omnifield.apps.splat.density_control import DensityControl, DensityControlConfig
 from omnifield.apps.splat.init import points_from_density
-from omnifield.io.points import read_point_cloud
 from omnifield.apps.splat.losses import s3im_on_pixels
 from omnifield.apps.splat.run import load_splat_run
 from omnifield.apps.splat.train import color_field_lr_factor, make_optimizer
-from omnifield.apps.splat.compact import CompactGaussianScene
 from omnifield.cli import main as cli_main
 from omnifield.engine import LoopConfig
 from omnifield.errors import OmnifieldError
 from omnifield.fields.gaussians import GaussianScene
 from omnifield.io.checkpoint import load_checkpoint, save_checkpoint
+from omnifield.io.points import read_point_cloud
 from omnifield.io.splat_ply import load_splat_ply
 from omnifield.renderers.cameras import Cameras, look_at
 from omnifield.renderers.splat import SplatRenderer
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -135,8 +134,8 @@ def tiny_data(tmp_path_factory):
     return root
 
 
-TINY = dict(n_init=300, aabb=(-1.0, -1.0, -1.0, 1.0, 1.0, 1.0), sh_interval=100, refine_start=40, refine_every=20,
-            densify_until=0.7)
+TINY = {"n_init": 300, "aabb": (-1.0, -1.0, -1.0, 1.0, 1.0, 1.0), "sh_interval": 100, "refine_start": 40,
+        "refine_every": 20, "densify_until": 0.7}
 
 
 def _train(data, out, steps: int = 150, minutes: float = 0.0, device: str = "auto", resume: bool = False,

@@ -19,7 +19,6 @@ from omnifield.io.checkpoint import load_checkpoint
 from omnifield.io.splat_ply import save_splat_ply
 
 DEFAULTS = SplatTrainConfig()
-LOG_EVERY = 100  # the density-control period: its reports land in the log
 
 
 def add_splat_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,7 +86,7 @@ def splat_configs(args: argparse.Namespace) -> tuple[SplatTrainConfig, LoopConfi
             rvq_from=args.rvq_from, mask_lambda=args.mask_lambda, mask_lr=args.mask_lr, color_lr=args.color_lr,
             color_lr_decay_at=tuple(args.color_lr_decay_at), s3im_weight=args.s3im_weight,
             downscale=args.downscale, seed=args.seed, evaluate=not args.no_eval, eval_views=args.eval_views)
-        stored_loop = LoopConfig(log_every=LOG_EVERY)
+        stored_loop = LoopConfig()  # a log line every 100 steps, the density-control period: its reports show
     loop = loop_config(args, log_every=stored_loop.log_every, checkpoint_every_s=stored_loop.checkpoint_every_s)
     roots = {"splat": cfg, "loop": loop}
     for assignment in assignments:

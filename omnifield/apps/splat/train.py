@@ -134,8 +134,6 @@ class SplatTask:
     ``checkpoint.safetensors`` in ``out_dir`` with ``record`` as its settings.
     """
 
-    counters = ()
-
     def __init__(self, scene: GaussianScene, data: Scene, cfg: SplatTrainConfig, generator: torch.Generator,
                  out_dir: Path, record: dict[str, Any], log_every: int = 100):
         self.scene, self.cfg, self.generator = scene, cfg, generator
@@ -168,7 +166,7 @@ class SplatTask:
             if group["name"] == "means":
                 group["lr"] = group["base_lr"] * 0.01**progress
             elif group["name"] == "color_field":
-                group["lr"] = group["base_lr"] * color_field_lr_factor(step, progress, tuple(cfg.color_lr_decay_at))
+                group["lr"] = group["base_lr"] * color_field_lr_factor(step, progress, cfg.color_lr_decay_at)
         view = int(self.order[step % len(self.order)])
         out = self.renderer.render_camera(scene, self.cameras, view)
         if self.random_background:  # rendered on black: add a random colour where the Gaussians leave light through
