@@ -146,3 +146,24 @@ def test_sigkill_then_resume_continues_from_the_checkpoint(tiny_data, tmp_path):
     _, meta = load_checkpoint(out / CHECKPOINT)
     assert meta["step"] == steps and json.loads((out / "metrics.json").read_text())["steps"] == steps
     assert len(load_splat_ply(out / "scene.ply")) == len(load_splat_run(out))
+
+
+def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path, capsys,  # noqa: F811
+                                                                        monkeypatch):
+    import omnifield.apps.splat.train as train_module
+
+    clean, calls = train_module.photometric_loss, []
+
+    def nan_from_the_sixth_step(pred, target):
+        calls.append(1)
+        return clean(pred, target) * (float("nan") if len(calls) > 5 else 1.0)
+
+    monkeypatch.setattr(train_module, "photometric_loss", nan_from_the_sixth_step)
+    run = tmp_path / "run"
+    code = main(["train", str(tiny_data), "--method", "splat", "--out", str(run), "--steps", "10", "--no-eval",
+                 "--n-init", "300", "--set", "loop.checkpoint_every_s=0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("omnifield: error: training diverged at step 5 (loss is nan)"), err
+    assert not any("Traceback" in line for line in err) and not (run / "scene.ply").exists()
+    tensors, meta = load_checkpoint(run / CHECKPOINT)
+    assert meta["step"] == 5 and all(torch.isfinite(tensors[k]).all() for k in ("means", "sh_dc", "log_scales"))
