@@ -16,6 +16,7 @@ from omnifield.config_overrides import apply_override
 from omnifield.engine import LoopConfig
 from omnifield.errors import OmnifieldError
 from omnifield.io.checkpoint import load_checkpoint
+from omnifield.io.run_folder import checkpoint_meta
 from omnifield.io.splat_ply import save_splat_ply
 
 DEFAULTS = SplatTrainConfig()
@@ -86,7 +87,7 @@ def splat_configs(args: argparse.Namespace) -> tuple[SplatTrainConfig, LoopConfi
             rvq_from=args.rvq_from, mask_lambda=args.mask_lambda, mask_lr=args.mask_lr, color_lr=args.color_lr,
             color_lr_decay_at=tuple(args.color_lr_decay_at), s3im_weight=args.s3im_weight,
             downscale=args.downscale, seed=args.seed, evaluate=not args.no_eval, eval_views=args.eval_views)
-        stored_loop = LoopConfig()  # a log line every 100 steps, the density-control period: its reports show
+        stored_loop = LoopConfig()  # log_every 100 = the density-control period, so its reports reach the log
     loop = loop_config(args, log_every=stored_loop.log_every, checkpoint_every_s=stored_loop.checkpoint_every_s)
     roots = {"splat": cfg, "loop": loop}
     for assignment in assignments:
@@ -98,8 +99,8 @@ def splat_configs(args: argparse.Namespace) -> tuple[SplatTrainConfig, LoopConfi
 
 
 def _run_configs(run_dir: Path) -> tuple[SplatTrainConfig, LoopConfig]:
-    """The settings a splat run was trained with, from its checkpoint."""
-    _, meta = load_checkpoint(run_dir / CHECKPOINT)
+    """The settings a splat run was trained with, from its checkpoint's header."""
+    meta = checkpoint_meta(run_dir / CHECKPOINT) or load_checkpoint(run_dir / CHECKPOINT)[1]  # that names the fault
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     where = f"{run_dir / CHECKPOINT} config"
     cfg = config_from_dict(config.get("options"), f"{where}.options")
@@ -108,8 +109,6 @@ def _run_configs(run_dir: Path) -> tuple[SplatTrainConfig, LoopConfig]:
         raise OmnifieldError(f"{run_dir / CHECKPOINT}: holds no training state (written by an older omnifield or "
                              "by convert), so it cannot continue; train into a new --out")
     return cfg, loop
-
-
 
 
 def cmd_export_splat(args: argparse.Namespace) -> int:
