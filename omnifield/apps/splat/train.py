@@ -9,9 +9,9 @@ on black. ``--init auto`` starts from the capture's sparse points, else from poi
 training rays between the per-view depth bounds (LLFF), else from random points in ``--aabb``.
 
 Per step: one random training view is rendered, loss ``0.8 L1 + 0.2 (1 - SSIM)`` (+ the mask loss
-for Compact-3DGS, + S3IM over 4096 random pixels with ``--loss.s3im-weight``), Adam with 3DGS/gsplat
-learning rates (means: ``1.6e-4 * scene_scale`` decayed 100x), then adaptive density control
-(:mod:`.density_control`). The SH degree rises by one every ``--sh-interval`` steps. With
+for Compact-3DGS, + S3IM over 4096 random pixels with ``--loss.s3im-weight``), adaptive density control
+(:mod:`.density_control`) between the backward pass and the step of Adam with 3DGS/gsplat learning rates
+(means: ``1.6e-4 * scene_scale`` decayed 100x). The SH degree rises by one every ``--sh-interval`` steps. With
 ``--minutes`` the run is driven by time: densification stops at ``--densify-until`` of the budget and
 RVQ (Compact-3DGS) starts at ``--rvq-from``.
 
