@@ -27,20 +27,16 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from omnifield.apps.splat import add_splat_arguments, train_splat
+from omnifield.apps.splat import SplatTrainConfig, train_splat
+from omnifield.engine import LoopConfig
 from omnifield.fields.gaussians import build_covariances
 from omnifield.renderers.splat.projection import project_gaussians, project_splats
 from omnifield.renderers.splat.rasterize import _rasterize_to_pixels, rasterize_to_pixels
 
 
-def splat_args(minutes: float, compact: bool, seed: int, extra: dict) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_splat_arguments(parser)
-    args = parser.parse_args([])
-    args.steps, args.minutes, args.seed, args.compact, args.no_eval = 0, minutes, seed, compact, False
-    for key, value in extra.items():
-        setattr(args, key, value)
-    return args
+def splat_configs(minutes: float, compact: bool, seed: int, extra: dict) -> tuple[SplatTrainConfig, LoopConfig]:
+    """The splat settings (``extra``: fields of :class:`SplatTrainConfig`) and a budget of ``minutes``."""
+    return SplatTrainConfig(compact=compact, seed=seed, **extra), LoopConfig(minutes=minutes)
 
 
 def run_nerf(data: Path, out: Path, minutes: float, eval_views: int, device: str) -> dict:
@@ -165,7 +161,7 @@ def main() -> None:
     nerf_out = work / "nerf"
     eval_views = 2 if args.quick else args.eval_views
     common = {"eval_views": eval_views, "n_init": n_init, "refine_start": 100 if args.quick else 300,
-              "max_gaussians": 60000, "device": args.device}
+              "max_gaussians": 60000}
     for key, label in (("nerf", "hash-grid NeRF"), ("3dgs", "3DGS"), ("compact", "Compact-3DGS")):
         if key not in methods:
             if label not in previous:
@@ -175,7 +171,7 @@ def main() -> None:
             rows.append(run_nerf(data, nerf_out, minutes, eval_views, args.device))
         else:
             out = work / label
-            m = train_splat(data, out, splat_args(minutes, key == "compact", args.seed, common))
+            m = train_splat(data, out, *splat_configs(minutes, key == "compact", args.seed, common), device=args.device)
             rows.append({"method": label, "psnr": m["psnr"], "ssim": m["ssim"], "n_gaussians": m["n_gaussians"],
                          "size_mb": m["size_mb"], "train_seconds": m["train_seconds"],
                          "render_fps": m["render_fps"], "steps": m["steps"]})

@@ -3,7 +3,6 @@ and splat training on them (initialisation from the capture, random background, 
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -12,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from omnifield.apps.splat import add_splat_arguments, train_splat
+from omnifield.apps.splat import SplatTrainConfig, train_splat
 from omnifield.apps.splat.init import points_from_views
 from omnifield.apps.splat.train import initial_scene, resolve_init
 from omnifield.data.llff import llff_to_opengl
 from omnifield.data.scene import depth_bounds_from_points, detect_format, load_scene, scene_normalization
+from omnifield.engine import LoopConfig
 from omnifield.errors import OmnifieldError
 from omnifield.io.points import save_points_ply
 from omnifield.renderers.cameras import Cameras
@@ -180,8 +180,8 @@ def test_colmap_scene_points_near_far_and_splat_init_default(tmp_path):
     _transforms_with_points(tmp_path, {})
     scene = load_scene(tmp_path, "train")
     assert resolve_init("auto", scene) == "scene"
-    opts = {"init": "scene", "aabb": [-1.0] * 3 + [1.0] * 3, "sh_degree": 0}
-    gaussians = initial_scene(opts, torch.Generator().manual_seed(0), scene)
+    cfg = SplatTrainConfig(init="scene", aabb=(-1.0,) * 3 + (1.0,) * 3, sh_degree=0)
+    gaussians = initial_scene(cfg, torch.Generator().manual_seed(0), scene)
     assert torch.equal(gaussians.means, scene.points.xyz)
     no_points = type(scene)(scene.images, scene.cameras, scene.names)
     assert resolve_init("auto", no_points) == "random"
@@ -207,20 +207,15 @@ def test_points_from_views_lie_on_their_pixels_rays_within_the_bounds():
     assert torch.equal(colours, data.images[view, row, col])
 
 
-def _args(**kw) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_splat_arguments(parser)
-    args = parser.parse_args([])
-    args.steps, args.minutes, args.seed, args.no_eval, args.downscale = 3, 0.0, 0, False, 8
-    args.n_init, args.sh_degree = 500, 0
-    for key, value in kw.items():
-        setattr(args, key, value)
-    return args
+def _train_splat(data, out, steps: int = 3, **kw) -> dict:
+    """``train_splat`` for ``steps`` with small settings (``kw`` override them)."""
+    cfg = SplatTrainConfig(**{"downscale": 8, "n_init": 500, "sh_degree": 0, **kw})
+    return train_splat(data, out, cfg, LoopConfig(steps=steps, progress=False))
 
 
 def test_splat_training_on_fern_holds_out_every_8th_view_at_the_chosen_downscale(tmp_path):
     torch.set_num_threads(1)
-    metrics = train_splat(FERN, tmp_path / "run", _args())
+    metrics = _train_splat(FERN, tmp_path / "run")
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert len(config["train_views"]) == 17
     assert not {"image000", "image008", "image016"} & set(config["train_views"])
@@ -228,7 +223,7 @@ def test_splat_training_on_fern_holds_out_every_8th_view_at_the_chosen_downscale
     render = iio.imread(tmp_path / "run" / "renders" / "test" / "000.png")
     assert render.shape == (47, 63, 3)  # 504x378 / 8
     with pytest.raises(OmnifieldError, match="downscale"):
-        train_splat(FERN, tmp_path / "bad", _args(downscale=0))
+        _train_splat(FERN, tmp_path / "bad", downscale=0)
 
 
 def test_random_background_makes_the_gaussians_cover_photos_without_alpha(tmp_path):
@@ -251,7 +246,7 @@ def test_random_background_makes_the_gaussians_cover_photos_without_alpha(tmp_pa
                     np.full((len(grid), 3), 0.5))
     (tmp_path / "transforms.json").write_text(json.dumps({"fl_x": focal, "w": size, "h": size, "frames": frames,
                                                           "ply_file_path": "pc.ply"}))
-    train_splat(tmp_path, tmp_path / "run", _args(steps=200, downscale=1, no_eval=True, refine_start=10 ** 6))
+    _train_splat(tmp_path, tmp_path / "run", steps=200, downscale=1, evaluate=False, refine_start=10**6)
     from omnifield.apps.splat.run import load_splat_run
     from omnifield.renderers.splat import SplatRenderer
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
@@ -11,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from omnifield.apps.splat import add_splat_arguments, train_splat
+from omnifield.apps.splat import SplatTrainConfig, train_splat
 from omnifield.apps.splat.compact import CompactGaussianScene
 from omnifield.apps.splat.density_control import DensityControl, DensityControlConfig
 from omnifield.apps.splat.init import points_from_density
 from omnifield.apps.splat.run import load_splat_run
 from omnifield.apps.splat.train import color_field_lr_factor, make_optimizer
 from omnifield.cli import main as cli_main
+from omnifield.engine import LoopConfig
 from omnifield.errors import OmnifieldError
 from omnifield.fields.gaussians import GaussianScene
 from omnifield.io.checkpoint import load_checkpoint, save_checkpoint
@@ -134,22 +134,22 @@ def tiny_data(tmp_path_factory):
     return root
 
 
-def _args(**kw) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_splat_arguments(parser)
-    args = parser.parse_args([])
-    args.steps, args.minutes, args.seed, args.no_eval = 150, 0.0, 0, False
-    args.n_init, args.aabb, args.sh_interval = 300, [-1.0, -1.0, -1.0, 1.0, 1.0, 1.0], 100
-    args.refine_start, args.refine_every, args.densify_until = 40, 20, 0.7
-    for key, value in kw.items():
-        setattr(args, key, value)
-    return args
+TINY = {"n_init": 300, "aabb": (-1.0, -1.0, -1.0, 1.0, 1.0, 1.0), "sh_interval": 100, "refine_start": 40,
+        "refine_every": 20, "densify_until": 0.7}
+
+
+def _train(data, out, steps: int = 150, minutes: float = 0.0, device: str = "auto", resume: bool = False,
+           checkpoint_every_s: float = 60.0, **kw) -> dict:
+    """``train_splat`` with the tiny scene's settings (``kw`` override them)."""
+    loop = LoopConfig(steps=steps, minutes=minutes, log_every=10, checkpoint_every_s=checkpoint_every_s,
+                      progress=False)
+    return train_splat(data, out, SplatTrainConfig(**{**TINY, **kw}), loop, device=device, resume=resume)
 
 
 def test_tiny_training_run_learns_and_exports(tiny_data, tmp_path):
     run = tmp_path / "run"
-    metrics = train_splat(tiny_data, run, _args())
-    baseline = train_splat(tiny_data, tmp_path / "untrained", _args(steps=1))
+    metrics = _train(tiny_data, run)
+    baseline = _train(tiny_data, tmp_path / "untrained", steps=1)
     assert metrics["psnr"] > baseline["psnr"] + 6.0, (metrics, baseline)
     assert metrics["psnr"] > 20.0
     assert json.loads((run / "metrics.json").read_text())["psnr"] == metrics["psnr"]
@@ -182,8 +182,8 @@ def test_tiny_compact_run_writes_compressed_file(tiny_data, tmp_path, monkeypatc
     factors = []
     monkeypatch.setattr(train_module, "color_field_lr_factor",
                         lambda *a: factors.append(color_field_lr_factor(*a)) or factors[-1])
-    metrics = train_splat(tiny_data, tmp_path / "compact",
-                          _args(compact=True, steps=80, rvq_from=0.6, color_lr_decay_at=[0.25, 0.5]))
+    metrics = _train(tiny_data, tmp_path / "compact", compact=True, steps=80, rvq_from=0.6,
+                     color_lr_decay_at=(0.25, 0.5))
     assert len(factors) == 80 and factors[-1] == pytest.approx(0.33**2 * 0.802)  # the loop follows the schedule
     assert (tmp_path / "compact" / "scene.ofz").stat().st_size == pytest.approx(metrics["compressed_mb"] * 1e6)
     assert metrics["psnr"] > 18.0
@@ -212,7 +212,7 @@ def test_first_step_does_not_count_against_the_time_budget(tiny_data, tmp_path, 
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(SplatRenderer, "render_camera", slow_first)
-    metrics = train_splat(tiny_data, tmp_path / "run", _args(steps=0, minutes=0.05, no_eval=True))
+    metrics = _train(tiny_data, tmp_path / "run", steps=0, minutes=0.05, evaluate=False)
     assert metrics["steps"] > 5 and metrics["train_seconds"] < 3.5
 
 
@@ -221,7 +221,7 @@ def test_s3im_in_splat_training(tiny_data, tmp_path):
     g = torch.Generator().manual_seed(1)
     assert float(s3im_on_pixels(image, image, g)) == pytest.approx(0.0, abs=1e-6)
     assert float(s3im_on_pixels(image, image.flip(0), g)) > 0.5
-    metrics = train_splat(tiny_data, tmp_path / "s3im", _args(s3im_weight=1.0))
+    metrics = _train(tiny_data, tmp_path / "s3im", s3im_weight=1.0)
     assert metrics["psnr"] > 20.0
 
 
@@ -231,7 +231,7 @@ def test_s3im_in_splat_training(tiny_data, tmp_path):
 def test_tiny_training_run_on_cuda(tiny_data, tmp_path, compact):
     """On CUDA (gsplat when installed, else the torch rasterizer), a run learns and re-opens on the CPU."""
     steps = {"steps": 80, "rvq_from": 0.6} if compact else {}
-    metrics = train_splat(tiny_data, tmp_path / "run", _args(device="cuda", compact=compact, **steps))
+    metrics = _train(tiny_data, tmp_path / "run", device="cuda", compact=compact, **steps)
     assert metrics["psnr"] > (18.0 if compact else 20.0)
     scene = load_splat_run(tmp_path / "run")
     assert scene.means.device.type == "cpu" and len(scene) == len(load_splat_ply(tmp_path / "run" / "scene.ply"))
@@ -239,15 +239,15 @@ def test_tiny_training_run_on_cuda(tiny_data, tmp_path, compact):
 
 def test_bad_options_raise_clear_errors(tiny_data, tmp_path):
     with pytest.raises(OmnifieldError, match="expected auto, cpu, cuda"):
-        train_splat(tiny_data, tmp_path / "x", _args(device="tpu"))
+        _train(tiny_data, tmp_path / "x", device="tpu")
     with pytest.raises(OmnifieldError, match="--init points needs --init-points"):
-        train_splat(tiny_data, tmp_path / "x", _args(init="points"))
+        _train(tiny_data, tmp_path / "x", init="points")
     with pytest.raises(OmnifieldError, match="--densify-until"):
-        train_splat(tiny_data, tmp_path / "x", _args(densify_until=2.0))
+        _train(tiny_data, tmp_path / "x", densify_until=2.0)
     with pytest.raises(OmnifieldError, match="--color-lr-decay-at must be fractions"):
-        train_splat(tiny_data, tmp_path / "x", _args(compact=True, color_lr_decay_at=[0.5, float("nan")]))
+        _train(tiny_data, tmp_path / "x", compact=True, color_lr_decay_at=(0.5, float("nan")))
     with pytest.raises(OmnifieldError, match="s3im-weight must be >= 0"):
-        train_splat(tiny_data, tmp_path / "x", _args(s3im_weight=-1.0))
+        _train(tiny_data, tmp_path / "x", s3im_weight=-1.0)
 
 
 def test_point_cloud_readers(tmp_path):

@@ -9,18 +9,22 @@ on black. ``--init auto`` starts from the capture's sparse points, else from poi
 training rays between the per-view depth bounds (LLFF), else from random points in ``--aabb``.
 
 Per step: one random training view is rendered, loss ``0.8 L1 + 0.2 (1 - SSIM)`` (+ the mask loss
-for Compact-3DGS, + S3IM over 4096 random pixels with ``--loss.s3im-weight``), Adam with 3DGS/gsplat
-learning rates (means: ``1.6e-4 * scene_scale`` decayed 100x), then adaptive density control
-(:mod:`.density_control`). The SH degree rises by one every ``--sh-interval`` steps. With
+for Compact-3DGS, + S3IM over 4096 random pixels with ``--loss.s3im-weight``), adaptive density control
+(:mod:`.density_control`) between the backward pass and the step of Adam with 3DGS/gsplat learning rates
+(means: ``1.6e-4 * scene_scale`` decayed 100x). The SH degree rises by one every ``--sh-interval`` steps. With
 ``--minutes`` the run is driven by time: densification stops at ``--densify-until`` of the budget and
 RVQ (Compact-3DGS) starts at ``--rvq-from``.
+
+The loop is the training engine's (:mod:`omnifield.engine`: budget, progress bar, ``log.jsonl``,
+checkpoints, Ctrl-C, divergence guard); :class:`SplatTask` is the task. Its checkpoint is the run's
+``checkpoint.safetensors`` (:mod:`.run`), so ``--resume`` continues a run exactly where it stopped.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,28 +33,26 @@ import torch
 
 from omnifield.apps.splat.compact import CompactConfig, CompactGaussianScene
 from omnifield.apps.splat.compress import save_compressed
+from omnifield.apps.splat.config import FIELD_LR, FIELD_LR_DECAY_AT, LEARNING_RATES, SplatTrainConfig
 from omnifield.apps.splat.density_control import DensityControl, DensityControlConfig
 from omnifield.apps.splat.init import points_from_density, points_from_views, random_points
-from omnifield.apps.splat.run import save_splat_run
+from omnifield.apps.splat.run import CHECKPOINT, save_splat_run, scene_from_checkpoint
 from omnifield.backend import missing_cuda_library_note, resolve_device
+from omnifield.config import config_to_dict
 from omnifield.data.blender import PosedImages
 from omnifield.data.images import composite_on, to_uint8
 from omnifield.data.scene import Scene, load_scene
+from omnifield.engine import Engine, LoopConfig
 from omnifield.errors import OmnifieldError
 from omnifield.fields.gaussians import GaussianScene
 from omnifield.io.atomic import atomic_path, write_text_atomic
+from omnifield.io.checkpoint import load_checkpoint, remove_stale_temporaries
 from omnifield.io.points import read_point_cloud
 from omnifield.io.splat_ply import save_splat_ply
 from omnifield.losses.photometric import photometric_loss, s3im_on_pixels
-from omnifield.metrics import psnr, ssim
+from omnifield.metrics import psnr, psnr_from_mse, ssim
 from omnifield.renderers.splat import SplatRenderer
 
-LEARNING_RATES = {"means": 1.6e-4, "log_scales": 5e-3, "quats": 1e-3, "opacity_logits": 5e-2,
-                  "sh_dc": 2.5e-3, "sh_rest": 2.5e-3 / 20, "mask_logits": 1e-2}
-FIELD_LR = 1e-2  # hash grid and colour MLP of Compact-3DGS (the paper's code)
-# x0.33 at these fractions of the run. The paper's code: one step at 25k of 30k steps for synthetic objects,
-# three (5k, 15k, 25k) for real scenes; the second set stalls the colour field in a short run.
-FIELD_LR_DECAY_AT = (5 / 6,)
 FIELD_LR_WARMUP_STEPS = 100  # linear ramp from 1% (the paper's code)
 
 
@@ -60,69 +62,6 @@ def color_field_lr_factor(step: int, progress: float, decay_at: tuple[float, ...
     fraction in ``decay_at`` that the run has passed."""
     warmup = min(1.0, 0.01 + 0.99 * step / FIELD_LR_WARMUP_STEPS)
     return warmup * 0.33 ** sum(progress >= fraction for fraction in decay_at)
-
-
-def add_splat_arguments(parser: argparse.ArgumentParser) -> None:
-    """Splat-specific options of ``omnifield train`` (``--steps``, ``--minutes``, ``--seed`` are shared)."""
-    g = parser.add_argument_group("Gaussian splatting (--method splat)")
-    g.add_argument("--init", choices=["auto", "scene", "views", "random", "points", "nerf"], default="auto",
-                   help="initial Gaussians: the capture's sparse points (scene), points on training rays within "
-                        "the per-view depth bounds (views), random points in --aabb, --init-points FILE or "
-                        "--init-nerf's density; auto (default) = scene, else views, else random")
-    g.add_argument("--init-points", metavar="FILE", help="point cloud (.ply or COLMAP points3D.txt) for --init points")
-    g.add_argument("--init-nerf", metavar="RUN", help="trained radiance-field run folder for --init nerf")
-    g.add_argument("--n-init", type=int, default=20000, help="number of initial Gaussians (random / views / nerf)")
-    g.add_argument("--aabb", type=float, nargs=6, default=[-1.5, -1.5, -1.5, 1.5, 1.5, 1.5],
-                   metavar=("XMIN", "YMIN", "ZMIN", "XMAX", "YMAX", "ZMAX"), help="scene box (random init, colour grid)")
-    g.add_argument("--sh-degree", type=int, default=3, choices=[0, 1, 2, 3], help="maximum SH degree")
-    g.add_argument("--sh-interval", type=int, default=1000, help="raise the active SH degree every N steps")
-    g.add_argument("--max-gaussians", type=int, default=200000, help="cap on the number of Gaussians (0 = none)")
-    g.add_argument("--densify-until", type=float, default=0.5, help="fraction of the run with density control")
-    g.add_argument("--refine-every", type=int, default=100, help="density control period in steps")
-    g.add_argument("--reset-every", type=int, default=3000, help="opacity reset period in steps")
-    g.add_argument("--refine-start", type=int, default=500, help="first step of density control")
-    g.add_argument("--eval-views", type=int, default=0, help="evaluate on the first N test views (0 = all)")
-    g.add_argument("--compact", action="store_true", help="Compact-3DGS: masks, hash-grid colour, RVQ, compressed file")
-    g.add_argument("--rvq-from", type=float, default=29 / 30,
-                   help="fraction of the run after which RVQ is on (--compact; paper: the last 1k of 30k steps)")
-    g.add_argument("--mask-lambda", type=float, default=CompactConfig.mask_lambda,
-                   help="weight of the volume-mask loss (--compact; paper: 4e-3 synthetic objects, 5e-4 real scenes)")
-    g.add_argument("--mask-lr", type=float, default=LEARNING_RATES["mask_logits"],
-                   help="Adam learning rate of the mask logits (--compact; paper: 1e-3 synthetic, 1e-2 real scenes)")
-    g.add_argument("--color-lr", type=float, default=FIELD_LR,
-                   help="initial Adam learning rate of the colour hash grid and MLP, warmed up over 100 steps, then "
-                        "x0.33 at each --color-lr-decay-at (--compact; paper: 1e-2 real scenes, 1e-3 synthetic "
-                        "objects in 30k steps)")
-    g.add_argument("--color-lr-decay-at", type=float, nargs="*", default=list(FIELD_LR_DECAY_AT), metavar="FRACTION",
-                   help="fractions of the run where the colour field's learning rate drops x0.33 (--compact; "
-                        "paper: 5/6 for synthetic objects, 1/6 1/2 5/6 for real scenes)")
-
-
-def _options(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ["init", "init_points", "init_nerf", "n_init", "aabb", "sh_degree", "sh_interval", "max_gaussians",
-            "densify_until", "refine_every", "reset_every", "refine_start", "compact", "rvq_from", "mask_lambda",
-            "mask_lr", "color_lr", "color_lr_decay_at", "eval_views"]
-    defaults = argparse.ArgumentParser()
-    add_splat_arguments(defaults)
-    base = vars(defaults.parse_args([]))
-    opts = {k: getattr(args, k, base[k]) for k in keys}
-    opts["downscale"] = getattr(args, "downscale", 1)  # load_scene checks it
-    opts.update(steps=int(getattr(args, "steps", 30000) or 0), minutes=float(getattr(args, "minutes", 0.0) or 0.0),
-                seed=int(getattr(args, "seed", 0)), s3im_weight=float(getattr(args, "s3im_weight", 0.0) or 0.0))
-    if opts["steps"] <= 0 and opts["minutes"] <= 0:
-        raise OmnifieldError("--steps or --minutes must be positive")
-    fractions = [opts["densify_until"], opts["rvq_from"], *opts["color_lr_decay_at"]]
-    if not all(0.0 <= f <= 1.0 for f in fractions):  # also catches NaN
-        raise OmnifieldError("--densify-until, --rvq-from and --color-lr-decay-at must be fractions in [0, 1]")
-    if opts["mask_lambda"] < 0:
-        raise OmnifieldError("--mask-lambda must be >= 0")
-    if not (opts["mask_lr"] > 0 and opts["color_lr"] > 0):  # also catches NaN
-        raise OmnifieldError("--mask-lr and --color-lr must be > 0")
-    if opts["n_init"] < 1:
-        raise OmnifieldError("--n-init must be >= 1")
-    if opts["s3im_weight"] < 0:
-        raise OmnifieldError("--loss.s3im-weight must be >= 0")
-    return opts
 
 
 def scene_scale_of(cameras) -> float:
@@ -143,30 +82,30 @@ def resolve_init(init: str, data: Scene) -> str:
     return init
 
 
-def initial_scene(opts: dict[str, Any], generator: torch.Generator, data: Scene) -> GaussianScene:
-    """The starting Gaussians chosen by ``opts["init"]`` (resolved by :func:`resolve_init`) for ``data``."""
-    aabb = torch.tensor(opts["aabb"], dtype=torch.float32)
-    if opts["init"] == "scene":
+def initial_scene(cfg: SplatTrainConfig, generator: torch.Generator, data: Scene) -> GaussianScene:
+    """The starting Gaussians chosen by ``cfg.init`` (resolved by :func:`resolve_init`) for ``data``."""
+    aabb = torch.tensor(cfg.aabb, dtype=torch.float32)
+    if cfg.init == "scene":
         pts, colors = data.points.xyz, data.points.rgb
-    elif opts["init"] == "views":
-        pts, colors = points_from_views(data.images, data.cameras, data.near_far, opts["n_init"], generator)
-    elif opts["init"] == "points":
-        if not opts["init_points"]:
+    elif cfg.init == "views":
+        pts, colors = points_from_views(data.images, data.cameras, data.near_far, cfg.n_init, generator)
+    elif cfg.init == "points":
+        if not cfg.init_points:
             raise OmnifieldError("--init points needs --init-points FILE")
-        pts, colors = read_point_cloud(opts["init_points"])
-    elif opts["init"] == "nerf":
-        if not opts["init_nerf"]:
+        pts, colors = read_point_cloud(cfg.init_points)
+    elif cfg.init == "nerf":
+        if not cfg.init_nerf:
             raise OmnifieldError("--init nerf needs --init-nerf RUN_FOLDER")
         from omnifield.apps.recon.run import Run
 
-        run, tensors, _ = Run.open(opts["init_nerf"])
+        run, tensors, _ = Run.open(cfg.init_nerf)
         from omnifield.io.checkpoint import load_module_state
 
-        load_module_state("field", run.field, tensors, str(opts["init_nerf"]))
-        pts, colors = points_from_density(run.field.eval(), opts["n_init"], generator)
+        load_module_state("field", run.field, tensors, str(cfg.init_nerf))
+        pts, colors = points_from_density(run.field.eval(), cfg.n_init, generator)
     else:
-        pts, colors = random_points(opts["n_init"], aabb, generator)
-    return GaussianScene.from_points(pts, colors, sh_degree=opts["sh_degree"])
+        pts, colors = random_points(cfg.n_init, aabb, generator)
+    return GaussianScene.from_points(pts, colors, sh_degree=cfg.sh_degree)
 
 
 def make_optimizer(scene: GaussianScene, scene_scale: float, mask_lr: float = LEARNING_RATES["mask_logits"],
@@ -185,105 +124,176 @@ def make_optimizer(scene: GaussianScene, scene_scale: float, mask_lr: float = LE
     return torch.optim.Adam(groups, eps=1e-15)
 
 
-def train_splat(data_dir: Path, out_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Train on the ``train`` split of ``data_dir`` (any capture format, at ``args.downscale``), write the run to
-    ``out_dir``; returns the metrics on the ``test`` split.
+class SplatTask:
+    """Gaussian splatting as a task of the training engine: one training view per step.
 
-    ``args.device`` (``auto``/``cpu``/``cuda``/``cuda:N``) picks where the Gaussians live; on CUDA the
-    renderer uses gsplat when it is installed, else the same torch rasterizer as on the CPU.
+    ``scene`` (already on its device) is trained on ``data`` (the ``train`` split) under ``cfg``; views come
+    in a random order drawn once from ``generator`` (then cycled). The engine back-propagates the loss;
+    :meth:`after_backward` runs density control between the backward pass and Adam's step, since it reads the
+    screen-space gradients and resizes the parameters and their moments. Checkpoints are the run's
+    ``checkpoint.safetensors`` in ``out_dir`` with ``record`` as its settings.
     """
-    opts = _options(args)
-    device = resolve_device(getattr(args, "device", "auto"))
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
-    torch.manual_seed(opts["seed"])
-    generator = torch.Generator().manual_seed(opts["seed"])
-    train = load_scene(data_dir, "train", opts["downscale"])
-    opts["init"] = resolve_init(opts["init"], train)
-    random_background = train.images.shape[-1] != 4
-    background = torch.zeros(3) if random_background else torch.ones(3)
-    images = composite_on(train.images, background).to(device)
-    cameras = train.cameras.to(device)
-    scale = scene_scale_of(train.cameras)
-    scene = initial_scene(opts, generator, train)
-    if opts["compact"]:
-        scene = CompactGaussianScene.from_scene(scene, torch.tensor(opts["aabb"]),
-                                                CompactConfig(mask_lambda=opts["mask_lambda"]))
-    scene = scene.to(device)
-    optimizer = make_optimizer(scene, scale, opts["mask_lr"], opts["color_lr"])
-    control_cfg = DensityControlConfig(refine_start_iter=opts["refine_start"], refine_every=opts["refine_every"],
-                                       reset_every=opts["reset_every"], max_gaussians=opts["max_gaussians"])
-    control = DensityControl(control_cfg, scale)
-    renderer = SplatRenderer(background=tuple(background.tolist()))
-    on_device = f", on {device}" if device.type != "cpu" else ""
-    print(f"training splat{' (compact)' if opts['compact'] else ''} from {len(scene)} Gaussians "
-          f"({opts['init']} init, scene scale {scale:.3g}) on {data_dir} ({len(images)} views, "
-          f"{cameras.width}x{cameras.height}{on_device}, "
-          f"{'random' if random_background else 'white'} background) -> {out_dir}")
-    steps, budget = opts["steps"], opts["minutes"] * 60.0
-    log: list[dict[str, Any]] = []
-    note = missing_cuda_library_note(device, "gsplat", "rasterization")
-    if note:
-        print(note)
-    order = torch.randperm(len(images), generator=generator)
-    decay_at = tuple(opts["color_lr_decay_at"])
-    start, step = time.perf_counter(), 0
-    while True:
-        elapsed = time.perf_counter() - start
-        progress = max(step / steps if steps > 0 else 0.0, elapsed / budget if budget > 0 else 0.0)
-        if progress >= 1.0:
-            break
-        if progress >= opts["densify_until"] and control.cfg.refine_stop_iter > step:
+
+    def __init__(self, scene: GaussianScene, data: Scene, cfg: SplatTrainConfig, generator: torch.Generator,
+                 out_dir: Path, record: dict[str, Any], log_every: int = 100):
+        self.scene, self.cfg, self.generator = scene, cfg, generator
+        self.out_dir, self.record, self.log_every = out_dir, record, log_every
+        device = scene.means.device
+        self.random_background = data.images.shape[-1] != 4
+        background = torch.zeros(3) if self.random_background else torch.ones(3)
+        self.images = composite_on(data.images, background).to(device)  # [V, H, W, 3]
+        self.cameras = data.cameras.to(device)
+        self.scale = scene_scale_of(data.cameras)
+        self.optimizer = make_optimizer(scene, self.scale, cfg.mask_lr, cfg.color_lr)
+        control_cfg = DensityControlConfig(refine_start_iter=cfg.refine_start, refine_every=cfg.refine_every,
+                                           reset_every=cfg.reset_every, max_gaussians=cfg.max_gaussians)
+        self.control = DensityControl(control_cfg, self.scale)
+        self.renderer = SplatRenderer(background=tuple(background.tolist()))
+        self.order = torch.randperm(len(self.images), generator=generator)  # [V] views, cycled
+        self._info: dict[str, Any] | None = None  # the step's render, read by density control
+
+    # ------------------------------------------------------------------- step
+    def training_step(self, step: int, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
+        """Render view ``order[(step + 1) % V]`` and return its loss; statistics for the engine's log."""
+        cfg, scene, control = self.cfg, self.scene, self.control
+        if progress >= cfg.densify_until and control.cfg.refine_stop_iter > step:
             control.cfg.refine_stop_iter = step
-        if isinstance(scene, CompactGaussianScene) and not scene.use_rvq and progress >= opts["rvq_from"]:
+        if isinstance(scene, CompactGaussianScene) and not scene.use_rvq and progress >= cfg.rvq_from:
             scene.enable_rvq()
-        step += 1
-        scene.set_sh_degree_for_step(step, opts["sh_interval"])
-        view = int(order[step % len(order)])
-        out = renderer.render_camera(scene, cameras, view)
-        if random_background:  # rendered on black: add a random colour where the Gaussians leave light through
-            bg = torch.rand(3, generator=generator).to(device)
-            out["rgb"] = out["rgb"] + (1.0 - out["alpha"][..., None]) * bg
-        loss = photometric_loss(out["rgb"], images[view])
-        if opts["s3im_weight"] > 0:
-            loss = loss + opts["s3im_weight"] * s3im_on_pixels(out["rgb"], images[view], generator)
-        if isinstance(scene, CompactGaussianScene):
-            loss = loss + scene.mask_loss()
-        loss.backward()
-        report = control.step_post_backward(
-            scene, optimizer, {**out, "width": cameras.width, "height": cameras.height}, step)
-        for group in optimizer.param_groups:
+        step += 1  # density control and the schedules count steps from 1
+        scene.set_sh_degree_for_step(step, cfg.sh_interval)
+        for group in self.optimizer.param_groups:
             if group["name"] == "means":
                 group["lr"] = group["base_lr"] * 0.01**progress
             elif group["name"] == "color_field":
-                group["lr"] = group["base_lr"] * color_field_lr_factor(step, progress, decay_at)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step == 1:  # the first step compiles native kernels: it does not count against the time budget
-            start = time.perf_counter()
-        if step % 100 == 0 or report.get("split") or report.get("duplicated"):
-            entry = {"step": step, "seconds": round(time.perf_counter() - start, 2), "loss": float(loss.detach()),
-                     "n_gaussians": len(scene), **report}
-            log.append(entry)
-            if step % 500 == 0:
-                print(json.dumps(entry))
-    train_seconds = time.perf_counter() - start
-    scene.eval()
-    config = {"method": "splat", "data": str(data_dir), "options": opts, "train_views": train.names}
-    save_splat_run(out_dir, scene, step, config)
+                group["lr"] = group["base_lr"] * color_field_lr_factor(step, progress, cfg.color_lr_decay_at)
+        view = int(self.order[step % len(self.order)])
+        out = self.renderer.render_camera(scene, self.cameras, view)
+        if self.random_background:  # rendered on black: add a random colour where the Gaussians leave light through
+            bg = torch.rand(3, generator=self.generator).to(out["rgb"].device)
+            out["rgb"] = out["rgb"] + (1.0 - out["alpha"][..., None]) * bg
+        target = self.images[view]
+        loss = photometric_loss(out["rgb"], target)
+        if cfg.s3im_weight > 0:
+            loss = loss + cfg.s3im_weight * s3im_on_pixels(out["rgb"], target, self.generator)
+        if isinstance(scene, CompactGaussianScene):
+            loss = loss + scene.mask_loss()
+        self._info = {**out, "width": self.cameras.width, "height": self.cameras.height}
+        stats = {"loss": float(loss.detach()), "n_gaussians": len(scene)}
+        if step % self.log_every == 0 or step == 1:  # only the engine's log lines show it
+            with torch.no_grad():
+                stats["psnr"] = psnr_from_mse(float(torch.nn.functional.mse_loss(out["rgb"], target)))
+        return loss, stats
+
+    def after_backward(self, step: int) -> dict[str, int]:
+        """Adaptive density control on the step's screen-space gradients (before Adam's step)."""
+        info, self._info = self._info, None
+        return self.control.step_post_backward(self.scene, self.optimizer, info, step + 1)
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Generator, view order, density-control accumulators and schedule (the engine adds the step, the
+        torch RNG and Adam's moments; the Gaussians are written beside them by :meth:`write_checkpoint`)."""
+        tensors = {"train/generator": self.generator.get_state(), "train/order": self.order}
+        if self.control.grad2d is not None:
+            tensors.update({"train/grad2d": self.control.grad2d, "train/count": self.control.count})
+        if self.scene.means.is_cuda:  # splitting draws on the device
+            tensors["rng/cuda"] = torch.cuda.get_rng_state(self.scene.means.device)
+        return tensors, {"refine_stop_iter": self.control.cfg.refine_stop_iter}
+
+    def restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Continue from :meth:`state` (the scene itself is re-opened from the same checkpoint beforehand)."""
+        try:
+            self.generator.set_state(tensors["train/generator"])
+            order = tensors["train/order"].long()
+            if sorted(order.tolist()) != list(range(len(self.images))):
+                raise ValueError(f"its view order covers {len(order)} views, the data have {len(self.images)}")
+            self.order = order
+            self.control.cfg.refine_stop_iter = int(meta["refine_stop_iter"])
+            device = self.scene.means.device
+            if "train/grad2d" in tensors:
+                self.control.grad2d = tensors["train/grad2d"].to(device)
+                self.control.count = tensors["train/count"].to(device)
+            if "rng/cuda" in tensors and self.scene.means.is_cuda:
+                torch.cuda.set_rng_state(tensors["rng/cuda"], device)
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise OmnifieldError(f"{self.out_dir / CHECKPOINT}: checkpoint lacks a usable training state "
+                                 f"({exc})") from None
+
+    def write_checkpoint(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """The run's checkpoint: the Gaussians, the settings and the training state, atomically."""
+        save_splat_run(self.out_dir, self.scene, int(meta["step"]), self.record, (tensors, meta))
+
+
+def train_splat(data_dir: Path, out_dir: Path, cfg: SplatTrainConfig, loop: LoopConfig, device: str = "auto",
+                resume: bool = False) -> dict[str, Any]:
+    """Train on the ``train`` split of ``data_dir`` (any capture format, at ``cfg.downscale``) for ``loop``'s
+    budget, write the run to ``out_dir``; returns its metrics (on the ``test`` split unless not
+    ``cfg.evaluate``).
+
+    ``resume`` continues the run in ``out_dir`` from its checkpoint (``cfg`` must be the run's settings,
+    :func:`~omnifield.apps.splat.cli.splat_configs` reads them). ``device`` (``auto``/``cpu``/``cuda``/
+    ``cuda:N``) picks where the Gaussians live; on CUDA the renderer uses gsplat when it is installed, else the
+    same torch rasterizer as on the CPU.
+    """
+    cfg.check()
+    loop.check()
+    device = resolve_device(device)
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    checkpoint = out_dir / CHECKPOINT
+    train = load_scene(data_dir, "train", cfg.downscale)
+    if resume:
+        tensors, meta = load_checkpoint(checkpoint)
+        scene = scene_from_checkpoint(tensors, meta, checkpoint)
+        if "training" not in meta:
+            raise OmnifieldError(f"{checkpoint}: holds no training state (written by an older omnifield or by "
+                                 "convert), so it cannot continue; train into a new --out")
+        views = meta.get("config", {}).get("train_views")
+        if views != train.names:
+            raise OmnifieldError(f"{out_dir} was trained on other views than the train split of {data_dir}")
+        generator = torch.Generator()  # its state comes from the checkpoint
+    else:
+        torch.manual_seed(cfg.seed)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        cfg = replace(cfg, init=resolve_init(cfg.init, train))
+        scene = initial_scene(cfg, generator, train)
+        if cfg.compact:
+            scene = CompactGaussianScene.from_scene(scene, torch.tensor(cfg.aabb),
+                                                    CompactConfig(mask_lambda=cfg.mask_lambda))
+    record = {"method": "splat", "data": str(data_dir), "options": config_to_dict(cfg), "loop": config_to_dict(loop),
+              "train_views": train.names}
+    task = SplatTask(scene.to(device), train, cfg, generator, out_dir, record, loop.log_every)
+    engine = Engine(task, loop, log_path=out_dir / "log.jsonl", description="splat",
+                    postfix=("loss", "psnr", "n_gaussians"), where=str(out_dir))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(checkpoint)
+    if resume:
+        engine.restore(tensors, meta["training"], str(checkpoint))
+        print(f"resuming {out_dir} at step {engine.step} ({len(scene)} Gaussians)")
+    else:
+        write_text_atomic(out_dir / "log.jsonl", "")
+        on_device = f", on {device}" if device.type != "cpu" else ""
+        print(f"training splat{' (compact)' if cfg.compact else ''} from {len(scene)} Gaussians "
+              f"({cfg.init} init, scene scale {task.scale:.3g}) on {data_dir} ({len(train.images)} views, "
+              f"{task.cameras.width}x{task.cameras.height}{on_device}, "
+              f"{'random' if task.random_background else 'white'} background) -> {out_dir}")
+    note = missing_cuda_library_note(device, "gsplat", "rasterization")
+    if note:
+        print(note)
+    engine.run()
+    scene = task.scene.eval()
     files = {"ply": out_dir / "scene.ply"}
     save_splat_ply(scene.to_plain_scene() if isinstance(scene, CompactGaussianScene) else scene, files["ply"])
-    metrics: dict[str, Any] = {"method": "splat-compact" if opts["compact"] else "splat", "steps": step,
-                               "train_seconds": round(train_seconds, 1), "n_gaussians": len(scene),
+    metrics: dict[str, Any] = {"method": "splat-compact" if cfg.compact else "splat", "steps": engine.step,
+                               "train_seconds": round(engine.elapsed, 1), "n_gaussians": len(scene),
                                "ply_mb": files["ply"].stat().st_size / 1e6}
     if isinstance(scene, CompactGaussianScene):
         metrics["n_gaussians"] = int((~scene.prune_mask()).sum())
         metrics["compressed_mb"] = save_compressed(scene, out_dir / "scene.ofz") / 1e6
     metrics["size_mb"] = metrics.get("compressed_mb", metrics["ply_mb"])
-    with atomic_path(out_dir / "log.jsonl") as tmp:
-        tmp.write_text("".join(json.dumps(e) + "\n" for e in log))
-    if not getattr(args, "no_eval", False):
-        test = load_scene(data_dir, "test", opts["downscale"])
-        metrics.update(evaluate_splat(scene, test, renderer, out_dir / "renders" / "test", opts["eval_views"]))
+    if cfg.evaluate:
+        test = load_scene(data_dir, "test", cfg.downscale)
+        metrics.update(evaluate_splat(scene, test, task.renderer, out_dir / "renders" / "test", cfg.eval_views))
     write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     print(json.dumps(metrics))
     return metrics

@@ -12,8 +12,7 @@ from pathlib import Path
 import torch
 
 from omnifield.apps.recon.cli import add_train_arguments, train_nerf
-from omnifield.apps.splat import add_splat_arguments, train_splat
-from omnifield.errors import OmnifieldError
+from omnifield.apps.splat import add_splat_arguments, splat_configs, train_splat
 from omnifield.io.run_folder import claim_output, describe_output
 
 SPLAT = "splat"
@@ -32,19 +31,15 @@ EPILOG = """examples:
 def claim_run_folder(args: argparse.Namespace) -> None:
     """Settle ``args.method`` and ``args.out`` and refuse an ``--out`` holding a run of another kind or method.
 
-    Without ``--method``, ``--resume`` continues whatever NeRF run ``--out`` holds (else: hashgrid).
+    Without ``--method``, ``--resume`` continues whatever run ``--out`` holds, NeRF or splat (else: hashgrid).
     """
     found = describe_output(args.out) if args.out else None
     if args.method is None:
-        resumable = args.resume and found is not None and found.endswith(" NeRF run")
+        resumable = args.resume and found is not None and (found.endswith(" NeRF run") or found == f"{SPLAT} run")
         args.method = found.split()[0] if resumable else "hashgrid"
     args.out = args.out or f"outputs/{Path(args.data).name}-{args.method}"
-    if args.method == SPLAT:
-        if args.resume:
-            raise OmnifieldError("--resume: splat training cannot continue a run; train into a new --out")
-        claim_output(args.out, "splat run")
-    else:
-        claim_output(args.out, f"{args.method} NeRF run", continues=args.resume, hint="pass --resume to continue it")
+    kind = f"{SPLAT} run" if args.method == SPLAT else f"{args.method} NeRF run"
+    claim_output(args.out, kind, continues=args.resume, hint="pass --resume to continue it")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -53,7 +48,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     watch = _viewer(args)  # its options are checked before any work
     claim_run_folder(args)
     if args.method == SPLAT:
-        train_splat(Path(args.data), Path(args.out), args)
+        cfg, loop = splat_configs(args)
+        train_splat(Path(args.data), Path(args.out), cfg, loop, device=args.device, resume=args.resume)
         return 0
     return train_nerf(args, watch)
 
