@@ -139,8 +139,8 @@ TASKS = [
     Task("convert_triplane", _convert("triplane"), metrics_key("step"), (10, 110), prepare=_teacher),
     Task("convert_splat", _convert("splat", "--n-gaussians", "5000"), metrics_key("step"), (10, 110),
          prepare=_teacher, default=False),
-    Task("pde_adam", lambda out, n, prep, t: _pinn(n, 0, out, t), pde_history_steps, (50, 1050), (20, 220)),
-    Task("pde_lbfgs", lambda out, n, prep, t: _pinn(1, n, out, t), pde_history_steps, (10, 110),
+    Task("pde_adam", lambda out, n, prep, t: _pinn(n, 0, out, t), pde_history_steps, (20, 220), (5, 25)),
+    Task("pde_lbfgs", lambda out, n, prep, t: _pinn(1, n, out, t), pde_history_steps, (5, 45),
          expected=lambda n: n + 1, unit="L-BFGS iteration"),
     Task("pde_insr", lambda out, n, prep, t: [
         "pde", "solve", "advection", "--solver", "insr", "--insr-time-steps", "1", "--steps", str(n),
