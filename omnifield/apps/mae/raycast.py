@@ -24,7 +24,7 @@ import torch
 
 from omnifield.apps.mae.scene import Scene, rotate_z, save_scene_json
 from omnifield.errors import OmnifieldError
-from omnifield.io.atomic import write_text_atomic
+from omnifield.io.atomic import atomic_path, write_text_atomic
 from omnifield.renderers.cameras import look_at
 
 LIGHT_DIR = (0.35, 0.5, 0.79)
@@ -152,7 +152,8 @@ def write_blender_scene(
         frames = []
         for i, c2w in enumerate(poses):
             image = render_view(scene, c2w, size, camera_angle_x)
-            iio.imwrite(out / split / f"r_{i}.png", (image * 255 + 0.5).astype(np.uint8))
+            with atomic_path(out / split / f"r_{i}.png") as tmp:
+                iio.imwrite(tmp, (image * 255 + 0.5).astype(np.uint8), extension=".png")
             frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": c2w.tolist()})
         meta = {"camera_angle_x": camera_angle_x, "frames": frames}
         write_text_atomic(out / f"transforms_{split}.json", json.dumps(meta, indent=1))

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from omnifield.errors import OmnifieldError
+from omnifield.io.atomic import write_text_atomic
 
 REPORT_NAME = "process_report.json"
 
@@ -160,7 +161,7 @@ def process(inp: Path, out: Path, options, num_frames: int = 100, overwrite: boo
         with stages("downscale", "images_2, images_4, images_8"), stages.bar(len(registered), "image") as bar:
             scene_folder.write_downscaled(scene, registered, progress=bar)
         report["seconds"] = {**stages.seconds, "total": round(sum(stages.seconds.values()), 2)}
-        (scene / REPORT_NAME).write_text(json.dumps(report, indent=2))
+        write_text_atomic(scene / REPORT_NAME, json.dumps(report, indent=2))
         if out.exists():
             out.rename(tmp / "replaced")
         scene.rename(out)
