@@ -26,8 +26,8 @@ def test_constraints_hold_to_machine_precision_per_expert(problem_cls):
             pts = moe.points[e][comp]
             if pts.shape[0] == 0:  # e.g. the outlet pressure lies in the last slab only
                 continue
-            assert pts.shape[0] == 8
-            assert (moe.expert_of(pts) == e).all()
+            assert 0 < pts.shape[0] <= 8
+            assert (moe.windows(pts.double())[:, e] > 0).all()  # inside the expert's (overlapping) window
             u = moe(pts.double())[:, comp]
             assert (u - moe.targets[e][comp].double()).abs().max() < 1e-8
 
@@ -50,4 +50,4 @@ def test_more_constraint_points_than_basis_is_rejected():
 def test_components_with_their_own_conditions_get_their_own_points():
     moe = _moe(Kovasznay())  # u, v on every wall; p on the outlet x = 1 only (the last slab)
     assert [moe.points[e][2].shape[0] for e in range(3)] == [0, 0, 8]
-    assert all(moe.points[e][0].shape[0] == 8 for e in range(3))
+    assert max(moe.points[e][0].shape[0] for e in range(3)) == 8
