@@ -66,6 +66,7 @@ class SplatRun:
         return cameras, None
 
     def to(self, device: torch.device | str) -> "SplatRun":
+        """Move the Gaussians to ``device`` (renders still come back on the CPU)."""
         self.field.to(device)
         return self
 
