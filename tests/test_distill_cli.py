@@ -71,7 +71,7 @@ def test_convert_there_and_back_keeps_valid_runs(teacher_run, capsys):
 
 
 def test_convert_to_splat_writes_a_splat_run(teacher_run, capsys):
-    from omnifield.apps.splat.run import load_splat_run
+    from omnifield.io.splat_run import load_splat_run
 
     out = teacher_run.parent / "splat"
     assert main(["convert", str(teacher_run), "--method", "splat", "--steps", "3", "--n-gaussians", "40",

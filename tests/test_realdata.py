@@ -247,7 +247,7 @@ def test_random_background_makes_the_gaussians_cover_photos_without_alpha(tmp_pa
     (tmp_path / "transforms.json").write_text(json.dumps({"fl_x": focal, "w": size, "h": size, "frames": frames,
                                                           "ply_file_path": "pc.ply"}))
     _train_splat(tmp_path, tmp_path / "run", steps=200, downscale=1, evaluate=False, refine_start=10**6)
-    from omnifield.apps.splat.run import load_splat_run
+    from omnifield.io.splat_run import load_splat_run
     from omnifield.renderers.splat import SplatRenderer
 
     scene, data = load_splat_run(tmp_path / "run"), load_scene(tmp_path, "train")

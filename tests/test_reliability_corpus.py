@@ -434,7 +434,12 @@ CORPUS += [
      r"checkpoint metadata 'config.downscale' must be an integer >= 1, got 'abc'"),
     ("eval-meta-step-text", on_run(["eval"], _rewrite_meta(lambda m: _set(m, "step", "many"))),
      r"checkpoint metadata 'step' must be an integer >= 0, got 'many'"),
-    ("eval-of-a-splat-run", command("eval", "@run", **SPLAT_RUN), r"holds a splat run, not a NeRF run"),
+    ("eval-of-an-incomplete-splat-run", command("eval", "@run", **SPLAT_RUN), r"incomplete splat checkpoint"),
+    ("eval-ofz-garbage", lambda tmp, base: ["eval", str(_write(tmp / "s.ofz", b"junk"))],
+     r"s.ofz: not a compressed omnifield splat file"),
+    ("render-ofz-missing", lambda tmp, base: ["render", str(tmp / "none.ofz")], r"none.ofz: file not found"),
+    ("render-of-an-incomplete-splat-run", command("render", "@run", "--orbit", **SPLAT_RUN),
+     r"incomplete splat checkpoint"),
     ("render-frames-zero", command("render", "@run", "--orbit", "--frames", "0", run=True),
      r"--frames must be in 1\.\.\d+, got 0"),
     ("render-frames-huge", command("render", "@run", "--orbit-only", "--frames", "20000", run=True),
@@ -451,7 +456,10 @@ CORPUS += [
      r"--min-component must be a fraction in \[0, 1\], got 5.0"),
     ("export-mesh-run-missing", command("export", "mesh", "@tmp/norun"), r"norun: run folder not found"),
     ("export-mesh-truncated", on_run(["export", "mesh"], _truncate), r"is corrupt or truncated"),
-    ("export-mesh-of-a-splat-run", command("export", "mesh", "@run", **SPLAT_RUN), r"holds a splat run, not a NeRF"),
+    ("export-mesh-of-an-incomplete-splat-run", command("export", "mesh", "@run", **SPLAT_RUN),
+     r"incomplete splat checkpoint"),
+    ("export-points-ofz-garbage", lambda tmp, base: ["export", "points", str(_write(tmp / "s.ofz", b"OFSPLATZ3junk"))],
+     r"s.ofz: corrupt compressed splat file"),
     ("export-points-zero", command("export", "points", "@run", "--n-points", "0", run=True),
      r"argument --n-points: must be positive, got 0"),
     ("export-points-threshold-inf", command("export", "points", "@run", "--threshold", "inf", run=True),
@@ -609,6 +617,7 @@ CORPUS += [
     ("view-max-width-zero", command("view", "@run", "--max-width", "0", run=True), r"--max-width must be >= 16"),
     ("view-run-missing", command("view", "@tmp/norun"), r"norun: run folder not found"),
     ("view-truncated", on_run(["view"], _truncate), r"is corrupt or truncated"),
+    ("view-of-an-incomplete-splat-run", command("view", "@run", **SPLAT_RUN), r"incomplete splat checkpoint"),
 ]
 
 

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from omnifield.apps.splat.compact import CompactConfig, CompactGaussianScene
-from omnifield.apps.splat.compress import dequantize_u8, load_compressed, quantize_u8, save_compressed
-from omnifield.apps.splat.rvq import ResidualVQ, nearest_code
 from omnifield.errors import OmnifieldError
+from omnifield.fields.compact_gaussians import CompactConfig, CompactGaussianScene
 from omnifield.fields.gaussians import SH_C0, GaussianScene, rgb_to_sh_dc
+from omnifield.fields.rvq import ResidualVQ, nearest_code
+from omnifield.io.splat_ofz import dequantize_u8, load_compressed, quantize_u8, save_compressed
 from omnifield.renderers.splat import SplatRenderer
 from tests._native import native_or_skip
 

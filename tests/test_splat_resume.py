@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from omnifield.apps.splat import SplatTask
-from omnifield.apps.splat.run import CHECKPOINT, load_splat_run
 from omnifield.cli import main
 from omnifield.io.checkpoint import load_checkpoint, save_checkpoint
 from omnifield.io.run_folder import checkpoint_meta
 from omnifield.io.splat_ply import load_splat_ply
+from omnifield.io.splat_run import CHECKPOINT, load_splat_run
 from tests.test_splat_training import TINY, _train, tiny_data  # noqa: F401 - fixture re-used
 
 pytestmark = pytest.mark.usefixtures("one_thread")

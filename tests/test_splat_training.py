@@ -11,18 +11,18 @@ import pytest
 import torch
 
 from omnifield.apps.splat import SplatTrainConfig, train_splat
-from omnifield.apps.splat.compact import CompactGaussianScene
 from omnifield.apps.splat.density_control import DensityControl, DensityControlConfig
 from omnifield.apps.splat.init import points_from_density
-from omnifield.apps.splat.run import load_splat_run
 from omnifield.apps.splat.train import color_field_lr_factor, make_optimizer
 from omnifield.cli import main as cli_main
 from omnifield.engine import LoopConfig
 from omnifield.errors import OmnifieldError
+from omnifield.fields.compact_gaussians import CompactGaussianScene
 from omnifield.fields.gaussians import GaussianScene
 from omnifield.io.checkpoint import load_checkpoint, save_checkpoint
 from omnifield.io.points import read_point_cloud
 from omnifield.io.splat_ply import load_splat_ply
+from omnifield.io.splat_run import load_splat_run
 from omnifield.losses.photometric import s3im_on_pixels
 from omnifield.renderers.cameras import Cameras, look_at
 from omnifield.renderers.splat import SplatRenderer

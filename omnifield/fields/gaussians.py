@@ -181,6 +181,10 @@ class GaussianScene(nn.Module):
         seen = self.decode_colors(self.color_parameters(index), self.means[index] - origin)
         return seen.new_zeros(len(self), seen.shape[-1]).index_copy(0, index, seen)
 
+    def base_colors(self) -> torch.Tensor:
+        """Colour ``[N, 3]`` of each Gaussian averaged over view directions (its degree-0 SH band), in [0, 1]."""
+        return (self.sh_dc[:, 0] * SH_C0 + 0.5).clamp(0.0, 1.0)
+
     def colors_along(self, dirs: torch.Tensor) -> torch.Tensor:
         """Colour ``[N, 3]`` along (unnormalised) view directions ``dirs [N, 3]`` (one per Gaussian)."""
         return self.decode_colors(self.color_parameters(), dirs)

@@ -7,6 +7,9 @@ bimodal in log density — transparent space near zero, surfaces at tens to thou
 the split between the two modes that maximises the between-class variance. Densities below ``DENSITY_FLOOR``
 count as the floor, so the many decades of numerically-zero density form one compact empty mode.
 
+Runs without an occupancy grid (Gaussian splats) are measured by sampling their density at the centres of a
+lattice over their box instead; the same rule then splits those samples.
+
 The split is trusted only when the two classes are apart: the geometric mean density of the dense class must be
 ``MIN_CONTRAST`` times that of the empty one (a field early in training is nearly uniform, and Otsu would cut
 it in half). A threshold, chosen or given with ``--threshold``, is refused when it keeps no measured cell or
@@ -112,9 +115,10 @@ def _in_hull(grid, x: torch.Tensor) -> torch.Tensor:
 
 def run_density(run):
     """The run's density function ``x [..., 3] -> [...]`` as exports see it: the field's density, zero in
-    cells the visual hull carved away (training never looks there, so the field is untrained junk in them)."""
-    grid = run.renderer.grid
-    if bool(grid.allowed.all()):
+    cells the visual hull carved away (training never looks there, so the field is untrained junk in them).
+    Runs without an occupancy grid (``run.occupancy`` None: splats) give their field's density everywhere."""
+    grid = run.occupancy
+    if grid is None or bool(grid.allowed.all()):
         return run.field.density
     return lambda x: run.field.density(x) * _in_hull(grid, x)
 
@@ -122,12 +126,14 @@ def run_density(run):
 @torch.no_grad()
 def measured_densities(run) -> np.ndarray:
     """Densities ``[M]`` of the cells training measured: the occupancy grid's EMA over the step size for the
-    cells inside the visual hull, or, when the grid was never refreshed (uniform sampler), the field's density
-    at the centres of a ``STATS_RESOLUTION^3`` lattice."""
-    grid = run.renderer.grid
-    values = grid.values[grid.allowed.reshape(-1)]
-    if bool((values > 0).any()):
-        return (values / run.renderer.step_size).cpu().numpy()
+    cells inside the visual hull, or, when there is no grid (splats) or it was never refreshed (uniform
+    sampler), the density at the centres of a ``STATS_RESOLUTION^3`` lattice over the field's box (a splat's
+    box is the reach of its Gaussians)."""
+    grid = run.occupancy
+    if grid is not None:
+        values = grid.values[grid.allowed.reshape(-1)]
+        if bool((values > 0).any()):
+            return (values / run.renderer.step_size).cpu().numpy()
     from omnifield.io.mesh import density_grid
 
     lo, hi = run.field.aabb[:3].cpu(), run.field.aabb[3:].cpu()

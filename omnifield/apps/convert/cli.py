@@ -59,7 +59,7 @@ def load_teacher(run_dir: Path, grid_resolution: int = 64) -> Teacher:
     except json.JSONDecodeError as exc:
         raise OmnifieldError(f"{config_path}: not valid JSON ({exc})") from None
     if config.get("method") == SPLAT:
-        from omnifield.apps.splat.run import load_splat_run
+        from omnifield.io.splat_run import load_splat_run
         from omnifield.renderers.occupancy import OccupancyGridConfig
         from omnifield.renderers.volume import VolumeRenderer, VolumeRendererConfig
 
@@ -164,7 +164,7 @@ def convert(run_dir: Path, to: str, out: Path, steps: int, active: bool = False,
         if teacher.kind == SPLAT:
             raise OmnifieldError(f"{run_dir}: already a splat run; convert it to a field preset instead")
         from omnifield.apps.convert.to_splat import distill_to_splat
-        from omnifield.apps.splat.run import save_splat_run
+        from omnifield.io.splat_run import save_splat_run
 
         student, info = distill_to_splat(teacher.field, teacher.sampler, train.cameras, steps, n_gaussians,
                                          seed=seed, minutes=minutes, progress=progress)

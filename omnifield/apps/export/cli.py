@@ -1,4 +1,7 @@
-"""``omnifield export mesh|points|video RUN_DIR``: a trained field as files other tools open.
+"""``omnifield export mesh|points|video RUN_DIR``: a trained field or splat run as files other tools open.
+
+Splat runs export like fields: meshes are the iso-surface of the Gaussians' density (threshold from density
+samples over their box), videos are rasterized; their point cloud is the Gaussians' means with their colours.
 
 ``export`` is one parser whose targets are contributed by several modules (``export splat`` lives with
 the splatting app): each calls :func:`export_targets` to get or create the shared target list.
@@ -25,25 +28,26 @@ def export_targets(sub: argparse._SubParsersAction) -> argparse._SubParsersActio
 
 
 def _open(run_dir: str):
-    """The run and the world/box normalisation of its capture (identity when the data folder is gone)."""
-    from omnifield.apps.recon.run import Run
-    from omnifield.data.scene import Normalization, scene_normalization
+    """The run (field or splat, :func:`~omnifield.apps.recon.open_run.open_run`) and the world/box normalisation
+    of its capture (identity when the data folder is gone)."""
+    from omnifield.apps.recon.open_run import open_run
 
-    run, _, _ = Run.open(run_dir)
-    run.field.eval()
-    if not Path(run.data_dir).is_dir():
-        print(f"note: data folder {run.data_dir!r} not found; exporting in the field's box coordinates")
-        return run, Normalization()
-    return run, scene_normalization(run.data_dir)
+    run = open_run(run_dir)
+    return run, run.normalization()
 
 
 def _output(args: argparse.Namespace, default: str, formats: tuple[str, ...]) -> Path:
-    """The output file (``--out`` or ``default`` inside the run), refused before any work when its suffix is not
-    one of ``formats``."""
-    out = Path(args.out) if args.out else Path(args.run) / default
+    """The output file (``--out`` or ``default`` inside the run, or beside a ``.ofz`` file), refused before any
+    work when its suffix is not one of ``formats``."""
+    out = Path(args.out) if args.out else _run_folder(args.run) / default
     if out.suffix.lower() not in formats:
         raise OmnifieldError(f"{out}: unsupported {default.split('.')[0]} format (use {', '.join(formats)})")
     return out
+
+
+def _run_folder(run: str) -> Path:
+    """The folder of a run argument (a run folder, or the folder of a ``.ofz`` file)."""
+    return Path(run).parent if Path(run).suffix == ".ofz" else Path(run)
 
 
 def _color(run):
@@ -95,6 +99,11 @@ def cmd_points(args: argparse.Namespace) -> int:
 
     out = _output(args, "points.ply", (".ply",))
     run, norm = _open(args.run)
+    if run.kind == "splat":  # the Gaussians are the points
+        xyz, rgb = run.field.means.detach().cpu(), run.field.base_colors().detach().cpu()
+        save_points_ply(out, norm.to_world(xyz.numpy()), rgb.numpy())
+        print(f"wrote the {len(xyz)} Gaussians' means and colours to {out}")
+        return 0
     threshold = _threshold(run, args.threshold)
     total = args.resolution**3 + 2 * args.n_points  # voxel centres, then the jittered candidates
     with counting_progress(run_density(run), total, "sampling points", args.quiet) as density:
@@ -111,8 +120,10 @@ def cmd_video(args: argparse.Namespace) -> int:
     from omnifield.io.video import write_video
 
     run, norm = _open(args.run)
-    out = Path(args.out) if args.out else Path(args.run) / "video.mp4"
+    out = Path(args.out) if args.out else _run_folder(args.run) / "video.mp4"
     if args.path == "orbit":
+        if not run.data_dir:
+            raise OmnifieldError(f"{args.run}: the run names no scene folder to orbit; pass --path FILE")
         path = CameraPath(orbit_path(run.data_dir, run.downscale, args.frames))
     elif Path(args.path).is_file():
         path = read_camera_path(args.path, norm)
@@ -138,7 +149,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``export mesh``, ``export points`` and ``export video``."""
     targets = export_targets(sub)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("run", help="run folder written by 'omnifield train'")
+    common.add_argument("run", help="run folder written by 'omnifield train' (a field or a splat run), or a "
+                                    "Compact-3DGS .ofz file")
     common.add_argument("--out", help="output file (default: mesh.ply, points.ply or video.mp4 inside RUN)")
     common.add_argument("--quiet", action="store_true", help="no progress bar")
     dense = argparse.ArgumentParser(add_help=False)
@@ -162,8 +174,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="poisson: octree depth, the mesh resolves 2^depth cells per axis (default 9)")
     p.set_defaults(func=cmd_mesh)
     p = targets.add_parser("points", parents=[common, dense], help="coloured point cloud (.ply) where density is "
-                                                                   "above the threshold")
-    p.add_argument("--n-points", type=_positive(int), default=200_000, help="number of points (default 200000)")
+                                                                   "above the threshold (splat runs: the Gaussians)")
+    p.add_argument("--n-points", type=_positive(int), default=200_000,
+                   help="number of points (default 200000); a splat run writes one point per Gaussian, its mean "
+                        "and colour, and ignores --n-points, --threshold and --resolution")
     p.set_defaults(func=cmd_points)
     p = targets.add_parser("video", parents=[common], help="video along an orbit or a camera path file")
     p.add_argument("--path", default="orbit",

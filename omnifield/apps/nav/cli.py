@@ -2,7 +2,7 @@
 
     omnifield nav run --out outputs/nav [--quick] [--seed 0]
     omnifield nav export --scene room --out outputs/nav_grid        # the procedural room
-    omnifield nav export --run outputs/lego --out outputs/lego_grid  # a trained recon run
+    omnifield nav export --run outputs/lego --out outputs/lego_grid  # a trained run (field or splat)
 """
 
 from __future__ import annotations
@@ -106,10 +106,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise OmnifieldError(f"nav export: --voxel must be positive, got {args.voxel}")
     threshold = None
     if args.run is not None:
-        from omnifield.apps.recon.run import Run
+        from omnifield.apps.recon.open_run import open_run
 
-        run, _, _ = Run.open(args.run)
-        run.field.eval()
+        run = open_run(args.run)  # a field or a splat run (the Gaussians' density)
         density, bounds = run_density(run), tuple(float(b) for b in run.field.aabb)
         threshold = choose_threshold(measured_densities(run), args.threshold)  # refused before the long sampling
     else:
@@ -154,7 +153,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.set_defaults(func=cmd_run)
 
     export = nav_sub.add_parser("export", help="occupancy and signed-distance grids of a field (npz, PLY, PGM)")
-    export.add_argument("--run", help="a trained recon run folder")
+    export.add_argument("--run", help="a trained run folder (field or splat) or a Compact-3DGS .ofz file")
     export.add_argument("--scene", choices=["room"], help="an analytic scene instead of a run")
     export.add_argument("--out", required=True, help="output folder")
     export.add_argument("--voxel", type=float, default=0.05, help="cell size (world units)")

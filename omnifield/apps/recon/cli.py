@@ -14,6 +14,7 @@ import torch
 from omnifield import distributed
 from omnifield.apps.recon.config import TrainConfig
 from omnifield.apps.recon.evaluate import evaluate, render_orbit
+from omnifield.apps.recon.open_run import SplatRun, open_run
 from omnifield.apps.recon.run import Run
 from omnifield.apps.recon.trainer import Trainer
 from omnifield.backend import build_on, missing_cuda_library_note, resolve_device
@@ -146,16 +147,29 @@ def _chunk_rays(args: argparse.Namespace) -> int:
     return args.chunk_rays
 
 
-def _evaluate_and_report(run: Run, data_dir: Path, split: str, out: Path, step: int | None = None,
+def _evaluate_and_report(run: Run | SplatRun, data_dir: Path, split: str, out: Path, step: int | None = None,
                          train_seconds: float | None = None, chunk: int = 8192) -> int:
     data = load_scene(data_dir, split, run.downscale)
     metrics = evaluate(run, data, out / "renders" / split, chunk=chunk, training_views=split == "train")
     metrics.update(split=split, step=step, train_seconds=train_seconds, method=run.method)
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    spr = f"{metrics['samples_per_ray']:.1f} samples/ray, " if "samples_per_ray" in metrics else ""
     print(f"{split}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over {metrics['n_views']} views "
-          f"({metrics['samples_per_ray']:.1f} samples/ray, {metrics['seconds_per_frame']:.2f} s/frame); "
-          f"renders in {out / 'renders' / split}")
+          f"({spr}{metrics['seconds_per_frame']:.2f} s/frame); renders in {out / 'renders' / split}")
     return 0
+
+
+def _output_folder(run_path: str) -> Path:
+    """Where a command over a run writes: the run folder (the folder of a ``.ofz`` file)."""
+    path = Path(run_path)
+    return path.parent if path.suffix == ".ofz" else path
+
+
+def _data_dir(args: argparse.Namespace, run: Run | SplatRun) -> Path:
+    """``--data``, else the scene folder the run was trained on (refused when the run does not name one)."""
+    if not (args.data or run.data_dir):
+        raise OmnifieldError(f"{args.run}: the run names no scene folder; pass --data")
+    return Path(args.data or run.data_dir)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -163,10 +177,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     chunk = _chunk_rays(args)
     device = resolve_device(args.device)
     with build_on(device):
-        run, _, meta = Run.open(args.run)
+        run = open_run(args.run)
     run.to(device)
-    data_dir = Path(args.data or run.data_dir)
-    return _evaluate_and_report(run, data_dir, args.split, Path(args.run), int(meta.get("step", 0)), chunk=chunk)
+    return _evaluate_and_report(run, _data_dir(args, run), args.split, _output_folder(args.run), run.step, chunk=chunk)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -178,10 +191,10 @@ def cmd_render(args: argparse.Namespace) -> int:
         raise OmnifieldError(f"--fps must be >= 1, got {args.fps}")
     device = resolve_device(args.device)
     with build_on(device):
-        run, _, _ = Run.open(args.run)
+        run = open_run(args.run)
     run.to(device)
-    out = Path(args.run)
-    data_dir = Path(args.data or run.data_dir)
+    out = _output_folder(args.run)
+    data_dir = _data_dir(args, run)
     if args.camera_path:
         from omnifield.apps.recon.evaluate import render_cameras
         from omnifield.data.camera_path import read_camera_path
@@ -203,7 +216,8 @@ def cmd_render(args: argparse.Namespace) -> int:
                        f"--frames {args.frames}: an orbit of {data.cameras.width}x{data.cameras.height} frames")
     if not (args.orbit_only or args.camera_path):
         evaluate(run, data, out / "renders" / args.split, chunk=chunk, training_views=args.split == "train")
-        print(f"wrote {len(data.images)} renders and depth images to {out / 'renders' / args.split}")
+        depth = " and depth images" if run.kind == "field" else ""
+        print(f"wrote {len(data.images)} renders{depth} to {out / 'renders' / args.split}")
     if args.orbit or args.orbit_only:
         path = render_orbit(run, data.cameras, out / "orbit.mp4", n_frames=args.frames, fps=args.fps or 24,
                             chunk=chunk)
@@ -253,7 +267,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 def _add_run_arguments(p: argparse.ArgumentParser, split_use: str) -> None:
     """The options of a command over a trained run: the folder, ``--data``, ``--split``, chunk and device."""
-    p.add_argument("run", help="run folder written by 'omnifield train'")
+    p.add_argument("run", help="run folder written by 'omnifield train' (a field or a splat run), or a Compact-3DGS "
+                              ".ofz file")
     p.add_argument("--data", help="scene folder (default: the one the run was trained on)")
     p.add_argument("--split", default="test", help=SPLIT_HELP.format(what=split_use))
     p.add_argument("--chunk-rays", type=int, default=8192, help=CHUNK_HELP)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from omnifield.apps.recon.open_run import SplatRun
 from omnifield.apps.recon.run import Run
 from omnifield.data.blender import PosedImages
 from omnifield.data.images import composite_on, to_uint8
@@ -21,7 +22,7 @@ from omnifield.renderers.space import NEAR_MARGIN
 WHITE = torch.ones(3)
 
 
-def evaluate(run: Run, data: PosedImages, out_dir: Path | None = None, limit: int | None = None,
+def evaluate(run: Run | SplatRun, data: PosedImages, out_dir: Path | None = None, limit: int | None = None,
              progress: bool = True, chunk: int = 8192, training_views: bool = False) -> dict[str, Any]:
     """Render every view of ``data`` on white, compare with ground truth composited on white.
 
@@ -29,9 +30,9 @@ def evaluate(run: Run, data: PosedImages, out_dir: Path | None = None, limit: in
     ``training_views`` (``data`` is the run's training split) each view uses its refined pose and
     its own appearance code (:meth:`Run.training_views`).
 
-    Returns mean ``psnr``, ``ssim``, per-view values, ``samples_per_ray`` and seconds per frame. With
-    ``out_dir``, writes ``<name>.png`` (render | ground truth) and ``<name>_depth.png`` there.
-    At most ``chunk`` rays are rendered at once (memory grows with it).
+    Returns mean ``psnr``, ``ssim``, per-view values, ``samples_per_ray`` (field runs) and seconds per frame.
+    With ``out_dir``, writes ``<name>.png`` (render | ground truth) and, for field runs, ``<name>_depth.png``
+    there. At most ``chunk`` rays are rendered at once (memory grows with it).
     """
     run.field.eval()
     cameras, codes = run.training_views(data.cameras) if training_views else (data.cameras, None)
@@ -39,40 +40,45 @@ def evaluate(run: Run, data: PosedImages, out_dir: Path | None = None, limit: in
     per_view, spr, seconds = [], [], []
     for i in tqdm(range(n), desc="evaluating", disable=not progress, leave=False):
         t0 = time.perf_counter()
-        out = run.renderer.render_image(run.field, cameras, i, WHITE, chunk=chunk,
-                                        appearance=None if codes is None else codes[i])
+        out = run.render(cameras, i, WHITE, chunk=chunk, appearance=None if codes is None else codes[i])
         seconds.append(time.perf_counter() - t0)
         gt = composite_on(data.images[i], WHITE)
         pred = out["rgb"].clamp(0, 1)
         per_view.append({"name": data.names[i], "psnr": psnr(pred, gt), "ssim": float(ssim(pred, gt))})
-        spr.append(out["samples_per_ray"])
+        if "samples_per_ray" in out:
+            spr.append(out["samples_per_ray"])
         if out_dir is not None:
             write_png(out_dir / f"{data.names[i]}.png", to_uint8(torch.cat([pred, gt], dim=1)))
-            write_png(out_dir / f"{data.names[i]}_depth.png",
-                      colorize_depth(out["depth"].numpy(), out["opacity"].numpy()))
-    return {
+            if "depth" in out:
+                write_png(out_dir / f"{data.names[i]}_depth.png",
+                          colorize_depth(out["depth"].numpy(), out["alpha"].numpy()))
+    metrics = {
         "psnr": float(np.mean([v["psnr"] for v in per_view])),
         "ssim": float(np.mean([v["ssim"] for v in per_view])),
-        "samples_per_ray": float(np.mean(spr)),
         "seconds_per_frame": float(np.mean(seconds)),
         "n_views": n,
         "views": per_view,
     }
+    if spr:
+        metrics["samples_per_ray"] = float(np.mean(spr))
+    return metrics
 
 
-def render_cameras(run: Run, cameras: Cameras, progress: bool = True, chunk: int = 8192) -> list[np.ndarray]:
+def render_cameras(run: Run | SplatRun, cameras: Cameras, progress: bool = True, chunk: int = 8192) -> list[np.ndarray]:
     """Render every camera on white, ``chunk`` rays at a time; uint8 frames ``[H, W, 3]``."""
     run.field.eval()
     frames = []
     for i in tqdm(range(len(cameras)), desc="rendering", disable=not progress, leave=False):
-        frames.append(to_uint8(run.renderer.render_image(run.field, cameras, i, WHITE, chunk=chunk)["rgb"]))
+        frames.append(to_uint8(run.render(cameras, i, WHITE, chunk=chunk)["rgb"]))
     return frames
 
 
-def video_cameras(run: Run, reference: Cameras, n_frames: int) -> Cameras:
+def video_cameras(run: Run | SplatRun, reference: Cameras, n_frames: int) -> Cameras:
     """The camera path of a run's video: an orbit at the reference cameras' mean radius and height around the
-    box centre (objects) or the scene centre and up axis (unbounded scenes); LLFF's spiral for forward-facing
-    scenes, focused at 4x the nearest depth."""
+    box centre (objects and splat runs) or the scene centre and up axis (unbounded scenes); LLFF's spiral for
+    forward-facing scenes, focused at 4x the nearest depth."""
+    if run.kind == "splat":
+        return orbit_cameras(reference, n_frames)
     cfg = run.renderer.cfg
     if cfg.space == "ndc":
         return spiral_cameras(reference, n_frames, 4.0 * cfg.ndc_near / NEAR_MARGIN)
@@ -81,7 +87,7 @@ def video_cameras(run: Run, reference: Cameras, n_frames: int) -> Cameras:
     return orbit_cameras(reference, n_frames)
 
 
-def render_orbit(run: Run, reference: Cameras, out_path: Path, n_frames: int = 60, fps: int = 24,
+def render_orbit(run: Run | SplatRun, reference: Cameras, out_path: Path, n_frames: int = 60, fps: int = 24,
                  progress: bool = True, chunk: int = 8192) -> Path:
     """The run's video (:func:`video_cameras`) around the reference cameras."""
     frames = render_cameras(run, video_cameras(run, reference, n_frames), progress, chunk)

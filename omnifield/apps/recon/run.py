@@ -18,12 +18,14 @@ import torch
 from omnifield.apps.recon.config import TrainConfig
 from omnifield.config import config_from_dict, config_to_dict, replace_config
 from omnifield.data.blender import PosedImages
+from omnifield.data.scene import Normalization, scene_normalization
 from omnifield.errors import OmnifieldError
 from omnifield.fields.radiance import RadianceField, RadianceFieldConfig
 from omnifield.fields.registry import build_field
 from omnifield.io.atomic import write_text_atomic
 from omnifield.io.checkpoint import load_checkpoint, load_module_state, module_state, save_checkpoint
 from omnifield.renderers.camera_opt import CameraOptimizer
+from omnifield.renderers.occupancy import OccupancyGrid
 from omnifield.renderers.volume import VolumeRenderer
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -52,9 +54,22 @@ def resolve_capture_options(field_config: Any, train_config: TrainConfig,
     return field_config, replace_config(train_config, camera_opt=camera_opt, appearance_dim=dim)
 
 
+def data_normalization(data_dir: str) -> Normalization:
+    """The world-to-box normalisation of the capture a run was trained on; identity (with a note on stdout) when
+    its data folder is gone, so exports are then in the run's box coordinates."""
+    if not data_dir or not Path(data_dir).is_dir():
+        print(f"note: data folder {data_dir!r} not found; writing in the run's box coordinates")
+        return Normalization()
+    return scene_normalization(data_dir)
+
+
 @dataclass
 class Run:
-    """A trained (or training) scene: field + renderer + configs, living in ``path``."""
+    """A trained (or training) scene: field + renderer + configs, living in ``path``.
+
+    It is also what :func:`~omnifield.apps.recon.open_run.open_run` returns for a radiance-field run folder
+    (``kind`` "field"; the splat counterpart is :class:`~omnifield.apps.recon.open_run.SplatRun`).
+    """
 
     path: Path
     field: torch.nn.Module
@@ -66,6 +81,7 @@ class Run:
     method: str
     downscale: int = 1
     camera_opt: CameraOptimizer | None = None
+    step: int = 0  # the checkpoint's step when re-opened
 
     @classmethod
     def create(cls, path: Path, method: str, field_config, renderer_config, train_config, data_dir: str,
@@ -88,6 +104,25 @@ class Run:
             camera_opt = CameraOptimizer(train_c2w)
         return cls(Path(path), field, renderer, field_config, renderer_config, train_config, str(data_dir), method,
                    downscale, camera_opt)
+
+    kind = "field"
+
+    @property
+    def occupancy(self) -> OccupancyGrid:
+        """The renderer's occupancy grid (its visual hull and measured densities)."""
+        return self.renderer.grid
+
+    def normalization(self) -> Normalization:
+        """World-to-box normalisation of the run's capture (:func:`data_normalization`)."""
+        return data_normalization(self.data_dir)
+
+    def render(self, cameras, index: int, background: torch.Tensor, chunk: int = 8192,
+               appearance: torch.Tensor | None = None) -> dict[str, Any]:
+        """View ``index`` of ``cameras`` on ``background [3]``: ``rgb [H, W, 3]``, ``depth [H, W]``,
+        ``alpha [H, W]`` and ``samples_per_ray``, ``chunk`` rays at a time (``appearance [E]``: one code)."""
+        out = self.renderer.render_image(self.field, cameras, index, background, chunk=chunk, appearance=appearance)
+        out["alpha"] = out.pop("opacity")
+        return out
 
     def to(self, device: torch.device | str) -> "Run":
         """Move the field, the renderer (occupancy grid included) and the pose corrections to ``device``."""
@@ -165,6 +200,7 @@ class Run:
             downscale,
             tensors.get("camera_opt/c2w"),
         )
+        run.step = step
         load_module_state("field", run.field, tensors, str(ckpt))
         load_module_state("renderer", run.renderer, tensors, str(ckpt))
         if run.camera_opt is not None:

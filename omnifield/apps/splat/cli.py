@@ -7,17 +7,17 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from omnifield.apps.splat.compact import CompactGaussianScene
 from omnifield.apps.splat.config import INITS, SplatTrainConfig
-from omnifield.apps.splat.run import CHECKPOINT, load_splat_run
 from omnifield.cli_options import loop_config
 from omnifield.config import config_from_dict
 from omnifield.config_overrides import apply_override
 from omnifield.engine import LoopConfig
 from omnifield.errors import OmnifieldError
+from omnifield.fields.compact_gaussians import CompactGaussianScene
 from omnifield.io.checkpoint import load_checkpoint
 from omnifield.io.run_folder import checkpoint_meta
 from omnifield.io.splat_ply import save_splat_ply
+from omnifield.io.splat_run import CHECKPOINT, load_splat_run
 
 DEFAULTS = SplatTrainConfig()
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from omnifield.apps.splat.compact import CompactConfig
 from omnifield.config import register_config
 from omnifield.errors import OmnifieldError
+from omnifield.fields.compact_gaussians import CompactConfig
 
 INITS = ("auto", "scene", "views", "random", "points", "nerf")
 LEARNING_RATES = {"means": 1.6e-4, "log_scales": 5e-3, "quats": 1e-3, "opacity_logits": 5e-2,

@@ -17,26 +17,24 @@ RVQ (Compact-3DGS) starts at ``--rvq-from``.
 
 The loop is the training engine's (:mod:`omnifield.engine`: budget, progress bar, ``log.jsonl``,
 checkpoints, Ctrl-C, divergence guard); :class:`SplatTask` is the task. Its checkpoint is the run's
-``checkpoint.safetensors`` (:mod:`.run`), so ``--resume`` continues a run exactly where it stopped.
+``checkpoint.safetensors`` (:mod:`omnifield.io.splat_run`), so ``--resume`` continues a run exactly where it stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, ContextManager
 
 import numpy as np
 import torch
 
-from omnifield.apps.splat.compact import CompactConfig, CompactGaussianScene
-from omnifield.apps.splat.compress import save_compressed
 from omnifield.apps.splat.config import FIELD_LR, FIELD_LR_DECAY_AT, LEARNING_RATES, SplatTrainConfig
 from omnifield.apps.splat.density_control import DensityControl, DensityControlConfig
 from omnifield.apps.splat.init import points_from_density, points_from_views, random_points
-from omnifield.apps.splat.run import CHECKPOINT, save_splat_run, scene_from_checkpoint
 from omnifield.backend import missing_cuda_library_note, resolve_device
 from omnifield.config import config_to_dict
 from omnifield.data.blender import PosedImages
@@ -44,15 +42,19 @@ from omnifield.data.images import composite_on, to_uint8
 from omnifield.data.scene import Scene, load_scene
 from omnifield.engine import Engine, LoopConfig
 from omnifield.errors import OmnifieldError
+from omnifield.fields.compact_gaussians import CompactConfig, CompactGaussianScene
 from omnifield.fields.gaussians import GaussianScene
 from omnifield.io.atomic import atomic_path, write_text_atomic
 from omnifield.io.checkpoint import load_checkpoint, remove_stale_temporaries
 from omnifield.io.points import read_point_cloud
+from omnifield.io.splat_ofz import save_compressed
 from omnifield.io.splat_ply import save_splat_ply
+from omnifield.io.splat_run import CHECKPOINT, save_splat_run, scene_from_checkpoint
 from omnifield.losses.photometric import photometric_loss, s3im_on_pixels
 from omnifield.metrics import psnr, psnr_from_mse, ssim
 from omnifield.renderers.splat import SplatRenderer
 
+Watch = Callable[[GaussianScene, Engine], ContextManager]  # something to run beside training: the live viewer
 FIELD_LR_WARMUP_STEPS = 100  # linear ramp from 1% (the paper's code)
 
 
@@ -226,7 +228,7 @@ class SplatTask:
 
 
 def train_splat(data_dir: Path, out_dir: Path, cfg: SplatTrainConfig, loop: LoopConfig, device: str = "auto",
-                resume: bool = False) -> dict[str, Any]:
+                resume: bool = False, watch: Watch | None = None) -> dict[str, Any]:
     """Train on the ``train`` split of ``data_dir`` (any capture format, at ``cfg.downscale``) for ``loop``'s
     budget, write the run to ``out_dir``; returns its metrics (on the ``test`` split unless not
     ``cfg.evaluate``).
@@ -234,7 +236,8 @@ def train_splat(data_dir: Path, out_dir: Path, cfg: SplatTrainConfig, loop: Loop
     ``resume`` continues the run in ``out_dir`` from its checkpoint (``cfg`` must be the run's settings,
     :func:`~omnifield.apps.splat.cli.splat_configs` reads them). ``device`` (``auto``/``cpu``/``cuda``/
     ``cuda:N``) picks where the Gaussians live; on CUDA the renderer uses gsplat when it is installed, else the
-    same torch rasterizer as on the CPU.
+    same torch rasterizer as on the CPU. ``watch(scene, engine)``, a context-manager factory, is entered around
+    the training (the live viewer, which renders the scene between steps through ``engine.between_steps``).
     """
     cfg.check()
     loop.check()
@@ -280,7 +283,8 @@ def train_splat(data_dir: Path, out_dir: Path, cfg: SplatTrainConfig, loop: Loop
     note = missing_cuda_library_note(device, "gsplat", "rasterization")
     if note:
         print(note)
-    engine.run()
+    with watch(task.scene, engine) if watch is not None else contextlib.nullcontext():
+        engine.run()
     scene = task.scene.eval()
     files = {"ply": out_dir / "scene.ply"}
     save_splat_ply(scene.to_plain_scene() if isinstance(scene, CompactGaussianScene) else scene, files["ply"])

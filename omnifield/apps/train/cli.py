@@ -45,24 +45,29 @@ def claim_run_folder(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a field (or, with ``--method splat``, Gaussians) on posed images, then evaluate on the test split."""
     torch.manual_seed(args.seed)
-    watch = _viewer(args)  # its options are checked before any work
+    if args.viewer:  # its options are checked before any work
+        from omnifield.apps.viewer.live import check_viewer_options
+
+        check_viewer_options(args.port, args.viewer_width, "--viewer-width")
     claim_run_folder(args)
     if args.method == SPLAT:
         cfg, loop = splat_configs(args)
-        train_splat(Path(args.data), Path(args.out), cfg, loop, device=args.device, resume=args.resume)
+        train_splat(Path(args.data), Path(args.out), cfg, loop, device=args.device, resume=args.resume,
+                    watch=_viewer(args, splat=True))
         return 0
-    return train_nerf(args, watch)
+    return train_nerf(args, _viewer(args, splat=False))
 
 
-def _viewer(args: argparse.Namespace):
-    """With ``--viewer``: a factory serving the run being trained to the browser (else None)."""
+def _viewer(args: argparse.Namespace, splat: bool):
+    """With ``--viewer``: a factory ``watch(trained, engine)`` serving what is trained (a radiance-field run, or
+    the Gaussians with ``splat``) to the browser while ``engine`` runs (else None)."""
     if not args.viewer:
         return None
-    from omnifield.apps.viewer.live import check_viewer_options, watch_training
-    from omnifield.apps.viewer.server import field_render
+    from omnifield.apps.viewer.live import watch_training
+    from omnifield.apps.viewer.server import field_render, splat_render
 
-    check_viewer_options(args.port, args.viewer_width, "--viewer-width")
-    return lambda run, engine: watch_training(field_render(run), engine, args.host, args.port, args.viewer_width)
+    render_of = splat_render if splat else field_render
+    return lambda trained, engine: watch_training(render_of(trained), engine, args.host, args.port, args.viewer_width)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

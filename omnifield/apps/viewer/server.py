@@ -22,7 +22,9 @@ import torch
 
 from omnifield.apps.viewer.browser_camera import browser_camera, progressive_sizes
 from omnifield.data.images import to_uint8
+from omnifield.fields.gaussians import GaussianScene
 from omnifield.renderers.cameras import Cameras
+from omnifield.renderers.splat import SplatRenderer
 
 RenderFn = Callable[[Cameras], torch.Tensor]  # one camera -> rgb [H, W, 3] in [0, 1]
 
@@ -126,16 +128,28 @@ class SceneViewer:
         self.server.stop()
 
 
+def _in_eval_mode(module: torch.nn.Module, render: RenderFn) -> RenderFn:
+    """``render`` with ``module`` in evaluation mode while it runs (its mode restored afterwards)."""
+
+    def wrapped(cameras: Cameras) -> torch.Tensor:
+        training = module.training
+        module.eval()
+        try:
+            return render(cameras)
+        finally:
+            module.train(training)
+
+    return wrapped
+
+
 def field_render(run) -> RenderFn:
     """A radiance-field run's renderer on white, in evaluation mode (restored afterwards)."""
     white = torch.ones(3)
+    return _in_eval_mode(run.field, lambda cameras: run.renderer.render_image(run.field, cameras, 0, white)["rgb"])
 
-    def render(cameras: Cameras) -> torch.Tensor:
-        training = run.field.training
-        run.field.eval()
-        try:
-            return run.renderer.render_image(run.field, cameras, 0, white)["rgb"]
-        finally:
-            run.field.train(training)
 
-    return render
+def splat_render(scene: GaussianScene) -> RenderFn:
+    """Gaussians rasterized on white, in evaluation mode (restored afterwards); the scene may be training
+    (density control replaces its tensors between steps, and each frame reads the current ones)."""
+    renderer = SplatRenderer(background=(1.0, 1.0, 1.0))
+    return _in_eval_mode(scene, lambda cameras: renderer.render_camera(scene, cameras, 0)["rgb"].cpu())

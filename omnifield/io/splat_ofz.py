@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from omnifield.apps.splat.compact import CompactConfig, CompactGaussianScene
-from omnifield.apps.splat.rvq import decode_codes
 from omnifield.config import config_from_dict, config_to_dict
 from omnifield.errors import OmnifieldError
+from omnifield.fields.compact_gaussians import CompactConfig, CompactGaussianScene
+from omnifield.fields.rvq import decode_codes
 from omnifield.io.atomic import atomic_path
 
 MAGIC = b"OFSPLATZ3"  # 3: colour MLP output as a degree-0 SH coefficient (2: sigmoid)

@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnifield.apps.splat.rvq import ResidualVQ
 from omnifield.config import register_config
 from omnifield.fields.gaussians import SH_C0, GaussianScene
 from omnifield.fields.hashgrid import HashGridConfig
 from omnifield.fields.mlp import MLPConfig
+from omnifield.fields.rvq import ResidualVQ
 from omnifield.fields.sh import spherical_harmonics
 
 
@@ -155,6 +155,10 @@ class CompactGaussianScene(GaussianScene):
     def sh(self) -> torch.Tensor:
         """Per-Gaussian SH (degree 3) fitted by least squares to the colour field over 64 directions."""
         return self.baked_sh(3)
+
+    def base_colors(self) -> torch.Tensor:
+        """Colour ``[N, 3]`` of each Gaussian averaged over view directions (the colour field's degree-0 band)."""
+        return (self.baked_sh(0)[:, 0] * SH_C0 + 0.5).clamp(0.0, 1.0)
 
     @torch.no_grad()
     def baked_sh(self, degree: int) -> torch.Tensor:

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from omnifield.apps.splat.compact import CompactConfig, CompactGaussianScene
 from omnifield.config import config_from_dict, config_to_dict
 from omnifield.errors import OmnifieldError
+from omnifield.fields.compact_gaussians import CompactConfig, CompactGaussianScene
 from omnifield.fields.gaussians import GaussianScene
 from omnifield.io.atomic import write_text_atomic
 from omnifield.io.checkpoint import load_checkpoint, save_checkpoint
