@@ -15,16 +15,8 @@ from omnifield.fields.radiance import RadianceFieldConfig
 from omnifield.fields.triplane import TriPlaneConfig
 from omnifield.io.run_folder import checkpoint_meta
 from omnifield.renderers.volume import VolumeRenderer, VolumeRendererConfig
+from tests._processes import ctrl_c_at
 from tests.test_distill import gaps, ring_cameras, tiny_hashgrid, tiny_triplane, uniform_sampler
-
-
-@pytest.fixture
-def one_thread():
-    """Parallel CPU reductions may change the last bit of a sum from run to run: compare on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_interrupted_distillation_resumed_equals_a_straight_run(tmp_path, monkeypatch, one_thread):
@@ -38,16 +30,7 @@ def test_interrupted_distillation_resumed_equals_a_straight_run(tmp_path, monkey
     straight = tiny_triplane()
     distill(teacher, straight, sampler, cameras, cfg, loop, tmp_path / "straight")
 
-    calls = {"n": 0}
-    draw = Distiller.draw_rays
-
-    def ctrl_c_at_step_9(self):
-        calls["n"] += 1
-        if calls["n"] == 10:
-            raise KeyboardInterrupt
-        return draw(self)
-
-    monkeypatch.setattr(Distiller, "draw_rays", ctrl_c_at_step_9)
+    ctrl_c_at(monkeypatch, Distiller, "draw_rays", call=10)  # as step 9 (from 0) draws its rays
     torch.manual_seed(1)
     with pytest.raises(KeyboardInterrupt):
         distill(teacher, tiny_triplane(), sampler, cameras, cfg, loop, tmp_path / "run")
@@ -121,15 +104,7 @@ def test_a_run_folder_checkpoint_written_by_run_save_resumes(tmp_path, monkeypat
     out = tmp_path / "student"
     run = Run.create(out, "triplane", tiny_triplane().cfg, sampler.cfg, TrainConfig(steps=6), "")
     extra = {"distilled_from": "teacher", "pvd": config_to_dict(cfg)}
-    draw, calls = Distiller.draw_rays, {"n": 0}
-
-    def ctrl_c_at_step_3(self):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return draw(self)
-
-    monkeypatch.setattr(Distiller, "draw_rays", ctrl_c_at_step_3)
+    ctrl_c_at(monkeypatch, Distiller, "draw_rays", call=4)  # as step 3 (from 0) draws its rays
     with pytest.raises(KeyboardInterrupt):
         distill(teacher, run.field, sampler, cameras, cfg, loop, out,
                 save=lambda step, tensors, meta: run.save(step, tensors, {**meta, **extra}))

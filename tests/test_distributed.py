@@ -1,6 +1,5 @@
 """Data-parallel training under torchrun: two CPU processes (gloo) match one process."""
 
-import os
 import socket
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from omnifield.apps.recon.run import Run
 from omnifield.data.blender import load_blender
 from omnifield.distributed import ProcessGroup, shard
 from omnifield.fields.registry import build_field
-from tests.conftest import REPO
+from tests._processes import child_env
 from tests.test_recon_cli import TINY, tiny_scene  # noqa: F401 - fixture re-used
 
 
@@ -32,14 +31,12 @@ def _free_port() -> int:
 
 
 def _train(args: list[str], n_procs: int, tmp_path) -> subprocess.CompletedProcess:
-    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])  # this checkout's package
-    env = {**os.environ, "OMNIFIELD_BACKEND": "torch", "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     if n_procs == 1:
         cmd = [sys.executable, "-m", "omnifield", *args]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n_procs),
                "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "omnifield", *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    return subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300, cwd=tmp_path)
 
 
 def test_two_gloo_processes_match_one_process(tiny_scene, tmp_path):  # noqa: F811 - pytest fixture

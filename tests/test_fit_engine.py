@@ -3,11 +3,6 @@ from its checkpoint ends with exactly the weights of a run that went straight th
 killed with SIGKILL continues with ``--resume`` from the checkpoint's step; the old ``--seconds`` budget."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +22,7 @@ from omnifield.fields.mlp import MLPConfig
 from omnifield.fields.radiance import RadianceFieldConfig
 from omnifield.fields.sdf_field import SDFFieldConfig
 from omnifield.io.checkpoint import load_checkpoint, save_checkpoint
+from tests._processes import ctrl_c_at, kill_at_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_GRID = HashGridConfig(n_levels=4, log2_hashmap_size=10, base_resolution=4, max_resolution=32)
@@ -74,18 +70,10 @@ def test_ctrl_c_then_resume_equals_a_straight_run(fit, tmp_path, monkeypatch, re
     loop = LoopConfig(steps=STEPS, progress=False)
     straight = fit(loop, tmp_path / "straight.safetensors", None).state_dict()
 
-    step = FieldFit.training_step
-
-    def interrupted_at_stop(self, i, progress):
-        if i == STOP:
-            raise KeyboardInterrupt
-        return step(self, i, progress)
-
-    monkeypatch.setattr(FieldFit, "training_step", interrupted_at_stop)
     path = tmp_path / "cut.safetensors"
-    with pytest.raises(KeyboardInterrupt):
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        ctrl_c_at(patch, FieldFit, "training_step", step=STOP)
         fit(loop, path, None)
-    monkeypatch.setattr(FieldFit, "training_step", step)
     tensors, meta = load_checkpoint(path)
     assert meta["step"] == STOP
     resumed = fit(loop, path, (tensors, meta)).state_dict()
@@ -97,38 +85,13 @@ def test_ctrl_c_then_resume_equals_a_straight_run(fit, tmp_path, monkeypatch, re
     assert any(not torch.equal(moved[k], straight[k]) for k in straight)  # the comparison can fail
 
 
-def _start(args: list[str], log: Path) -> subprocess.Popen:
-    """``omnifield ARGS`` in a child process writing to files (a pipe nobody reads would stall the bar)."""
-    env = {**os.environ, "OMNIFIELD_BACKEND": "torch", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    with open(log.with_suffix(".out"), "w") as out, open(log.with_suffix(".err"), "w") as err:
-        return subprocess.Popen([sys.executable, "-m", "omnifield", *args], cwd=REPO, env=env, stdout=out, stderr=err)
-
-
-def _checkpoint_step(path: Path) -> int:
-    try:
-        return int(load_checkpoint(path)[1]["step"])
-    except Exception:  # noqa: BLE001 - absent or not yet complete: not there yet
-        return 0
-
-
 def test_sigkill_then_resume_continues_from_the_checkpoint(tmp_path):
     out, log, budget = tmp_path / "fit", tmp_path / "log", 100_000
     src = str(REPO / "data" / "astronaut" / "astronaut.png")
     common = ["fit", "image", src, "--size", "16", "--params", "2000", "--out", str(out), "--quiet", "--threads", "1"]
     every_step = ["--set", "fit.loop.checkpoint_every_s=0", "--set", "fit.loop.log_every=1",
                   "--set", "fit.batch_pixels=64"]
-    proc = _start([*common, "--steps", str(budget), *every_step], log)
-    deadline = time.monotonic() + 300
-    try:
-        while _checkpoint_step(out / "checkpoint.safetensors") < 3:
-            assert proc.poll() is None, log.with_suffix(".err").read_text()[-2000:]
-            assert time.monotonic() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.05)
-    finally:
-        proc.send_signal(signal.SIGKILL)  # a no-op when it has exited already
-        proc.wait()
-    killed_at = _checkpoint_step(out / "checkpoint.safetensors")
+    killed_at = kill_at_checkpoint([*common, "--steps", str(budget), *every_step], out / "checkpoint.safetensors", log)
     assert killed_at >= 3
     final = killed_at + 5
     before = len((out / "log.jsonl").read_text().splitlines())  # the killed run may have logged past its checkpoint

@@ -183,6 +183,15 @@ def _assert_close_scaled(a, b):
     torch.testing.assert_close(a / scale, b / scale, rtol=1e-4, atol=1e-5)
 
 
+def _native_matches_twin(grid, grads):
+    """``grads(encode)`` (a tuple of tensors) with the native encoder and with its twin, compared one by one;
+    returns the twin's."""
+    native, twin = (grads(encode) for encode in _encoders(grid))
+    for a, b in zip(native, twin):
+        _assert_close_scaled(a, b)
+    return twin
+
+
 @pytest.mark.parametrize("d", [2, 3])
 def test_native_double_backward_matches_twin(d):
     """Eikonal-style loss on d enc / dx: its gradient wrt the table and x (native second-order terms)."""
@@ -190,15 +199,15 @@ def test_native_double_backward_matches_twin(d):
     torch.manual_seed(3)
     x = torch.rand(200, d)
     weights = torch.randn(SMALL.n_levels * 2)
-    results = []
-    for encode in _encoders(grid):
+
+    def grads(encode):
         xi = x.clone().requires_grad_(True)
         y = (encode(xi) * weights).sum()
         (gx,) = torch.autograd.grad(y, xi, create_graph=True)
         loss = (gx**2).sum() + (gx[:, 0] * xi[:, 1]).sum()
-        results.append(torch.autograd.grad(loss, [grid.table, xi]))
-    for a, b in zip(*results):
-        _assert_close_scaled(a, b)
+        return torch.autograd.grad(loss, [grid.table, xi])
+
+    _native_matches_twin(grid, grads)
 
 
 def test_native_double_backward_through_table_gradient():
@@ -208,14 +217,14 @@ def test_native_double_backward_through_table_gradient():
     x = torch.rand(150, 3)
     u = torch.randn(150, SMALL.n_levels * 2)
     r = torch.randn_like(grid.table)
-    results = []
-    for encode in _encoders(grid):
+
+    def grads(encode):
         xi, ui = x.clone().requires_grad_(True), u.clone().requires_grad_(True)
         gx, gt = torch.autograd.grad(encode(xi), [xi, grid.table], ui, create_graph=True)
         loss = (gt * r).sum() + (gx**2).sum()
-        results.append(torch.autograd.grad(loss, [xi, ui, grid.table]))
-    for a, b in zip(*results):
-        _assert_close_scaled(a, b)
+        return torch.autograd.grad(loss, [xi, ui, grid.table])
+
+    _native_matches_twin(grid, grads)
 
 
 def test_native_third_order_matches_twin():
@@ -225,16 +234,16 @@ def test_native_third_order_matches_twin():
     x = torch.rand(100, 3)
     weights = torch.randn(SMALL.n_levels * 2)
     r = torch.randn(100)
-    results = []
-    for encode in _encoders(grid):
+
+    def grads(encode):
         xi = x.clone().requires_grad_(True)
         u = (torch.tanh(encode(xi)) * weights).sum()
         (g,) = torch.autograd.grad(u, xi, create_graph=True)
         (h,) = torch.autograd.grad(g[:, 0].sum(), xi, create_graph=True)
-        loss = (h[:, 1] * r).sum()
-        results.append(torch.autograd.grad(loss, [grid.table]))
-    assert results[1][0].abs().max() > 0
-    _assert_close_scaled(results[0][0], results[1][0])
+        return torch.autograd.grad((h[:, 1] * r).sum(), [grid.table])
+
+    (twin,) = _native_matches_twin(grid, grads)
+    assert twin.abs().max() > 0
 
 
 def test_native_survives_non_finite_inputs():

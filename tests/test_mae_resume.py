@@ -1,17 +1,7 @@
 """NeRF-MAE training under the engine: an interrupted run resumed in-process equals a straight run, and
-``omnifield mae pretrain`` killed with SIGKILL continues from its checkpoint with ``--resume``.
-
-The killed run writes its output to files, not to pipes (a pipe nobody reads stalls the progress bar),
-and every wait polls gently with a generous timeout: a loaded machine starts a process slowly.
-"""
+``omnifield mae pretrain`` killed with SIGKILL continues from its checkpoint with ``--resume``."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -24,8 +14,8 @@ from omnifield.apps.mae.train import EpochBatches, PretrainConfig, pretrain_mae
 from omnifield.cli import main
 from omnifield.engine import LoopConfig
 from omnifield.io.run_folder import checkpoint_meta
+from tests._processes import checkpoint_step, ctrl_c_at, kill_at_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = MAE3DConfig(dim=24, depth=1, heads=2, decoder_dim=24, decoder_depth=1, decoder_heads=2)
 SMALL = ["--dim", "24", "--depth", "1", "--heads", "2", "--threads", "1", "--batch", "2"]
 
@@ -42,16 +32,7 @@ def test_interrupted_pretraining_resumed_equals_a_straight_run(grids, tmp_path, 
     straight = MAE3D(TINY)
     expected = pretrain_mae(straight, grids, cfg, loop, tmp_path / "straight")
 
-    calls = {"n": 0}
-    draw = EpochBatches.next
-
-    def ctrl_c_before_step_4(self):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return draw(self)
-
-    monkeypatch.setattr(EpochBatches, "next", ctrl_c_before_step_4)
+    ctrl_c_at(monkeypatch, EpochBatches, "next", call=5)  # before step 4 (from 0)
     torch.manual_seed(0)
     with pytest.raises(KeyboardInterrupt):
         pretrain_mae(MAE3D(TINY), grids, cfg, loop, tmp_path / "run")
@@ -80,34 +61,12 @@ def test_resume_refuses_a_folder_without_training_or_of_another_kind(tmp_path, c
     assert "has no option 'bogus'" in capsys.readouterr().err
 
 
-def _start(args: list[str], log: Path) -> subprocess.Popen:
-    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "OMNIFIELD_BACKEND": "torch", "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
-    with open(log.with_suffix(".out"), "w") as out, open(log.with_suffix(".err"), "w") as err:
-        return subprocess.Popen([sys.executable, "-m", "omnifield", *args], cwd=REPO, env=env, stdout=out, stderr=err)
-
-
-def _checkpoint_step(path: Path) -> int:
-    meta = checkpoint_meta(path) if path.is_file() else None
-    return int(meta["step"]) if meta else 0
-
-
 def test_sigkill_then_resume_continues_from_the_checkpoint(tmp_path):
     write_scene_grids(tmp_path / "g", range(3), resolution=8)
     out, log = tmp_path / "mae", tmp_path / "log"
     every_step = ["--set", "loop.checkpoint_every_s=0", "--set", "loop.log_every=1", "--quiet"]
-    proc = _start(["mae", "pretrain", str(tmp_path / "g"), "--out", str(out), "--steps", "100000", *SMALL,
-                   *every_step], log)
-    deadline = time.monotonic() + 300
-    while _checkpoint_step(out / TRAINING_FILE) < 3:
-        assert proc.poll() is None, f"exited early: {log.with_suffix('.err').read_text()[-2000:]}"
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"no checkpoint in time: {log.with_suffix('.err').read_text()[-2000:]}")
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    kept = _checkpoint_step(out / TRAINING_FILE)
+    kept = kill_at_checkpoint(["mae", "pretrain", str(tmp_path / "g"), "--out", str(out), "--steps", "100000",
+                               *SMALL, *every_step], out / TRAINING_FILE, log)
     logged = len((out / "log.jsonl").read_text().splitlines())
     assert kept >= 3 and not (out / MODEL_FILE).exists()
 
@@ -118,6 +77,6 @@ def test_sigkill_then_resume_continues_from_the_checkpoint(tmp_path):
     steps = [json.loads(line)["step"] for line in lines[logged:]]
     assert steps == list(range(kept + 1, budget + 1))  # continued right after the checkpoint's step
     model, meta = load_model(out, "mae")
-    assert meta["steps"] == budget and _checkpoint_step(out / TRAINING_FILE) == budget
+    assert meta["steps"] == budget and checkpoint_step(out / TRAINING_FILE) == budget
     history = json.loads((out / "history.json").read_text())
     assert [h["step"] for h in history] == list(range(budget))

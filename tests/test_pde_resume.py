@@ -7,11 +7,7 @@ starts a process slowly)."""
 
 import argparse
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -27,10 +23,10 @@ from omnifield.pde.solvers import solve
 from omnifield.pde.solvers.optimize import PhysicsTask, lbfgs_plan
 from omnifield.pde.solvers.run import CHECKPOINT
 from omnifield.pde.solvers.settings import SolverSettings, add_solver_arguments, settings_for
+from tests._processes import checkpoint_step, ctrl_c_at, finish, output, stop_when
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = SolverSettings(width=8, depth=2, steps=30, lbfgs_steps=0, n_interior=64, n_condition=32, lr=5e-3,
                       lr_final=1e-3, resample_every=7)
 
@@ -84,18 +80,10 @@ def test_time_budget_moves_the_schedule_by_optimiser_steps(tmp_path):
 def _interrupted_then_resumed(tmp_path, monkeypatch, solver, settings, stop_at):
     """A straight solve, and one stopped by Ctrl-C at engine step ``stop_at`` then resumed; both outputs."""
     straight = solve("heat", solver, settings, tmp_path / "straight", quiet=True)
-    original = PhysicsTask.training_step
-
-    def interrupt(self, step, progress):
-        if step == stop_at:
-            raise KeyboardInterrupt
-        return original(self, step, progress)
-
-    monkeypatch.setattr(PhysicsTask, "training_step", interrupt)
-    with pytest.raises(KeyboardInterrupt):
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        ctrl_c_at(patch, PhysicsTask, "training_step", step=stop_at)
         solve("heat", solver, settings, tmp_path / "resumed", quiet=True)
     assert load_checkpoint(tmp_path / "resumed" / CHECKPOINT)[1]["step"] == stop_at
-    monkeypatch.setattr(PhysicsTask, "training_step", original)
     resumed = solve("heat", solver, settings, tmp_path / "resumed", quiet=True, resume=True)
     return straight, resumed
 
@@ -170,44 +158,11 @@ def test_resume_refuses_another_run_and_a_missing_checkpoint(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- SIGKILL, then --resume
-def _env() -> dict[str, str]:
-    """This checkout's package first, one thread."""
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-
-
-def _start(args: list[str], log: Path) -> subprocess.Popen:
-    env = _env()
-    with open(log.with_suffix(".out"), "w") as out, open(log.with_suffix(".err"), "w") as err:
-        return subprocess.Popen([sys.executable, "-m", "omnifield", *args], cwd=REPO, env=env, stdout=out, stderr=err)
-
-
-def _wait_for(predicate, proc: subprocess.Popen, log: Path, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if proc.poll() is not None:
-            raise AssertionError(f"exited early ({proc.returncode}): {log.with_suffix('.err').read_text()[-2000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError("timed out waiting for the run")
-        time.sleep(0.05)
-
-
-def _step_of(read):
-    try:
-        return read()
-    except (OmnifieldError, OSError, ValueError, KeyError):  # not there yet, or being replaced
-        return -1
-
-
-def _kill_then_resume(args: list[str], reached, log: Path) -> None:
-    proc = _start(args, log)
-    _wait_for(reached, proc, log)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+def _kill_then_resume(args: list[str], reached, tmp_path: Path) -> None:
+    proc = stop_when(reached, args, tmp_path / "log")
     assert proc.returncode == -signal.SIGKILL
-    done = subprocess.run([sys.executable, "-m", "omnifield", *args, "--resume"], cwd=REPO, capture_output=True,
-                          text=True, timeout=600, env=_env())
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = finish([*args, "--resume"], tmp_path / "resume")
+    assert done.returncode == 0, output(tmp_path / "resume")[1][-2000:]
 
 
 def _log_steps(path: Path) -> list[int]:
@@ -223,10 +178,10 @@ def test_sigkill_then_resume_continues_a_pinn_solve(tmp_path):
     killed_at = {}
 
     def reached() -> bool:
-        killed_at["step"] = _step_of(lambda: load_checkpoint(ckpt)[1]["step"])
+        killed_at["step"] = checkpoint_step(ckpt)
         return killed_at["step"] >= 10
 
-    _kill_then_resume(args, reached, tmp_path / "log")
+    _kill_then_resume(args, reached, tmp_path)
     _, meta = load_checkpoint(ckpt)
     assert meta["step"] == 102 and meta["phase"] == "lbfgs"  # the whole budget: 100 Adam steps + 2 blocks
     steps = _log_steps(out / "log.jsonl")
@@ -243,13 +198,7 @@ def test_sigkill_then_resume_continues_an_insr_run(tmp_path):
             "--insr-init-iters", "20", "--insr-samples", "64", "--insr-width", "8", "--threads", "1", "--quiet",
             "--out", str(out)]
     state = out / "state.json"
-    killed_at = {}
-
-    def reached() -> bool:
-        killed_at["step"] = _step_of(lambda: json.loads(state.read_text())["step"])
-        return killed_at["step"] >= 1
-
-    _kill_then_resume(args, reached, tmp_path / "log")
+    _kill_then_resume(args, lambda: state.is_file() and json.loads(state.read_text())["step"] >= 1, tmp_path)
     meta = json.loads(state.read_text())
     assert meta["step"] == 4 and len(meta["log"]) == 5  # the initial fit and four steps, none run twice
     steps = _log_steps(out / "log.jsonl")

@@ -8,12 +8,9 @@ a pipe that nobody reads fills up and stalls the run. Waits are generous (a load
 slowly) and poll gently, except the wait for a write in progress, which must catch a short window.
 """
 
-import os
 import re
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,38 +19,15 @@ import torch
 from omnifield.apps.recon.run import CHECKPOINT, Run
 from omnifield.cli import main
 from omnifield.io.checkpoint import load_checkpoint
+from tests._processes import checkpoint_step, output, running, stop, stop_when, wait_until
 from tests.test_recon_cli import TINY, tiny_scene  # noqa: F401 - fixture re-used
 
-REPO = Path(__file__).resolve().parents[1]
 EVERY_STEP = ["--set", "train.checkpoint_every_s=0", "--set", "train.log_every=1", "--no-eval"]
 FAST = ["--batch-rays", "64", "--set", "renderer.n_steps_per_diagonal=32"]
 
 
-def _start(args: list[str], log: Path) -> subprocess.Popen:
-    """``omnifield ARGS`` in a child process, its stdout / stderr going to ``log.out`` / ``log.err``."""
-    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])  # this checkout's package first
-    env = {**os.environ, "OMNIFIELD_BACKEND": "torch", "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
-    with open(log.with_suffix(".out"), "w") as out, open(log.with_suffix(".err"), "w") as err:
-        return subprocess.Popen([sys.executable, "-m", "omnifield", *args], cwd=REPO, env=env, stdout=out, stderr=err)
-
-
-def _output(log: Path) -> tuple[str, str]:
-    return log.with_suffix(".out").read_text(), log.with_suffix(".err").read_text()
-
-
 def _temp_files(out: Path) -> list[Path]:
     return [p for p in out.iterdir() if p.name.startswith(f".{CHECKPOINT}.")] if out.is_dir() else []
-
-
-def _wait_for(predicate, proc: subprocess.Popen, log: Path, poll_s: float = 0.05, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if proc.poll() is not None:
-            raise AssertionError(f"train exited early ({proc.returncode}): {_output(log)[1][-2000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"timed out waiting for the training run: {_output(log)[1][-2000:]}")
-        time.sleep(poll_s)
 
 
 def _field(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -62,16 +36,16 @@ def _field(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def test_sigkill_inside_checkpoint_write_then_resume_then_sigint(tiny_scene, tmp_path):  # noqa: F811
     out, log = tmp_path / "run", tmp_path / "log"
-    proc = _start(["train", str(tiny_scene), "--out", str(out), "--steps", "100000", *TINY, *FAST, *EVERY_STEP], log)
-    _wait_for(lambda: (out / CHECKPOINT).is_file(), proc, log)
+    first = ["train", str(tiny_scene), "--out", str(out), "--steps", "100000", *TINY, *FAST, *EVERY_STEP]
+    again = ["train", str(tiny_scene), "--out", str(out), "--steps", "100000", "--resume", *EVERY_STEP]
     # kill the moment a checkpoint write is in progress (its temp file exists), until one lands inside
-    for _ in range(200):
-        _wait_for(lambda: bool(_temp_files(out)), proc, log, poll_s=0.0005)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    for args in [first] + [again] * 199:
+        with running(args, log) as proc:
+            wait_until(lambda: (out / CHECKPOINT).is_file(), proc, log)
+            wait_until(lambda: bool(_temp_files(out)), proc, log, poll_s=0.0005)
+            stop(proc)
         if _temp_files(out):
             break
-        proc = _start(["train", str(tiny_scene), "--out", str(out), "--steps", "100000", "--resume", *EVERY_STEP], log)
     assert proc.returncode == -signal.SIGKILL and _temp_files(out), "never killed inside a write"
     # what safetensors' own writer left when killed in earlier versions, and a user's file of a similar name
     (out / ".tmpK7q2Wz").write_bytes((out / CHECKPOINT).read_bytes()[:4096])
@@ -93,11 +67,8 @@ def test_sigkill_inside_checkpoint_write_then_resume_then_sigint(tiny_scene, tmp
     assert all(torch.equal(resumed[k], kept[k]) for k in kept)
 
     # continue, then Ctrl-C: a checkpoint is saved after the last finished step and the exit code is 130
-    proc = _start(["train", str(tiny_scene), "--out", str(out), "--steps", "100000", "--resume", *EVERY_STEP], log)
-    _wait_for(lambda: load_checkpoint(out / CHECKPOINT)[1]["step"] >= step + 2, proc, log)
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=300)
-    stdout, err = _output(log)
+    proc = stop_when(lambda: checkpoint_step(out / CHECKPOINT) >= step + 2, again, log, sig=signal.SIGINT)
+    stdout, err = output(log)
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "omnifield: interrupted" in err
     run, _, meta3 = Run.open(out)

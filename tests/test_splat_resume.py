@@ -5,11 +5,6 @@ errors are one line; a checkpoint without a training state still opens but canno
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,26 +13,13 @@ import torch
 from omnifield.apps.splat import SplatTask
 from omnifield.cli import main
 from omnifield.io.checkpoint import load_checkpoint, save_checkpoint
-from omnifield.io.run_folder import checkpoint_meta
 from omnifield.io.splat_ply import load_splat_ply
 from omnifield.io.splat_run import CHECKPOINT, load_splat_run
+from tests._processes import ctrl_c_at, kill_at_checkpoint
 from tests.test_splat_training import TINY, _train, tiny_data  # noqa: F401 - fixture re-used
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-REPO = Path(__file__).resolve().parents[1]
 DENSE = {"refine_start": 5, "refine_every": 10, "densify_until": 0.9, "sh_interval": 15, "evaluate": False}
-
-
-def _interrupt_at(monkeypatch, stop: int) -> None:
-    """Ctrl-C as step ``stop`` (from 0) begins."""
-    original = SplatTask.training_step
-
-    def step(self, i, progress):
-        if i == stop:
-            raise KeyboardInterrupt
-        return original(self, i, progress)
-
-    monkeypatch.setattr(SplatTask, "training_step", step)
 
 
 def _logged_steps(run: Path) -> list[int]:
@@ -56,7 +38,7 @@ def test_interrupted_and_resumed_run_equals_the_straight_run(tiny_data, tmp_path
 
     parted = tmp_path / "parted"
     with monkeypatch.context() as patch:
-        _interrupt_at(patch, n // 2)
+        ctrl_c_at(patch, SplatTask, "training_step", step=n // 2)
         with pytest.raises(KeyboardInterrupt):
             _train(tiny_data, parted, steps=n, **kw)
     half, meta = load_checkpoint(parted / CHECKPOINT)
@@ -115,27 +97,13 @@ def test_set_reaches_the_splat_config(tiny_data, tmp_path):  # noqa: F811
     assert _logged_steps(run) == [1, 2]
 
 
-def _start(args: list[str], log: Path) -> subprocess.Popen:
-    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "OMNIFIELD_BACKEND": "torch", "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
-    with open(log.with_suffix(".out"), "w") as out, open(log.with_suffix(".err"), "w") as err:
-        return subprocess.Popen([sys.executable, "-m", "omnifield", *args], cwd=REPO, env=env, stdout=out, stderr=err)
-
-
 def test_sigkill_then_resume_continues_from_the_checkpoint(tiny_data, tmp_path):  # noqa: F811
     out, log, steps = tmp_path / "run", tmp_path / "log", 40
     aabb = [str(v) for v in TINY["aabb"]]
     argv = ["train", str(tiny_data), "--method", "splat", "--out", str(out), "--steps", str(steps), "--no-eval",
             "--n-init", "300", "--aabb", *aabb, "--refine-start", "5", "--refine-every", "10"]
-    proc = _start([*argv, "--set", "loop.checkpoint_every_s=0", "--set", "loop.log_every=1"], log)
-    deadline = time.monotonic() + 300
-    while (checkpoint_meta(out / CHECKPOINT) or {}).get("step", 0) < 12:  # past the first densification
-        assert proc.poll() is None, f"train exited early: {log.with_suffix('.err').read_text()[-2000:]}"
-        assert time.monotonic() < deadline, "timed out waiting for a checkpoint"
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    kept = load_checkpoint(out / CHECKPOINT)[1]["step"]
+    every_step = ["--set", "loop.checkpoint_every_s=0", "--set", "loop.log_every=1"]
+    kept = kill_at_checkpoint([*argv, *every_step], out / CHECKPOINT, log, at_least=12)  # past the first densification
     assert 12 <= kept < steps
     logged_before = len(_logged_steps(out))
 
