@@ -43,6 +43,7 @@ def test_every_backend_is_method(words, dest):
     (["mae", "scenes"], ["G"], "--out", "out", "G"),
     (["mae", "render"], ["S"], "--out", "out", "S"),
     (["mae", "grid", "R"], ["g.npz"], "--out", "out", "g.npz"),
+    (["mae", "eval", "M", "G"], ["--figure", "f.png"], "--out", "figure", "f.png"),
 ])
 def test_old_names_still_parse_and_say_they_are_old(words, old, new, dest, value, capsys):
     args = build_parser().parse_args([*words, *old])

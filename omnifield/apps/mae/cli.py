@@ -9,7 +9,13 @@ from typing import Any
 
 import torch
 
-from omnifield.cli_options import add_loop_arguments, add_optional_positional, loop_config, require_given
+from omnifield.cli_options import (
+    add_loop_arguments,
+    add_new_and_old,
+    add_optional_positional,
+    loop_config,
+    require_given,
+)
 from omnifield.config import config_from_dict, config_to_dict
 from omnifield.config_overrides import apply_override
 from omnifield.errors import OmnifieldError
@@ -298,4 +304,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", help="folder of .npz grids")
     p.add_argument("--skip", type=int, default=0, help="skip the first N grids (e.g. the labelled ones)")
     p.add_argument("--limit", type=int, default=0, help="evaluate at most N grids (0 = all)")
-    p.add_argument("--figure", help="PNG path (default <model>/eval.png)")
+    add_new_and_old(p, "--out", ("--figure",), dest="figure", help="output PNG figure (default <model>/eval.png)")

@@ -67,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.fit_steps < 1:
         raise OmnifieldError(f"nav run: --steps must be positive, got {args.fit_steps}")
     torch.manual_seed(args.seed)
-    if args.threads is None:  # small batches: more than two threads only add overhead
+    if getattr(args, "threads", None) is None:  # small batches: more than two threads only add overhead
         torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     out = Path(args.out)
     claim_output(out, "navigation output", continues=True)
