@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Iterable
 
 from omnifield.engine import LoopConfig
 
@@ -47,8 +48,43 @@ class _OldName(argparse.Action):
         super().__init__(option_strings, dest, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        print(f"omnifield: {option_string} is the old name of {self.new}; use {self.new}", file=sys.stderr)
+        say_old(option_string or f"the positional {self.metavar}", self.new)
         setattr(namespace, self.dest, values)
+
+
+def say_old(old: str, new: str) -> None:
+    """The note on stderr that ``old`` is the old spelling of ``new``."""
+    print(f"omnifield: {old} is the old name of {new}; use {new}", file=sys.stderr)
+
+
+def add_old_name(parser: argparse.ArgumentParser | argparse._ArgumentGroup, old: str, new: str, dest: str,
+                 **kwargs) -> None:
+    """Option ``old`` (e.g. ``--run``) writing ``dest`` like the newer ``new`` (``--out``, a positional ``RUN``)
+    does, with the note that it is old; ``kwargs`` as for ``add_argument`` (``type``, ``choices``, ``default``:
+    none unless given, so that the new spelling's stands)."""
+    kwargs.setdefault("default", argparse.SUPPRESS)
+    kwargs.setdefault("help", f"old name of {new}")
+    parser.add_argument(old, dest=dest, action=_OldName, new=new, **kwargs)
+
+
+def add_optional_positional(parser: argparse.ArgumentParser, dest: str, metavar: str, help: str,
+                            old_of: str | None = None) -> None:
+    """Positional ``metavar`` writing ``dest`` only when given (an option, e.g. ``--run``, may write it
+    instead; the command refuses neither, see :func:`require_given`). ``old_of``: the option it is the old
+    form of (e.g. ``--out``), said when it is used."""
+    extra = {"action": _OldName, "new": old_of} if old_of else {}
+    parser.add_argument(dest, nargs="?", metavar=metavar, default=argparse.SUPPRESS,
+                        help=f"old form of {old_of}: {help}" if old_of else help, **extra)
+
+
+def require_given(args: argparse.Namespace, dest: str, what: str) -> str:
+    """``args.<dest>``, or one line saying that ``what`` (e.g. ``the run folder RUN``) is missing."""
+    from omnifield.errors import OmnifieldError
+
+    value = getattr(args, dest, None)
+    if value is None:
+        raise OmnifieldError(f"{what} is required")
+    return value
 
 
 def add_method_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, help: str,
@@ -56,10 +92,17 @@ def add_method_argument(parser: argparse.ArgumentParser | argparse._ArgumentGrou
                         old_names: tuple[str, ...] = ()) -> None:
     """``--method``, the one name of the backend option in every command; ``old_names`` (e.g. ``--to``,
     ``--backend``) still work and say that they are old."""
-    parser.add_argument("--method", dest="method", choices=choices, default=default, help=help)
+    add_new_and_old(parser, "--method", old_names, dest="method", choices=choices, default=default, help=help)
+
+
+def add_new_and_old(parser: argparse.ArgumentParser | argparse._ArgumentGroup, new: str, old_names: tuple[str, ...],
+                    **kwargs) -> None:
+    """Option ``new`` (``add_argument`` ``kwargs``, ``dest`` among them) and each of ``old_names`` storing the
+    same ``dest``, saying that it is old."""
+    parser.add_argument(new, **kwargs)
+    shared = {k: kwargs[k] for k in ("dest", "type", "choices", "metavar") if k in kwargs}
     for name in old_names:
-        parser.add_argument(name, dest="method", choices=choices, action=_OldName, new="--method",
-                            help="old name of --method")
+        add_old_name(parser, name, new, **shared)
 
 
 def require_method(args: argparse.Namespace, what: str) -> str:
@@ -69,3 +112,70 @@ def require_method(args: argparse.Namespace, what: str) -> str:
     if not getattr(args, "method", None):
         raise OmnifieldError(f"--method is required: {what}")
     return args.method
+
+
+class Applicability:
+    """Which values of a choice option (``--method``, ``--solver``) each other option applies to.
+
+    ``table`` maps an option's ``dest`` to the choices it applies to; ``choices``, when given, are all the
+    valid ones (an unknown choice is left to the command, which names the valid ones). An option counts as
+    given when its parsed value differs from the parser's default (one given with its default is harmless).
+    Stored in the parsed namespace by :func:`declare_applicability` (one per choice option); :func:`refuse_inapplicable`
+    checks it.
+    """
+
+    def __init__(self, parser: argparse.ArgumentParser, table: dict[str, set[str] | frozenset[str]],
+                 flag: str = "--method", choices: Iterable[str] | None = None):
+        self.parser, self.table, self.flag = parser, dict(table), flag
+        self.choices = None if choices is None else frozenset(choices)
+
+    def option(self, dest: str) -> str:
+        """The option string of ``dest`` (its first spelling)."""
+        action = next(a for a in self.parser._actions if a.dest == dest and a.option_strings)
+        return action.option_strings[0]
+
+    def default(self, dest: str):
+        """The parser's default of ``dest`` (an old spelling's ``SUPPRESS`` is no default)."""
+        if dest in self.parser._defaults:
+            return self.parser._defaults[dest]
+        return next((a.default for a in self.parser._actions if a.dest == dest and a.default is not argparse.SUPPRESS),
+                    None)
+
+    def given(self, args: argparse.Namespace) -> list[str]:
+        """The ``dest`` of every option in the table that ``args`` set to other than its default, in table order."""
+        return [dest for dest in self.table if hasattr(args, dest) and getattr(args, dest) != self.default(dest)]
+
+    def check(self, args: argparse.Namespace, chosen: str) -> None:
+        """Refuse, in one line, the first given option that does not apply to ``chosen``."""
+        from omnifield.errors import OmnifieldError
+
+        if self.choices is not None and chosen not in self.choices:
+            return
+        for dest in self.given(args):
+            if chosen not in self.table[dest]:
+                allowed = ", ".join(sorted(self.table[dest]))
+                raise OmnifieldError(f"{self.option(dest)} applies to {self.flag} {allowed} only "
+                                     f"(got {self.flag} {chosen})")
+
+
+def declare_applicability(parser: argparse.ArgumentParser, table: dict[str, set[str] | frozenset[str]],
+                          flag: str = "--method", choices: Iterable[str] | None = None) -> None:
+    """Record on ``parser`` which ``flag`` choices each option of ``table`` (``dest -> choices``) applies to
+    (``choices``: all valid ones, see :class:`Applicability`); the command then calls
+    :func:`refuse_inapplicable` once the choice is settled."""
+    declared = dict(parser.get_default("applicability") or {})
+    declared[flag] = Applicability(parser, table, flag, choices)
+    parser.set_defaults(applicability=declared)
+
+
+def options_of(group: argparse._ArgumentGroup, choices: set[str] | frozenset[str]) -> dict[str, frozenset[str]]:
+    """``dest -> choices`` for every option of an argument group (e.g. the splat group: ``{"splat"}``)."""
+    return {action.dest: frozenset(choices) for action in group._group_actions}
+
+
+def refuse_inapplicable(args: argparse.Namespace, chosen: str, flag: str = "--method") -> None:
+    """One line (:class:`~omnifield.errors.OmnifieldError`, exit 2) when an option given applies to other
+    ``flag`` choices than ``chosen``, e.g. ``--compact applies to --method splat only (got --method hashgrid)``."""
+    applicability = (getattr(args, "applicability", None) or {}).get(flag)
+    if applicability is not None:
+        applicability.check(args, chosen)

@@ -98,7 +98,7 @@ def _one_error_line(capsys) -> str:
 ])
 def test_nav_export_of_a_short_run_is_refused(tiny_run, tmp_path, capsys, extra, message):
     out = tmp_path / "grid"
-    assert main(["nav", "export", "--run", str(tiny_run), "--out", str(out), "--voxel", "0.25", *extra]) == 2
+    assert main(["nav", "export", str(tiny_run), "--out", str(out), "--voxel", "0.25", *extra]) == 2
     assert not out.exists()  # refused before anything is written
     assert re.search(message, _one_error_line(capsys))
 

@@ -149,9 +149,9 @@ def test_grid_from_a_trained_run_uses_its_field_box_and_cameras(tmp_path, capsys
     assert grid.rgba.shape == (4, 8, 8, 6)
     np.testing.assert_allclose(grid.rgba, expected.rgba, atol=1e-6)
     out = tmp_path / "g.npz"
-    assert main(["mae", "grid", str(tmp_path / "run"), str(out), "--resolution", "8"]) == 0
+    assert main(["mae", "grid", str(tmp_path / "run"), "--out", str(out), "--resolution", "8"]) == 0
     assert load_grid(out).rgba.shape == (4, 8, 8, 6)
-    assert main(["mae", "grid", str(tmp_path / "missing"), str(out)]) == 2
+    assert main(["mae", "grid", str(tmp_path / "missing"), "--out", str(out)]) == 2
 
 
 def test_compare_grids_scores_known_differences():

@@ -20,5 +20,5 @@ def test_nav_export_room(tmp_path):
 
 def test_nav_export_needs_one_source(tmp_path, capsys):
     assert main(["nav", "export", "--out", str(tmp_path)]) == 2
-    assert "--run RUN_DIR or --scene room" in capsys.readouterr().err
-    assert main(["nav", "export", "--run", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
+    assert "a run folder RUN or --scene room" in capsys.readouterr().err
+    assert main(["nav", "export", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2

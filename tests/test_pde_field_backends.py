@@ -136,9 +136,9 @@ def test_cli_lists_the_backends_and_rejects_an_unknown_one_in_one_line(tmp_path,
     help_text = " ".join(capsys.readouterr().out.split())
     for name in ENCODINGS:
         assert name in help_text
-    code = main_cli.main(["pde", "solve", "poisson_lshape", "--field", "voxels", "--out", str(tmp_path), "--quiet"])
+    code = main_cli.main(["pde", "solve", "poisson_lshape", "--method", "voxels", "--out", str(tmp_path), "--quiet"])
     err = capsys.readouterr().err
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "--field" in err and "triplane" in err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--method" in err and "triplane" in err
 
 
 def test_insr_advection_with_neurbf_follows_the_exact_pulse(tmp_path, capsys):

@@ -34,7 +34,10 @@ TINY = SolverSettings(width=8, depth=2, steps=30, lbfgs_steps=0, n_interior=64, 
 def test_every_settings_field_is_an_option_with_help():
     parser = argparse.ArgumentParser()
     add_solver_arguments(parser)
-    options = {a.dest: a for a in parser._actions if a.option_strings}
+    options: dict[str, argparse.Action] = {}
+    for action in parser._actions:  # the first spelling of each (--method before its old name --field)
+        if action.option_strings:
+            options.setdefault(action.dest, action)
     own = {"steps", "minutes", "checkpoint_every_s", "log_every"}  # the command's --steps/--minutes, or --set
     assert set(options) - {"help"} == {f.name for f in fields(SolverSettings)} - own
     assert all(options[name].help and options[name].default is None for name in set(options) - {"help"})

@@ -150,7 +150,7 @@ def test_view_renders_the_gaussians(ball_run):
 
 def test_nav_export_of_the_ball_occupies_a_ball(ball_run, tmp_path):
     out = tmp_path / "nav"
-    assert main(["nav", "export", "--run", str(ball_run), "--out", str(out), "--voxel", "0.1", "--quiet"]) == 0
+    assert main(["nav", "export", str(ball_run), "--out", str(out), "--voxel", "0.1", "--quiet"]) == 0
     with np.load(out / "grid.npz") as grid:
         occupied, bounds, voxel = grid["occupancy"].astype(bool), grid["bounds"], grid["voxel_size"]
     assert 0 < occupied.sum() < occupied.size

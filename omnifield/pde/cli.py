@@ -12,9 +12,11 @@ import argparse
 import json
 from pathlib import Path
 
+from omnifield.cli_options import declare_applicability, refuse_inapplicable
 from omnifield.io.run_folder import claim_output
 from omnifield.pde import registry
-from omnifield.pde.solvers.settings import check_numbers
+from omnifield.pde.field import ENCODINGS
+from omnifield.pde.solvers.settings import applicability, check_numbers
 
 
 def register(subparsers) -> None:
@@ -33,7 +35,6 @@ def register(subparsers) -> None:
     solve.add_argument("--steps", type=int, default=None, help="optimiser steps (solver default if omitted)")
     solve.add_argument("--seed", type=int, default=0, help="random seed (CPU runs are repeatable)")
     solve.add_argument("--out", type=Path, default=None, help="output folder (default runs/pde/PROBLEM_SOLVER)")
-    solve.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     solve.add_argument("--quiet", action="store_true", help="no progress bar")
     solve.add_argument("--minutes", type=float, default=None,
                        help="training time budget in minutes, besides the steps (0 or omitted: none); the run stops "
@@ -42,10 +43,25 @@ def register(subparsers) -> None:
     solve.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="set any field of the solver's config, e.g. lbfgs_block=20 or checkpoint_every_s=10 "
                             "(repeatable)")
-    hooks = {id(hook): hook for hook in registry.solver_argument_hooks().values()}  # shared hooks add flags once
-    for add_arguments in hooks.values():
-        add_arguments(solve)
+    _add_solver_options(solve)
     solve.set_defaults(func=_solve)
+
+
+def _add_solver_options(solve: argparse.ArgumentParser) -> None:
+    """Each solver's options (a hook shared by several solvers adds its options once), declared to apply to
+    the solvers whose hook added them (narrowed to single solvers or field backends where the settings say)."""
+    hooks: dict[int, tuple] = {}
+    for name, hook in registry.solver_argument_hooks().items():
+        hooks.setdefault(id(hook), (hook, set()))[1].add(name)
+    by_solver: dict[str, frozenset[str]] = {}
+    for add_arguments, solvers in hooks.values():
+        before = {action.dest for action in solve._actions}
+        add_arguments(solve)
+        by_solver.update({action.dest: frozenset(solvers) for action in solve._actions if action.dest not in before})
+    narrower, by_method = applicability()
+    by_solver.update({dest: by_solver[dest] & solvers for dest, solvers in narrower.items() if dest in by_solver})
+    declare_applicability(solve, by_solver, "--solver", choices=registry.solver_names())
+    declare_applicability(solve, by_method, "--method", choices=ENCODINGS)
 
 
 def parse_solve_args(argv: list[str]) -> argparse.Namespace:
@@ -62,15 +78,16 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _solve(args: argparse.Namespace) -> int:
-    import torch
-
     registry.get_problem(args.problem)  # validate the name and options before any work
     run = registry.get_solver(args.solver)
+    refuse_inapplicable(args, args.solver, "--solver")
     check_numbers(vars(args))
     args.out = args.out or Path("runs") / "pde" / f"{args.problem}_{args.solver}"
     claim_output(args.out, "PDE solution", continues=True)
     config = registry.solver_configure(args.solver)(args.problem, args)
-    torch.set_num_threads(max(1, args.threads))
+    method = getattr(getattr(config, "settings", None), "field", None)  # the settled backend (a solver's default)
+    if method is not None:
+        refuse_inapplicable(args, method, "--method")
     args.out.mkdir(parents=True, exist_ok=True)
     metrics = run(args.problem, config, args.out)
     print(json.dumps({"problem": args.problem, "solver": args.solver, **metrics}, indent=None))

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from omnifield.cli_options import add_method_argument, require_method
+from omnifield.cli_options import add_method_argument, declare_applicability, refuse_inapplicable, require_method
 from omnifield.config import config_to_dict, replace_config
 from omnifield.engine import LoopConfig
 from omnifield.errors import OmnifieldError
@@ -209,6 +209,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     """Convert a trained run into another field architecture and compare them."""
     run_dir = Path(args.run)
     to = require_method(args, "the student's field preset, or splat (see omnifield convert --help)")
+    refuse_inapplicable(args, to)
     out = Path(args.out) if args.out else run_dir.with_name(f"{run_dir.name}-{to}")
     if args.steps < 1 or (args.eval_views is not None and args.eval_views < 1):
         raise OmnifieldError("--steps and --eval-views must be >= 1")
@@ -247,4 +248,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(loop.checkpoint_every_s=30, loop.log_every=10); repeatable")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--resume", action="store_true", help="continue the conversion in --out from its checkpoint")
+    fields = frozenset(field_names())
+    declare_applicability(p, {"al": fields, "batch_rays": fields, "lr": fields, "n_gaussians": {SPLAT}})
     p.set_defaults(func=cmd_convert)

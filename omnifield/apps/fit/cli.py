@@ -16,12 +16,11 @@ from typing import Any, Callable
 
 import imageio.v3 as iio
 import numpy as np
-import torch
 
 from omnifield.apps.fit.image import FitImageConfig, fit_image, load_image
 from omnifield.apps.fit.presets import BACKENDS, count_parameters, field_for_budget
 from omnifield.apps.fit.sdf import FitSDFConfig, extract_mesh, fit_sdf, load_mesh, mesh_metrics
-from omnifield.cli_options import add_loop_arguments, loop_config
+from omnifield.cli_options import add_loop_arguments, add_method_argument, add_old_name, loop_config
 from omnifield.config import config_from_dict, config_to_dict, replace_config
 from omnifield.config_overrides import apply_override
 from omnifield.engine.regression import LOG
@@ -44,7 +43,7 @@ def _save(out: Path, configs: dict, metrics: dict) -> None:
 def _check_common(args: argparse.Namespace, kind: str) -> None:
     if args.params < 1000:
         raise OmnifieldError(f"expected --params >= 1000, got {args.params}")
-    if args.seconds is not None and args.minutes:
+    if getattr(args, "seconds", None) is not None and args.minutes:
         raise OmnifieldError("give --minutes or its old form --seconds, not both")
     require_memory(args.params * TRAINING_BYTES_PER_PARAMETER, f"--params {args.params}: training the field")
     claim_output(args.out, kind, continues=True)
@@ -71,7 +70,8 @@ def _configs(args: argparse.Namespace, fresh: Callable[[], tuple[Any, Any]]) -> 
         resume = (tensors, meta)
     else:
         field_cfg, fit_cfg = fresh()
-    minutes = args.seconds / 60.0 if args.seconds is not None else args.minutes
+    seconds = getattr(args, "seconds", None)
+    minutes = seconds / 60.0 if seconds is not None else args.minutes
     given = loop_config(args, minutes=minutes)
     loop = replace_config(fit_cfg.loop, steps=given.steps, minutes=given.minutes, grad_clip=given.grad_clip,
                           progress=given.progress)
@@ -94,11 +94,10 @@ def cmd_image(args: argparse.Namespace) -> int:
     _check_common(args, "image fit")
     if args.size < 8:
         raise OmnifieldError(f"--size must be >= 8, got {args.size}")
-    field_cfg, cfg, resume = _configs(args, lambda: (field_for_budget("image", args.backend, args.params),
-                                                     FitImageConfig(backend=args.backend, size=args.size,
+    field_cfg, cfg, resume = _configs(args, lambda: (field_for_budget("image", args.method, args.params),
+                                                     FitImageConfig(backend=args.method, size=args.size,
                                                                     seed=args.seed)))
     image = load_image(args.image, cfg.size)
-    torch.set_num_threads(max(1, args.threads))
     out = Path(args.out)
     result = fit_image(image, field_cfg, cfg, checkpoint=out / CHECKPOINT, resume=resume, log=out / LOG)
     metrics = {"backend": cfg.backend, "psnr": result["psnr"], "params": count_parameters(result["field"]),
@@ -119,9 +118,8 @@ def cmd_sdf(args: argparse.Namespace) -> int:
     if args.samples < 1000:
         raise OmnifieldError(f"--samples must be >= 1000, got {args.samples}")
     mesh = load_mesh(args.mesh)
-    field_cfg, cfg, resume = _configs(args, lambda: (field_for_budget("sdf", args.backend, args.params), FitSDFConfig(
-        backend=args.backend, n_samples=args.samples, mesh_resolution=args.resolution, seed=args.seed)))
-    torch.set_num_threads(max(1, args.threads))
+    field_cfg, cfg, resume = _configs(args, lambda: (field_for_budget("sdf", args.method, args.params), FitSDFConfig(
+        backend=args.method, n_samples=args.samples, mesh_resolution=args.resolution, seed=args.seed)))
     out = Path(args.out)
     result = fit_sdf(mesh, field_cfg, cfg, checkpoint=out / CHECKPOINT, resume=resume, log=out / LOG)
     pred = extract_mesh(result["field"], cfg.mesh_resolution)
@@ -138,14 +136,14 @@ def cmd_sdf(args: argparse.Namespace) -> int:
 
 
 def _common(parser: argparse.ArgumentParser, default_params: int) -> None:
-    parser.add_argument("--backend", choices=BACKENDS, default="hashgrid", help="field backend (default hashgrid)")
+    add_method_argument(parser, "field backend (default hashgrid)", choices=list(BACKENDS), default="hashgrid",
+                        old_names=("--backend",))
     parser.add_argument("--params", type=int, default=default_params,
                         help=f"parameter budget the backend is sized to (default {default_params})")
     add_loop_arguments(parser, steps=2000,
                        resume_what="the fit in --out, with its own configs and this command's budget,")
-    parser.add_argument("--seconds", type=float, default=None,
-                        help="old form of --minutes: the training time budget in seconds (converted to minutes)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    add_old_name(parser, "--seconds", "--minutes", "seconds", type=float, metavar="SECONDS",
+                 help="old form of --minutes: the budget in seconds")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the field, targets and batches (default 0)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",

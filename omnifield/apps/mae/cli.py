@@ -9,7 +9,13 @@ from typing import Any
 
 import torch
 
-from omnifield.cli_options import add_loop_arguments, loop_config
+from omnifield.cli_options import (
+    add_loop_arguments,
+    add_new_and_old,
+    add_optional_positional,
+    loop_config,
+    require_given,
+)
 from omnifield.config import config_from_dict, config_to_dict
 from omnifield.config_overrides import apply_override
 from omnifield.errors import OmnifieldError
@@ -19,10 +25,10 @@ from omnifield.io.run_folder import claim_output
 LOG_EVERY = 25
 
 EPILOG = """examples:
-  omnifield mae scenes grids/pretrain --count 240                  # procedural grids, seeds 0..239
-  omnifield mae scenes grids/labelled --count 48 --first-seed 100000
-  omnifield mae render scenes/room7 --seed 7 && omnifield train scenes/room7 --method hashgrid --out runs/room7
-  omnifield mae grid runs/room7 room7.npz --resolution 32          # any trained field -> grid
+  omnifield mae scenes --out grids/pretrain --count 240            # procedural grids, seeds 0..239
+  omnifield mae scenes --out grids/labelled --count 48 --first-seed 100000
+  omnifield mae render --out scenes/room7 --seed 7 && omnifield train scenes/room7 --method hashgrid --out runs/room7
+  omnifield mae grid runs/room7 --out room7.npz --resolution 32    # any trained field -> grid
   omnifield mae pretrain grids/pretrain --out runs/mae --steps 1000
   omnifield mae pretrain grids/pretrain --out runs/mae --steps 2000 --resume   # continue (or extend) it
   omnifield mae finetune grids/labelled --labelled 8 --pretrained runs/mae --out runs/seg
@@ -75,8 +81,8 @@ def cmd_scenes(args: argparse.Namespace) -> int:
 
     for name in ("count", "resolution", "supersample"):
         _positive(name, getattr(args, name))
+    require_given(args, "out", "--out (the output folder)")
     claim_output(args.out, "MAE grid folder", continues=True)
-    torch.set_num_threads(args.threads)
     paths = write_scene_grids(args.out, range(args.first_seed, args.first_seed + args.count), args.resolution,
                               args.supersample)
     print(f"{len(paths)} grids in {args.out}")
@@ -88,6 +94,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from omnifield.apps.mae.raycast import write_blender_scene
     from omnifield.apps.mae.scene import generate_scene
 
+    require_given(args, "out", "--out (the output folder)")
     claim_output(args.out, "procedural scene", continues=True)
     out = write_blender_scene(generate_scene(args.seed), args.out, args.train_views, args.test_views, args.size)
     print(f"scene {args.seed}: {args.train_views} train + {args.test_views} test views ({args.size}px) in {out}")
@@ -103,7 +110,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
     for name in ("resolution", "supersample", "max_views"):
         _positive(name.replace("_", "-"), getattr(args, name))
-
+    require_given(args, "out", "--out (the output .npz file)")
     grid = grid_from_run(args.run, args.resolution, args.supersample, args.max_views)
     save_grid(grid, args.out)
     print(f"grid {list(grid.rgba.shape[1:])} from {args.run} -> {args.out}")
@@ -124,7 +131,6 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     train_cfg, model_cfg, loop, _ = _training_configs(
         args, "mae", PretrainConfig(batch_size=args.batch, lr=args.lr, seed=args.seed),
         MAE3DConfig(dim=args.dim, depth=args.depth, heads=args.heads, mask_ratio=args.mask_ratio))
-    torch.set_num_threads(args.threads)
     paths = list_grids(args.data)
     if args.holdout >= len(paths):
         raise OmnifieldError(f"--holdout {args.holdout} leaves no training grids in {args.data} ({len(paths)} files)")
@@ -167,7 +173,6 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                                           encoder_lr_scale=args.encoder_lr_scale), model_cfg)
     if mae is not None and model_cfg != mae.cfg:
         raise OmnifieldError("--set model.*: the encoder's shape is the pre-trained MAE's")
-    torch.set_num_threads(args.threads)
     paths = list_grids(args.data)[: args.labelled]
     rgba, labels = load_grid_stack(paths, with_labels=True)
     model = segmenter_from_mae(mae, model_cfg, len(CLASS_NAMES), train_cfg.seed)
@@ -196,7 +201,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.skip < 0 or args.limit < 0:
         raise OmnifieldError(f"--skip and --limit must be >= 0, got {args.skip} and {args.limit}")
-    torch.set_num_threads(args.threads)
     model, meta = load_model(args.model)
     paths = list_grids(args.data)[args.skip :][: args.limit or None]
     if not paths:
@@ -230,10 +234,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                          epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = mae.add_subparsers(dest="mae_command", metavar="ACTION", required=True)
 
-    def add(name: str, func, help_text: str) -> argparse.ArgumentParser:
+    def add(name: str, func, help_text: str, seed_help: str | None = "random seed (default 0)") -> argparse.ArgumentParser:
         p = actions.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        if seed_help:  # deterministic actions (scenes: --first-seed; grid) take none
+            p.add_argument("--seed", type=int, default=0, help=seed_help)
         p.set_defaults(func=func)
         return p
 
@@ -248,22 +252,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="override a setting of the typed configs: train.KEY (batch_size, lr, seed, ...), "
                             "model.KEY (dim, depth, ...) or loop.KEY (log_every, checkpoint_every_s, ...); repeatable")
 
-    p = add("scenes", cmd_scenes, "write labelled grids of procedural rooms")
-    p.add_argument("out", help="output folder of scene_<seed>.npz files")
+    p = add("scenes", cmd_scenes, "write labelled grids of procedural rooms", seed_help=None)
+    p.add_argument("--out", help="output folder of scene_<seed>.npz files (required)")
+    add_optional_positional(p, "out", "OUT", "output folder", old_of="--out")
     p.add_argument("--count", type=int, default=240, help="number of scenes (default 240)")
     p.add_argument("--first-seed", type=int, default=0, help="seed of the first scene (default 0)")
     p.add_argument("--resolution", type=int, default=32, help="cells along the longest side (default 32)")
     p.add_argument("--supersample", type=int, default=2, help="sub-samples per voxel and axis (default 2)")
 
-    p = add("render", cmd_render, "render a procedural room as posed images (Blender format)")
-    p.add_argument("out", help="output folder")
+    p = add("render", cmd_render, "render a procedural room as posed images (Blender format)",
+            seed_help="seed of the procedural room (default 0)")
+    p.add_argument("--out", help="output folder (required)")
+    add_optional_positional(p, "out", "OUT", "output folder", old_of="--out")
     p.add_argument("--train-views", type=int, default=60, help="training views (default 60)")
     p.add_argument("--test-views", type=int, default=10, help="held-out test views (default 10)")
     p.add_argument("--size", type=int, default=100, help="image side in pixels (default 100)")
 
-    p = add("grid", cmd_grid, "sample a trained run's field into an RGB/alpha grid")
+    p = add("grid", cmd_grid, "sample a trained run's field into an RGB/alpha grid", seed_help=None)
     p.add_argument("run", help="run folder written by 'omnifield train'")
-    p.add_argument("out", help="output .npz file")
+    p.add_argument("--out", help="output .npz file (required)")
+    add_optional_positional(p, "out", "OUT", "output .npz file", old_of="--out")
     p.add_argument("--resolution", type=int, default=32, help="cells along the longest side (default 32)")
     p.add_argument("--supersample", type=int, default=1, help="sub-samples per voxel and axis (default 1)")
     p.add_argument("--max-views", type=int, default=16, help="training cameras used for colour (default 16)")
@@ -296,4 +304,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", help="folder of .npz grids")
     p.add_argument("--skip", type=int, default=0, help="skip the first N grids (e.g. the labelled ones)")
     p.add_argument("--limit", type=int, default=0, help="evaluate at most N grids (0 = all)")
-    p.add_argument("--figure", help="PNG path (default <model>/eval.png)")
+    add_new_and_old(p, "--out", ("--figure",), dest="figure", help="output PNG figure (default <model>/eval.png)")

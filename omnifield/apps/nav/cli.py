@@ -1,8 +1,8 @@
 """``omnifield nav``: closed-loop flight in a procedural room, and occupancy/ESDF exports of any field.
 
-    omnifield nav run --out outputs/nav [--quick] [--seed 0]
+    omnifield nav run --out outputs/nav [--quick] [--seed 0] [--steps 600]
     omnifield nav export --scene room --out outputs/nav_grid        # the procedural room
-    omnifield nav export --run outputs/lego --out outputs/lego_grid  # a trained run (field or splat)
+    omnifield nav export outputs/lego --out outputs/lego_grid        # a trained run (field or splat)
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from omnifield.cli_options import add_new_and_old, add_old_name, add_optional_positional
 from omnifield.errors import OmnifieldError
 from omnifield.io.run_folder import claim_output
 from omnifield.resources import require_memory
@@ -64,9 +65,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not 0 <= args.pillars <= 8:
         raise OmnifieldError(f"nav run: --pillars must be between 0 and 8, got {args.pillars}")
     if args.fit_steps < 1:
-        raise OmnifieldError(f"nav run: --fit-steps must be positive, got {args.fit_steps}")
+        raise OmnifieldError(f"nav run: --steps must be positive, got {args.fit_steps}")
     torch.manual_seed(args.seed)
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    if getattr(args, "threads", None) is None:  # small batches: more than two threads only add overhead
+        torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     out = Path(args.out)
     claim_output(out, "navigation output", continues=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -101,7 +103,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from omnifield.renderers.density_threshold import choose_threshold, measured_densities, run_density
 
     if (args.run is None) == (args.scene is None):
-        raise OmnifieldError("nav export: give exactly one of --run RUN_DIR or --scene room")
+        raise OmnifieldError("nav export: give exactly one of a run folder RUN or --scene room")
     if args.voxel <= 0:
         raise OmnifieldError(f"nav export: --voxel must be positive, got {args.voxel}")
     threshold = None
@@ -146,14 +148,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--out", default="outputs/nav", help="output folder (plot, video, metrics, learned field)")
     run.add_argument("--seed", type=int, default=0, help="random seed of the room, the field fit and the flight (default 0)")
     run.add_argument("--pillars", type=int, default=5, help="number of pillars in the room")
-    run.add_argument("--fit-steps", type=int, default=600,
-                     help="steps fitting the learned field to the room (default 600); a fit in --out with the same "
-                          "steps and seed is re-used, or continued when it was cut short")
+    add_new_and_old(run, "--steps", ("--fit-steps",), dest="fit_steps", type=int, default=600,
+                    help="steps fitting the learned field to the room (default 600); a fit in --out with the same "
+                         "steps and seed is re-used, or continued when it was cut short")
     run.add_argument("--quick", action="store_true", help="small settings: a shorter, coarser flight (under a minute)")
     run.set_defaults(func=cmd_run)
 
     export = nav_sub.add_parser("export", help="occupancy and signed-distance grids of a field (npz, PLY, PGM)")
-    export.add_argument("--run", help="a trained run folder (field or splat) or a Compact-3DGS .ofz file")
+    add_optional_positional(export, "run", "RUN", "a trained run folder (field or splat) or a Compact-3DGS .ofz file (or give --scene)")
+    add_old_name(export, "--run", "the positional RUN", "run", default=None, metavar="RUN")
     export.add_argument("--scene", choices=["room"], help="an analytic scene instead of a run")
     export.add_argument("--out", required=True, help="output folder")
     export.add_argument("--voxel", type=float, default=0.05, help="cell size (world units)")

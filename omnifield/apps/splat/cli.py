@@ -22,8 +22,9 @@ from omnifield.io.splat_run import CHECKPOINT, load_splat_run
 DEFAULTS = SplatTrainConfig()
 
 
-def add_splat_arguments(parser: argparse.ArgumentParser) -> None:
-    """Splat-specific options of ``omnifield train`` (``--steps``, ``--minutes``, ``--seed`` are shared)."""
+def add_splat_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Splat-specific options of ``omnifield train`` (``--steps``, ``--minutes``, ``--seed`` are shared); returns
+    their group (options that apply to ``--method splat`` only)."""
     g = parser.add_argument_group("Gaussian splatting (--method splat)")
     g.add_argument("--init", choices=INITS, default="auto",
                    help="initial Gaussians: the capture's sparse points (scene), points on training rays within "
@@ -63,6 +64,7 @@ def add_splat_arguments(parser: argparse.ArgumentParser) -> None:
                    metavar="FRACTION",
                    help="fractions of the run where the colour field's learning rate drops x0.33 (--compact; "
                         "paper: 5/6 for synthetic objects, 1/6 1/2 5/6 for real scenes)")
+    return g
 
 
 def splat_configs(args: argparse.Namespace) -> tuple[SplatTrainConfig, LoopConfig]:

@@ -13,9 +13,13 @@ import torch
 
 from omnifield.apps.recon.cli import add_train_arguments, train_nerf
 from omnifield.apps.splat import add_splat_arguments, splat_configs, train_splat
+from omnifield.cli_options import declare_applicability, options_of, refuse_inapplicable
+from omnifield.fields.registry import field_names
 from omnifield.io.run_folder import claim_output, describe_output
 
 SPLAT = "splat"
+# Options of the radiance-field trainer that splat training has no use for (the splat ones are their own group).
+FIELD_ONLY = ("lr", "batch_rays", "target_samples", "sampler", "scene_type", "camera_opt", "appearance_dim")
 
 EPILOG = """examples:
   omnifield train data/lego_200 --method hashgrid --minutes 4 --out outputs/lego
@@ -50,6 +54,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         check_viewer_options(args.port, args.viewer_width, "--viewer-width")
     claim_run_folder(args)
+    refuse_inapplicable(args, args.method)
     if args.method == SPLAT:
         cfg, loop = splat_configs(args)
         train_splat(Path(args.data), Path(args.out), cfg, loop, device=args.device, resume=args.resume,
@@ -80,7 +85,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "config, metrics.json, log.jsonl, curves.png and renders to --out.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(p)
-    add_splat_arguments(p)
+    splat_group = add_splat_arguments(p)
+    declare_applicability(p, {**{dest: frozenset(field_names()) for dest in FIELD_ONLY},
+                              **options_of(splat_group, {SPLAT})}, choices=[*field_names(), SPLAT])
     g = p.add_argument_group("live viewer")
     g.add_argument("--viewer", action="store_true",
                    help="serve the scene being trained to the browser (viser); frames are rendered between "

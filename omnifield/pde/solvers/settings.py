@@ -2,9 +2,11 @@
 
 :class:`SolverSettings` is a registered config. Its fields carry their command-line help in their
 metadata, and :func:`add_solver_arguments` turns every field into an option (``n_interior`` ->
-``--n-interior``; a bool becomes ``--double/--no-double``), so a new setting is one field. Fields
+``--n-interior``; a bool becomes ``--double/--no-double``; ``option`` and ``old_names`` in the metadata
+rename it: ``field`` is ``--method``, with ``--field`` its old name), so a new setting is one field. Fields
 marked ``flag=False`` are set through the command's own options (``--steps``, ``--minutes``) or
-``--set KEY=VALUE`` only. :func:`settings_for` resolves the three layers of values.
+``--set KEY=VALUE`` only. ``solvers`` / ``methods`` in the metadata name the only solvers / field backends
+a setting applies to (:func:`applicability`). :func:`settings_for` resolves the three layers of values.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
+from omnifield.cli_options import add_new_and_old
 from omnifield.config import register_config
 from omnifield.config_overrides import apply_override
 from omnifield.errors import OmnifieldError
@@ -24,7 +27,8 @@ from omnifield.pde.solvers.loss import SAMPLINGS
 
 
 def _opt(default: Any, help: str, **metadata: Any) -> Any:  # noqa: A002 - argparse's word
-    """A settings field with its command-line ``help`` (and optional ``choices``, ``metavar``, ``flag``)."""
+    """A settings field with its command-line ``help`` (and optional ``choices``, ``metavar``, ``flag``,
+    ``option``, ``old_names``, ``solvers``, ``methods``)."""
     return field(default=default, metadata={"help": help, **metadata})
 
 
@@ -34,12 +38,13 @@ class SolverSettings:
     """Everything a solve needs besides the problem (sizes chosen for a 2-core CPU)."""
 
     field: str = _opt("none", f"backend of the unknown: {', '.join(ENCODINGS)} (none = plain tanh MLP on coordinates; "
-                              "cam = that MLP with coordinate-aware modulation grids)", metavar="NAME")
+                              "cam = that MLP with coordinate-aware modulation grids)", metavar="NAME",
+                 option="--method", old_names=("--field",))
     arch: str = _opt("mlp", "decoder: plain tanh MLP or the gated modified MLP of Wang et al. (causal PINN)",
                      choices=("mlp", "modified"))
     width: int = _opt(20, "MLP width")
     depth: int = _opt(4, "MLP hidden layers")
-    n_harmonics: int = _opt(1, "periodic embedding harmonics (no encoding only)")
+    n_harmonics: int = _opt(1, "periodic embedding harmonics (--method none only)", methods=("none",))
     lr: float = _opt(1e-3, "Adam learning rate (decays exponentially to --lr-final)")
     encoding_lr: float | None = _opt(None, "Adam learning rate of the grid/basis parameters (default: --lr x 10 for "
                                            "triplane, neurbf, cam; --lr otherwise); decays with --lr")
@@ -54,16 +59,20 @@ class SolverSettings:
     adaptive_k: float = _opt(0.0, "residual-adaptive sampling (RAD) exponent k: density ~ |r|^k/mean + c (0 = uniform)")
     adaptive_c: float = _opt(1.0, "RAD's uniform share c (default 1)")
     condition_weight: float = _opt(1.0, "weight of the soft initial/boundary losses")
-    chunks: int = _opt(32, "causal: number of time chunks")
-    eps: str = _opt("0.01,0.1,1,10,100", "causal: comma-separated eps schedule, e.g. 0.01,0.1,1,10,100")
-    experts: int = _opt(4, "moe: number of experts (slabs along the first axis)")
-    basis: int = _opt(64, "moe: basis functions per expert")
-    constraint_points: int = _opt(48, "moe: constraint points per expert and output")
-    n_gaussians: int = _opt(400, "pig: number of Gaussians")
-    gaussian_sigma: float = _opt(0.05, "pig: initial Gaussian standard deviation (unit cube)")
-    gaussian_features: int = _opt(4, "pig: features per Gaussian")
-    gaussian_neighbors: int = _opt(0, "pig: nearest Gaussians summed per point (0 = all; K must cover ~3 sigma or "
-                                      "the sum jumps)")
+    chunks: int = _opt(32, "causal: number of time chunks", solvers=("causal",))
+    eps: str = _opt("0.01,0.1,1,10,100", "causal: comma-separated eps schedule, e.g. 0.01,0.1,1,10,100",
+                    solvers=("causal",))
+    experts: int = _opt(4, "moe: number of experts (slabs along the first axis)", solvers=("moe",))
+    basis: int = _opt(64, "moe: basis functions per expert", solvers=("moe",))
+    constraint_points: int = _opt(48, "moe: constraint points per expert and output", solvers=("moe",))
+    n_gaussians: int = _opt(400, "--method gaussian_embedding (pig's default): number of Gaussians",
+                            methods=("gaussian_embedding",))
+    gaussian_sigma: float = _opt(0.05, "--method gaussian_embedding: initial Gaussian standard deviation (unit cube)",
+                                 methods=("gaussian_embedding",))
+    gaussian_features: int = _opt(4, "--method gaussian_embedding: features per Gaussian",
+                                  methods=("gaussian_embedding",))
+    gaussian_neighbors: int = _opt(0, "--method gaussian_embedding: nearest Gaussians summed per point (0 = all; "
+                                      "K must cover ~3 sigma or the sum jumps)", methods=("gaussian_embedding",))
     double: bool = _opt(False, "float64 training")
     lbfgs_double: bool = _opt(False, "switch to float64 for the L-BFGS phase (Adam stays in the --double/float32 "
                                      "precision)")
@@ -82,7 +91,7 @@ class SolverSettings:
     def check(self) -> None:
         """Refuse an unknown field backend and numbers out of range (see :func:`check_numbers`)."""
         if self.field not in ENCODINGS:
-            raise OmnifieldError(f"--field: unknown field {self.field!r}; choose from {', '.join(ENCODINGS)}")
+            raise OmnifieldError(f"--method: unknown field backend {self.field!r}; choose from {', '.join(ENCODINGS)}")
         check_numbers(dataclasses.asdict(self), zero_allowed=ZERO_ALLOWED | {"steps"})  # steps=0: L-BFGS only
 
 
@@ -152,7 +161,18 @@ def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
             extra["action"] = argparse.BooleanOptionalAction
         else:
             extra["type"] = kind
-        g.add_argument(f"--{f.name.replace('_', '-')}", default=None, help=f.metadata["help"], **extra)
+        option = f.metadata.get("option", f"--{f.name.replace('_', '-')}")
+        add_new_and_old(g, option, f.metadata.get("old_names", ()), dest=f.name, default=None,
+                        help=f.metadata["help"], **extra)
+
+
+def applicability() -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
+    """``(dest -> solvers, dest -> field backends)``: the options of :func:`add_solver_arguments` that apply to
+    some solvers (of this family) or field backends only."""
+    flagged = _flag_fields()
+    solvers = {f.name: frozenset(f.metadata.get("solvers", SOLVER_DEFAULTS)) for f in flagged}
+    methods = {f.name: frozenset(f.metadata["methods"]) for f in flagged if "methods" in f.metadata}
+    return solvers, methods
 
 
 def given_settings(args: argparse.Namespace) -> dict[str, Any]:
