@@ -249,5 +249,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a student field setting (field.KEY=VALUE) or a loop setting "
                         "(loop.checkpoint_every_s=30, loop.log_every=10); repeatable")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--resume", action="store_true", help="continue the conversion in --out from its checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the conversion in --out from its checkpoint (a splat conversion keeps its "
+                        "--n-gaussians, --teacher-views and --seed)")
     p.set_defaults(func=cmd_convert)
