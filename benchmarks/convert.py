@@ -212,10 +212,12 @@ def field_teacher_rows(train: PosedImages, test: PosedImages, folder: Path, args
     rows.append(row(f"hashgrid -> {name} -> hashgrid", "pvd", steps, sec,
                     evaluate(back_run, test, limit=limit, progress=False), t_metrics["psnr"]))
     if args.splat:
-        from omnifield.apps.convert.to_splat import distill_to_splat
+        from omnifield.apps.convert.to_splat import SplatDistillConfig, distill_to_splat
 
-        scene, info = distill_to_splat(t_run.field, t_run.renderer, train.cameras, 1_000_000, n_gaussians=20000,
-                                       minutes=args.student_minutes, seed=args.seed, progress=False)
+        scene, engine = distill_to_splat(t_run.field, t_run.renderer, train, SplatDistillConfig(seed=args.seed),
+                                         LoopConfig(steps=1_000_000, minutes=args.student_minutes, progress=False),
+                                         folder / "splat", {"method": "splat"})
+        info = {"steps": engine.step, "seconds": engine.elapsed}
         rows.append(row("hashgrid -> splat", "fit", info["steps"], info["seconds"],
                         evaluate_any("splat", scene, None, test, limit), t_metrics["psnr"]))
     return rows

@@ -112,3 +112,31 @@ def test_convert_killed_then_resumed_continues_from_its_checkpoint(teacher_run, 
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()[logged:]]
     assert [s for s in steps if s > kept][:3] == [kept + 1, kept + 2, kept + 3]
     assert checkpoint_step(out / "checkpoint.safetensors") == budget
+
+
+def test_convert_to_splat_killed_then_resumed_continues_from_its_checkpoint(teacher_run, tmp_path, capsys):
+    """SIGKILL mid-conversion to splat, then ``convert --resume``: the log continues after the checkpoint's
+    step; ``train --resume`` refuses the folder on one line (its state is a conversion's)."""
+    from tests._processes import checkpoint_step, kill_at_checkpoint
+
+    out = tmp_path / "splat"
+    common = ["--method", "splat", "--n-gaussians", "40", "--teacher-views", "3", "--out", str(out), "--quiet",
+              "--set", "loop.checkpoint_every_s=0", "--set", "loop.log_every=1"]
+    kept = kill_at_checkpoint(["convert", str(teacher_run), "--steps", "100000", *common],
+                              out / "checkpoint.safetensors", tmp_path / "log")
+    logged = len((out / "log.jsonl").read_text().splitlines())
+    budget = kept + 3
+    assert main(["convert", str(teacher_run), "--steps", str(budget), "--resume", "--eval-views", "1", *common]) == 0
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()[logged:]]
+    assert [e["step"] for e in lines if e["step"] > kept][:3] == [kept + 1, kept + 2, kept + 3]
+    assert lines[0]["teacher_renders"] == 1  # the resumed process renders again what it needs
+    assert checkpoint_step(out / "checkpoint.safetensors") == budget
+    capsys.readouterr()
+    assert main(["train", str(teacher_run.parent / "scene"), "--method", "splat", "--resume", "--out", str(out)]) == 2
+    assert "cannot continue" in capsys.readouterr().err
+
+
+def test_convert_to_splat_refuses_no_teacher_views_before_any_work(teacher_run, tmp_path, capsys):
+    out = tmp_path / "splat"
+    assert main(["convert", str(teacher_run), "--method", "splat", "--teacher-views", "0", "--out", str(out)]) == 2
+    assert "--teacher-views" in capsys.readouterr().err and not out.exists()

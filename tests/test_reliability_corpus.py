@@ -493,7 +493,7 @@ CORPUS += [
     ("convert-minutes-nan", command("convert", "@run", "--method", "mlp", "--minutes", NAN, run=True),
      r"--minutes must be a finite number"),
     ("convert-steps-zero", command("convert", "@run", "--method", "mlp", "--steps", "0", run=True),
-     r"--steps and --eval-views must be >= 1"),
+     r"--steps must be >= 1, got 0"),
     ("convert-hash-table-too-large", command("convert", "@run", "--method", "hashgrid", "--out", "@tmp/c", *HUGE_TABLE,
                                              run=True), r"--method hashgrid: training its hash tables .* needs about"),
     # --- pde solve

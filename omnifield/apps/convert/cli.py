@@ -139,8 +139,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def convert(run_dir: Path, to: str, out: Path, steps: int, active: bool = False, minutes: float = 0.0,
             batch_rays: int = 2048, lr: float = 1e-2, seed: int = 0, eval_views: int | None = None,
             overrides: list[str] | None = None, data_dir: str | None = None, n_gaussians: int = 20000,
-            progress: bool = True, resume: bool = False) -> list[dict[str, Any]]:
-    """Distil the run in ``run_dir`` into field ``to`` written to ``out``; returns the teacher/student rows."""
+            progress: bool = True, resume: bool = False, teacher_views: int = 64) -> list[dict[str, Any]]:
+    """Distil the run in ``run_dir`` into field ``to`` written to ``out``; returns the teacher/student rows.
+    ``n_gaussians`` and ``teacher_views`` shape a splat student (:mod:`.to_splat`)."""
+    from omnifield.apps.convert.to_splat import SplatDistillConfig, distill_to_splat
     from omnifield.apps.recon.config import TrainConfig
     from omnifield.apps.recon.run import Run
     from omnifield.data.scene import load_scene
@@ -148,12 +150,11 @@ def convert(run_dir: Path, to: str, out: Path, steps: int, active: bool = False,
     from omnifield.distill.pvd import PVDConfig, distill
     from omnifield.io.atomic import write_text_atomic
 
+    splat_cfg = SplatDistillConfig(n_gaussians=n_gaussians, teacher_views=teacher_views, seed=seed)
+    if to == SPLAT:
+        splat_cfg.check()
     claim_output(out, "splat run" if to == SPLAT else f"{to} NeRF run", continues=resume,
                  hint="pass --resume to continue it")
-    if to == SPLAT and resume:
-        raise OmnifieldError("--resume: a conversion to splat cannot continue yet; convert into a new --out")
-    if to == SPLAT and n_gaussians < 1:
-        raise OmnifieldError(f"--n-gaussians must be >= 1, got {n_gaussians}")
     torch.manual_seed(seed)
     teacher = load_teacher(run_dir)
     data_dir = data_dir or teacher.data_dir
@@ -163,13 +164,12 @@ def convert(run_dir: Path, to: str, out: Path, steps: int, active: bool = False,
     if to == SPLAT:
         if teacher.kind == SPLAT:
             raise OmnifieldError(f"{run_dir}: already a splat run; convert it to a field preset instead")
-        from omnifield.apps.convert.to_splat import distill_to_splat
-        from omnifield.io.splat_run import save_splat_run
-
-        student, info = distill_to_splat(teacher.field, teacher.sampler, train.cameras, steps, n_gaussians,
-                                         seed=seed, minutes=minutes, progress=progress)
-        save_splat_run(out, student, info["steps"], {"method": SPLAT, "data": str(data_dir),
-                                                     "distilled_from": str(run_dir), "options": {}})
+        record = {"method": SPLAT, "data": str(data_dir), "distilled_from": str(run_dir),
+                  "options": {"aabb": teacher.sampler.aabb.tolist(), "downscale": teacher.downscale}}
+        student, engine = distill_to_splat(teacher.field, teacher.sampler, train, splat_cfg,
+                                           loop_config(steps, minutes, progress, overrides or []), out, record,
+                                           resume)
+        info = {"steps": engine.step}
         student_renderer = None
     else:
         try:
@@ -211,11 +211,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
     to = require_method(args, "the student's field preset, or splat (see omnifield convert --help)")
     refuse_inapplicable(args, to)
     out = Path(args.out) if args.out else run_dir.with_name(f"{run_dir.name}-{to}")
-    if args.steps < 1 or (args.eval_views is not None and args.eval_views < 1):
-        raise OmnifieldError("--steps and --eval-views must be >= 1")
+    for option, value in (("--steps", args.steps), ("--teacher-views", args.teacher_views),
+                          ("--eval-views", 1 if args.eval_views is None else args.eval_views)):
+        if value < 1:
+            raise OmnifieldError(f"{option} must be >= 1, got {value}")
     rows = convert(run_dir, to, out, args.steps, args.al, args.minutes, args.batch_rays, args.lr, args.seed,
                    args.eval_views, args.set or [], args.data, args.n_gaussians, progress=not args.quiet,
-                   resume=args.resume)
+                   resume=args.resume, teacher_views=args.teacher_views)
     print_table(rows)
     gap = rows[1]["psnr"] - rows[0]["psnr"]
     print(f"student - teacher: {gap:+.2f} dB; run written to {out}" if math.isfinite(gap) else f"run written to {out}")
@@ -240,6 +242,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-rays", type=int, default=2048, help="rays per step (default 2048)")
     p.add_argument("--lr", type=float, default=1e-2, help="peak Adam learning rate (default 1e-2)")
     p.add_argument("--n-gaussians", type=int, default=20000, help="Gaussians of a splat student (default 20000)")
+    p.add_argument("--teacher-views", type=int, default=64,
+                   help="views of the teacher a splat student is fitted to, half training cameras and half "
+                        "random sphere poses, each rendered when first used (default 64)")
     p.add_argument("--data", help="scene folder (default: the teacher's)")
     p.add_argument("--eval-views", type=int, help="evaluate on the first N test views only (default: all)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
@@ -247,7 +252,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a student field setting (field.KEY=VALUE) or a loop setting "
                         "(loop.checkpoint_every_s=30, loop.log_every=10); repeatable")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--resume", action="store_true", help="continue the conversion in --out from its checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the conversion in --out from its checkpoint (a splat conversion keeps its "
+                        "--n-gaussians, --teacher-views and --seed)")
     fields = frozenset(field_names())
-    declare_applicability(p, {"al": fields, "batch_rays": fields, "lr": fields, "n_gaussians": {SPLAT}})
+    declare_applicability(p, {"al": fields, "batch_rays": fields, "lr": fields, "n_gaussians": {SPLAT},
+                              "teacher_views": {SPLAT}})
     p.set_defaults(func=cmd_convert)
