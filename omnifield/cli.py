@@ -12,7 +12,6 @@ import contextlib
 import gc
 import importlib
 import math
-import os
 import sys
 from typing import Iterator
 
@@ -114,23 +113,25 @@ def _add_common_options(parser: argparse.ArgumentParser) -> None:
 def _common_options(args: argparse.Namespace) -> Iterator[None]:
     """``--threads`` (>= 1) and ``--quiet`` (every progress bar off) for the duration of the command."""
     import torch
+    import tqdm.std
 
     threads, quiet = getattr(args, "threads", None), getattr(args, "quiet", False)
     if threads is not None and threads < 1:
         raise OmnifieldError(f"--threads must be >= 1, got {threads}")
-    before = torch.get_num_threads(), os.environ.get("TQDM_DISABLE")
+    before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
+    init = tqdm.std.tqdm.__dict__["__init__"]  # tqdm reads TQDM_* variables at import: too late to set one here
     if quiet:
-        os.environ["TQDM_DISABLE"] = "1"  # tqdm reads TQDM_<ARG> overrides: every bar of the command is off
+        def quiet_init(self, *a, **kw):
+            init.__get__(self, type(self))(*a, **{**kw, "disable": True})
+
+        tqdm.std.tqdm.__init__ = quiet_init
     try:
         yield
     finally:  # main() also serves in-process callers (tests, notebooks): leave their settings as they were
-        torch.set_num_threads(before[0])
-        if before[1] is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = before[1]
+        torch.set_num_threads(before)
+        tqdm.std.tqdm.__init__ = init
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,9 @@ def test_threads_and_quiet_hold_for_the_command_only(monkeypatch, capsys):
     seen = {}
 
     def probe(args):
-        seen.update(threads=torch.get_num_threads(), quiet=os.environ.get("TQDM_DISABLE"))
+        from tqdm import tqdm
+
+        seen.update(threads=torch.get_num_threads(), quiet=tqdm(total=3).disable)
         return 0
 
     parser = build_parser()
@@ -31,8 +33,11 @@ def test_threads_and_quiet_hold_for_the_command_only(monkeypatch, capsys):
     export_mesh.set_defaults(func=probe)
     threads_before = torch.get_num_threads()
     assert main(["export", "mesh", "RUN", "--threads", "1", "--quiet"]) == 0
-    assert seen == {"threads": 1, "quiet": "1"}
-    assert torch.get_num_threads() == threads_before and "TQDM_DISABLE" not in os.environ
+    assert seen == {"threads": 1, "quiet": True}
+    assert torch.get_num_threads() == threads_before
+    from tqdm import tqdm
+
+    assert not tqdm(total=3, file=open(os.devnull, "w")).disable  # bars are back after the command
 
 
 @pytest.mark.parametrize("value", ["0", "-2"])
