@@ -40,7 +40,7 @@ from omnifield.config import register_config
 from omnifield.distill.active import ActiveConfig, HardRayPool, RayBatch, ViewSampler, point_weights
 from omnifield.distill.poses import join_cameras, sphere_cameras
 from omnifield.distill.teacher_images import TeacherImages
-from omnifield.engine import Engine, LoopConfig
+from omnifield.engine import Engine, EngineTask, LoopConfig
 from omnifield.errors import OmnifieldError
 from omnifield.fields.activations import trunc_exp
 from omnifield.fields.gaussians import GaussianScene
@@ -137,7 +137,7 @@ def feature_weight_at(progress: float, cfg: PVDConfig) -> float:
     return cfg.feature_weight * cfg.feature_decay**progress
 
 
-class Distiller:
+class Distiller(EngineTask):
     """Distils ``teacher`` into ``student`` (a field with point features) on rays of ``cameras``: a task of
     the training engine (``self.engine``).
 
@@ -177,16 +177,6 @@ class Distiller:
         self.warmup_steps = max(1, min(100, (loop.steps or cfg.steps) // 10))
         self.engine = Engine(self, loop, description="distil", postfix=("stage", "loss", "psnr"),
                              where=str(self.out_dir or ""))
-
-    @property
-    def step(self) -> int:
-        """Steps done."""
-        return self.engine.step
-
-    @property
-    def elapsed(self) -> float:
-        """Training seconds so far (the first step and evaluations not counted)."""
-        return self.engine.elapsed
 
     # ------------------------------------------------------------------ rays
     def _fresh_rays(self, n: int) -> RayBatch:

@@ -101,6 +101,21 @@ class Task(Protocol):
     def write_checkpoint(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None: ...
 
 
+class EngineTask:
+    """For tasks that own their engine as ``self.engine``: ``step`` and ``elapsed`` (training seconds,
+    the first step and evaluations not counted) read from it."""
+
+    engine: "Engine"
+
+    @property
+    def step(self) -> int:
+        return self.engine.step
+
+    @property
+    def elapsed(self) -> float:
+        return self.engine.elapsed
+
+
 class Engine:
     """Runs ``task`` under ``cfg``; ``log_path`` (optional) receives ``log.jsonl`` lines.
 

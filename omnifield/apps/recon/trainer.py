@@ -21,7 +21,7 @@ from omnifield.apps.recon.run import CHECKPOINT, Run
 from omnifield.data.blender import PosedImages
 from omnifield.data.images import composite_on
 from omnifield.distributed import broadcast_from_main, current, shard, sum_over_ranks
-from omnifield.engine import Engine, LoopConfig
+from omnifield.engine import Engine, EngineTask, LoopConfig
 from omnifield.errors import OmnifieldError
 from omnifield.io.checkpoint import remove_stale_temporaries
 from omnifield.metrics import psnr_from_mse
@@ -74,7 +74,7 @@ class _RayRendering(nn.Module):
         return out.rgb, out.n_samples, penalty
 
 
-class Trainer:
+class Trainer(EngineTask):
     """Trains ``run.field`` on ``data``: the radiance-field task of the training engine.
 
     ``eval_fn(run, step) -> dict`` runs every ``eval_every`` steps and whenever the training time
@@ -121,15 +121,6 @@ class Trainer:
                              postfix=("loss", "psnr", "rays_per_s", "samples_per_ray"))
 
     # ------------------------------------------------------------------ engine
-    @property
-    def step(self) -> int:
-        return self.engine.step
-
-    @property
-    def elapsed(self) -> float:
-        """Training seconds so far."""
-        return self.engine.elapsed
-
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """The task's own state (the engine adds step, time, torch RNG and the optimiser)."""
         return {"rng/generator": self.generator.get_state()}, {"n_rays": self.n_rays}
