@@ -183,7 +183,7 @@ def _assert_close_scaled(a, b):
     torch.testing.assert_close(a / scale, b / scale, rtol=1e-4, atol=1e-5)
 
 
-def _native_matches_twin(grid, grads):
+def _assert_native_matches_twin(grid, grads):
     """``grads(encode)`` (a tuple of tensors) with the native encoder and with its twin, compared one by one;
     returns the twin's."""
     native, twin = (grads(encode) for encode in _encoders(grid))
@@ -207,7 +207,7 @@ def test_native_double_backward_matches_twin(d):
         loss = (gx**2).sum() + (gx[:, 0] * xi[:, 1]).sum()
         return torch.autograd.grad(loss, [grid.table, xi])
 
-    _native_matches_twin(grid, grads)
+    _assert_native_matches_twin(grid, grads)
 
 
 def test_native_double_backward_through_table_gradient():
@@ -224,7 +224,7 @@ def test_native_double_backward_through_table_gradient():
         loss = (gt * r).sum() + (gx**2).sum()
         return torch.autograd.grad(loss, [xi, ui, grid.table])
 
-    _native_matches_twin(grid, grads)
+    _assert_native_matches_twin(grid, grads)
 
 
 def test_native_third_order_matches_twin():
@@ -242,7 +242,7 @@ def test_native_third_order_matches_twin():
         (h,) = torch.autograd.grad(g[:, 0].sum(), xi, create_graph=True)
         return torch.autograd.grad((h[:, 1] * r).sum(), [grid.table])
 
-    (twin,) = _native_matches_twin(grid, grads)
+    (twin,) = _assert_native_matches_twin(grid, grads)
     assert twin.abs().max() > 0
 
 
