@@ -60,3 +60,22 @@ def apply_override(cfg: Any, assignment: str, root: str = "config") -> Any:
             raise OmnifieldError(f"--set {key}: {exc}") from None
 
     return rec(cfg, 0, root)
+
+
+def apply_section_overrides(roots: dict[str, Any], assignments: list[str],
+                            frozen: dict[str, str] | None = None) -> dict[str, Any]:
+    """``roots`` (section name -> config) with each ``--set section.key=value`` applied to its section.
+
+    An assignment naming no section of ``roots`` is refused, listing them; a section in ``frozen`` is
+    refused with the reason given there (e.g. a resumed run's model)."""
+    roots = dict(roots)
+    names = [f"{name}." for name in roots]
+    allowed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+    for assignment in assignments:
+        section = assignment.split(".", 1)[0]
+        if section not in roots or "." not in assignment.split("=", 1)[0]:
+            raise OmnifieldError(f"--set {assignment!r}: must start with {allowed}")
+        if frozen and section in frozen:
+            raise OmnifieldError(f"--set {assignment!r}: {frozen[section]}")
+        roots[section] = apply_override(roots[section], assignment.split(".", 1)[1], section)
+    return roots

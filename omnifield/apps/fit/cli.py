@@ -22,7 +22,7 @@ from omnifield.apps.fit.presets import BACKENDS, count_parameters, field_for_bud
 from omnifield.apps.fit.sdf import FitSDFConfig, extract_mesh, fit_sdf, load_mesh, mesh_metrics
 from omnifield.cli_options import add_loop_arguments, add_method_argument, add_old_name, loop_config
 from omnifield.config import config_from_dict, config_to_dict, replace_config
-from omnifield.config_overrides import apply_override
+from omnifield.config_overrides import apply_section_overrides
 from omnifield.engine.regression import LOG
 from omnifield.errors import OmnifieldError
 from omnifield.fields.footprint import TRAINING_BYTES_PER_PARAMETER
@@ -75,12 +75,7 @@ def _configs(args: argparse.Namespace, fresh: Callable[[], tuple[Any, Any]]) -> 
     given = loop_config(args, minutes=minutes)
     loop = replace_config(fit_cfg.loop, steps=given.steps, minutes=given.minutes, grad_clip=given.grad_clip,
                           progress=given.progress)
-    roots = {"field": field_cfg, "fit": replace_config(fit_cfg, loop=loop)}
-    for assignment in args.set or []:
-        section = assignment.split(".", 1)[0]
-        if section not in roots or "." not in assignment.split("=", 1)[0]:
-            raise OmnifieldError(f"--set {assignment!r}: must start with field. or fit.")
-        roots[section] = apply_override(roots[section], assignment.split(".", 1)[1], section)
+    roots = apply_section_overrides({"field": field_cfg, "fit": replace_config(fit_cfg, loop=loop)}, args.set or [])
     roots["fit"].loop.check()
     if resume is not None:
         print(f"resuming {out} at step {resume[1].get('step', '?')}", flush=True)

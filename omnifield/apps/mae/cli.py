@@ -17,7 +17,7 @@ from omnifield.cli_options import (
     require_given,
 )
 from omnifield.config import config_from_dict, config_to_dict
-from omnifield.config_overrides import apply_override
+from omnifield.config_overrides import apply_section_overrides
 from omnifield.errors import OmnifieldError
 from omnifield.io.atomic import write_text_atomic
 from omnifield.io.run_folder import claim_output
@@ -64,14 +64,9 @@ def _training_configs(args: argparse.Namespace, kind: str, train_cfg: Any,
             raise OmnifieldError(f"{path}: holds the training of a {meta.get('kind')} model, not of a {kind} model")
         train_cfg = config_from_dict(meta.get("train"), f"{path} train config")
         model_cfg = config_from_dict(meta.get("config"), f"{path} model config")
-    roots = {"train": train_cfg, "model": model_cfg, "loop": loop_config(args, log_every=LOG_EVERY)}
-    for assignment in args.set or []:
-        section = assignment.split(".", 1)[0]
-        if section not in roots or "." not in assignment:
-            raise OmnifieldError(f"--set {assignment!r}: must start with train., model. or loop.")
-        if args.resume and section == "model":
-            raise OmnifieldError(f"--set {assignment!r}: a resumed run keeps the model of its checkpoint")
-        roots[section] = apply_override(roots[section], assignment.split(".", 1)[1], section)
+    roots = apply_section_overrides(
+        {"train": train_cfg, "model": model_cfg, "loop": loop_config(args, log_every=LOG_EVERY)}, args.set or [],
+        frozen={"model": "a resumed run keeps the model of its checkpoint"} if args.resume else None)
     check_config(roots["train"])
     roots["loop"].check()
     return roots["train"], roots["model"], roots["loop"], meta

@@ -20,7 +20,7 @@ from omnifield.apps.recon.trainer import Trainer
 from omnifield.backend import build_on, missing_cuda_library_note, resolve_device
 from omnifield.cli_options import add_log_argument
 from omnifield.config import replace_config
-from omnifield.config_overrides import apply_override
+from omnifield.config_overrides import apply_section_overrides
 from omnifield.data.scene import load_scene
 from omnifield.engine import Engine
 from omnifield.errors import OmnifieldError
@@ -68,12 +68,8 @@ def build_configs(args: argparse.Namespace, space: dict | None = None) -> tuple[
     except ValueError as exc:
         raise OmnifieldError(f"invalid option: {exc}") from None
     field_cfg = replace_config(field_config(args.method), **field_changes)
-    roots = {"field": field_cfg, "renderer": renderer_cfg, "train": train_cfg}
-    for assignment in args.set or []:
-        section = assignment.split(".", 1)[0]
-        if section not in roots or "." not in assignment.split("=", 1)[0]:
-            raise OmnifieldError(f"--set {assignment!r}: must start with field., renderer. or train.")
-        roots[section] = apply_override(roots[section], assignment.split(".", 1)[1], section)
+    roots = apply_section_overrides({"field": field_cfg, "renderer": renderer_cfg, "train": train_cfg},
+                                    args.set or [])
     return roots["field"], roots["renderer"], roots["train"]
 
 
