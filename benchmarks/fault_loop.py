@@ -1,8 +1,11 @@
 """Fault tests under load, many times in a row: kill/resume, Ctrl-C, kill during the first compile, full disk.
 
-Each round runs the fault tests of the suite (``pytest -k`` on the crash, resume, interrupt and native-build
-tests) in a fresh process while ``--burners`` processes keep every core busy, and counts the rounds each test
-passes. A fault test that depends on timing fails here long before it fails in CI.
+Each round runs the fault tests of the suite (the tests of the crash, resume, engine and native-build files
+whose names say they inject a fault: SIGKILL, SIGINT, a kill or hang during the first compile, a missing
+compiler, a full disk, a NaN loss, divergence, time budgets) in a fresh pytest process while ``--burners``
+processes keep every core busy, and counts the rounds each test passes. A fault test that depends on timing
+fails here long before it fails in CI. A failing test's name and the end of its report are printed in the
+round that failed.
 
     python benchmarks/fault_loop.py --rounds 20 [--burners 2] [--out rows.json]
     python benchmarks/fault_loop.py --quick          # 2 rounds
@@ -28,6 +31,9 @@ FAULT_TESTS = [
     "tests/test_engine.py",              # Ctrl-C checkpoint and bit-for-bit resume of the engine
     "tests/test_*resume*.py",            # each command family: SIGKILL then --resume
 ]
+# ``pytest -k``: the tests in those files that inject a fault or race a clock (not their option checks)
+FAULT_KEYWORDS = ("sigkill or interrupted or compile or hung or full_disk or nan_loss or diverg or non_finite "
+                  "or time_budget or resume_continues")
 
 
 def burn(stop_at: float) -> None:
@@ -37,18 +43,20 @@ def burn(stop_at: float) -> None:
         x = (x * 1103515245 + 12345) % 2**31
 
 
-def one_round(tests: list[str]) -> tuple[Counter, Counter, float]:
-    """Run ``tests`` once with pytest; (passed, failed) counts per test id and the seconds it took."""
+def one_round(tests: list[str], keywords: str) -> tuple[Counter, Counter, float, str]:
+    """Run ``tests`` selected by ``keywords`` once with pytest; (passed, failed) counts per test id, the
+    seconds it took and pytest's report of the failures ("" when none failed)."""
     start = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "--timeout=900",
-                          *tests], cwd=ROOT, capture_output=True, text=True,
+                          "-k", keywords, *tests], cwd=ROOT, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     passed, failed = Counter(), Counter()
     for line in out.stdout.splitlines():
         match = re.match(r"(PASSED|FAILED|ERROR) (\S+)", line)
         if match:
             (passed if match.group(1) == "PASSED" else failed)[match.group(2)] += 1
-    return passed, failed, time.perf_counter() - start
+    report = out.stdout.split("= FAILURES =", 1)[1] if "= FAILURES =" in out.stdout else ""
+    return passed, failed, time.perf_counter() - start, report
 
 
 def main() -> None:
@@ -57,6 +65,7 @@ def main() -> None:
     parser.add_argument("--burners", type=int, default=multiprocessing.cpu_count(),
                         help="CPU-burning processes beside the tests (default: one per core)")
     parser.add_argument("--quick", action="store_true", help="2 rounds")
+    parser.add_argument("--keywords", default=FAULT_KEYWORDS, help="pytest -k expression choosing the tests")
     parser.add_argument("--out", help="write the table as a JSON list of rows")
     args = parser.parse_args()
     rounds = 2 if args.quick else args.rounds
@@ -68,7 +77,7 @@ def main() -> None:
         for b in burners:
             b.start()
         try:
-            p, f, s = one_round(tests)
+            p, f, s, report = one_round(tests, args.keywords)
         finally:
             for b in burners:
                 b.terminate()
@@ -77,6 +86,10 @@ def main() -> None:
         seconds.append(s)
         print(f"round {r + 1}/{rounds}: {sum(p.values())} passed, {sum(f.values())} failed in {s:.0f} s "
               f"(load: {args.burners} burners)", flush=True)
+        for test in f:
+            print(f"  FAILED {test}", flush=True)
+        if report:
+            print("\n".join(report.splitlines()[-40:]), flush=True)
     rows = [{"test": t, "rounds": rounds, "passed": passed[t], "failed": failed[t]}
             for t in sorted(set(passed) | set(failed))]
     width = max((len(r["test"]) for r in rows), default=10)

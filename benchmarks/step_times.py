@@ -15,7 +15,8 @@ task by task and repeat by repeat (so a load change on the machine hits both ali
 Tasks (unit: one optimiser step unless said otherwise):
 
 - ``train_hashgrid``, ``train_mlp``, ``train_splat``, ``train_splat_compact``: ``train data/lego_200``
-  (``--no-eval``); checked by the checkpoint's step.
+  (``--no-eval``); checked by the checkpoint's step. ``train_hashgrid_cam`` and ``train_mlp_cam`` (CAM
+  decoders on those bases; only when named in ``--tasks``) give the cost of CAM's modulation per step.
 - ``convert_triplane`` (PVD hash grid -> tri-plane), ``convert_splat`` (hash grid -> Gaussians; only
   when named in ``--tasks``: rendering the teacher's targets takes minutes before the first step): a
   teacher is trained once per checkout (``train --steps 30``); checked by ``metrics.json``'s step.
@@ -134,6 +135,8 @@ def _pinn(adam: int, lbfgs: int, out: Path, t: int) -> list[str]:
 TASKS = [
     Task("train_hashgrid", _train("hashgrid"), checkpoint_step, (10, 110), (5, 25)),
     Task("train_mlp", _train("mlp"), checkpoint_step, (3, 18)),
+    Task("train_hashgrid_cam", _train("hashgrid_cam"), checkpoint_step, (10, 110), default=False),
+    Task("train_mlp_cam", _train("mlp_cam"), checkpoint_step, (3, 18), default=False),
     Task("train_splat", _train("splat"), checkpoint_step, (20, 220)),
     Task("train_splat_compact", _train("splat", "--compact"), checkpoint_step, (20, 220)),
     Task("convert_triplane", _convert("triplane"), metrics_key("step"), (10, 110), prepare=_teacher),

@@ -1,5 +1,6 @@
 """Tri-plane, NeuRBF and CAM: shapes, gradients, gradcheck/gradgradcheck and plain references."""
 
+import copy
 import itertools
 
 import pytest
@@ -14,7 +15,7 @@ from omnifield.fields.cam import CAMConfig
 from omnifield.fields.grid_lookup import grid_lookup
 from omnifield.fields.hashgrid import HashGridConfig
 from omnifield.fields.kmeans import weighted_kmeans
-from omnifield.fields.mlp import MLPConfig
+from omnifield.fields.mlp import MLPConfig, _mlp_layers
 from omnifield.fields.neurbf import NeuRBFConfig, build_candidate_lists, k_nearest_centers
 from omnifield.fields.radiance import RadianceFieldConfig
 from omnifield.fields.sine_mlp import SineMLPConfig
@@ -199,10 +200,11 @@ def test_cam_modulation_is_read_from_the_grids_and_trains():
     h, x = torch.randn(10, 6), torch.rand(10, 2)
     with torch.no_grad():
         cam.grids.normal_()
-    gamma, beta = cam.modulation(x)
-    assert gamma.shape == beta.shape == (10, 2, 8)
+    modulation = cam.modulation(x)
+    assert modulation.shape == (10, 2, 2, 8)
     g = grid_lookup(cam.grids, x[:, None, :])[:, 0].view(10, 2, 2, 8)
-    torch.testing.assert_close(gamma, 1 + g[:, 0])
+    torch.testing.assert_close(modulation, g)
+    gamma, beta = 1 + g[:, 0], g[:, 1]
     layers = base.layers
     ref = torch.relu(gamma[:, 0] * layers[0](h) + beta[:, 0])
     ref = layers[2](torch.relu(gamma[:, 1] * layers[1](ref) + beta[:, 1]))
@@ -254,14 +256,78 @@ def test_native_mlp_matches_the_twin_with_gradients(n_in, width, depth, n_out, r
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "torch-layers"])
+@pytest.mark.parametrize("layer_norm", [True, False])
+@pytest.mark.parametrize(("n_in", "width", "depth", "n_modulated", "n_out", "rows"),
+                         [(63, 128, 4, 1, 16, 300), (32, 64, 1, 1, 16, 129), (5, 16, 3, 2, 3, 7), (8, 32, 2, 2, 1, 0)])
+def test_native_modulated_mlp_matches_the_twin_with_gradients(n_in, width, depth, n_modulated, n_out, rows,
+                                                              layer_norm, fused, monkeypatch):
+    """CAM's modulated hidden layers natively, inside the fused MLP kernel (CPUs with AVX-512) or as one
+    native op between torch's layers (other CPUs): outputs and every gradient (features, modulation,
+    weights) against the all-torch twin, with and without the layer norm."""
+    native_or_skip("mlp")
+    monkeypatch.setattr("omnifield.fields.mlp.wide_vector_registers", lambda: fused)
+    torch.manual_seed(2)
+    mlp = _randomize(MLPConfig(width=width, n_hidden_layers=depth).build(n_in, n_out))
+    h = torch.randn(rows, n_in, requires_grad=True)
+    modulation = (0.5 * torch.randn(rows, 2, n_modulated, width)).requires_grad_(True)
+    y = mlp.modulated(h, modulation, layer_norm)
+    assert _autograd_node_names(y) & {"_NativeMLPBackward" if fused else "_NativeModulationBackward"}
+    reference = _mlp_layers(h, list(mlp._layer_parameters()), torch.relu, modulation, layer_norm)
+    # float32 sums in another order: errors relative to each tensor's largest entry (outputs reach ~100 here)
+    torch.testing.assert_close(y, reference, rtol=1e-4, atol=1e-6 * _scale(reference))
+    grad_y = torch.randn_like(y)
+    inputs = [h, modulation, *mlp.parameters()]
+    for ours, theirs in zip(torch.autograd.grad(y, inputs, grad_y), torch.autograd.grad(reference, inputs, grad_y)):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6 * _scale(theirs))
+
+
+def _scale(t: torch.Tensor) -> float:
+    return 1.0 + (t.abs().max().item() if t.numel() else 0.0)
+
+
+def test_native_modulated_mlp_is_the_plain_formula():
+    """The twin itself against the modulation written out by hand for one layer: relu(g * LN(Wh + b) + s)."""
+    torch.manual_seed(3)
+    mlp = MLPConfig(width=16, n_hidden_layers=1).build(4, 2)
+    h, modulation = torch.randn(9, 4), torch.randn(9, 2, 1, 16)
+    pre = h @ mlp.layers[0].weight.T + mlp.layers[0].bias
+    z = (pre - pre.mean(-1, keepdim=True)) / torch.sqrt(pre.var(-1, unbiased=False, keepdim=True) + 1e-5)
+    hidden = torch.relu((1 + modulation[:, 0, 0]) * z + modulation[:, 1, 0])
+    expected = hidden @ mlp.layers[1].weight.T + mlp.layers[1].bias
+    torch.testing.assert_close(mlp.modulated(h, modulation, layer_norm=True), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "torch-layers"])
+def test_native_cam_backward_can_be_differentiated_again(fused, monkeypatch):
+    """A loss on d(out)/dx through a CAM decoder on the native kernels gets the gradients of the same decoder
+    in float64, where everything runs in torch."""
+    native_or_skip("mlp")
+    monkeypatch.setattr("omnifield.fields.mlp.wide_vector_registers", lambda: fused)
+    cam = _randomize(CAMConfig(base=MLPConfig(width=16, n_hidden_layers=2), coord_dims=3, resolution=4).build(3, 1))
+    x = 0.1 + 0.8 * torch.rand(32, 3)
+
+    def eikonal_grads(decoder, points):
+        points = points.clone().requires_grad_(True)
+        (dydx,) = torch.autograd.grad(decoder(points, points).sum(), points, create_graph=True)
+        return torch.autograd.grad(dydx.square().sum(), [decoder.grids, *decoder.mlp.layers[0].parameters()])
+
+    ours = eikonal_grads(cam, x)
+    assert _autograd_node_names(cam(x, x)) & {"_NativeMLPBackward" if fused else "_NativeModulationBackward"}
+    reference = eikonal_grads(copy.deepcopy(cam).double(), x.double())
+    for a, b in zip(ours, reference):
+        torch.testing.assert_close(a, b.float(), rtol=1e-4, atol=1e-5)
+
+
 def _autograd_node_names(t: torch.Tensor) -> set[str]:
-    names, todo = set(), [t.grad_fn]
+    """The class names of every node of ``t``'s autograd graph."""
+    seen, todo = set(), [t.grad_fn]
     while todo:
         node = todo.pop()
-        if node is not None and type(node).__name__ not in names:
-            names.add(type(node).__name__)
+        if node is not None and node not in seen:
+            seen.add(node)
             todo.extend(next_node for next_node, _ in node.next_functions)
-    return names
+    return {type(node).__name__ for node in seen}
 
 
 def test_native_mlp_backward_can_be_differentiated_again(monkeypatch):
@@ -338,25 +404,33 @@ def test_a_gpu_run_without_the_cuda_library_says_so(monkeypatch):
     assert "nerfacc is not installed" in note and "pip install nerfacc" in note
 
 
+@pytest.mark.parametrize("sum_grids", [False, True], ids=["each", "summed"])
 @pytest.mark.parametrize("shape", [(3, 9, 9, 5), (1, 17, 4), (2, 5, 5, 5, 3)], ids=["planes", "line", "volume"])
-def test_native_grid_lookup_matches_the_twin_with_gradients(shape):
+def test_native_grid_lookup_matches_the_twin_with_gradients(shape, sum_grids):
+    """Native lookups (each grid's, or summed over the grids as CAM and the sum tri-plane take them) against
+    the twin's per-grid lookups, summed in the test: values, both first gradients and a second one."""
     from omnifield.fields.grid_lookup import _grid_lookup
+
+    def reference(grids, coords):
+        out = _grid_lookup(grids, coords)
+        return out.sum(dim=1) if sum_grids else out
 
     d = len(shape) - 2
     native_or_skip("grid_lookup")
     g = torch.Generator().manual_seed(0)
     grids = torch.randn(shape, generator=g).requires_grad_()
     coords = (torch.rand(200, shape[0], d, generator=g) * 1.2 - 0.1).requires_grad_()  # some outside [0, 1]
-    upstream = torch.randn(200, shape[0], shape[-1], generator=g)
+    upstream = torch.randn(200, *([] if sum_grids else [shape[0]]), shape[-1], generator=g)
     results = []
-    for fn in (grid_lookup, _grid_lookup):
+    for fn in (lambda gr, c: grid_lookup(gr, c, sum_grids), reference):
         out = fn(grids, coords)
         results.append((out, *torch.autograd.grad(out, (grids, coords), upstream)))
+    assert results[0][0].shape == upstream.shape
     for native, twin in zip(*results):
         torch.testing.assert_close(native, twin, rtol=1e-5, atol=1e-5)
     # a second derivative (as an eikonal loss takes) goes through the twin and agrees with it
     second = []
-    for fn in (grid_lookup, _grid_lookup):
+    for fn in (lambda gr, c: grid_lookup(gr, c, sum_grids), reference):
         (dx,) = torch.autograd.grad(fn(grids, coords).sum(), coords, create_graph=True)
         second.append(torch.autograd.grad(dx.square().sum(), grids)[0])
     torch.testing.assert_close(second[0], second[1], rtol=1e-5, atol=1e-5)

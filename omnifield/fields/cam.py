@@ -5,6 +5,9 @@ layers (default 1, which keeps the grids small), the features are normalised and
 
     h <- act( gamma_l(x) * norm(W_l h + b_l) + beta_l(x) ),   gamma_l = 1 + G^gamma_l(x),  beta_l = G^beta_l(x)
 
+The modulated layers run in :meth:`MLP.modulated` (the fused native MLP kernel for ReLU MLPs on the CPU,
+its torch twin elsewhere).
+
 The grids (all zero at start) are a 2-D grid for images (``coord_dims=2``), three planes summed for 3-D
 (``coord_dims=3``) and a 1-D grid over time, the last coordinate, for dynamic fields (``coord_dims=4``).
 ``norm`` is a parameter-free layer norm (``"layer"``) or none (``"none"``; then zero modulation is exactly
@@ -17,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from omnifield.config import register_config
@@ -76,11 +78,11 @@ class CAM(nn.Module):
             shape = (len(pairs), res, res, channels)
         self.grids = nn.Parameter(torch.zeros(shape))
 
-    def modulation(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x [N, coord_dims] -> (gamma, beta)``, each ``[N, n_modulated, width]``."""
-        g = grid_lookup(self.grids, x.clamp(0.0, 1.0)[:, self.grid_axes]).sum(dim=1)  # [N, 2*W*L]
-        g = g.view(-1, 2, self.n_modulated, self.width)
-        return 1.0 + g[:, 0], g[:, 1]
+    def modulation(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [N, coord_dims] -> [N, 2, n_modulated, width]``: the offsets of the scales (gamma - 1), then
+        the shifts (beta), summed over the grids."""
+        g = grid_lookup(self.grids, x.clamp(0.0, 1.0)[:, self.grid_axes], sum_grids=True)  # [N, 2*W*L]
+        return g.view(-1, 2, self.n_modulated, self.width)
 
     def forward(self, h: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         if x is None or x.shape[-1] != self.cfg.coord_dims or x.shape[:-1] != h.shape[:-1]:
@@ -88,15 +90,8 @@ class CAM(nn.Module):
             raise ValueError(f"CAM needs coordinates x [..., {self.cfg.coord_dims}] beside h {tuple(h.shape)}, got {got}")
         lead = h.shape[:-1]
         h = h.reshape(-1, h.shape[-1])
-        gamma, beta = self.modulation(x.reshape(-1, x.shape[-1]).to(h.dtype))
-        for layer_index, layer in enumerate(self.mlp.layers[:-1]):
-            h = layer(h)
-            if layer_index < self.n_modulated:
-                if self.cfg.normalization == "layer":
-                    h = F.layer_norm(h, (self.width,))
-                h = gamma[:, layer_index] * h + beta[:, layer_index]
-            h = self.mlp.act(h)
-        out = self.mlp.out_act(self.mlp.layers[-1](h))
+        modulation = self.modulation(x.reshape(-1, x.shape[-1]).to(h.dtype))
+        out = self.mlp.modulated(h, modulation, layer_norm=self.cfg.normalization == "layer")
         return out.reshape(*lead, out.shape[-1])
 
 

@@ -49,8 +49,10 @@ def axis_pairs(n_dims: int) -> list[tuple[int, int]]:
 def grid_lookup(
     grids: torch.Tensor,  # [P, R, ..., R, F]: P grids with d axes of R vertices each
     coords: torch.Tensor,  # [N, P, d] in [0, 1]; coords[..., i] indexes grid axis i
-) -> torch.Tensor:  # [N, P, F]
-    """Multilinear interpolation of ``P`` vertex-aligned grids (0 -> first vertex, 1 -> last).
+    sum_grids: bool = False,
+) -> torch.Tensor:  # [N, P, F], or [N, F] with sum_grids
+    """Multilinear interpolation of ``P`` vertex-aligned grids (0 -> first vertex, 1 -> last); with
+    ``sum_grids`` the ``P`` lookups of each point summed (the native kernel then never holds ``[N, P, F]``).
 
     Coordinates outside ``[0, 1]`` extrapolate linearly from the border cell.
     """
@@ -59,18 +61,19 @@ def grid_lookup(
         raise ValueError(f"coords must be [N, {grids.shape[0]}, {d}], got {tuple(coords.shape)}")
     kernels = native_kernels(coords, "grid_lookup")
     if kernels is not None and grids.dtype == torch.float32 and not grids.is_cuda and 1 <= d <= 3:
-        return _NativeGridLookup.apply(kernels, grids.contiguous(), coords.contiguous())
-    return _grid_lookup(grids, coords)
+        return _NativeGridLookup.apply(kernels, grids.contiguous(), coords.contiguous(), sum_grids)
+    return _grid_lookup(grids, coords, sum_grids)
 
 
 class _NativeGridLookup(torch.autograd.Function):
-    """``grids [P, R.., F], coords [N, P, d] -> [N, P, F]`` with the native kernel; native first backward."""
+    """``grids [P, R.., F], coords [N, P, d], sum_grids -> [N, P, F]`` (or ``[N, F]``) with the native kernel;
+    native first backward."""
 
     @staticmethod
-    def forward(ctx, kernels, grids, coords):
-        ctx.kernels = kernels
+    def forward(ctx, kernels, grids, coords, sum_grids):
+        ctx.kernels, ctx.sum_grids = kernels, sum_grids
         ctx.save_for_backward(grids, coords)
-        return kernels.forward(grids, coords)
+        return kernels.forward(grids, coords, sum_grids)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -79,14 +82,15 @@ class _NativeGridLookup(torch.autograd.Function):
         if torch.is_grad_enabled():  # a graph through this backward (eikonal, PDE residuals): the twin's
             grids_alias, coords_alias = grids.view_as(grids), coords.view_as(coords)
             wanted = [t for t, need in ((grids_alias, need_grids), (coords_alias, need_coords)) if need]
-            grads = iter(torch.autograd.grad(_grid_lookup(grids_alias, coords_alias), wanted, grad_out,
+            grads = iter(torch.autograd.grad(_grid_lookup(grids_alias, coords_alias, ctx.sum_grids), wanted, grad_out,
                                              create_graph=True))
-            return None, next(grads) if need_grids else None, next(grads) if need_coords else None
-        grad_grids, grad_coords = ctx.kernels.backward(grad_out, grids, coords, need_grids, need_coords)
-        return None, grad_grids, grad_coords
+            return None, next(grads) if need_grids else None, next(grads) if need_coords else None, None
+        grad_grids, grad_coords = ctx.kernels.backward(grad_out, grids, coords, need_grids, need_coords,
+                                                       ctx.sum_grids)
+        return None, grad_grids, grad_coords, None
 
 
-def _grid_lookup(grids: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+def _grid_lookup(grids: torch.Tensor, coords: torch.Tensor, sum_grids: bool = False) -> torch.Tensor:
     """Torch twin of :func:`grid_lookup` (same arguments; differentiable to any order)."""
     n_grids, res = grids.shape[0], grids.shape[1]
     d = grids.dim() - 2
@@ -101,4 +105,5 @@ def _grid_lookup(grids: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     base = torch.arange(n_grids, device=coords.device)[None, :, None] * res**d
     idx = base + (vert * strides).sum(-1)  # [N, P, C]
     w = multilinear_weights(frac, corners)  # [N, P, C]
-    return (w[..., None] * flat[idx]).sum(dim=2)
+    out = (w[..., None] * flat[idx]).sum(dim=2)
+    return out.sum(dim=1) if sum_grids else out

@@ -74,13 +74,21 @@ class MLP(nn.Module):
                         and self.cfg.width % 16 == 0 and max(self.cfg.width, n_in, n_out) <= 128)
 
     def forward(self, h: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        lead = h.shape[:-1]
+        return self.modulated(h.reshape(-1, h.shape[-1])).reshape(*lead, self.n_out)
+
+    def modulated(self, h: torch.Tensor, modulation: torch.Tensor | None = None,
+                  layer_norm: bool = False) -> torch.Tensor:
+        """``h [N, n_in] -> [N, n_out]`` (output activation applied), the first ``M`` hidden layers modulated
+        per row by ``modulation [N, 2, M, width]`` (scale offsets, then shifts; see :func:`_mlp_layers`)."""
         params = self._layer_parameters()
+        tensors = params if modulation is None else [*params, modulation]
+        on_cpu = all(t is None or (t.dtype == torch.float32 and t.device.type == "cpu") for t in [h, *tensors])
         fused = self.fusable and h.shape[-1] == self.n_in and wide_vector_registers()
-        lib = native_kernels(h, "mlp") if fused else None
-        if lib is not None and all(p.dtype == torch.float32 and p.device.type == "cpu" for p in params):
-            y = _NativeMLP.apply(lib, h.reshape(-1, self.n_in), *params)
-            return self.out_act(y.reshape(*h.shape[:-1], self.n_out))
-        return self.out_act(_mlp_layers(h, params, self.act))
+        lib = native_kernels(h, "mlp") if on_cpu and (fused or modulation is not None) else None
+        if lib is not None and fused:
+            return self.out_act(_NativeMLP.apply(lib, h, modulation, layer_norm, *params))
+        return self.out_act(_mlp_layers(h, params, self.act, modulation, layer_norm, lib))
 
     def twin(self, h: torch.Tensor) -> torch.Tensor:
         """The layers one by one in torch, without the output activation: ``[..., n_in] -> [..., n_out]``."""
@@ -90,32 +98,86 @@ class MLP(nn.Module):
         return [t for layer in self.layers for t in (layer.weight, layer.bias)]
 
 
-def _mlp_layers(h: torch.Tensor, params: list[torch.Tensor | None], act) -> torch.Tensor:
-    """Torch layers over ``params = [w0, b0, w1, b1, ...]`` (biases may be ``None``), ``act`` between them."""
-    for i in range(0, len(params) - 2, 2):
-        h = act(torch.nn.functional.linear(h, params[i], params[i + 1]))
+def _mlp_layers(h: torch.Tensor, params: list[torch.Tensor | None], act,
+                modulation: torch.Tensor | None = None, layer_norm: bool = False, lib=None) -> torch.Tensor:
+    """Torch layers over ``params = [w0, b0, w1, b1, ...]`` (biases may be ``None``), ``act`` between them.
+
+    With ``modulation [N, 2, M, W]`` (rows of ``h [N, n_in]``), hidden layer ``l < M`` becomes
+    ``act((1 + modulation[:, 0, l]) * norm(h W_l^T + b_l) + modulation[:, 1, l])``, ``norm`` a parameter-free
+    layer norm when ``layer_norm`` else the identity: coordinate-aware modulation (CAM). The modulation runs
+    in the native kernel ``lib`` when given (one pass forward and backward instead of five torch ops).
+    """
+    n_modulated = 0 if modulation is None else modulation.shape[2]
+    for layer, i in enumerate(range(0, len(params) - 2, 2)):
+        h = torch.nn.functional.linear(h, params[i], params[i + 1])
+        if layer < n_modulated:
+            h = _modulate(h, modulation, layer, layer_norm, lib)
+        h = act(h)
     return torch.nn.functional.linear(h, params[-2], params[-1])
 
 
+def _modulate(h: torch.Tensor, modulation: torch.Tensor, layer: int, layer_norm: bool, lib=None) -> torch.Tensor:
+    """``(1 + modulation[:, 0, layer]) * norm(h) + modulation[:, 1, layer]`` for ``h [N, W]``; the native
+    kernel ``lib`` when given, else torch (differentiable to any order)."""
+    if lib is not None:
+        return _NativeModulation.apply(lib, h, modulation, layer, layer_norm)
+    if layer_norm:
+        h = torch.nn.functional.layer_norm(h, (h.shape[-1],))
+    return (1.0 + modulation[:, 0, layer]) * h + modulation[:, 1, layer]
+
+
+class _NativeModulation(torch.autograd.Function):
+    """One modulated layer in the native kernel: ``(lib, h [N, W], modulation [N, 2, M, W], layer, layer_norm)
+    -> [N, W]``; a backward that must itself be differentiable differentiates the torch version."""
+
+    @staticmethod
+    def forward(ctx, lib, h, modulation, layer, layer_norm):
+        modulation = modulation.contiguous()
+        out, normalized, rstd = lib.modulation_forward(h, modulation, layer, layer_norm)
+        ctx.save_for_backward(h, modulation, normalized, rstd)
+        ctx.lib, ctx.layer, ctx.layer_norm = lib, layer, layer_norm
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        h, modulation, normalized, rstd = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            h_alias, mod_alias = h.view_as(h), modulation.view_as(modulation)
+            out = _modulate(h_alias, mod_alias, ctx.layer, ctx.layer_norm)
+            grad_h, grad_mod = torch.autograd.grad(out, (h_alias, mod_alias), grad_out, create_graph=True)
+        else:
+            grad_h, grad_mod = ctx.lib.modulation_backward(grad_out, modulation, normalized, rstd, ctx.layer,
+                                                           ctx.layer_norm)
+        return None, grad_h, grad_mod, None, None
+
+
 class _NativeMLP(torch.autograd.Function):
-    """Autograd wrapper of the fused native ReLU MLP. A backward that must itself be differentiable
+    """Autograd wrapper of the fused native ReLU MLP: ``(lib, h [N, n_in], modulation [N, 2, M, W] or None,
+    layer_norm, w0, b0, ...) -> [N, n_out]``. A backward that must itself be differentiable
     (``create_graph``, e.g. an eikonal loss) differentiates the torch twin instead."""
 
     @staticmethod
-    def forward(ctx, lib, h, *params):
+    def forward(ctx, lib, h, modulation, layer_norm, *params):
         weights, biases = list(params[0::2]), list(params[1::2])
-        y, hidden = lib.forward(h.contiguous(), weights, biases)
-        ctx.save_for_backward(h, hidden, *params)  # h itself, not a copy: a double backward differentiates it
-        ctx.lib = lib
+        mod = h.new_empty(0) if modulation is None else modulation.contiguous()
+        y, hidden, normalized, rstd = lib.forward(h.contiguous(), weights, biases, mod, layer_norm)
+        # h itself, not a copy: a double backward differentiates it
+        ctx.save_for_backward(h, mod, hidden, normalized, rstd, *params)
+        ctx.lib, ctx.modulated, ctx.layer_norm = lib, modulation is not None, layer_norm
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        h, hidden, *params = ctx.saved_tensors
+        h, mod, hidden, normalized, rstd, *params = ctx.saved_tensors
+        need_h, need_mod = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         if torch.is_grad_enabled():
-            inputs = [t for t in (h, *params) if t.requires_grad]
-            grads = iter(torch.autograd.grad(_mlp_layers(h, params, torch.relu), inputs, grad_y, create_graph=True))
-            return (None, *(next(grads) if t.requires_grad else None for t in (h, *params)))
+            modulation = mod if ctx.modulated else None
+            wanted = [(h, need_h), (modulation, need_mod), *((p, p.requires_grad) for p in params)]
+            inputs = [t for t, need in wanted if need]
+            y = _mlp_layers(h, params, torch.relu, modulation, ctx.layer_norm)
+            grads = iter(torch.autograd.grad(y, inputs, grad_y, create_graph=True))
+            return (None, *(next(grads) if need else None for _, need in wanted[:2]), None,
+                    *(next(grads) if need else None for _, need in wanted[2:]))
         grads = ctx.lib.backward(grad_y.contiguous(), h.contiguous(), hidden, list(params[0::2]), list(params[1::2]),
-                                 ctx.needs_input_grad[1])
-        return (None, grads[0] if ctx.needs_input_grad[1] else None, *grads[1:])
+                                 need_h, mod, ctx.layer_norm, normalized, rstd)
+        return (None, grads[0] if need_h else None, grads[1] if need_mod else None, None, *grads[2:])

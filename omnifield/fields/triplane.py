@@ -77,13 +77,12 @@ class TriPlane(Encoding):
         coords = x.clamp(0.0, 1.0)[:, self.pair_index]  # [N, P, 2]
         outs = []
         for planes in self.planes:
-            feats = grid_lookup(planes, coords)  # [N, P, F]
             if self.cfg.aggregation == "sum":
-                outs.append(feats.sum(dim=1))
+                outs.append(grid_lookup(planes, coords, sum_grids=True))  # [N, F]
             elif self.cfg.aggregation == "product":
-                outs.append(product_along(feats, 1))
+                outs.append(product_along(grid_lookup(planes, coords), 1))  # [N, P, F] -> [N, F]
             else:
-                outs.append(feats.flatten(1))
+                outs.append(grid_lookup(planes, coords).flatten(1))
         return torch.cat(outs, dim=-1)
 
 

@@ -6,6 +6,10 @@
 // [0, 1] extrapolate from the border cell); corner k has bit i of k on axis i, its row is
 // p R^D + sum_i v_i R^(D-1-i) and its weight the product over axes of frac_i (bit 1) or 1 - frac_i.
 //
+// With `sum_grids` the P lookups of a point are summed into one row, out [N, F] (CAM's modulation, the
+// tri-plane's sum aggregation) without writing the [N, P, F] intermediate; the backward then reads one
+// gradient row per point for all its grids.
+//
 // The grid gradient is race-free without atomics: threads own whole grids (each grid's rows are
 // written by one thread). Higher derivatives are left to the twin (see the Python bridge).
 
@@ -82,31 +86,36 @@ Shape check(const torch::Tensor& grids, const torch::Tensor& coords, int d) {
   return Shape{coords.size(0), grids.size(0), res, grids.size(-1), rows};
 }
 
+// The output (or output-gradient) row of point n's lookup in grid p: n with sum_grids, else n P + p.
+inline int64_t out_row(int64_t n, int64_t p, const Shape& s, bool sum_grids) { return sum_grids ? n : n * s.p + p; }
+
 template <int D>
-void forward_impl(const float* g, const float* c, float* out, const Shape& s) {
+void forward_impl(const float* g, const float* c, float* out, const Shape& s, bool sum_grids) {
 #pragma omp parallel for schedule(static)
-  for (int64_t np = 0; np < s.n * s.p; ++np) {
-    const int64_t p = np % s.p;
-    Corners<D> cs;
-    locate<D>(c + np * D, s.res, p * s.grid_rows, cs);
-    float* o = out + np * s.f;
-    for (int64_t f = 0; f < s.f; ++f) o[f] = 0.0f;
-    for (int k = 0; k < Corners<D>::kCount; ++k) {
-      const float* feat = g + cs.row[k] * s.f;
-      for (int64_t f = 0; f < s.f; ++f) o[f] += cs.weight[k] * feat[f];
+  for (int64_t n = 0; n < s.n; ++n) {
+    for (int64_t p = 0; p < s.p; ++p) {
+      Corners<D> cs;
+      locate<D>(c + (n * s.p + p) * D, s.res, p * s.grid_rows, cs);
+      float* o = out + out_row(n, p, s, sum_grids) * s.f;
+      if (p == 0 || !sum_grids)
+        for (int64_t f = 0; f < s.f; ++f) o[f] = 0.0f;
+      for (int k = 0; k < Corners<D>::kCount; ++k) {
+        const float* feat = g + cs.row[k] * s.f;
+        for (int64_t f = 0; f < s.f; ++f) o[f] += cs.weight[k] * feat[f];
+      }
     }
   }
 }
 
 template <int D>
-void grad_grids_impl(const float* go, const float* c, float* gg, const Shape& s) {
+void grad_grids_impl(const float* go, const float* c, float* gg, const Shape& s, bool sum_grids) {
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t p = 0; p < s.p; ++p) {
     for (int64_t n = 0; n < s.n; ++n) {
       const int64_t np = n * s.p + p;
       Corners<D> cs;
       locate<D>(c + np * D, s.res, p * s.grid_rows, cs);
-      const float* gout = go + np * s.f;
+      const float* gout = go + out_row(n, p, s, sum_grids) * s.f;
       for (int k = 0; k < Corners<D>::kCount; ++k) {
         float* dst = gg + cs.row[k] * s.f;
         for (int64_t f = 0; f < s.f; ++f) dst[f] += cs.weight[k] * gout[f];
@@ -116,13 +125,13 @@ void grad_grids_impl(const float* go, const float* c, float* gg, const Shape& s)
 }
 
 template <int D>
-void grad_coords_impl(const float* go, const float* g, const float* c, float* gc, const Shape& s) {
+void grad_coords_impl(const float* go, const float* g, const float* c, float* gc, const Shape& s, bool sum_grids) {
   const float scale = static_cast<float>(s.res - 1);
 #pragma omp parallel for schedule(static)
   for (int64_t np = 0; np < s.n * s.p; ++np) {
     Corners<D> cs;
     locate<D>(c + np * D, s.res, (np % s.p) * s.grid_rows, cs);
-    const float* gout = go + np * s.f;
+    const float* gout = go + out_row(np / s.p, np % s.p, s, sum_grids) * s.f;
     float acc[D] = {};
     for (int k = 0; k < Corners<D>::kCount; ++k) {
       const float* feat = g + cs.row[k] * s.f;
@@ -144,33 +153,37 @@ void dispatch_dims(int d, Fn&& fn) {
   }
 }
 
-torch::Tensor forward(torch::Tensor grids, torch::Tensor coords) {
+torch::Tensor forward(torch::Tensor grids, torch::Tensor coords, bool sum_grids) {
   const int d = static_cast<int>(grids.dim()) - 2;
   const Shape s = check(grids, coords, d);
-  auto out = torch::empty({s.n, s.p, s.f}, coords.options());
+  auto out = sum_grids ? torch::empty({s.n, s.f}, coords.options()) : torch::empty({s.n, s.p, s.f}, coords.options());
   dispatch_dims(d, [&](auto dims) {
-    forward_impl<decltype(dims)::value>(grids.data_ptr<float>(), coords.data_ptr<float>(), out.data_ptr<float>(), s);
+    forward_impl<decltype(dims)::value>(grids.data_ptr<float>(), coords.data_ptr<float>(), out.data_ptr<float>(), s,
+                                        sum_grids);
   });
   return out;
 }
 
 std::vector<torch::Tensor> backward(torch::Tensor grad_out, torch::Tensor grids, torch::Tensor coords,
-                                    bool need_grids, bool need_coords) {
+                                    bool need_grids, bool need_coords, bool sum_grids) {
   const int d = static_cast<int>(grids.dim()) - 2;
   const Shape s = check(grids, coords, d);
   grad_out = grad_out.contiguous();
-  TORCH_CHECK(grad_out.sizes() == torch::IntArrayRef({s.n, s.p, s.f}), "grid_lookup native: bad grad_out shape");
+  TORCH_CHECK(sum_grids ? grad_out.sizes() == torch::IntArrayRef({s.n, s.f})
+                        : grad_out.sizes() == torch::IntArrayRef({s.n, s.p, s.f}),
+              "grid_lookup native: bad grad_out shape");
   torch::Tensor grad_grids, grad_coords;
   dispatch_dims(d, [&](auto dims) {
     constexpr int D = decltype(dims)::value;
     if (need_grids) {
       grad_grids = torch::zeros_like(grids);
-      grad_grids_impl<D>(grad_out.data_ptr<float>(), coords.data_ptr<float>(), grad_grids.data_ptr<float>(), s);
+      grad_grids_impl<D>(grad_out.data_ptr<float>(), coords.data_ptr<float>(), grad_grids.data_ptr<float>(), s,
+                         sum_grids);
     }
     if (need_coords) {
       grad_coords = torch::empty_like(coords);
       grad_coords_impl<D>(grad_out.data_ptr<float>(), grids.data_ptr<float>(), coords.data_ptr<float>(),
-                          grad_coords.data_ptr<float>(), s);
+                          grad_coords.data_ptr<float>(), s, sum_grids);
     }
   });
   return {grad_grids, grad_coords};
@@ -179,6 +192,6 @@ std::vector<torch::Tensor> backward(torch::Tensor grad_out, torch::Tensor grids,
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &forward, "grids [P, R.., F], coords [N, P, D] -> [N, P, F]");
+  m.def("forward", &forward, "grids [P, R.., F], coords [N, P, D] -> [N, P, F], or [N, F] summed over grids");
   m.def("backward", &backward, "grads wrt grids and coords (undefined when not needed)");
 }

@@ -1,9 +1,12 @@
 // Fused ReLU MLP on the CPU (OpenMP): forward and backward of
-//   h_0 = x, h_{l+1} = relu(h_l W_l^T + b_l) (hidden layers), y = h_L W_L^T + b_L (output layer),
-// for hidden widths that are a multiple of 16 up to 128.
+//   h_0 = x, h_{l+1} = relu(m_l(h_l W_l^T + b_l)) (hidden layers), y = h_L W_L^T + b_L (output layer),
+// for hidden widths that are a multiple of 16 up to 128. m_l is the identity, except for the first M
+// hidden layers when a per-row modulation `mod [N, 2, M, W]` is given (CAM, coordinate-aware modulation):
+//   m_l(a) = (1 + mod[:, 0, l]) * norm(a) + mod[:, 1, l],
+// with norm a parameter-free layer norm over the W features (eps 1e-5, biased variance) or the identity.
 //
-// Twin of omnifield/fields/mlp.py::MLP (activation "relu", with biases); output activations are applied
-// by the caller. The row dimension is cut into blocks of 64 rows; for each block every layer runs
+// Twin of omnifield/fields/mlp.py::_mlp_layers (activation "relu", with biases); output activations are
+// applied by the caller. The row dimension is cut into blocks of 64 rows; for each block every layer runs
 // back to back, so a block's activations stay in cache, and bias, ReLU, its mask and the gradient
 // reductions are fused into the matrix products instead of separate passes over memory.
 //
@@ -16,6 +19,8 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <cstring>
 #include <vector>
 
@@ -149,6 +154,68 @@ inline void sum_rows(const float* __restrict__ grad, int64_t rows, int64_t cols,
     for (int64_t c = 0; c < cols; ++c) bias_grad[c] += grad[r * cols + c];
 }
 
+// One modulated row block of hidden layer l, in place: h [rows, W] (the linear output) becomes the
+// modulated pre-activation; z [rows, W] receives the normalised input of the modulation and rstd [rows]
+// the layer norm's 1 / std (1 without the norm). mod points at the block's first row of [N, 2, M, W].
+void modulate(float* __restrict__ h, int64_t rows, int64_t width, const float* __restrict__ mod, int64_t n_mod,
+              int64_t l, bool layer_norm, float* __restrict__ z, float* __restrict__ rstd) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* hr = h + r * width;
+    float* zr = z + r * width;
+    const float* scale = mod + (r * 2 * n_mod + l) * width;
+    const float* shift = mod + (r * 2 * n_mod + n_mod + l) * width;
+    float mean = 0.0f, rs = 1.0f;
+    if (layer_norm) {
+      for (int64_t c = 0; c < width; ++c) mean += hr[c];
+      mean /= static_cast<float>(width);
+      float var = 0.0f;
+      for (int64_t c = 0; c < width; ++c) var += (hr[c] - mean) * (hr[c] - mean);
+      rs = 1.0f / std::sqrt(var / static_cast<float>(width) + 1e-5f);
+    }
+    for (int64_t c = 0; c < width; ++c) {
+      zr[c] = (hr[c] - mean) * rs;
+      hr[c] = (1.0f + scale[c]) * zr[c] + shift[c];
+    }
+    rstd[r] = rs;
+  }
+}
+
+// Backward of `modulate` for one row block, in place: g [rows, W] holds the gradient wrt the modulated
+// pre-activation and becomes the gradient wrt the linear output; the modulation's gradient rows are
+// written to grad_mod (same layout as mod).
+void demodulate(float* __restrict__ g, int64_t rows, int64_t width, const float* __restrict__ mod, int64_t n_mod,
+                int64_t l, bool layer_norm, const float* __restrict__ z, const float* __restrict__ rstd,
+                float* __restrict__ grad_mod) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* gr = g + r * width;
+    const float* zr = z + r * width;
+    const float* scale = mod + (r * 2 * n_mod + l) * width;
+    float* grad_scale = grad_mod + (r * 2 * n_mod + l) * width;
+    float* grad_shift = grad_mod + (r * 2 * n_mod + n_mod + l) * width;
+    float mean_gz = 0.0f, mean_gz_z = 0.0f;
+    for (int64_t c = 0; c < width; ++c) {
+      grad_shift[c] = gr[c];
+      grad_scale[c] = gr[c] * zr[c];
+      gr[c] *= 1.0f + scale[c];  // now the gradient wrt z
+      mean_gz += gr[c];
+      mean_gz_z += gr[c] * zr[c];
+    }
+    if (!layer_norm) continue;
+    mean_gz /= static_cast<float>(width);
+    mean_gz_z /= static_cast<float>(width);
+    for (int64_t c = 0; c < width; ++c) gr[c] = rstd[r] * (gr[c] - mean_gz - zr[c] * mean_gz_z);
+  }
+}
+
+// The number of modulated layers M of `mod` ([N, 2, M, W], or empty for none), checked against the MLP.
+int64_t modulated_layers(const torch::Tensor& mod, int64_t n, int64_t n_hidden, int64_t width) {
+  if (mod.numel() == 0) return 0;
+  TORCH_CHECK(mod.dim() == 4 && mod.scalar_type() == torch::kFloat32 && mod.is_contiguous() && mod.size(0) == n &&
+                  mod.size(1) == 2 && mod.size(2) <= n_hidden && mod.size(3) == width,
+              "native MLP: modulation must be contiguous float32 [N, 2, M <= hidden layers, width]");
+  return mod.size(2);
+}
+
 // Layer l's weight [out, in] zero-padded to [out, pad16(in)] (backward: gradient wrt its input) and its
 // transpose [in, pad16(out)] (forward); the bias padded to pad16(out).
 struct Layer {
@@ -187,8 +254,10 @@ std::vector<Layer> make_layers(const std::vector<torch::Tensor>& weights, const 
   return layers;
 }
 
-// x [N, n_in] -> (y [N, n_out], hidden activations after ReLU [n_hidden, N, width]).
-std::vector<torch::Tensor> forward(torch::Tensor x, std::vector<torch::Tensor> weights, std::vector<torch::Tensor> biases) {
+// x [N, n_in], modulation [N, 2, M, W] or empty -> (y [N, n_out], hidden activations after ReLU
+// [n_hidden, N, W], normalised inputs of the modulations [M, N, W], their 1 / std [M, N]).
+std::vector<torch::Tensor> forward(torch::Tensor x, std::vector<torch::Tensor> weights, std::vector<torch::Tensor> biases,
+                                   torch::Tensor modulation, bool layer_norm) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat32, "native MLP: x must be float32 [N, n_in]");
   x = x.contiguous();
   const auto layers = make_layers(weights, biases);
@@ -199,7 +268,11 @@ std::vector<torch::Tensor> forward(torch::Tensor x, std::vector<torch::Tensor> w
   const int64_t width = layers[0].n_out;
   auto hidden = torch::empty({n_hidden, n, width}, x.options());
   auto y = torch::empty({n, last.n_out}, x.options());
+  const int64_t n_mod = modulated_layers(modulation, n, n_hidden, width);
+  auto normalized = torch::empty({n_mod, n, width}, x.options());
+  auto rstd = torch::empty({n_mod, n}, x.options());
   const float* px = x.data_ptr<float>();
+  const float* pmod = n_mod ? modulation.data_ptr<float>() : nullptr;
   float* py = y.data_ptr<float>();
 #pragma omp parallel
   {
@@ -213,6 +286,9 @@ std::vector<torch::Tensor> forward(torch::Tensor x, std::vector<torch::Tensor> w
         const Layer& L = layers[l];
         float* h = hidden.data_ptr<float>() + (l * n + r0) * width;
         dispatch<RowsTimes>(L.n_out, a, lda, L.n_in, L.wt_pad.data(), L.out_pad, L.b_pad.data(), h, L.n_out, rows);
+        if (l < n_mod)
+          modulate(h, rows, width, pmod + r0 * 2 * n_mod * width, n_mod, l, layer_norm,
+                   normalized.data_ptr<float>() + (l * n + r0) * width, rstd.data_ptr<float>() + l * n + r0);
         relu_inplace(h, rows * L.n_out);
         a = h, lda = L.n_out;
       }
@@ -222,18 +298,26 @@ std::vector<torch::Tensor> forward(torch::Tensor x, std::vector<torch::Tensor> w
         std::memcpy(py + (r0 + r) * last.n_out, out_buf.data() + r * last.out_pad, sizeof(float) * last.n_out);
     }
   }
-  return {y, hidden};
+  return {y, hidden, normalized, rstd};
 }
 
-// Gradients wrt x (when need_x), every weight and every bias, given grad_y [N, n_out] and what the
-// forward returned. Threads accumulate weight/bias gradients in their own buffers, summed at the end.
+// Gradients wrt x (when need_x), the modulation (empty without one), every weight and every bias, given
+// grad_y [N, n_out] and what the forward returned. Threads accumulate weight/bias gradients in their own
+// buffers, summed at the end; the rows of the modulation's gradient belong to the thread of their block.
 std::vector<torch::Tensor> backward(torch::Tensor grad_y, torch::Tensor x, torch::Tensor hidden,
                                     std::vector<torch::Tensor> weights, std::vector<torch::Tensor> biases,
-                                    bool need_x) {
+                                    bool need_x, torch::Tensor modulation, bool layer_norm, torch::Tensor normalized,
+                                    torch::Tensor rstd) {
   grad_y = grad_y.contiguous(), x = x.contiguous(), hidden = hidden.contiguous();
   const auto layers = make_layers(weights, biases);
   const int64_t n = x.size(0), n_layers = static_cast<int64_t>(layers.size());
   const int64_t width = layers[0].n_out, in_pad = layers[0].in_pad;
+  const int64_t n_mod = modulated_layers(modulation, n, n_layers - 1, width);
+  TORCH_CHECK(n_mod == 0 || (normalized.is_contiguous() && normalized.size(0) == n_mod && rstd.is_contiguous() &&
+                             rstd.size(0) == n_mod),
+              "native MLP: the forward's normalised inputs do not match the modulation");
+  auto grad_mod = torch::empty_like(modulation);
+  const float* pmod = n_mod ? modulation.data_ptr<float>() : nullptr;
   const int threads = omp_get_max_threads();
   std::vector<std::vector<float>> gw(threads * n_layers), gb(threads * n_layers);
   auto grad_x = need_x ? torch::empty_like(x) : torch::Tensor();
@@ -257,6 +341,10 @@ std::vector<torch::Tensor> backward(torch::Tensor grad_y, torch::Tensor x, torch
       std::memcpy(g.data(), pgy + r0 * layers.back().n_out, sizeof(float) * rows * layers.back().n_out);
       for (int64_t l = n_layers - 1; l >= 0; --l) {
         const Layer& L = layers[l];
+        if (l < n_mod)  // g: gradient wrt the modulated pre-activation -> wrt the linear output
+          demodulate(g.data(), rows, width, pmod + r0 * 2 * n_mod * width, n_mod, l, layer_norm,
+                     normalized.data_ptr<float>() + (l * n + r0) * width, rstd.data_ptr<float>() + l * n + r0,
+                     grad_mod.data_ptr<float>() + r0 * 2 * n_mod * width);
         const float* a = l > 0 ? ph + ((l - 1) * n + r0) * width : x_pad.data();  // layer input
         const int64_t lda = l > 0 ? width : in_pad;
         float* gwl = gw[t * n_layers + l].data();
@@ -276,7 +364,7 @@ std::vector<torch::Tensor> backward(torch::Tensor grad_y, torch::Tensor x, torch
       }
     }
   }
-  std::vector<torch::Tensor> out{need_x ? grad_x : torch::Tensor()};
+  std::vector<torch::Tensor> out{need_x ? grad_x : torch::Tensor(), grad_mod};
   for (int64_t l = 0; l < n_layers; ++l) {
     const Layer& L = layers[l];
     auto w_grad = torch::zeros({L.n_out, L.n_in}, x.options());
@@ -297,9 +385,51 @@ std::vector<torch::Tensor> backward(torch::Tensor grad_y, torch::Tensor x, torch
   return out;
 }
 
+// One modulated layer alone (for MLPs that run layer by layer in torch): pre [N, W] (a linear output) ->
+// (the modulated pre-activation [N, W], the normalised input [N, W], 1 / std [N]) for layer l of mod.
+std::vector<torch::Tensor> modulation_forward(torch::Tensor pre, torch::Tensor modulation, int64_t l, bool layer_norm) {
+  TORCH_CHECK(pre.dim() == 2 && pre.scalar_type() == torch::kFloat32, "native modulation: pre must be float32 [N, W]");
+  pre = pre.contiguous();
+  const int64_t n = pre.size(0), width = pre.size(1);
+  const int64_t n_mod = modulated_layers(modulation, n, std::numeric_limits<int64_t>::max(), width);
+  TORCH_CHECK(n == 0 || l < n_mod, "native modulation: layer ", l, " is not modulated");
+  auto out = pre.clone();
+  auto z = torch::empty_like(pre);
+  auto rstd = torch::empty({n}, pre.options());
+#pragma omp parallel for schedule(static)
+  for (int64_t r0 = 0; r0 < n; r0 += kRowBlock) {
+    const int64_t rows = std::min(kRowBlock, n - r0);
+    modulate(out.data_ptr<float>() + r0 * width, rows, width, modulation.data_ptr<float>() + r0 * 2 * n_mod * width,
+             n_mod, l, layer_norm, z.data_ptr<float>() + r0 * width, rstd.data_ptr<float>() + r0);
+  }
+  return {out, z, rstd};
+}
+
+// Backward of modulation_forward: (grad wrt pre [N, W], grad wrt mod [N, 2, M, W], zero outside layer l).
+std::vector<torch::Tensor> modulation_backward(torch::Tensor grad_out, torch::Tensor modulation, torch::Tensor z,
+                                               torch::Tensor rstd, int64_t l, bool layer_norm) {
+  auto grad_pre = grad_out.contiguous().clone();
+  const int64_t n = grad_pre.size(0), width = grad_pre.size(1);
+  const int64_t n_mod = modulated_layers(modulation, n, std::numeric_limits<int64_t>::max(), width);
+  TORCH_CHECK(z.is_contiguous() && z.sizes() == grad_pre.sizes() && rstd.is_contiguous() && rstd.numel() == n,
+              "native modulation: the forward's normalised input does not match");
+  auto grad_mod = n_mod > 1 ? torch::zeros_like(modulation) : torch::empty_like(modulation);
+#pragma omp parallel for schedule(static)
+  for (int64_t r0 = 0; r0 < n; r0 += kRowBlock) {
+    const int64_t rows = std::min(kRowBlock, n - r0);
+    demodulate(grad_pre.data_ptr<float>() + r0 * width, rows, width,
+               modulation.data_ptr<float>() + r0 * 2 * n_mod * width, n_mod, l, layer_norm,
+               z.data_ptr<float>() + r0 * width, rstd.data_ptr<float>() + r0,
+               grad_mod.data_ptr<float>() + r0 * 2 * n_mod * width);
+  }
+  return {grad_pre, grad_mod};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &forward, "fused ReLU MLP forward: (y, hidden activations)");
-  m.def("backward", &backward, "fused ReLU MLP backward: (grad_x or None, grad_w0, grad_b0, ...)");
+  m.def("forward", &forward, "fused ReLU MLP forward: (y, hidden activations, normalised inputs, 1 / std)");
+  m.def("backward", &backward, "fused ReLU MLP backward: (grad_x or None, grad_modulation, grad_w0, grad_b0, ...)");
+  m.def("modulation_forward", &modulation_forward, "one modulated layer: (out, normalised input, 1 / std)");
+  m.def("modulation_backward", &modulation_backward, "its backward: (grad wrt pre, grad wrt the modulation)");
 }
