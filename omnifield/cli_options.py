@@ -158,6 +158,56 @@ class Applicability:
                                      f"(got {self.flag} {chosen})")
 
 
+class RunSettings:
+    """The options of a training command that a resumed run takes from its folder, not from the command line.
+
+    Every option of ``parser`` except ``changeable`` (budget, output, device, progress, ...) is a setting.
+    :meth:`check` refuses a setting given on ``--resume`` (set to other than its default) whose value differs
+    from the run's; one given with the run's own value is harmless.
+    """
+
+    def __init__(self, parser: argparse.ArgumentParser, changeable: Iterable[str]):
+        self.defaults = Applicability(parser, {})
+        changeable = set(changeable) | {"help", "applicability", "run_settings", "func"}
+        self.dests = [a.dest for a in parser._actions if a.option_strings and a.dest not in changeable]
+
+    def check(self, args: argparse.Namespace, stored: dict, where: str) -> None:
+        """Refuse, in one line, the first setting ``args`` gives that differs from ``stored`` (``dest -> the
+        run's value``; a setting missing there cannot be compared and is refused too). ``where``: the run."""
+        from omnifield.errors import OmnifieldError
+
+        for dest in dict.fromkeys(self.dests):
+            value = getattr(args, dest, None)
+            if value == self.defaults.default(dest) or dest == "set":
+                continue
+            if dest in stored and _same_setting(value, stored[dest]):
+                continue
+            has = f" (the run has {stored[dest]!r})" if dest in stored else ""
+            raise OmnifieldError(f"{self.defaults.option(dest)} {value!r}: {where} keeps its own settings on --resume"
+                                 f"{has}; only the budget and output options change, or train into a new --out")
+
+
+def _same_setting(given, stored) -> bool:
+    """Whether an option's value equals a stored setting (lists and tuples alike)."""
+    if isinstance(given, (list, tuple)) and isinstance(stored, (list, tuple)):
+        return list(given) == list(stored)
+    return given == stored
+
+
+def declare_run_settings(parser: argparse.ArgumentParser, changeable: Iterable[str]) -> None:
+    """Record on ``parser`` which of its options are a run's settings (all but ``changeable``, as ``dest``
+    names); the command calls :func:`refuse_changed_settings` when it resumes a run."""
+    parser.set_defaults(run_settings=RunSettings(parser, changeable))
+
+
+def refuse_changed_settings(args: argparse.Namespace, stored: dict, where: str) -> None:
+    """One line (exit 2) when ``args`` gives a run setting other than the run's ``stored`` value
+    (see :class:`RunSettings`); nothing when the command declared none."""
+    settings = getattr(args, "run_settings", None)
+    if settings is not None:
+        settings.check(args, stored, where)
+
+
 def declare_applicability(parser: argparse.ArgumentParser, table: dict[str, set[str] | frozenset[str]],
                           flag: str = "--method", choices: Iterable[str] | None = None) -> None:
     """Record on ``parser`` which ``flag`` choices each option of ``table`` (``dest -> choices``) applies to

@@ -44,6 +44,7 @@ def test_every_backend_is_method(words, dest):
     (["mae", "render"], ["S"], "--out", "out", "S"),
     (["mae", "grid", "R"], ["g.npz"], "--out", "out", "g.npz"),
     (["mae", "eval", "M", "G"], ["--figure", "f.png"], "--out", "figure", "f.png"),
+    (["view", "R"], ["--max-width", "300"], "--viewer-width", "viewer_width", 300),
 ])
 def test_old_names_still_parse_and_say_they_are_old(words, old, new, dest, value, capsys):
     args = build_parser().parse_args([*words, *old])
@@ -57,6 +58,8 @@ def test_new_names_say_nothing(capsys):
     assert parser.parse_args(["nav", "export", "R", "--out", "O"]).run == "R"
     assert parser.parse_args(["mae", "grid", "R", "--out", "g.npz"]).out == "g.npz"
     assert parser.parse_args(["nav", "run", "--steps", "9"]).fit_steps == 9
+    assert parser.parse_args(["view", "R", "--viewer-width", "300"]).viewer_width == 300
+    assert parser.parse_args(["eval", "R", "--out", "E"]).out == "E"
     assert capsys.readouterr().err == ""
 
 

@@ -35,7 +35,16 @@ def test_train_resume_eval_render(tiny_scene, tmp_path, capsys):
     # a second train into the same folder without --resume is refused
     assert main(["train", str(tiny_scene), "--out", str(out), "--steps", "8", *TINY]) == 2
     assert "pass --resume" in capsys.readouterr().err
-    assert main(["train", str(tiny_scene), "--out", str(out), "--steps", "12", "--resume"]) == 0
+    # a resumed run keeps its settings: another value is refused, naming both; the run's own values pass
+    resume = ["train", str(tiny_scene), "--out", str(out), "--steps", "12", "--resume"]
+    assert main([*resume, "--lr", "0.005"]) == 2
+    err = capsys.readouterr().err
+    assert "--lr 0.005" in err and "the run has 0.01" in err and "keeps its own settings" in err
+    assert main([*resume, "--set", "field.encoding.n_levels=8"]) == 2
+    assert "changes the field settings" in capsys.readouterr().err
+    assert main([*resume, "--scene-type", "unbounded"]) == 2
+    assert "the run has 'object'" in capsys.readouterr().err
+    assert main([*resume, *TINY, "--scene-type", "object"]) == 0
     _, _, meta = Run.open(out)
     assert meta["step"] == 12
     metrics = json.loads((out / "metrics.json").read_text())
@@ -44,6 +53,18 @@ def test_train_resume_eval_render(tiny_scene, tmp_path, capsys):
     assert main(["eval", str(out)]) == 0
     assert main(["render", str(out), "--orbit-only", "--frames", "3"]) == 0
     assert any(p.name.startswith("orbit.") for p in out.iterdir())
+    # --out sends what eval and render write elsewhere and leaves the run folder as it was
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    elsewhere = tmp_path / "elsewhere"
+    assert main(["eval", str(out), "--out", str(elsewhere)]) == 0
+    assert main(["render", str(out), "--orbit-only", "--frames", "2", "--out", str(elsewhere)]) == 0
+    assert json.loads((elsewhere / "metrics.json").read_text())["n_views"] == 2
+    assert (elsewhere / "renders" / "test" / "r_0.png").exists()
+    assert any(p.name.startswith("orbit.") for p in elsewhere.iterdir())
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    (tmp_path / "a_file").write_text("x")
+    assert main(["eval", str(out), "--out", str(tmp_path / "a_file")]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert {"loss", "psnr", "rays_per_s", "samples_per_ray", "lr"} <= set(log[0])
 

@@ -614,7 +614,7 @@ CORPUS += [
     # --- view (options are checked before the server starts)
     ("view-port-too-large", command("view", "@run", "--port", "99999", run=True), r"--port must be in 0..65535"),
     ("view-port-negative", command("view", "@run", "--port=-1", run=True), r"--port must be in 0..65535, got -1"),
-    ("view-max-width-zero", command("view", "@run", "--max-width", "0", run=True), r"--max-width must be >= 16"),
+    ("view-width-zero", command("view", "@run", "--viewer-width", "0", run=True), r"--viewer-width must be >= 16"),
     ("view-run-missing", command("view", "@tmp/norun"), r"norun: run folder not found"),
     ("view-truncated", on_run(["view"], _truncate), r"is corrupt or truncated"),
     ("view-of-an-incomplete-splat-run", command("view", "@run", **SPLAT_RUN), r"incomplete splat checkpoint"),

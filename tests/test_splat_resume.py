@@ -107,7 +107,8 @@ def test_sigkill_then_resume_continues_from_the_checkpoint(tiny_data, tmp_path):
     assert 12 <= kept < steps
     logged_before = len(_logged_steps(out))
 
-    assert main([*argv, "--resume", "--set", "loop.checkpoint_every_s=60"]) == 0
+    assert main([*argv, "--resume", "--n-init", "301"]) == 2  # a setting other than the run's is refused
+    assert main([*argv, "--resume", "--set", "loop.checkpoint_every_s=60"]) == 0  # the run's own values pass
     logged = _logged_steps(out)[logged_before:]
     assert logged[0] == kept + 1 and logged[-1] == steps  # the resumed run starts past the checkpoint
     assert logged == list(range(kept + 1, steps + 1))  # the run's log_every (1) is kept on resume

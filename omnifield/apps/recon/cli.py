@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Callable, ContextManager
 
@@ -18,7 +19,7 @@ from omnifield.apps.recon.open_run import SplatRun, open_run
 from omnifield.apps.recon.run import Run
 from omnifield.apps.recon.trainer import Trainer
 from omnifield.backend import build_on, missing_cuda_library_note, resolve_device
-from omnifield.cli_options import add_log_argument
+from omnifield.cli_options import add_log_argument, refuse_changed_settings
 from omnifield.config import replace_config
 from omnifield.config_overrides import apply_section_overrides
 from omnifield.data.scene import load_scene
@@ -27,7 +28,7 @@ from omnifield.errors import OmnifieldError
 from omnifield.fields.footprint import check_field_fits
 from omnifield.fields.registry import field_config, field_names
 from omnifield.io.atomic import write_text_atomic
-from omnifield.renderers.space import SCENE_TYPES, choose_space, detect_scene_type, nearest_depth
+from omnifield.renderers.space import SCENE_TYPES, SPACE_OF_SCENE, choose_space, detect_scene_type, nearest_depth
 from omnifield.renderers.volume import VolumeRendererConfig
 from omnifield.resources import require_memory
 
@@ -73,6 +74,24 @@ def build_configs(args: argparse.Namespace, space: dict | None = None) -> tuple[
     return roots["field"], roots["renderer"], roots["train"]
 
 
+def refuse_changed_run_settings(args: argparse.Namespace, run: Run) -> None:
+    """One line (exit 2) when ``train --resume`` gives a setting, or a ``--set``, that differs from the run's
+    (a resumed run continues with its own; only its budget changes)."""
+    stored = {f.name: getattr(run.train_config, f.name) for f in fields(run.train_config)}
+    stored.update(downscale=run.downscale, sampler=run.renderer_config.sampler)
+    scene_of_space = {space: scene for scene, space in SPACE_OF_SCENE.items()}
+    if run.renderer_config.space in scene_of_space:
+        stored["scene_type"] = scene_of_space[run.renderer_config.space]
+    refuse_changed_settings(args, stored, str(args.out))
+    if args.set:
+        roots = {"field": run.field_config, "renderer": run.renderer_config, "train": run.train_config}
+        changed = apply_section_overrides(roots, args.set)
+        differing = [section for section in roots if changed[section] != roots[section]]
+        if differing:
+            raise OmnifieldError(f"--set {' '.join(args.set)}: changes the {' and '.join(differing)} settings, which "
+                                 f"{args.out} keeps on --resume (--steps and --minutes set the budget)")
+
+
 def train_nerf(args: argparse.Namespace, watch: Watch | None = None) -> int:
     """Train the radiance field ``args`` describe into ``args.out`` (claimed by the caller), then evaluate it.
     ``watch(run, engine)``, a context-manager factory, is entered around the training (the live viewer).
@@ -96,6 +115,7 @@ def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: to
     out = Path(args.out)
     if args.resume:
         run, tensors, meta = Run.open(out)
+        refuse_changed_run_settings(args, run)
         run.to(device)
         train_data = load_scene(data_dir, "train", run.downscale)
         run.training_views(train_data.cameras)  # the run's per-view state must fit these views
@@ -155,9 +175,14 @@ def _evaluate_and_report(run: Run | SplatRun, data_dir: Path, split: str, out: P
     return 0
 
 
-def _output_folder(run_path: str) -> Path:
-    """Where a command over a run writes: the run folder (the folder of a ``.ofz`` file)."""
-    path = Path(run_path)
+def _output_folder(args: argparse.Namespace) -> Path:
+    """Where a command over a run writes: ``--out``, else the run folder (the folder of a ``.ofz`` file)."""
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise OmnifieldError(f"--out {out}: exists and is not a folder")
+        return out
+    path = Path(args.run)
     return path.parent if path.suffix == ".ofz" else path
 
 
@@ -175,7 +200,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     with build_on(device):
         run = open_run(args.run)
     run.to(device)
-    return _evaluate_and_report(run, _data_dir(args, run), args.split, _output_folder(args.run), run.step, chunk=chunk)
+    return _evaluate_and_report(run, _data_dir(args, run), args.split, _output_folder(args), run.step, chunk=chunk)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -189,7 +214,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     with build_on(device):
         run = open_run(args.run)
     run.to(device)
-    out = _output_folder(args.run)
+    out = _output_folder(args)
     data_dir = _data_dir(args, run)
     if args.camera_path:
         from omnifield.apps.recon.evaluate import render_cameras
@@ -269,6 +294,8 @@ def _add_run_arguments(p: argparse.ArgumentParser, split_use: str) -> None:
     p.add_argument("--split", default="test", help=SPLIT_HELP.format(what=split_use))
     p.add_argument("--chunk-rays", type=int, default=8192, help=CHUNK_HELP)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--out", help="folder for what the command writes (default: the run folder; for a .ofz file, "
+                                 "its folder)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -289,7 +316,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=int, default=None,
                    help="video frames per second (default: the camera path's fps, else 24)")
     p.add_argument("--camera-path", metavar="FILE",
-                   help="render a video along a camera path instead of the split's views, written as RUN/<FILE "
-                        "name>.mp4: nerfstudio's camera_path.json or the transforms.json layout, poses in the data's "
+                   help="render a video along a camera path instead of the split's views, written as <FILE name>.mp4 "
+                        "in the output folder: nerfstudio's camera_path.json or the transforms.json layout, poses in the data's "
                         "world coordinates")
     p.set_defaults(func=cmd_render)

@@ -4,11 +4,11 @@ else) and ``omnifield export splat RUN_DIR --out scene.ply``: a trained splat ru
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from omnifield.apps.splat.config import INITS, SplatTrainConfig
-from omnifield.cli_options import loop_config
+from omnifield.cli_options import loop_config, refuse_changed_settings
 from omnifield.config import config_from_dict
 from omnifield.config_overrides import apply_override
 from omnifield.engine import LoopConfig
@@ -70,7 +70,8 @@ def add_splat_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
 def splat_configs(args: argparse.Namespace) -> tuple[SplatTrainConfig, LoopConfig]:
     """The typed configs of ``train --method splat``'s options, then every ``--set splat.KEY=VALUE`` /
     ``--set loop.KEY=VALUE``. With ``--resume`` the settings are the run's (``--no-eval`` and the budget
-    options still apply; ``--set splat.*`` is refused: a run keeps its settings)."""
+    options still apply; a setting given with another value than the run's, or ``--set splat.*``, is refused:
+    a run keeps its settings)."""
     assignments = list(getattr(args, "set", None) or [])
     for assignment in assignments:
         if assignment.split(".", 1)[0] not in ("splat", "loop") or "." not in assignment.split("=", 1)[0]:
@@ -79,6 +80,7 @@ def splat_configs(args: argparse.Namespace) -> tuple[SplatTrainConfig, LoopConfi
         if any(a.startswith("splat.") for a in assignments):
             raise OmnifieldError("--set splat.*: a resumed run keeps its settings (only loop.* may change)")
         cfg, stored_loop = _run_configs(Path(args.out))
+        refuse_changed_settings(args, asdict(cfg), str(args.out))
         cfg = replace(cfg, evaluate=cfg.evaluate and not args.no_eval)
     else:
         cfg = SplatTrainConfig(

@@ -13,7 +13,7 @@ import torch
 
 from omnifield.apps.recon.cli import add_train_arguments, train_nerf
 from omnifield.apps.splat import add_splat_arguments, splat_configs, train_splat
-from omnifield.cli_options import declare_applicability, options_of, refuse_inapplicable
+from omnifield.cli_options import declare_applicability, declare_run_settings, options_of, refuse_inapplicable
 from omnifield.fields.registry import field_names
 from omnifield.io.run_folder import claim_output, describe_output
 
@@ -52,7 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.viewer:  # its options are checked before any work
         from omnifield.apps.viewer.live import check_viewer_options
 
-        check_viewer_options(args.port, args.viewer_width, "--viewer-width")
+        check_viewer_options(args.port, args.viewer_width)
     claim_run_folder(args)
     refuse_inapplicable(args, args.method)
     if args.method == SPLAT:
@@ -96,4 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--port", type=int, default=8080, help="viewer port (default 8080; 0 = any free port)")
     g.add_argument("--viewer-width", type=int, default=256,
                    help="width of the viewer's finest frame in pixels (default 256)")
+    # what --resume may change; every other option is the run's setting (refused when it differs)
+    declare_run_settings(p, {"method", "out", "steps", "minutes", "device", "resume", "no_eval", "quiet", "log", "set",
+                             "viewer", "host", "port", "viewer_width", "threads"})
     p.set_defaults(func=cmd_train)

@@ -11,12 +11,12 @@ from omnifield.engine import Engine
 from omnifield.errors import OmnifieldError
 
 
-def check_viewer_options(port: int, max_width: int, width_option: str = "--max-width") -> None:
+def check_viewer_options(port: int, max_width: int) -> None:
     """Refuse a port outside 0..65535, a frame narrower than 16 pixels, or a missing viser, in one line."""
     if not 0 <= port <= 65535:
         raise OmnifieldError(f"--port must be in 0..65535, got {port}")
     if max_width < 16:
-        raise OmnifieldError(f"{width_option} must be >= 16 pixels, got {max_width}")
+        raise OmnifieldError(f"--viewer-width must be >= 16 pixels, got {max_width}")
     try:
         import viser  # noqa: F401
     except ImportError:
