@@ -143,7 +143,7 @@ def test_cli_lists_the_backends_and_rejects_an_unknown_one_in_one_line(tmp_path,
 
 def test_insr_advection_with_neurbf_follows_the_exact_pulse(tmp_path, capsys):
     """One step of dt = 0.4 moves the pulse (width 0.2) by 0.1; the NeuRBF state must land on the exact one."""
-    args = ["pde", "solve", "advection", "--solver", "insr", "--insr-field", "neurbf", "--insr-lr", "1e-3",
+    args = ["pde", "solve", "advection", "--solver", "insr", "--method", "neurbf", "--insr-lr", "1e-3",
             "--insr-time-steps", "1", "--insr-dt", "0.4", "--insr-param", "width=0.2", "--insr-param", "center=-0.3",
             "--steps", "100", "--insr-init-iters", "200", "--insr-samples", "128", "--insr-width", "16",
             "--threads", "1", "--quiet", "--out", str(tmp_path)]
@@ -159,7 +159,15 @@ def test_insr_advection_with_neurbf_follows_the_exact_pulse(tmp_path, capsys):
 
 
 def test_insr_rejects_an_unknown_field_in_one_line(tmp_path, capsys):
-    code = main_cli.main(["pde", "solve", "advection", "--solver", "insr", "--insr-field", "voxels", "--quiet",
+    code = main_cli.main(["pde", "solve", "advection", "--solver", "insr", "--method", "voxels", "--quiet",
                           "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and "--insr-field" in err and "neurbf" in err
+    assert code == 2 and len(err.splitlines()) == 1 and "--method" in err and "neurbf" in err
+
+
+def test_insr_field_is_the_old_name_of_method(capsys):
+    from omnifield.cli import build_parser
+
+    args = build_parser().parse_args(["pde", "solve", "advection", "--solver", "insr", "--insr-field", "triplane"])
+    assert args.field == "triplane"
+    assert "--insr-field is the old name of --method" in capsys.readouterr().err

@@ -55,9 +55,11 @@ def _add_solver_options(solve: argparse.ArgumentParser) -> None:
         hooks.setdefault(id(hook), (hook, set()))[1].add(name)
     by_solver: dict[str, frozenset[str]] = {}
     for add_arguments, solvers in hooks.values():
-        before = {action.dest for action in solve._actions}
+        before = set(solve._actions)
         add_arguments(solve)
-        by_solver.update({action.dest: frozenset(solvers) for action in solve._actions if action.dest not in before})
+        for action in solve._actions:  # a dest two hooks write (INSR's old --insr-field is --method) joins both
+            if action not in before:
+                by_solver[action.dest] = by_solver.get(action.dest, frozenset()) | solvers
     narrower, by_method = applicability()
     by_solver.update({dest: by_solver[dest] & solvers for dest, solvers in narrower.items() if dest in by_solver})
     declare_applicability(solve, by_solver, "--solver", choices=registry.solver_names())

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from omnifield.cli_options import add_old_name
 from omnifield.config import register_config
 from omnifield.errors import OmnifieldError
 from omnifield.fields.mlp import MLPConfig
@@ -83,10 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--insr-time-steps", type=int, default=None, help="number of time steps (problem default)")
     g.add_argument("--insr-dt", type=float, default=None, help="time step (problem default)")
     g.add_argument("--insr-rule", default=None, help="midpoint or implicit_euler (default: midpoint where supported)")
-    g.add_argument("--insr-field", default="none", metavar="NAME",
-                   help=f"backend of the state: {', '.join(ENCODINGS)} (none: SIREN on the coordinates; cam: a tanh "
-                        "MLP on the coordinates with coordinate-aware modulation grids; otherwise that encoding, "
-                        "PDE-sized, feeding a tanh MLP; grids train at 10x --insr-lr)")
+    # the state's backend is --method, as for every solver (none: SIREN on the coordinates; cam: a tanh MLP with
+    # coordinate-aware modulation grids; otherwise that encoding, PDE-sized, feeding a tanh MLP)
+    add_old_name(g, "--insr-field", "--method", dest="field", metavar="NAME")
     g.add_argument("--insr-width", type=int, default=None, help="decoder width (problem default)")
     g.add_argument("--insr-layers", type=int, default=None, help="decoder hidden layers (problem default)")
     g.add_argument("--insr-lr", type=float, default=None, help="Adam learning rate (problem default)")
@@ -135,7 +135,7 @@ def field_backend(name: str, n_dims: int, width: int, n_hidden_layers: int) -> t
     """``(encoding config or None, decoder config)`` of backend ``name`` for a ``n_dims``-D state whose
     decoder has ``width`` x ``n_hidden_layers`` (``none`` returns ``(None, None)``: keep the SIREN)."""
     if name not in ENCODINGS:
-        raise OmnifieldError(f"--insr-field: unknown field {name!r}; choose from {', '.join(ENCODINGS)}")
+        raise OmnifieldError(f"--method: unknown field {name!r}; choose from {', '.join(ENCODINGS)}")
     if name == "none":
         return None, None
     mlp = MLPConfig(width=width, n_hidden_layers=n_hidden_layers, activation="tanh", implementation="omnifield")
@@ -150,7 +150,7 @@ def configure(problem_name: str, args: argparse.Namespace) -> InsrSettings:
     if args.resume and not state.is_file():
         raise OmnifieldError(f"{state}: no INSR state to resume (solve without --resume first)")
     cfg = InsrSettings(
-        time_steps=args.insr_time_steps, dt=args.insr_dt, rule=args.insr_rule, field=args.insr_field,
+        time_steps=args.insr_time_steps, dt=args.insr_dt, rule=args.insr_rule, field=args.field or "none",
         width=args.insr_width, layers=args.insr_layers, lr=args.insr_lr, samples=args.insr_samples,
         init_iters=args.insr_init_iters, steps=args.steps, cold_start=args.insr_cold_start,
         params=tuple(args.insr_param), animation=args.insr_animation, seed=args.seed, minutes=args.minutes or 0.0,

@@ -37,9 +37,10 @@ def _opt(default: Any, help: str, **metadata: Any) -> Any:  # noqa: A002 - argpa
 class SolverSettings:
     """Everything a solve needs besides the problem (sizes chosen for a 2-core CPU)."""
 
-    field: str = _opt("none", f"backend of the unknown: {', '.join(ENCODINGS)} (none = plain tanh MLP on coordinates; "
-                              "cam = that MLP with coordinate-aware modulation grids)", metavar="NAME",
-                 option="--method", old_names=("--field",))
+    field: str = _opt("none", f"backend of the unknown: {', '.join(ENCODINGS)} (none = plain tanh MLP on coordinates, "
+                              "with --solver insr a SIREN; cam = that MLP with coordinate-aware modulation grids; "
+                              "otherwise that encoding, PDE-sized, feeding a tanh MLP)", metavar="NAME",
+                 option="--method", old_names=("--field",), solvers=("pinn", "hard", "causal", "moe", "pig", "insr"))
     arch: str = _opt("mlp", "decoder: plain tanh MLP or the gated modified MLP of Wang et al. (causal PINN)",
                      choices=("mlp", "modified"))
     width: int = _opt(20, "MLP width")
