@@ -4,8 +4,8 @@ Each round runs the fault tests of the suite (the tests of the crash, resume, en
 whose names say they inject a fault: SIGKILL, SIGINT, a kill or hang during the first compile, a missing
 compiler, a full disk, a NaN loss, divergence, time budgets) in a fresh pytest process while ``--burners``
 processes keep every core busy, and counts the rounds each test passes. A fault test that depends on timing
-fails here long before it fails in CI. A failing test's name and the end of its report are printed in the
-round that failed.
+fails here long before it fails in CI. A failing test's name and the start of pytest's failure report are
+printed in the round that failed.
 
     python benchmarks/fault_loop.py --rounds 20 [--burners 2] [--out rows.json]
     python benchmarks/fault_loop.py --quick          # 2 rounds
@@ -88,8 +88,8 @@ def main() -> None:
               f"(load: {args.burners} burners)", flush=True)
         for test in f:
             print(f"  FAILED {test}", flush=True)
-        if report:
-            print("\n".join(report.splitlines()[-40:]), flush=True)
+        if report:  # the first failure's traceback (the report's end repeats the summary)
+            print("\n".join(report.splitlines()[:80]), flush=True)
     rows = [{"test": t, "rounds": rounds, "passed": passed[t], "failed": failed[t]}
             for t in sorted(set(passed) | set(failed))]
     width = max((len(r["test"]) for r in rows), default=10)
