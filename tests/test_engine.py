@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 
 import pytest
 import torch
@@ -107,6 +109,53 @@ def test_resume_continues_bit_for_bit():
     straight = LineFit()
     Engine(straight, LoopConfig(steps=20, progress=False)).run()
     assert torch.equal(_params(straight), _params(resumed))
+
+
+class _InterruptsWhenCollected:
+    """Sends this process SIGINT from its finalizer, so that Python's KeyboardInterrupt would be raised inside
+    ``__del__``, where Python prints it as "ignored" and drops it."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(10_000):  # bytecodes inside the finalizer: the signal is handled here
+            pass
+
+
+def _interrupting_at(task: LineFit, at: int, make_interrupt) -> LineFit:
+    original = task.training_step
+
+    def training_step(step, progress):
+        if step == at:
+            make_interrupt()
+        return original(step, progress)
+
+    task.training_step = training_step
+    return task
+
+
+def test_ctrl_c_inside_a_finalizer_is_not_lost():
+    """Held by the engine, a Ctrl-C handled inside a finalizer still stops the run after its step, with a
+    checkpoint; the SIGINT handler is Python's again afterwards."""
+    task = _interrupting_at(LineFit(), 5, _InterruptsWhenCollected)  # made and collected at once
+    engine = Engine(task, LoopConfig(steps=50, progress=False))
+    with pytest.raises(KeyboardInterrupt):
+        engine.run()
+    assert engine.step == 6 and task.checkpoints[-1][1]["step"] == 6
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_second_ctrl_c_interrupts_the_step_itself():
+    def twice():
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(10_000):
+            pass
+
+    task = _interrupting_at(LineFit(), 5, twice)
+    engine = Engine(task, LoopConfig(steps=50, progress=False))
+    with pytest.raises(KeyboardInterrupt):
+        engine.run()
+    assert engine.step == 5 and task.checkpoints[-1][1]["step"] == 5  # the step never finished
 
 
 def test_divergence_is_one_error_and_writes_nothing_after():

@@ -14,7 +14,8 @@ does the rest, the same way for every task:
 - **divergence**: a non-finite loss stops the run with one line; nothing is written after it, so the
   last good checkpoint stays.
 - **checkpoints** every ``checkpoint_every_s`` seconds, at the end and on Ctrl-C (then
-  ``KeyboardInterrupt`` propagates: the CLI exits 130). The engine stores the step, the training
+  ``KeyboardInterrupt`` propagates: the CLI exits 130). A first Ctrl-C is held until the step ends
+  (:mod:`omnifield.engine.interrupts`: never lost), a second one interrupts the step. The engine stores the step, the training
   time, the torch RNG and the optimiser state beside the task's own tensors; :meth:`Engine.restore`
   continues a run exactly.
 - **log**: ``log.jsonl`` gets the step's statistics every ``log_every`` steps (and at step 1) and each
@@ -42,6 +43,7 @@ from tqdm import tqdm
 from omnifield.config import register_config
 from omnifield.distributed import ProcessGroup, current, sum_over_ranks
 from omnifield.engine.curves import TensorBoardLog, write_curves
+from omnifield.engine.interrupts import held_interrupts
 from omnifield.errors import OmnifieldError
 from omnifield.io.checkpoint import load_optimizer_state, optimizer_state
 
@@ -244,36 +246,42 @@ class Engine:
         counters = tuple(getattr(self.task, "counters", ()))
         counted, window_start = dict.fromkeys(counters, 0.0), time.perf_counter()
         try:
-            while not self.done():
-                t0 = time.perf_counter()
-                stats = self.step_once()
-                dt = 0.0 if first else time.perf_counter() - t0  # the first step compiles kernels: not counted
-                first = False
-                if self.group.active:  # every rank must see the same clock to stop at the same step
-                    dt = sum_over_ranks([self.elapsed + dt], self.group)[0] / self.group.world_size - self.elapsed
-                self.elapsed += dt
-                self.step += 1
-                for call in self.between_steps:
-                    call()
-                for name in counters:
-                    counted[name] += stats.get(name, 0.0)
-                bar.update(max(0.0, min(dt, cfg.minutes * 60.0 - bar.n)) if cfg.minutes > 0 else 1)
-                if self.step % cfg.log_every == 0 or self.step == 1:
-                    entry = {"step": self.step, "elapsed": round(self.elapsed, 3), **stats}
-                    now = time.perf_counter()
-                    entry.update({f"{name}_per_s": counted[name] / max(now - window_start, 1e-9) for name in counters})
-                    counted, window_start = dict.fromkeys(counters, 0.0), now
-                    self._show(bar, entry)
-                    record(entry)
-                if self._eval_due():
-                    entry = {"step": self.step, "elapsed": self.elapsed, **self.task.evaluate(self.step)}
-                    self.history.append(entry)
-                    bar.write(f"step {self.step} ({self.elapsed:.0f}s): " + ", ".join(
-                        f"{k} {v:.4g}" for k, v in entry.items() if isinstance(v, float) and k != "elapsed"))
-                    record({"eval": True, **entry})
-                if time.perf_counter() - last_checkpoint > cfg.checkpoint_every_s:
-                    self.save()
-                    last_checkpoint = time.perf_counter()
+            with held_interrupts() as interrupted:
+                while not self.done():
+                    t0 = time.perf_counter()
+                    stats = self.step_once()
+                    dt = 0.0 if first else time.perf_counter() - t0  # the first step compiles kernels: not counted
+                    first = False
+                    stop = interrupted()
+                    if self.group.active:  # every rank must see the same clock and Ctrl-C to stop at the same step
+                        clock, stops = sum_over_ranks([self.elapsed + dt, float(stop)], self.group)
+                        dt, stop = clock / self.group.world_size - self.elapsed, stops > 0
+                    self.elapsed += dt
+                    self.step += 1
+                    for call in self.between_steps:
+                        call()
+                    for name in counters:
+                        counted[name] += stats.get(name, 0.0)
+                    bar.update(max(0.0, min(dt, cfg.minutes * 60.0 - bar.n)) if cfg.minutes > 0 else 1)
+                    if self.step % cfg.log_every == 0 or self.step == 1:
+                        entry = {"step": self.step, "elapsed": round(self.elapsed, 3), **stats}
+                        now = time.perf_counter()
+                        entry.update({f"{name}_per_s": counted[name] / max(now - window_start, 1e-9)
+                                      for name in counters})
+                        counted, window_start = dict.fromkeys(counters, 0.0), now
+                        self._show(bar, entry)
+                        record(entry)
+                    if stop:  # Ctrl-C during this step: the checkpoint below holds it
+                        raise KeyboardInterrupt
+                    if self._eval_due():
+                        entry = {"step": self.step, "elapsed": self.elapsed, **self.task.evaluate(self.step)}
+                        self.history.append(entry)
+                        bar.write(f"step {self.step} ({self.elapsed:.0f}s): " + ", ".join(
+                            f"{k} {v:.4g}" for k, v in entry.items() if isinstance(v, float) and k != "elapsed"))
+                        record({"eval": True, **entry})
+                    if time.perf_counter() - last_checkpoint > cfg.checkpoint_every_s:
+                        self.save()
+                        last_checkpoint = time.perf_counter()
         except KeyboardInterrupt:
             self.save()
             if self.group.is_main:
