@@ -32,7 +32,7 @@ FAULT_TESTS = [
     "tests/test_*resume*.py",            # each command family: SIGKILL then --resume
 ]
 # ``pytest -k``: the tests in those files that inject a fault or race a clock (not their option checks)
-FAULT_KEYWORDS = ("sigkill or interrupted or compile or hung or full_disk or nan_loss or diverg or non_finite "
+FAULT_KEYWORDS = ("sigkill or interrupted or ctrl_c or compile or hung or full_disk or nan_loss or diverg or non_finite "
                   "or time_budget or resume_continues")
 
 

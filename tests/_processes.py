@@ -30,10 +30,19 @@ def child_env(**env: str) -> dict[str, str]:
 
 
 def start(args: list[str], log: Path, **env: str) -> subprocess.Popen:
-    """``python -m omnifield ARGS`` (environment: :func:`child_env`); stdout/stderr to ``log``.out/.err."""
+    """``python -m omnifield ARGS`` (environment: :func:`child_env`); stdout/stderr to ``log``.out/.err.
+
+    The child gets SIGINT's default disposition, as a command typed in a terminal has: a test suite started
+    in the background by a shell (``cmd &``, ``nohup``) inherits SIGINT *ignored*, and Python then never
+    raises ``KeyboardInterrupt``, so a Ctrl-C test would wait in vain.
+    """
     with open(log.with_suffix(".out"), "w") as out, open(log.with_suffix(".err"), "w") as err:
         return subprocess.Popen([sys.executable, "-m", "omnifield", *args], cwd=REPO, env=child_env(**env),
-                                stdout=out, stderr=err)
+                                stdout=out, stderr=err, preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def output(log: Path) -> tuple[str, str]:

@@ -133,7 +133,16 @@ def _interrupting_at(task: LineFit, at: int, make_interrupt) -> LineFit:
     return task
 
 
-def test_ctrl_c_inside_a_finalizer_is_not_lost():
+@pytest.fixture
+def python_sigint():
+    """SIGINT raising ``KeyboardInterrupt``, as in a terminal, even when the suite runs as a background job
+    (which inherits SIGINT ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_inside_a_finalizer_is_not_lost(python_sigint):
     """Held by the engine, a Ctrl-C handled inside a finalizer still stops the run after its step, with a
     checkpoint; the SIGINT handler is Python's again afterwards."""
     task = _interrupting_at(LineFit(), 5, _InterruptsWhenCollected)  # made and collected at once
@@ -144,7 +153,7 @@ def test_ctrl_c_inside_a_finalizer_is_not_lost():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_a_second_ctrl_c_interrupts_the_step_itself():
+def test_a_second_ctrl_c_interrupts_the_step_itself(python_sigint):
     def twice():
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGINT)

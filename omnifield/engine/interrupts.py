@@ -2,11 +2,10 @@
 
 Python turns SIGINT into ``KeyboardInterrupt`` at whatever bytecode runs next. When that is a finalizer
 (``__del__``, a weakref or garbage-collector callback), the exception is printed as "ignored" and
-dropped, and the run trains on as if the user had never pressed Ctrl-C; on a loaded machine, with a
-checkpoint written every step, this was seen as a run that did not stop within 5 minutes of its SIGINT.
+dropped, and the run trains on as if the user had never pressed Ctrl-C (a test provokes exactly this).
 Inside :func:`held_interrupts` the first SIGINT only sets a flag, which the loop reads after each step
 (it then saves and raises ``KeyboardInterrupt`` itself); a second SIGINT raises at once, for a step that
-never ends.
+never ends. A process that ignores SIGINT (started with ``nohup`` or as a background job) keeps ignoring it.
 """
 
 from __future__ import annotations
