@@ -11,6 +11,7 @@ from omnifield.apps.recon.run import Run
 from omnifield.data.scene import load_scene
 from omnifield.engine import LoopConfig
 from omnifield.io.splat_run import load_splat_run
+from tests._processes import ctrl_c_at
 from tests.test_distill_cli import teacher_run  # noqa: F401  (fixture)
 
 
@@ -59,13 +60,7 @@ def test_interrupted_conversion_resumed_equals_a_straight_run(teacher, tmp_path,
     loop = LoopConfig(steps=7, log_every=1, progress=False, checkpoint_every_s=1e9)
     straight, first = convert(teacher, tmp_path / "straight", loop)
     step = SplatDistillTask.training_step
-
-    def ctrl_c_at_step_4(self, s, progress):
-        if s == 4:
-            raise KeyboardInterrupt
-        return step(self, s, progress)
-
-    monkeypatch.setattr(SplatDistillTask, "training_step", ctrl_c_at_step_4)
+    ctrl_c_at(monkeypatch, SplatDistillTask, "training_step", step=4)
     with pytest.raises(KeyboardInterrupt):
         convert(teacher, tmp_path / "resumed", loop)
     monkeypatch.setattr(SplatDistillTask, "training_step", step)

@@ -9,6 +9,7 @@ from omnifield.apps.nav.cli import FIELD_FILE, learned_room_field
 from omnifield.apps.nav.scenes import pillar_room
 from omnifield.engine.regression import FieldFit
 from omnifield.io.checkpoint import load_checkpoint
+from tests._processes import ctrl_c_at
 from tests.test_fit_engine import repeatable  # noqa: F401 - fixture re-used
 
 STEPS = 4
@@ -20,13 +21,7 @@ def test_room_field_is_continued_after_a_cut_and_reused_when_finished(tmp_path, 
     straight = learned_room_field(world, tmp_path / "straight", STEPS, seed=0).state_dict()
 
     step = FieldFit.training_step
-
-    def cut_at_2(self, i, progress):
-        if i == 2:
-            raise KeyboardInterrupt
-        return step(self, i, progress)
-
-    monkeypatch.setattr(FieldFit, "training_step", cut_at_2)
+    ctrl_c_at(monkeypatch, FieldFit, "training_step", step=2)
     torch.manual_seed(0)
     with pytest.raises(KeyboardInterrupt):
         learned_room_field(world, tmp_path / "cut", STEPS, seed=0)
