@@ -319,6 +319,26 @@ def test_native_cam_backward_can_be_differentiated_again(fused, monkeypatch):
         torch.testing.assert_close(a, b.float(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "torch-layers"])
+def test_native_modulation_not_contiguous_is_differentiated_twice(fused, monkeypatch):
+    """A modulation that is a strided view: the second derivative still reaches it (the kernels read a
+    contiguous copy, the graph keeps the view)."""
+    native_or_skip("mlp")
+    monkeypatch.setattr("omnifield.fields.mlp.wide_vector_registers", lambda: fused)
+    mlp = _randomize(MLPConfig(width=16, n_hidden_layers=2).build(3, 1))
+    h = torch.randn(20, 3, requires_grad=True)
+    base = torch.randn(16, 2, 1, 20, requires_grad=True)
+
+    def second(native: bool):
+        modulation = base.permute(3, 1, 2, 0)  # [20, 2, 1, 16], not contiguous
+        out = mlp.modulated(h, modulation, True) if native else _mlp_layers(
+            h, list(mlp._layer_parameters()), torch.relu, modulation, True)
+        (dh,) = torch.autograd.grad(out.sum(), h, create_graph=True)
+        return torch.autograd.grad(dh.square().sum(), base)[0]
+
+    torch.testing.assert_close(second(True), second(False), rtol=1e-4, atol=1e-5)
+
+
 def _autograd_node_names(t: torch.Tensor) -> set[str]:
     """The class names of every node of ``t``'s autograd graph."""
     seen, todo = set(), [t.grad_fn]

@@ -132,9 +132,8 @@ class _NativeModulation(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, lib, h, modulation, layer, layer_norm):
-        modulation = modulation.contiguous()
-        out, normalized, rstd = lib.modulation_forward(h, modulation, layer, layer_norm)
-        ctx.save_for_backward(h, modulation, normalized, rstd)
+        out, normalized, rstd = lib.modulation_forward(h, modulation.contiguous(), layer, layer_norm)
+        ctx.save_for_backward(h, modulation, normalized, rstd)  # the inputs themselves: see _NativeMLP
         ctx.lib, ctx.layer, ctx.layer_norm = lib, layer, layer_norm
         return out
 
@@ -146,8 +145,8 @@ class _NativeModulation(torch.autograd.Function):
             out = _modulate(h_alias, mod_alias, ctx.layer, ctx.layer_norm)
             grad_h, grad_mod = torch.autograd.grad(out, (h_alias, mod_alias), grad_out, create_graph=True)
         else:
-            grad_h, grad_mod = ctx.lib.modulation_backward(grad_out, modulation, normalized, rstd, ctx.layer,
-                                                           ctx.layer_norm)
+            grad_h, grad_mod = ctx.lib.modulation_backward(grad_out, modulation.contiguous(), normalized, rstd,
+                                                           ctx.layer, ctx.layer_norm)
         return None, grad_h, grad_mod, None, None
 
 
@@ -159,9 +158,9 @@ class _NativeMLP(torch.autograd.Function):
     @staticmethod
     def forward(ctx, lib, h, modulation, layer_norm, *params):
         weights, biases = list(params[0::2]), list(params[1::2])
-        mod = h.new_empty(0) if modulation is None else modulation.contiguous()
-        y, hidden, normalized, rstd = lib.forward(h.contiguous(), weights, biases, mod, layer_norm)
-        # h itself, not a copy: a double backward differentiates it
+        mod = h.new_empty(0) if modulation is None else modulation
+        y, hidden, normalized, rstd = lib.forward(h.contiguous(), weights, biases, mod.contiguous(), layer_norm)
+        # h and the modulation themselves, not copies: a double backward differentiates them
         ctx.save_for_backward(h, mod, hidden, normalized, rstd, *params)
         ctx.lib, ctx.modulated, ctx.layer_norm = lib, modulation is not None, layer_norm
         return y
@@ -179,5 +178,5 @@ class _NativeMLP(torch.autograd.Function):
             return (None, *(next(grads) if need else None for _, need in wanted[:2]), None,
                     *(next(grads) if need else None for _, need in wanted[2:]))
         grads = ctx.lib.backward(grad_y.contiguous(), h.contiguous(), hidden, list(params[0::2]), list(params[1::2]),
-                                 need_h, mod, ctx.layer_norm, normalized, rstd)
+                                 need_h, mod.contiguous(), ctx.layer_norm, normalized, rstd)
         return (None, grads[0] if need_h else None, grads[1] if need_mod else None, None, *grads[2:])
