@@ -114,6 +114,19 @@ def require_method(args: argparse.Namespace, what: str) -> str:
     return args.method
 
 
+def option_string(parser: argparse.ArgumentParser, dest: str) -> str:
+    """The option string of ``dest`` (its first spelling)."""
+    action = next(a for a in parser._actions if a.dest == dest and a.option_strings)
+    return action.option_strings[0]
+
+
+def parser_default(parser: argparse.ArgumentParser, dest: str):
+    """The parser's default of ``dest`` (an old spelling's ``SUPPRESS`` is no default)."""
+    if dest in parser._defaults:
+        return parser._defaults[dest]
+    return next((a.default for a in parser._actions if a.dest == dest and a.default is not argparse.SUPPRESS), None)
+
+
 class Applicability:
     """Which values of a choice option (``--method``, ``--solver``) each other option applies to.
 
@@ -129,21 +142,10 @@ class Applicability:
         self.parser, self.table, self.flag = parser, dict(table), flag
         self.choices = None if choices is None else frozenset(choices)
 
-    def option(self, dest: str) -> str:
-        """The option string of ``dest`` (its first spelling)."""
-        action = next(a for a in self.parser._actions if a.dest == dest and a.option_strings)
-        return action.option_strings[0]
-
-    def default(self, dest: str):
-        """The parser's default of ``dest`` (an old spelling's ``SUPPRESS`` is no default)."""
-        if dest in self.parser._defaults:
-            return self.parser._defaults[dest]
-        return next((a.default for a in self.parser._actions if a.dest == dest and a.default is not argparse.SUPPRESS),
-                    None)
-
     def given(self, args: argparse.Namespace) -> list[str]:
         """The ``dest`` of every option in the table that ``args`` set to other than its default, in table order."""
-        return [dest for dest in self.table if hasattr(args, dest) and getattr(args, dest) != self.default(dest)]
+        return [dest for dest in self.table
+                if hasattr(args, dest) and getattr(args, dest) != parser_default(self.parser, dest)]
 
     def check(self, args: argparse.Namespace, chosen: str) -> None:
         """Refuse, in one line, the first given option that does not apply to ``chosen``."""
@@ -154,7 +156,7 @@ class Applicability:
         for dest in self.given(args):
             if chosen not in self.table[dest]:
                 allowed = ", ".join(sorted(self.table[dest]))
-                raise OmnifieldError(f"{self.option(dest)} applies to {self.flag} {allowed} only "
+                raise OmnifieldError(f"{option_string(self.parser, dest)} applies to {self.flag} {allowed} only "
                                      f"(got {self.flag} {chosen})")
 
 
@@ -167,23 +169,21 @@ class RunSettings:
     """
 
     def __init__(self, parser: argparse.ArgumentParser, changeable: Iterable[str]):
-        self.defaults = Applicability(parser, {})
-        changeable = set(changeable) | {"help", "applicability", "run_settings", "func"}
-        self.dests = [a.dest for a in parser._actions if a.option_strings and a.dest not in changeable]
+        self.parser = parser
+        changeable = set(changeable) | {"help"}
+        self.dests = list(dict.fromkeys(a.dest for a in parser._actions if a.option_strings and a.dest not in changeable))
 
     def check(self, args: argparse.Namespace, stored: dict, where: str) -> None:
         """Refuse, in one line, the first setting ``args`` gives that differs from ``stored`` (``dest -> the
         run's value``; a setting missing there cannot be compared and is refused too). ``where``: the run."""
         from omnifield.errors import OmnifieldError
 
-        for dest in dict.fromkeys(self.dests):
+        for dest in self.dests:
             value = getattr(args, dest, None)
-            if value == self.defaults.default(dest) or dest == "set":
-                continue
-            if dest in stored and _same_setting(value, stored[dest]):
+            if value == parser_default(self.parser, dest) or (dest in stored and _same_setting(value, stored[dest])):
                 continue
             has = f" (the run has {stored[dest]!r})" if dest in stored else ""
-            raise OmnifieldError(f"{self.defaults.option(dest)} {value!r}: {where} keeps its own settings on --resume"
+            raise OmnifieldError(f"{option_string(self.parser, dest)} {value!r}: {where} keeps its own settings on --resume"
                                  f"{has}; only the budget and output options change, or train into a new --out")
 
 

@@ -15,9 +15,9 @@ does the rest, the same way for every task:
   last good checkpoint stays.
 - **checkpoints** every ``checkpoint_every_s`` seconds, at the end and on Ctrl-C (then
   ``KeyboardInterrupt`` propagates: the CLI exits 130). A first Ctrl-C is held until the step ends
-  (:mod:`omnifield.engine.interrupts`: never lost), a second one interrupts the step. The engine stores the step, the training
-  time, the torch RNG and the optimiser state beside the task's own tensors; :meth:`Engine.restore`
-  continues a run exactly.
+  (:mod:`omnifield.engine.interrupts`: never lost), a second one interrupts the step. The engine
+  stores the step, the training time, the torch RNG and the optimiser state beside the task's own
+  tensors; :meth:`Engine.restore` continues a run exactly.
 - **log**: ``log.jsonl`` gets the step's statistics every ``log_every`` steps (and at step 1) and each
   evaluation; the progress bar shows them; ``curves.png`` beside the log plots loss and PSNR against
   time when the run ends or is interrupted; with ``tensorboard`` the same records go to TensorBoard
