@@ -9,7 +9,8 @@ import torch
 
 from omnifield.backend import has_module
 from omnifield.fields.gaussians import GaussianScene, build_covariances
-from omnifield.renderers.splat import SplatRenderer, project_gaussians, project_splats, rasterize_to_pixels
+from omnifield.renderers.splat import (SplatRenderer, intersect_tiles, project_gaussians, project_splats,
+                                      rasterize_to_pixels)
 from omnifield.renderers.splat.rasterize import _rasterize_to_pixels
 from tests._native import native_or_skip
 
@@ -127,6 +128,23 @@ def test_native_kernel_matches_twin(width, height, n):
     for got, want in zip(native[2], twin[2]):
         scale = float(want.abs().max())
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("backend", ["twin", "native"])
+def test_a_thin_gaussian_is_binned_only_to_the_tiles_its_ellipse_reaches(backend):
+    """A horizontal needle (sigma 20 px across, 0.5 px down) has gsplat's square radius of 67 px (9 x 9 tiles
+    of 16 px, 9 tile rows); only the one tile row that holds its ellipse of alpha cut-off may list it."""
+    cov = torch.diag(torch.tensor([400.0, 0.25]))
+    inv = torch.linalg.inv(cov)
+    means2d, conics = torch.tensor([[80.0, 88.0]]), torch.stack([inv[0, 0], inv[0, 1], inv[1, 1]])[None]
+    opac, radii, depths = torch.tensor([0.9]), torch.tensor([67], dtype=torch.int32), torch.zeros(1)
+    if backend == "native":
+        lib = native_or_skip("splat_raster")
+        offsets = lib.forward(means2d, conics, torch.ones(1, 3), opac, depths, radii, torch.zeros(3), 160, 160, 16)[3]
+    else:
+        offsets, _ = intersect_tiles(means2d, conics, opac, radii, depths, 160, 160, 16)
+    listed = (offsets[1:] - offsets[:-1]).reshape(10, 10)
+    assert listed[5].tolist() == [1] * 10 and int(listed.sum()) == 10, listed  # 80 +- 66 px across
 
 
 def test_native_kernel_is_used_for_cpu_float32():

@@ -2,7 +2,8 @@
 //
 // Twin of omnifield/renderers/splat/rasterize.py::_rasterize_to_pixels (same binning rule, same
 // blending, same early termination). Binning: visible Gaussians are stably sorted by depth, then
-// appended to the lists of the tiles their rectangle covers, so every tile list is front to back.
+// appended to the lists of the tiles that the box around their ellipse of alpha cut-off covers
+// (binning.py), so every tile list is front to back.
 // Within a tile, pixels go in runs of 16 along a row (SIMD lanes), each Gaussian for all of them at
 // once, and only the Gaussians whose ellipse reaches the alpha cut-off somewhere on that row.
 #include <torch/extension.h>
@@ -25,29 +26,48 @@ struct Bins {
   std::vector<int32_t> ids;      // [M]
 };
 
-void tile_rect(const float* m, int32_t r, int ts, int tx, int ty, int64_t lo[2], int64_t hi[2]) {
+// Half-extents (x, y) of the box around a Gaussian's ellipse of alpha cut-off (sigma <= log(255 o)), at most its
+// radius (binning.py: ellipse_extents): pixels outside it draw nothing, so thin Gaussians skip most tiles.
+constexpr float kCutSlack = 1e-4f;
+
+void ellipse_extents(const float* conic, float opacity, int32_t radius, float ext[2]) {
+  const float a = conic[0], b = conic[1], c = conic[2];
+  const float det = a * c - b * b;
+  const float r = (float)radius;
+  if (!(det > 0.0f && a > 0.0f && c > 0.0f)) {
+    ext[0] = ext[1] = r;
+    return;
+  }
+  const float cut = std::max(std::log(std::max(opacity, 1e-30f) / kAlphaMin), 0.0f) + kCutSlack;
+  ext[0] = std::min(std::sqrt(2.0f * cut * c / det), r);
+  ext[1] = std::min(std::sqrt(2.0f * cut * a / det), r);
+}
+
+void tile_rect(const float* m, const float ext[2], int ts, int tx, int ty, int64_t lo[2], int64_t hi[2]) {
   const int64_t limits[2] = {tx, ty};
   for (int k = 0; k < 2; ++k) {
-    int64_t a = (int64_t)std::floor((m[k] - (float)r) / (float)ts);
-    int64_t b = (int64_t)std::ceil((m[k] + (float)r) / (float)ts);
+    int64_t a = (int64_t)std::floor((m[k] - ext[k]) / (float)ts);
+    int64_t b = (int64_t)std::ceil((m[k] + ext[k]) / (float)ts);
     lo[k] = std::min(std::max<int64_t>(a, 0), limits[k]);
     hi[k] = std::min(std::max<int64_t>(b, 0), limits[k]);
   }
 }
 
-Bins bin_gaussians(const float* means2d, const int32_t* radii, const float* depths, int64_t n, int width,
-                   int height, int ts) {
+Bins bin_gaussians(const float* means2d, const float* conics, const float* opacities, const int32_t* radii,
+                   const float* depths, int64_t n, int width, int height, int ts) {
   const int tx = (width + ts - 1) / ts, ty = (height + ts - 1) / ts;
   std::vector<int32_t> order;
   order.reserve(n);
   for (int64_t i = 0; i < n; ++i)
     if (radii[i] > 0) order.push_back((int32_t)i);
   std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return depths[a] < depths[b]; });
+  std::vector<float> ext(2 * (size_t)n);
+  for (int32_t g : order) ellipse_extents(conics + 3 * g, opacities[g], radii[g], ext.data() + 2 * g);
   Bins bins;
   bins.offsets.assign((size_t)tx * ty + 1, 0);
   int64_t lo[2], hi[2];
   for (int32_t g : order) {
-    tile_rect(means2d + 2 * g, radii[g], ts, tx, ty, lo, hi);
+    tile_rect(means2d + 2 * g, ext.data() + 2 * g, ts, tx, ty, lo, hi);
     for (int64_t y = lo[1]; y < hi[1]; ++y)
       for (int64_t x = lo[0]; x < hi[0]; ++x) bins.offsets[y * tx + x + 1]++;
   }
@@ -55,7 +75,7 @@ Bins bin_gaussians(const float* means2d, const int32_t* radii, const float* dept
   bins.ids.resize(bins.offsets.back());
   std::vector<int64_t> cursor(bins.offsets.begin(), bins.offsets.end() - 1);
   for (int32_t g : order) {
-    tile_rect(means2d + 2 * g, radii[g], ts, tx, ty, lo, hi);
+    tile_rect(means2d + 2 * g, ext.data() + 2 * g, ts, tx, ty, lo, hi);
     for (int64_t y = lo[1]; y < hi[1]; ++y)
       for (int64_t x = lo[0]; x < hi[0]; ++x) bins.ids[cursor[y * tx + x]++] = g;
   }
@@ -70,7 +90,7 @@ std::vector<float> vertical_reach(const float* conics, const float* opac, int64_
 #pragma omp parallel for
   for (int64_t g = 0; g < n; ++g) {
     const float a = conics[3 * g], b = conics[3 * g + 1], c = conics[3 * g + 2];
-    const float cut = std::log(std::max(opac[g], 1e-30f) / kAlphaMin) + 1e-4f;  // a little slack
+    const float cut = std::log(std::max(opac[g], 1e-30f) / kAlphaMin) + kCutSlack;
     const float det = a * c - b * b;
     const float flat = (a > 0.0f && det > 0.0f) ? 0.5f * det / a : 0.0f;
     reach[g] = cut < 0.0f ? -1.0f : flat > 0.0f ? std::sqrt(cut / flat) : INFINITY;
@@ -179,8 +199,8 @@ std::vector<torch::Tensor> splat_forward(torch::Tensor means2d, torch::Tensor co
   const int64_t n = means2d.size(0), nc = colors.size(1);
   const int ts = (int)tile_size;
   const int tiles_x = (int)((width + ts - 1) / ts), tiles_y = (int)((height + ts - 1) / ts);
-  Bins bins = bin_gaussians(means2d.data_ptr<float>(), radii.data_ptr<int32_t>(), depths.data_ptr<float>(), n,
-                            (int)width, (int)height, ts);
+  Bins bins = bin_gaussians(means2d.data_ptr<float>(), conics.data_ptr<float>(), opacities.data_ptr<float>(),
+                            radii.data_ptr<int32_t>(), depths.data_ptr<float>(), n, (int)width, (int)height, ts);
   auto image = torch::empty({height, width, nc}, means2d.options());
   auto final_t = torch::empty({height, width}, means2d.options());
   auto last = torch::empty({height, width}, means2d.options().dtype(torch::kInt64));

@@ -18,10 +18,9 @@ from __future__ import annotations
 import torch
 
 from omnifield.backend import native_kernels
-from omnifield.renderers.splat.binning import intersect_tiles, tile_grid
+from omnifield.renderers.splat.binning import ALPHA_MIN, intersect_tiles, tile_grid
 
 ALPHA_MAX = 0.999
-ALPHA_MIN = 1.0 / 255.0
 T_MIN = 1e-4
 
 
@@ -89,7 +88,7 @@ def _rasterize_to_pixels(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pure-torch twin of :func:`rasterize_to_pixels`: tiles padded to their longest list, in chunks."""
     tiles_x, tiles_y = tile_grid(width, height, tile_size)
-    offsets, ids = intersect_tiles(means2d, radii, depths, width, height, tile_size)
+    offsets, ids = intersect_tiles(means2d, conics, opacities, radii, depths, width, height, tile_size)
     counts = offsets[1:] - offsets[:-1]
     n_pix = tile_size * tile_size
     local = torch.arange(n_pix, device=means2d.device)
