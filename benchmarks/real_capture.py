@@ -6,7 +6,7 @@ Each method runs as users run it (``omnifield train DATA --method M --minutes B`
 capture's held-out split (every 8th image by name); the table prints method, scene, steps, training seconds,
 test PSNR, SSIM, peak memory and evaluation seconds per frame. With ``--photos DIR`` a ``process`` row runs
 ``omnifield process`` on unposed photos (images registered, mean reprojection error, seconds), and with
-``--train-processed`` the NeRF is then trained on the processed scene too.
+``--train-processed`` the methods are then trained on the processed scene too.
 
     python benchmarks/real_capture.py --data data/fern                     # 10 minutes per method
     python benchmarks/real_capture.py --data data/fern --quick             # <= 2 minutes in total
@@ -58,6 +58,7 @@ def train_row(method: str, data: Path, minutes: float, downscale: int, out: Path
         "peak_mb": round(peak, 0),
         "eval_s_per_frame": round(float(metrics["seconds_per_frame"]), 2) if "seconds_per_frame" in metrics else None,
         "n_views": metrics.get("n_views"), "wall_s": round(wall, 1),
+        **({"init_seconds": metrics["init_seconds"]} if "init_seconds" in metrics else {}),
     }
 
 
@@ -75,7 +76,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, help="a posed capture (LLFF, COLMAP, transforms.json) to train on")
     parser.add_argument("--photos", type=Path, help="a folder of unposed photos for a 'process' row")
-    parser.add_argument("--train-processed", action="store_true", help="also train the NeRF on the processed photos")
+    parser.add_argument("--train-processed", action="store_true", help="also train the methods on the processed photos")
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget per method (default 10)")
     parser.add_argument("--downscale", type=int, default=1, help="image downscale factor for training (default 1)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of: " + ", ".join(METHODS))
@@ -99,8 +100,10 @@ def main() -> int:
             print(f"processing {args.photos} ...", flush=True)
             rows.append(process_row(args.photos, scene))
             if args.train_processed:
-                print(f"training hashgrid on {scene} for {minutes} min ...", flush=True)
-                rows.append(train_row("hashgrid", scene, minutes, args.downscale, root / "processed-hashgrid", []))
+                for m in methods:
+                    print(f"training {m} on {scene} for {minutes} min ...", flush=True)
+                    row = train_row(m, scene, minutes, args.downscale, root / f"processed-{m}", [])
+                    rows.append({**row, "scene": f"{args.photos.name} (processed)"})
         if args.data:
             for m in methods:
                 print(f"training {m} on {args.data} for {minutes} min ...", flush=True)

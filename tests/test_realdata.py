@@ -15,6 +15,7 @@ from omnifield.apps.splat import SplatTrainConfig, train_splat
 from omnifield.apps.splat.init import points_from_views
 from omnifield.apps.splat.train import initial_scene, resolve_init
 from omnifield.data.llff import llff_to_opengl
+from omnifield.data.triangulate import triangulate_views
 from omnifield.data.scene import depth_bounds_from_points, detect_format, load_scene, scene_normalization
 from omnifield.engine import LoopConfig
 from omnifield.errors import OmnifieldError
@@ -181,12 +182,41 @@ def test_colmap_scene_points_near_far_and_splat_init_default(tmp_path):
     scene = load_scene(tmp_path, "train")
     assert resolve_init("auto", scene) == "scene"
     cfg = SplatTrainConfig(init="scene", aabb=(-1.0,) * 3 + (1.0,) * 3, sh_degree=0)
-    gaussians = initial_scene(cfg, torch.Generator().manual_seed(0), scene)
+    gaussians, _ = initial_scene(cfg, torch.Generator().manual_seed(0), scene)
     assert torch.equal(gaussians.means, scene.points.xyz)
     no_points = type(scene)(scene.images, scene.cameras, scene.names)
-    assert resolve_init("auto", no_points) == "random"
+    assert resolve_init("auto", no_points) == "triangulate"  # photos without alpha: a real capture
+    with_alpha = type(scene)(torch.cat([scene.images, torch.ones_like(scene.images[..., :1])], -1), scene.cameras,
+                             scene.names)
+    assert resolve_init("auto", with_alpha) == "random"
     with pytest.raises(OmnifieldError, match="no sparse points"):
         resolve_init("scene", no_points)
+
+
+def test_init_points_file_is_read_in_world_units(tmp_path):
+    xyz = _transforms_with_points(tmp_path, {"scale": 0.5, "offset": [0.5, 0.4, 0.5]})
+    scene = load_scene(tmp_path, "train")
+    cfg = SplatTrainConfig(init="points", init_points=str(tmp_path / "sparse_pc.ply"), sh_degree=0)
+    gaussians, init = initial_scene(cfg, torch.Generator().manual_seed(0), scene)
+    assert init == "points"
+    np.testing.assert_allclose(gaussians.means.detach().numpy(), 2 * (xyz * 0.5 + [0.5, 0.4, 0.5]) - 1, atol=1e-5)
+
+
+def test_triangulated_points_of_fern_lie_within_the_published_depth_bounds():
+    """The LLFF depth bounds come from the original COLMAP reconstruction: independent ground truth."""
+    data = load_scene(FERN, "train", downscale=2)
+    xyz, rgb = triangulate_views(data.images, data.cameras)
+    assert len(xyz) >= 300 and rgb.shape == xyz.shape and 0.0 <= float(rgb.min()) <= float(rgb.max()) <= 1.0
+    c2w = data.cameras.c2w.double()
+    local = torch.einsum("nji,npj->npi", c2w[:, :3, :3], xyz.double()[None] - c2w[:, None, :3, 3])
+    depth, bounds = -local[..., 2], data.near_far.double()
+    inside = (depth >= 0.9 * bounds[:, None, 0]) & (depth <= 1.1 * bounds[:, None, 1])
+    assert float(inside.double().mean()) > 0.98
+    # poses far from the photos' (camera centres moved by ~7x the camera spread) triangulate almost nothing
+    wrong = data.cameras[torch.arange(len(data.images))]
+    wrong.c2w[:, :3, 3] += torch.randn(len(data.images), 3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(OmnifieldError, match="poses that do not fit"):
+        triangulate_views(data.images, wrong)
 
 
 def test_points_from_views_lie_on_their_pixels_rays_within_the_bounds():

@@ -27,9 +27,11 @@ def add_splat_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
     their group (options that apply to ``--method splat`` only)."""
     g = parser.add_argument_group("Gaussian splatting (--method splat)")
     g.add_argument("--init", choices=INITS, default="auto",
-                   help="initial Gaussians: the capture's sparse points (scene), points on training rays within "
-                        "the per-view depth bounds (views), random points in --aabb, --init-points FILE or "
-                        "--init-nerf's density; auto (default) = scene, else views, else random")
+                   help="initial Gaussians: the capture's sparse points (scene), points triangulated from the "
+                        "training photos with their poses (triangulate, COLMAP), points on training rays within "
+                        "the per-view depth bounds (views), random points in --aabb, --init-points FILE (world "
+                        "units) or --init-nerf's density; auto (default) = scene, else triangulate for photos "
+                        "without alpha, else random")
     g.add_argument("--init-points", metavar="FILE", help="point cloud (.ply or COLMAP points3D.txt) for --init points")
     g.add_argument("--init-nerf", metavar="RUN", help="trained radiance-field run folder for --init nerf")
     g.add_argument("--n-init", type=int, default=DEFAULTS.n_init,

@@ -10,7 +10,7 @@ from omnifield.config import register_config
 from omnifield.errors import OmnifieldError
 from omnifield.fields.compact_gaussians import CompactConfig
 
-INITS = ("auto", "scene", "views", "random", "points", "nerf")
+INITS = ("auto", "scene", "triangulate", "views", "random", "points", "nerf")
 LEARNING_RATES = {"means": 1.6e-4, "log_scales": 5e-3, "quats": 1e-3, "opacity_logits": 5e-2,
                   "sh_dc": 2.5e-3, "sh_rest": 2.5e-3 / 20, "mask_logits": 1e-2}
 FIELD_LR = 1e-2  # hash grid and colour MLP of Compact-3DGS (the paper's code)

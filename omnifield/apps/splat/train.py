@@ -5,8 +5,9 @@ on the ``train`` split, evaluation on ``test`` (Blender's split files, else ever
 Images with alpha are trained and scored on white (the NeRF-synthetic protocol). Real captures have no
 alpha, so nothing says what lies behind the Gaussians: each step composites the render over a random
 colour, which only matches the photo where the Gaussians cover it (opacity 1), and evaluation renders
-on black. ``--init auto`` starts from the capture's sparse points, else from points along random
-training rays between the per-view depth bounds (LLFF), else from random points in ``--aabb``.
+on black. ``--init auto`` starts from the capture's sparse points, else, for photos without alpha (an LLFF
+folder, a ``transforms.json`` without points), from points triangulated from the training photos with their
+poses, else from random points in ``--aabb``.
 
 Per step: one random training view is rendered, loss ``0.8 L1 + 0.2 (1 - SSIM)`` (+ the mask loss
 for Compact-3DGS, + S3IM over 4096 random pixels with ``--loss.s3im-weight``), adaptive density control
@@ -40,6 +41,7 @@ from omnifield.config import config_to_dict
 from omnifield.data.blender import PosedImages
 from omnifield.data.images import composite_on, to_uint8
 from omnifield.data.scene import Scene, load_scene
+from omnifield.data.triangulate import triangulate_views
 from omnifield.engine import Engine, LoopConfig
 from omnifield.errors import OmnifieldError
 from omnifield.fields.compact_gaussians import CompactConfig, CompactGaussianScene
@@ -73,41 +75,66 @@ def scene_scale_of(cameras) -> float:
 
 
 def resolve_init(init: str, data: Scene) -> str:
-    """``--init auto`` -> ``scene`` when the capture has sparse points, ``views`` when it has depth bounds,
-    else ``random``; other choices are checked against what the capture offers."""
+    """``--init auto`` -> ``scene`` when the capture has sparse points, ``triangulate`` for other photos without
+    alpha (real captures), else ``random``; other choices are checked against what the capture offers."""
     if init == "auto":
-        return "scene" if data.points is not None else "views" if data.near_far is not None else "random"
+        if data.points is not None:
+            return "scene"
+        return "triangulate" if data.images.shape[-1] != 4 and len(data.images) >= 2 else "random"
     if init == "scene" and data.points is None:
         raise OmnifieldError("--init scene: this capture has no sparse points (COLMAP points3D or ply_file_path)")
+    if init == "triangulate" and len(data.images) < 2:
+        raise OmnifieldError("--init triangulate needs at least 2 training photos")
     if init == "views" and data.near_far is None:
         raise OmnifieldError("--init views: this capture has no per-view depth bounds")
     return init
 
 
-def initial_scene(cfg: SplatTrainConfig, generator: torch.Generator, data: Scene) -> GaussianScene:
-    """The starting Gaussians chosen by ``cfg.init`` (resolved by :func:`resolve_init`) for ``data``."""
-    aabb = torch.tensor(cfg.aabb, dtype=torch.float32)
-    if cfg.init == "scene":
-        pts, colors = data.points.xyz, data.points.rgb
-    elif cfg.init == "views":
-        pts, colors = points_from_views(data.images, data.cameras, data.near_far, cfg.n_init, generator)
-    elif cfg.init == "points":
+def initial_points(init: str, cfg: SplatTrainConfig, generator: torch.Generator,
+                   data: Scene) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Points ``[P, 3]`` (box units) and colours ``[P, 3]`` (or None) of ``init`` (a resolved choice) for ``data``."""
+    if init == "scene":
+        return data.points.xyz, data.points.rgb
+    if init == "triangulate":
+        t0 = time.perf_counter()
+        pts, colors = triangulate_views(data.images, data.cameras)
+        print(f"triangulated {len(pts)} points from the {len(data.images)} training photos with their poses "
+              f"({time.perf_counter() - t0:.0f} s)")
+        return pts, colors
+    if init == "views":
+        return points_from_views(data.images, data.cameras, data.near_far, cfg.n_init, generator)
+    if init == "points":
         if not cfg.init_points:
             raise OmnifieldError("--init points needs --init-points FILE")
-        pts, colors = read_point_cloud(cfg.init_points)
-    elif cfg.init == "nerf":
+        pts, colors = read_point_cloud(cfg.init_points)  # in the capture's world units, like the exports
+        return torch.as_tensor(data.normalization.to_box(pts.double().numpy()), dtype=torch.float32), colors
+    if init == "nerf":
         if not cfg.init_nerf:
             raise OmnifieldError("--init nerf needs --init-nerf RUN_FOLDER")
         from omnifield.apps.recon.run import Run
-
-        run, tensors, _ = Run.open(cfg.init_nerf)
         from omnifield.io.checkpoint import load_module_state
 
+        run, tensors, _ = Run.open(cfg.init_nerf)
         load_module_state("field", run.field, tensors, str(cfg.init_nerf))
-        pts, colors = points_from_density(run.field.eval(), cfg.n_init, generator)
-    else:
-        pts, colors = random_points(cfg.n_init, aabb, generator)
-    return GaussianScene.from_points(pts, colors, sh_degree=cfg.sh_degree)
+        return points_from_density(run.field.eval(), cfg.n_init, generator)
+    return random_points(cfg.n_init, torch.tensor(cfg.aabb, dtype=torch.float32), generator)
+
+
+def initial_scene(cfg: SplatTrainConfig, generator: torch.Generator, data: Scene) -> tuple[GaussianScene, str]:
+    """The starting Gaussians for ``data`` and the initialisation used (``cfg.init`` resolved by :func:`resolve_init`).
+
+    Under ``--init auto``, a capture where too few points can be triangulated falls back to points on the
+    training rays (``views``, with depth bounds) or random points, saying so; ``--init triangulate`` fails."""
+    init = resolve_init(cfg.init, data)
+    try:
+        pts, colors = initial_points(init, cfg, generator, data)
+    except OmnifieldError as exc:
+        if not (init == "triangulate" and cfg.init == "auto"):
+            raise
+        init = "views" if data.near_far is not None else "random"
+        print(f"note: {exc}; starting from {init} points instead")
+        pts, colors = initial_points(init, cfg, generator, data)
+    return GaussianScene.from_points(pts, colors, sh_degree=cfg.sh_degree), init
 
 
 def make_optimizer(scene: GaussianScene, scene_scale: float, mask_lr: float = LEARNING_RATES["mask_logits"],
@@ -245,6 +272,7 @@ def train_splat(data_dir: Path, out_dir: Path, cfg: SplatTrainConfig, loop: Loop
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     checkpoint = out_dir / CHECKPOINT
     train = load_scene(data_dir, "train", cfg.downscale)
+    init_seconds = None  # the initial Gaussians' cost, outside the training budget (triangulation takes seconds)
     if resume:
         tensors, meta = load_checkpoint(checkpoint)
         scene = scene_from_checkpoint(tensors, meta, checkpoint)
@@ -258,8 +286,10 @@ def train_splat(data_dir: Path, out_dir: Path, cfg: SplatTrainConfig, loop: Loop
     else:
         torch.manual_seed(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
-        cfg = replace(cfg, init=resolve_init(cfg.init, train))
-        scene = initial_scene(cfg, generator, train)
+        t0 = time.perf_counter()
+        scene, init = initial_scene(cfg, generator, train)
+        init_seconds = round(time.perf_counter() - t0, 1)
+        cfg = replace(cfg, init=init)
         if cfg.compact:
             scene = CompactGaussianScene.from_scene(scene, torch.tensor(cfg.aabb),
                                                     CompactConfig(mask_lambda=cfg.mask_lambda))
@@ -291,6 +321,8 @@ def train_splat(data_dir: Path, out_dir: Path, cfg: SplatTrainConfig, loop: Loop
     metrics: dict[str, Any] = {"method": "splat-compact" if cfg.compact else "splat", "steps": engine.step,
                                "train_seconds": round(engine.elapsed, 1), "n_gaussians": len(scene),
                                "ply_mb": files["ply"].stat().st_size / 1e6}
+    if init_seconds is not None:
+        metrics["init_seconds"] = init_seconds
     if isinstance(scene, CompactGaussianScene):
         metrics["n_gaussians"] = int((~scene.prune_mask()).sum())
         metrics["compressed_mb"] = save_compressed(scene, out_dir / "scene.ofz") / 1e6
