@@ -15,8 +15,8 @@ from omnifield.apps.splat import SplatTrainConfig, train_splat
 from omnifield.apps.splat.init import points_from_views
 from omnifield.apps.splat.train import initial_scene, resolve_init
 from omnifield.data.llff import llff_to_opengl
-from omnifield.data.triangulate import triangulate_views
 from omnifield.data.scene import depth_bounds_from_points, detect_format, load_scene, scene_normalization
+from omnifield.data.triangulate import triangulate_views
 from omnifield.engine import LoopConfig
 from omnifield.errors import OmnifieldError
 from omnifield.io.points import save_points_ply

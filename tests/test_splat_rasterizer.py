@@ -9,8 +9,13 @@ import torch
 
 from omnifield.backend import has_module
 from omnifield.fields.gaussians import GaussianScene, build_covariances
-from omnifield.renderers.splat import (SplatRenderer, intersect_tiles, project_gaussians, project_splats,
-                                      rasterize_to_pixels)
+from omnifield.renderers.splat import (
+    SplatRenderer,
+    intersect_tiles,
+    project_gaussians,
+    project_splats,
+    rasterize_to_pixels,
+)
 from omnifield.renderers.splat.rasterize import _rasterize_to_pixels
 from tests._native import native_or_skip
 

@@ -241,8 +241,8 @@ std::vector<torch::Tensor> splat_forward(torch::Tensor means2d, torch::Tensor co
           const float o = gauss[TileGaussians::kO];
           const float* col = gauss + TileGaussians::kColor;
           float w[kLanes];
-          int terminated = 0;
-#pragma omp simd reduction(+ : terminated)
+          int terminated = 0, blended = 0;
+#pragma omp simd reduction(+ : terminated, blended)
           for (int l = 0; l < kLanes; ++l) {
             const float dx = mx - run.px[l];
             const float sigma = 0.5f * (a * dx * dx + c * dy * dy) + b * dx * dy;
@@ -256,8 +256,10 @@ std::vector<torch::Tensor> splat_forward(torch::Tensor means2d, torch::Tensor co
             end[l] = blend ? s + i + 1 : end[l];
             done[l] = stop ? 1.0f : done[l];
             terminated += stop ? 1 : 0;
+            blended += blend ? 1 : 0;
           }
           n_done += terminated;
+          if (blended == 0) continue;
           for (int64_t ch = 0; ch < nc; ++ch) {
             float* acc_ch = acc.data() + ch * kLanes;
             const float cc = col[ch];
@@ -341,7 +343,8 @@ std::vector<torch::Tensor> splat_backward(torch::Tensor means2d, torch::Tensor c
           const float o = gauss[TileGaussians::kO];
           const float* col = gauss + TileGaussians::kColor;
           float w[kLanes], ra[kLanes], on[kLanes], v_a[kLanes], v_sigma[kLanes], dxs[kLanes], vis_l[kLanes];
-#pragma omp simd
+          int n_on = 0;
+#pragma omp simd reduction(+ : n_on)
           for (int l = 0; l < kLanes; ++l) {
             const float dx = mx - run.px[l];
             const float sigma = 0.5f * (a * dx * dx + c * dy * dy) + b * dx * dy;
@@ -358,7 +361,9 @@ std::vector<torch::Tensor> splat_backward(torch::Tensor means2d, torch::Tensor c
             v_sigma[l] = (valid && raw <= kAlphaMax) ? -raw : 0.0f;
             vis_l[l] = (valid && raw <= kAlphaMax) ? vis : 0.0f;
             dxs[l] = dx;
+            n_on += valid ? 1 : 0;
           }
+          if (n_on == 0) continue;  // it draws none of these pixels: nothing changes, no gradient
           float* gg = local.data() + i * stride;
           for (int64_t ch = 0; ch < nc; ++ch) {
             float* beh = behind.data() + ch * kLanes;
