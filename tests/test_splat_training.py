@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from omnifield.apps.splat import SplatTrainConfig, train_splat
+from omnifield.apps.splat.config import SPARSE_DENSIFY_FROM, resolve_densify_from
 from omnifield.apps.splat.density_control import DensityControl, DensityControlConfig
 from omnifield.apps.splat.init import points_from_density
 from omnifield.apps.splat.train import color_field_lr_factor, make_optimizer
@@ -161,6 +162,22 @@ def test_tiny_training_run_learns_and_exports(tiny_data, tmp_path):
     assert cli_main(["export", "splat", str(run), "--out", str(tmp_path / "exported.ply")]) == 0
     assert len(load_splat_ply(tmp_path / "exported.ply")) == len(scene)
     assert cli_main(["export", "splat", str(tmp_path / "nowhere")]) == 2
+
+
+def test_density_control_starts_at_densify_from_when_refine_start_is_later(tiny_data, tmp_path):
+    """--refine-start 1000 is beyond a 120-step run: only --densify-from can start density control."""
+    never = _train(tiny_data, tmp_path / "never", steps=120, evaluate=False, refine_start=1000, densify_from=1.0)
+    assert never["n_gaussians"] == 300
+    started = _train(tiny_data, tmp_path / "started", steps=120, evaluate=False, refine_start=1000,
+                     densify_from=0.25)
+    assert started["n_gaussians"] != 300
+    state = load_checkpoint(tmp_path / "started" / "checkpoint.safetensors")[1]["training"]
+    assert state["refine_start_iter"] == 30  # the step at which a quarter of the run had passed
+    # auto: early only for runs that start from fewer Gaussians than --n-init (sparse SfM points)
+    assert resolve_densify_from(None, 1500, 20000) == SPARSE_DENSIFY_FROM == 1 / 60
+    assert resolve_densify_from(None, 20000, 20000) == 1.0 and resolve_densify_from(0.3, 10, 20000) == 0.3
+    auto = _train(tiny_data, tmp_path / "auto", steps=5, evaluate=False, n_init=300)
+    assert json.loads((tmp_path / "auto" / "config.json").read_text())["options"]["densify_from"] == 1.0, auto
 
 
 def test_colour_field_learning_rate_warms_up_then_decays_at_the_given_fractions():

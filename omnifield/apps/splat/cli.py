@@ -44,11 +44,16 @@ def add_splat_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
                    help="raise the active SH degree every N steps")
     g.add_argument("--max-gaussians", type=int, default=DEFAULTS.max_gaussians,
                    help="cap on the number of Gaussians (0 = none)")
+    g.add_argument("--densify-from", type=float, default=DEFAULTS.densify_from,
+                   help="fraction of the run at which density control starts if --refine-start comes later; "
+                        "default: 1/60 when the run starts from fewer than --n-init Gaussians (sparse SfM "
+                        "points), else only --refine-start")
     g.add_argument("--densify-until", type=float, default=DEFAULTS.densify_until,
                    help="fraction of the run with density control")
     g.add_argument("--refine-every", type=int, default=DEFAULTS.refine_every, help="density control period in steps")
     g.add_argument("--reset-every", type=int, default=DEFAULTS.reset_every, help="opacity reset period in steps")
-    g.add_argument("--refine-start", type=int, default=DEFAULTS.refine_start, help="first step of density control")
+    g.add_argument("--refine-start", type=int, default=DEFAULTS.refine_start,
+                   help="first step of density control (or --densify-from, whichever comes first)")
     g.add_argument("--eval-views", type=int, default=DEFAULTS.eval_views,
                    help="evaluate on the first N test views (0 = all)")
     g.add_argument("--compact", action="store_true", help="Compact-3DGS: masks, hash-grid colour, RVQ, compressed file")
@@ -88,7 +93,8 @@ def splat_configs(args: argparse.Namespace) -> tuple[SplatTrainConfig, LoopConfi
         cfg = SplatTrainConfig(
             init=args.init, init_points=args.init_points or "", init_nerf=args.init_nerf or "", n_init=args.n_init,
             aabb=tuple(args.aabb), sh_degree=args.sh_degree, sh_interval=args.sh_interval,
-            max_gaussians=args.max_gaussians, densify_until=args.densify_until, refine_every=args.refine_every,
+            max_gaussians=args.max_gaussians, densify_from=args.densify_from,
+            densify_until=args.densify_until, refine_every=args.refine_every,
             reset_every=args.reset_every, refine_start=args.refine_start, compact=args.compact,
             rvq_from=args.rvq_from, mask_lambda=args.mask_lambda, mask_lr=args.mask_lr, color_lr=args.color_lr,
             color_lr_decay_at=tuple(args.color_lr_decay_at), s3im_weight=args.s3im_weight,

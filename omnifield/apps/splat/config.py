@@ -19,13 +19,28 @@ FIELD_LR = 1e-2  # hash grid and colour MLP of Compact-3DGS (the paper's code)
 FIELD_LR_DECAY_AT = (5 / 6,)
 
 
+SPARSE_DENSIFY_FROM = 1 / 60  # gsplat's step 500 of 30k, as a fraction of the run
+
+
+def resolve_densify_from(densify_from: float | None, n_initial: int, n_init: int) -> float:
+    """``--densify-from auto``: 1/60 of the run when it starts from fewer than ``n_init`` Gaussians (a sparse
+    structure-from-motion cloud, which must grow early in a run of a few thousand steps), else 1 (density
+    control waits for ``refine_start``, letting a dense or random start settle first). Measured in 10-minute
+    runs: fern from 1.5k triangulated points 25.06 -> 25.32 dB; lego from 20k random points 32.79 -> 32.49 dB."""
+    if densify_from is not None:
+        return densify_from
+    return SPARSE_DENSIFY_FROM if n_initial < n_init else 1.0
+
+
 @register_config("splat_train")
 @dataclass
 class SplatTrainConfig:
     """One splat run: initialisation, SH schedule, density control, Compact-3DGS, losses, evaluation.
 
-    Fractions (``densify_until``, ``rvq_from``, ``color_lr_decay_at``) are of the run's progress,
-    ``max(step / steps, elapsed / budget)``. A run records the resolved ``init`` (never ``auto``).
+    Fractions (``densify_from``, ``densify_until``, ``rvq_from``, ``color_lr_decay_at``) are of the run's
+    progress, ``max(step / steps, elapsed / budget)``. Density control starts at step ``refine_start`` or at
+    ``densify_from`` of the run, whichever comes first; ``densify_from = None`` (auto) is resolved by
+    :func:`resolve_densify_from`. A run records the resolved ``init`` and ``densify_from`` (never auto).
     """
 
     init: str = "auto"
@@ -36,6 +51,7 @@ class SplatTrainConfig:
     sh_degree: int = 3
     sh_interval: int = 1000
     max_gaussians: int = 200000
+    densify_from: float | None = None
     densify_until: float = 0.5
     refine_every: int = 100
     reset_every: int = 3000
@@ -61,8 +77,10 @@ class SplatTrainConfig:
         if self.sh_degree not in (0, 1, 2, 3):
             raise OmnifieldError(f"--sh-degree must be 0, 1, 2 or 3, got {self.sh_degree}")
         fractions = [self.densify_until, self.rvq_from, *self.color_lr_decay_at]
+        fractions += [] if self.densify_from is None else [self.densify_from]
         if not all(0.0 <= f <= 1.0 for f in fractions):  # also catches NaN
-            raise OmnifieldError("--densify-until, --rvq-from and --color-lr-decay-at must be fractions in [0, 1]")
+            raise OmnifieldError("--densify-from, --densify-until, --rvq-from and --color-lr-decay-at must be fractions "
+                                 "in [0, 1]")
         if self.mask_lambda < 0:
             raise OmnifieldError("--mask-lambda must be >= 0")
         if not (self.mask_lr > 0 and self.color_lr > 0):  # also catches NaN

@@ -13,8 +13,9 @@ Per step: one random training view is rendered, loss ``0.8 L1 + 0.2 (1 - SSIM)``
 for Compact-3DGS, + S3IM over 4096 random pixels with ``--loss.s3im-weight``), adaptive density control
 (:mod:`.density_control`) between the backward pass and the step of Adam with 3DGS/gsplat learning rates
 (means: ``1.6e-4 * scene_scale`` decayed 100x). The SH degree rises by one every ``--sh-interval`` steps. With
-``--minutes`` the run is driven by time: densification stops at ``--densify-until`` of the budget and
-RVQ (Compact-3DGS) starts at ``--rvq-from``.
+``--minutes`` the run is driven by time: densification starts at step ``--refine-start`` (or at
+``--densify-from`` of the budget, if sooner: by default 1/60 for runs that start from sparse points), stops at
+``--densify-until`` and RVQ (Compact-3DGS) starts at ``--rvq-from``.
 
 The loop is the training engine's (:mod:`omnifield.engine`: budget, progress bar, ``log.jsonl``,
 checkpoints, Ctrl-C, divergence guard); :class:`SplatTask` is the task. Its checkpoint is the run's
@@ -33,7 +34,8 @@ from typing import Any, Callable, ContextManager
 import numpy as np
 import torch
 
-from omnifield.apps.splat.config import FIELD_LR, FIELD_LR_DECAY_AT, LEARNING_RATES, SplatTrainConfig
+from omnifield.apps.splat.config import (FIELD_LR, FIELD_LR_DECAY_AT, LEARNING_RATES, SplatTrainConfig,
+                                         resolve_densify_from)
 from omnifield.apps.splat.density_control import DensityControl, DensityControlConfig
 from omnifield.apps.splat.init import points_from_density, points_from_views, random_points
 from omnifield.backend import missing_cuda_library_note, resolve_device
@@ -185,6 +187,8 @@ class SplatTask:
     def training_step(self, step: int, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
         """Render view ``order[(step + 1) % V]`` and return its loss; statistics for the engine's log."""
         cfg, scene, control = self.cfg, self.scene, self.control
+        if progress >= cfg.densify_from and control.cfg.refine_start_iter > step:
+            control.cfg.refine_start_iter = step
         if progress >= cfg.densify_until and control.cfg.refine_stop_iter > step:
             control.cfg.refine_stop_iter = step
         if isinstance(scene, CompactGaussianScene) and not scene.use_rvq and progress >= cfg.rvq_from:
@@ -228,7 +232,8 @@ class SplatTask:
             tensors.update({"train/grad2d": self.control.grad2d, "train/count": self.control.count})
         if self.scene.means.is_cuda:  # splitting draws on the device
             tensors["rng/cuda"] = torch.cuda.get_rng_state(self.scene.means.device)
-        return tensors, {"refine_stop_iter": self.control.cfg.refine_stop_iter}
+        return tensors, {"refine_start_iter": self.control.cfg.refine_start_iter,
+                         "refine_stop_iter": self.control.cfg.refine_stop_iter}
 
     def restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Continue from :meth:`state` (the scene itself is re-opened from the same checkpoint beforehand)."""
@@ -238,6 +243,7 @@ class SplatTask:
             if sorted(order.tolist()) != list(range(len(self.images))):
                 raise ValueError(f"its view order covers {len(order)} views, the data have {len(self.images)}")
             self.order = order
+            self.control.cfg.refine_start_iter = int(meta.get("refine_start_iter", self.cfg.refine_start))
             self.control.cfg.refine_stop_iter = int(meta["refine_stop_iter"])
             device = self.scene.means.device
             if "train/grad2d" in tensors:
@@ -283,13 +289,15 @@ def train_splat(data_dir: Path, out_dir: Path, cfg: SplatTrainConfig, loop: Loop
         if views != train.names:
             raise OmnifieldError(f"{out_dir} was trained on other views than the train split of {data_dir}")
         generator = torch.Generator()  # its state comes from the checkpoint
+        if cfg.densify_from is None:  # a run recorded before --densify-from: density control from --refine-start
+            cfg = replace(cfg, densify_from=1.0)
     else:
         torch.manual_seed(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
         t0 = time.perf_counter()
         scene, init = initial_scene(cfg, generator, train)
         init_seconds = round(time.perf_counter() - t0, 1)
-        cfg = replace(cfg, init=init)
+        cfg = replace(cfg, init=init, densify_from=resolve_densify_from(cfg.densify_from, len(scene), cfg.n_init))
         if cfg.compact:
             scene = CompactGaussianScene.from_scene(scene, torch.tensor(cfg.aabb),
                                                     CompactConfig(mask_lambda=cfg.mask_lambda))
