@@ -34,8 +34,13 @@ from typing import Any, Callable, ContextManager
 import numpy as np
 import torch
 
-from omnifield.apps.splat.config import (FIELD_LR, FIELD_LR_DECAY_AT, LEARNING_RATES, SplatTrainConfig,
-                                         resolve_densify_from)
+from omnifield.apps.splat.config import (
+    FIELD_LR,
+    FIELD_LR_DECAY_AT,
+    LEARNING_RATES,
+    SplatTrainConfig,
+    resolve_densify_from,
+)
 from omnifield.apps.splat.density_control import DensityControl, DensityControlConfig
 from omnifield.apps.splat.init import points_from_density, points_from_views, random_points
 from omnifield.backend import missing_cuda_library_note, resolve_device
