@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from omnifield.apps.splat.init import points_from_density
-from omnifield.apps.splat.train import make_optimizer, scene_scale_of
+from omnifield.apps.splat.train import make_optimizer, restored_view_order, scene_scale_of
 from omnifield.config import config_from_dict, config_to_dict, register_config
 from omnifield.data.scene import Scene
 from omnifield.distill.poses import join_cameras, sphere_cameras
@@ -131,11 +131,7 @@ class SplatDistillTask:
     def restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Continue from :meth:`state` (the scene itself is re-opened from the same checkpoint beforehand)."""
         try:
-            self.generator.set_state(tensors["train/generator"])
-            order = tensors["train/order"].long()
-            if sorted(order.tolist()) != list(range(len(self.views))):
-                raise ValueError(f"its view order covers {len(order)} views, the conversion has {len(self.views)}")
-            self.order = order
+            self.order = restored_view_order(tensors, self.generator, len(self.views), "the conversion has")
         except (KeyError, ValueError, RuntimeError) as exc:
             raise OmnifieldError(f"{self.out_dir / CHECKPOINT}: checkpoint lacks a usable conversion state "
                                  f"({exc})") from None

@@ -160,6 +160,18 @@ def make_optimizer(scene: GaussianScene, scene_scale: float, mask_lr: float = LE
     return torch.optim.Adam(groups, eps=1e-15)
 
 
+def restored_view_order(tensors: dict[str, torch.Tensor], generator: torch.Generator, n_views: int,
+                        owner: str) -> torch.Tensor:
+    """Set ``generator`` from a checkpoint's ``train/generator`` and return its view order ``train/order``
+    (``[V]``), checked to be a permutation of the ``n_views`` views that ``owner`` ("the data have") has;
+    raises KeyError, ValueError or RuntimeError for the caller to turn into one clear error."""
+    generator.set_state(tensors["train/generator"])
+    order = tensors["train/order"].long()
+    if sorted(order.tolist()) != list(range(n_views)):
+        raise ValueError(f"its view order covers {len(order)} views, {owner} {n_views}")
+    return order
+
+
 class SplatTask:
     """Gaussian splatting as a task of the training engine: one training view per step.
 
@@ -243,11 +255,7 @@ class SplatTask:
     def restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Continue from :meth:`state` (the scene itself is re-opened from the same checkpoint beforehand)."""
         try:
-            self.generator.set_state(tensors["train/generator"])
-            order = tensors["train/order"].long()
-            if sorted(order.tolist()) != list(range(len(self.images))):
-                raise ValueError(f"its view order covers {len(order)} views, the data have {len(self.images)}")
-            self.order = order
+            self.order = restored_view_order(tensors, self.generator, len(self.images), "the data have")
             self.control.cfg.refine_start_iter = int(meta.get("refine_start_iter", self.cfg.refine_start))
             self.control.cfg.refine_stop_iter = int(meta["refine_stop_iter"])
             device = self.scene.means.device
