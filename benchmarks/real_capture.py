@@ -56,7 +56,8 @@ def train_row(method: str, data: Path, minutes: float, downscale: int, out: Path
         "seconds": round(float(metrics.get("train_seconds") or 0.0), 1),
         "psnr": round(float(metrics["psnr"]), 2), "ssim": round(float(metrics["ssim"]), 4),
         "peak_mb": round(peak, 0),
-        "eval_s_per_frame": round(float(metrics["seconds_per_frame"]), 2) if "seconds_per_frame" in metrics else None,
+        "eval_s_per_frame": round(float(metrics["seconds_per_frame"]), 2) if "seconds_per_frame" in metrics
+        else round(1.0 / float(metrics["render_fps"]), 2) if metrics.get("render_fps") else None,
         "n_views": metrics.get("n_views"), "wall_s": round(wall, 1),
         **({"init_seconds": metrics["init_seconds"]} if "init_seconds" in metrics else {}),
     }
