@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from omnifield.data.images import to_uint8
+from omnifield.data.pycolmap_settings import sift_first_octave, silence_colmap_logging
 from omnifield.errors import OmnifieldError
 from omnifield.renderers.cameras import Cameras
 
@@ -66,7 +67,7 @@ def triangulate_views(images: torch.Tensor, cameras: Cameras, min_track: int = 3
 
     if not 2 <= len(images) <= MAX_IMAGES:
         raise OmnifieldError(f"triangulating points needs 2 to {MAX_IMAGES} posed photos, got {len(images)}")
-    pycolmap.logging.minloglevel = 3
+    silence_colmap_logging()
     names = [f"{i:05d}.png" for i in range(len(images))]
     with tempfile.TemporaryDirectory(prefix="omnifield-triangulate-") as tmp:
         folder, database = Path(tmp) / "images", Path(tmp) / "database.db"
@@ -76,7 +77,8 @@ def triangulate_views(images: torch.Tensor, cameras: Cameras, min_track: int = 3
         for name, image in zip(names, images):
             iio.imwrite(folder / name, to_uint8(image[..., :3]))
         extraction = pycolmap.FeatureExtractionOptions()
-        extraction.sift.first_octave = -1 if max(cameras.width, cameras.height) < 1000 else 0
+        extraction.sift.first_octave = sift_first_octave(min(max(cameras.width, cameras.height),
+                                                             extraction.max_image_size))
         pycolmap.extract_features(database, folder, image_names=names, camera_mode=pycolmap.CameraMode.PER_IMAGE,
                                   extraction_options=extraction, device=pycolmap.Device.cpu)
         model = _posed_model(database, names, cameras)

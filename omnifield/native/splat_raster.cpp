@@ -30,6 +30,9 @@ struct Bins {
 // radius (binning.py: ellipse_extents): pixels outside it draw nothing, so thin Gaussians skip most tiles.
 constexpr float kCutSlack = 1e-4f;
 
+// The largest sigma at which a Gaussian of opacity o still draws (alpha = o exp(-sigma) >= 1/255); < 0: never.
+inline float alpha_cut(float opacity) { return std::log(std::max(opacity, 1e-30f) / kAlphaMin); }
+
 void ellipse_extents(const float* conic, float opacity, int32_t radius, float ext[2]) {
   const float a = conic[0], b = conic[1], c = conic[2];
   const float det = a * c - b * b;
@@ -38,7 +41,7 @@ void ellipse_extents(const float* conic, float opacity, int32_t radius, float ex
     ext[0] = ext[1] = r;
     return;
   }
-  const float cut = std::max(std::log(std::max(opacity, 1e-30f) / kAlphaMin), 0.0f) + kCutSlack;
+  const float cut = std::max(alpha_cut(opacity), 0.0f) + kCutSlack;
   ext[0] = std::min(std::sqrt(2.0f * cut * c / det), r);
   ext[1] = std::min(std::sqrt(2.0f * cut * a / det), r);
 }
@@ -90,7 +93,7 @@ std::vector<float> vertical_reach(const float* conics, const float* opac, int64_
 #pragma omp parallel for
   for (int64_t g = 0; g < n; ++g) {
     const float a = conics[3 * g], b = conics[3 * g + 1], c = conics[3 * g + 2];
-    const float cut = std::log(std::max(opac[g], 1e-30f) / kAlphaMin) + kCutSlack;
+    const float cut = alpha_cut(opac[g]) + kCutSlack;
     const float det = a * c - b * b;
     const float flat = (a > 0.0f && det > 0.0f) ? 0.5f * det / a : 0.0f;
     reach[g] = cut < 0.0f ? -1.0f : flat > 0.0f ? std::sqrt(cut / flat) : INFINITY;

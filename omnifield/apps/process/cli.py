@@ -16,6 +16,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from omnifield.data.pycolmap_settings import silence_colmap_logging
 from omnifield.errors import OmnifieldError
 from omnifield.io.atomic import write_text_atomic
 
@@ -112,7 +113,7 @@ def process(inp: Path, out: Path, options, num_frames: int = 100, overwrite: boo
         raise OmnifieldError(f"--num-frames must be at least 3, got {num_frames}")
     if options.max_image_size < 100:
         raise OmnifieldError(f"--max-image-size must be at least 100 pixels, got {options.max_image_size}")
-    sfm.silence_colmap_logging()
+    silence_colmap_logging()
     stages = _Stages(quiet)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.processing-", dir=out.parent))

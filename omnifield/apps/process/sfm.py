@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from omnifield.data.pycolmap_settings import sift_first_octave
 from omnifield.errors import OmnifieldError
 
 CAMERA_MODELS = ("OPENCV", "SIMPLE_RADIAL")
@@ -33,24 +34,11 @@ def resolve_matcher(matcher: str, n_images: int, is_video: bool) -> str:
     return "sequential" if is_video or n_images > EXHAUSTIVE_MAX_IMAGES else "exhaustive"
 
 
-def silence_colmap_logging() -> None:
-    """Hide COLMAP's own log lines (fatal ones aside): stages report progress, failures become one clear error."""
-    import pycolmap
-
-    pycolmap.logging.minloglevel = 3
-
-
-UPSAMPLE_BELOW_PX = 1000
-
-
 def first_octave(image: Path, max_image_size: int) -> int:
-    """SIFT's first octave: -1 (detect on a 2x upsampled image, COLMAP's default) for images whose long side,
-    once resized to ``max_image_size``, is under 1000 px, where small features matter; 0 above it, where
-    upsampling costs ~4x the time for features that matching at this size does not need."""
+    """SIFT's first octave for ``image`` once resized to at most ``max_image_size`` px (:func:`sift_first_octave`)."""
     import imageio.v3 as iio
 
-    long_side = min(max(iio.improps(image).shape[:2]), max_image_size)
-    return -1 if long_side < UPSAMPLE_BELOW_PX else 0
+    return sift_first_octave(min(max(iio.improps(image).shape[:2]), max_image_size))
 
 
 def extract(database: Path, image_dir: Path, names: list[str], options: SfmOptions) -> None:

@@ -103,11 +103,7 @@ def initial_points(init: str, cfg: SplatTrainConfig, generator: torch.Generator,
     if init == "scene":
         return data.points.xyz, data.points.rgb
     if init == "triangulate":
-        t0 = time.perf_counter()
-        pts, colors = triangulate_views(data.images, data.cameras)
-        print(f"triangulated {len(pts)} points from the {len(data.images)} training photos with their poses "
-              f"({time.perf_counter() - t0:.0f} s)")
-        return pts, colors
+        return triangulate_views(data.images, data.cameras)
     if init == "views":
         return points_from_views(data.images, data.cameras, data.near_far, cfg.n_init, generator)
     if init == "points":
@@ -328,7 +324,7 @@ def train_splat(data_dir: Path, out_dir: Path, cfg: SplatTrainConfig, loop: Loop
         write_text_atomic(out_dir / "log.jsonl", "")
         on_device = f", on {device}" if device.type != "cpu" else ""
         print(f"training splat{' (compact)' if cfg.compact else ''} from {len(scene)} Gaussians "
-              f"({cfg.init} init, scene scale {task.scale:.3g}) on {data_dir} ({len(train.images)} views, "
+              f"({cfg.init} init in {init_seconds:.0f} s, scene scale {task.scale:.3g}) on {data_dir} ({len(train.images)} views, "
               f"{task.cameras.width}x{task.cameras.height}{on_device}, "
               f"{'random' if task.random_background else 'white'} background) -> {out_dir}")
     note = missing_cuda_library_note(device, "gsplat", "rasterization")
