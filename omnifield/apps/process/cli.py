@@ -25,7 +25,7 @@ REPORT_NAME = "process_report.json"
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``process`` sub-command."""
-    from omnifield.apps.process.sfm import CAMERA_MODELS, MATCHERS, SfmOptions
+    from omnifield.apps.process.sfm import CAMERA_MODELS, GUIDED, GUIDED_MAX_PAIRS, MATCHERS, SfmOptions
 
     defaults = SfmOptions()
     p = sub.add_parser(
@@ -41,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="image pairs to match: exhaustive (all pairs), sequential (each image with its next "
                         f"{defaults.sequential_overlap} by name) or auto (exhaustive up to 100 photos, sequential "
                         "for more or for video); default %(default)s")
+    p.add_argument("--guided-matching", choices=GUIDED, default=defaults.guided,
+                   help="a second round of matching guided by each pair's geometry: several times more matches "
+                        "between far-apart photos, about 4x slower matching; auto = on for at most "
+                        f"{GUIDED_MAX_PAIRS} image pairs (32 photos matched exhaustively); default %(default)s")
     p.add_argument("--max-image-size", type=int, default=defaults.max_image_size, metavar="PX",
                    help="features are found on images resized to at most this many pixels on the long side "
                         "(larger: more points, slower); default %(default)s")
@@ -133,8 +137,9 @@ def process(inp: Path, out: Path, options, num_frames: int = 100, overwrite: boo
         database = work / "database.db"
         with stages("features", f"SIFT on {width}x{height} images, at most {options.max_image_size} px"):
             sfm.extract(database, image_dir, names, options)
-        with stages("matching", matcher):
-            sfm.match(database, matcher, options)
+        guided = sfm.resolve_guided(options.guided, sfm.match_pairs(matcher, len(names), options))
+        with stages("matching", f"{matcher}{', guided' if guided else ''}"):
+            sfm.match(database, matcher, options, guided)
         with stages("mapping", "incremental"), stages.bar(len(names), "image") as bar:
             model = sfm.map_images(database, image_dir, work / "models", on_image=lambda: bar.update(1))
         n_reg = model.num_reg_images()
@@ -145,7 +150,8 @@ def process(inp: Path, out: Path, options, num_frames: int = 100, overwrite: boo
             "input": str(inp), "images_total": len(names), "images_registered": n_reg,
             "unregistered": sorted(set(names) - {im.name for im in model.images.values()}),
             "mean_reprojection_error_px": round(float(model.compute_mean_reprojection_error()), 4),
-            "points3D": model.num_points3D(), "matcher": matcher, "camera_model": options.camera_model,
+            "points3D": model.num_points3D(), "matcher": matcher, "guided_matching": guided,
+            "camera_model": options.camera_model,
             "camera_params": next(iter(model.cameras.values())).params.tolist(),
             "max_image_size": options.max_image_size,
         }
@@ -174,13 +180,14 @@ def process(inp: Path, out: Path, options, num_frames: int = 100, overwrite: boo
 def cmd_process(args: argparse.Namespace) -> int:
     from omnifield.apps.process.sfm import SfmOptions
 
-    options = SfmOptions(camera_model=args.camera_model, max_image_size=args.max_image_size, matcher=args.matcher)
+    options = SfmOptions(camera_model=args.camera_model, max_image_size=args.max_image_size, matcher=args.matcher,
+                         guided=args.guided_matching)
     out = Path(args.out)
     report = process(Path(args.input), out, options, args.num_frames, args.overwrite, args.quiet)
     seconds = ", ".join(f"{k} {v:.1f} s" for k, v in report["seconds"].items())
     print(f"registered {report['images_registered']}/{report['images_total']} images, "
           f"mean reprojection error {report['mean_reprojection_error_px']:.3f} px, {report['points3D']} 3D points "
-          f"({report['matcher']} matching, {report['camera_model']})")
+          f"({report['matcher']}{' guided' if report['guided_matching'] else ''} matching, {report['camera_model']})")
     print(f"time: {seconds}")
     print(f"wrote {out} (report: {out / REPORT_NAME}); train with: omnifield train {out}")
     return 0

@@ -1,7 +1,10 @@
 """Structure from motion with pycolmap: SIFT features, matching, incremental mapping, undistortion to PINHOLE.
 
 All images share one camera (``CameraMode.SINGLE``). Exhaustive matching tries every pair; sequential
-matching pairs each image with its next ``overlap`` neighbours by name (video frames, long walks).
+matching pairs each image with its next ``overlap`` neighbours by name (video frames, long walks). Guided
+matching (COLMAP's ``guided_matching``: a second round of matches constrained by each pair's estimated
+geometry) finds several times more verified matches between far-apart photos, at about 4x the matching time:
+by default it is on for small sets (at most ``GUIDED_MAX_PAIRS`` pairs), whose wide baselines need it most.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from omnifield.errors import OmnifieldError
 CAMERA_MODELS = ("OPENCV", "SIMPLE_RADIAL")
 MATCHERS = ("auto", "exhaustive", "sequential")
 EXHAUSTIVE_MAX_IMAGES = 100
+GUIDED_MAX_PAIRS = 500  # 32 photos matched exhaustively
+GUIDED = ("auto", "on", "off")
 
 
 @dataclass
@@ -25,6 +30,14 @@ class SfmOptions:
     max_image_size: int = 1600
     matcher: str = "auto"
     sequential_overlap: int = 10
+    guided: str = "auto"
+
+
+def resolve_guided(guided: str, n_pairs: int) -> bool:
+    """Whether to match guided by the pairs' geometry: ``"auto"`` = for at most ``GUIDED_MAX_PAIRS`` pairs.
+    Measured on the 25-photo kitchen capture: 15.4k -> 42.7k verified matches, 24 -> 25 of 25 photos
+    registered, 1.9k -> 7.9k points; matching 22 -> 91 s."""
+    return n_pairs <= GUIDED_MAX_PAIRS if guided == "auto" else guided == "on"
 
 
 def resolve_matcher(matcher: str, n_images: int, is_video: bool) -> str:
@@ -54,16 +67,27 @@ def extract(database: Path, image_dir: Path, names: list[str], options: SfmOptio
                               reader_options=reader, extraction_options=extraction, device=pycolmap.Device.cpu)
 
 
-def match(database: Path, matcher: str, options: SfmOptions) -> None:
-    """Match and geometrically verify image pairs in ``database`` (``"exhaustive"`` or ``"sequential"``)."""
+def match_pairs(matcher: str, n_images: int, options: SfmOptions) -> int:
+    """How many image pairs ``matcher`` tries among ``n_images`` images."""
+    if matcher == "exhaustive":
+        return n_images * (n_images - 1) // 2
+    return sum(min(options.sequential_overlap, n_images - 1 - i) for i in range(n_images))
+
+
+def match(database: Path, matcher: str, options: SfmOptions, guided: bool) -> None:
+    """Match and geometrically verify image pairs in ``database`` (``"exhaustive"`` or ``"sequential"``;
+    ``guided``: COLMAP's guided matching)."""
     import pycolmap
 
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.guided_matching = guided
     if matcher == "exhaustive":
-        pycolmap.match_exhaustive(database, device=pycolmap.Device.cpu)
+        pycolmap.match_exhaustive(database, matching_options=matching, device=pycolmap.Device.cpu)
     else:
         pairing = pycolmap.SequentialPairingOptions()
         pairing.overlap = options.sequential_overlap
-        pycolmap.match_sequential(database, pairing_options=pairing, device=pycolmap.Device.cpu)
+        pycolmap.match_sequential(database, matching_options=matching, pairing_options=pairing,
+                                  device=pycolmap.Device.cpu)
 
 
 def map_images(database: Path, image_dir: Path, out_dir: Path, on_image=None):
