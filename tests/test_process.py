@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("pycolmap")
 
@@ -16,6 +17,7 @@ from omnifield.apps.process.video import extract_frames, laplacian_variance, pic
 from omnifield.cli import main  # noqa: E402
 from omnifield.data.colmap import load_colmap, read_colmap_model  # noqa: E402
 from omnifield.data.scene import load_scene  # noqa: E402
+from omnifield.data.sparse_depth import SparseDepth  # noqa: E402
 
 FERN = Path(__file__).resolve().parents[1] / "data" / "fern"
 
@@ -64,7 +66,7 @@ def test_fern_registers_all_and_reports(fern_scene):
     report = json.loads((scene / "process_report.json").read_text())
     assert report["images_registered"] == report["images_total"] == 20
     assert report["mean_reprojection_error_px"] < 1.0
-    assert report["points3D"] > 500
+    assert report["points3D"] > 500 and report["guided_matching"]  # 190 pairs: guided by default
     assert {"check", "features", "matching", "mapping", "undistortion", "downscale", "total"} <= set(report["seconds"])
     meta, _ = _frames(scene)
     assert meta["camera_model"] == "OPENCV" and meta["k1"] == meta["k2"] == meta["p1"] == meta["p2"] == 0.0
@@ -137,6 +139,11 @@ def test_scene_loads_with_both_readers_and_holds_out_every_8th(fern_scene):
     assert abs(test.normalization.scale - colmap.normalization.scale) < 1e-6 * colmap.normalization.scale
     assert test.points is not None and len(test.points.xyz) == len(colmap.points.xyz)
     assert test.cameras.distortion is None
+    # the tracks come with the points, from the model beside transforms.json: the same as COLMAP's reader
+    assert torch.equal(train.points.tracks, load_colmap(scene, "train").points.tracks)
+    depth = SparseDepth.from_tracks(train.points, train.cameras)
+    per_view = depth.offsets[1:] - depth.offsets[:-1]
+    assert len(depth) >= 0.99 * len(train.points.tracks) and int(per_view.min()) >= 100  # a few land off the edge
 
 
 def test_input_folder_unchanged(fern_scene):

@@ -154,6 +154,8 @@ def test_colmap_model_binary_and_text(tmp_path, binary):
     assert (lo >= -1 - 1e-5).all() and (hi <= 1 + 1e-5).all() and (hi - lo).max() == pytest.approx(2.0, abs=1e-5)
     np.testing.assert_allclose((lo + hi) / 2, 0.0, atol=1e-5)
     assert scene.points.rgb[0].tolist() == pytest.approx([1.0, 0.0, 10 / 255])
+    # every point's track: images 1 and 2; image 1 (img00) is held out, image 2 (img01) is train view 0
+    assert scene.points.tracks.tolist() == [[j, 0] for j in range(50)]
     # per-view depth bounds in box units from the points (depth_bounds_from_points is checked in test_realdata)
     assert scene.near_far.shape == (7, 2) and (scene.near_far[:, 0] < scene.near_far[:, 1]).all()
     assert torch.equal(scene.near_far, depth_bounds_from_points(scene.cameras, scene.points.xyz))
@@ -161,6 +163,26 @@ def test_colmap_model_binary_and_text(tmp_path, binary):
     np.testing.assert_allclose(world, np.stack([_pose(i)[:3, 3] for i in range(1, 8)]), atol=1e-4)
     np.testing.assert_allclose(scene.cameras.c2w[:, :3, :3].numpy(), np.stack([_pose(i)[:3, :3] for i in range(1, 8)]),
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("same_points", [True, False])
+def test_a_transforms_json_takes_the_tracks_of_the_colmap_model_beside_it_when_its_points_are_the_ply(
+        tmp_path, same_points):
+    """``omnifield process`` / ``ns-process-data`` folders: transforms.json + sparse_pc.ply + a COLMAP model."""
+    from omnifield.io.points import save_points_ply
+
+    rng = np.random.default_rng(4)
+    names = [f"img{i:02d}.png" for i in range(9)]
+    _write_images(tmp_path / "images", names, rng)
+    points = rng.uniform(-2, 2, (30, 3)) + [10.0, 0, 0]
+    _write_colmap(tmp_path / "sparse" / "0", names, True, points)
+    ply_points = points if same_points else points[::-1].copy()  # another order: the tracks would not fit
+    save_points_ply(tmp_path / "sparse_pc.ply", 3.0 * ply_points, np.full((30, 3), 0.5, np.float32))
+    frames = [{"file_path": f"images/{n}", "transform_matrix": _pose(i).tolist()} for i, n in enumerate(names)]
+    (tmp_path / "transforms.json").write_text(json.dumps({"fl_x": 20.0, "fl_y": 20.0, "cx": 8.0, "cy": 6.0, "w": W,
+                                                          "h": H, "frames": frames, "ply_file_path": "sparse_pc.ply"}))
+    tracks = load_scene(tmp_path, "train").points.tracks
+    assert tracks.tolist() == [[j, 0] for j in range(30)] if same_points else tracks is None
 
 
 def test_quaternion_rotation_matches_scipy():

@@ -16,6 +16,7 @@ from omnifield.apps.splat.init import points_from_views
 from omnifield.apps.splat.train import initial_scene, resolve_init
 from omnifield.data.llff import llff_to_opengl
 from omnifield.data.scene import depth_bounds_from_points, detect_format, load_scene, scene_normalization
+from omnifield.data.sparse_depth import SparseDepth
 from omnifield.data.triangulate import triangulate_views
 from omnifield.engine import LoopConfig
 from omnifield.errors import OmnifieldError
@@ -182,7 +183,7 @@ def test_colmap_scene_points_near_far_and_splat_init_default(tmp_path):
     scene = load_scene(tmp_path, "train")
     assert resolve_init("auto", scene) == "scene"
     cfg = SplatTrainConfig(init="scene", aabb=(-1.0,) * 3 + (1.0,) * 3, sh_degree=0)
-    gaussians, _ = initial_scene(cfg, torch.Generator().manual_seed(0), scene)
+    gaussians, _, _ = initial_scene(cfg, torch.Generator().manual_seed(0), scene)
     assert torch.equal(gaussians.means, scene.points.xyz)
     no_points = type(scene)(scene.images, scene.cameras, scene.names)
     assert resolve_init("auto", no_points) == "triangulate"  # photos without alpha: a real capture
@@ -197,7 +198,7 @@ def test_init_points_file_is_read_in_world_units(tmp_path):
     xyz = _transforms_with_points(tmp_path, {"scale": 0.5, "offset": [0.5, 0.4, 0.5]})
     scene = load_scene(tmp_path, "train")
     cfg = SplatTrainConfig(init="points", init_points=str(tmp_path / "sparse_pc.ply"), sh_degree=0)
-    gaussians, init = initial_scene(cfg, torch.Generator().manual_seed(0), scene)
+    gaussians, init, _ = initial_scene(cfg, torch.Generator().manual_seed(0), scene)
     assert init == "points"
     np.testing.assert_allclose(gaussians.means.detach().numpy(), 2 * (xyz * 0.5 + [0.5, 0.4, 0.5]) - 1, atol=1e-5)
 
@@ -205,8 +206,13 @@ def test_init_points_file_is_read_in_world_units(tmp_path):
 def test_triangulated_points_of_fern_lie_within_the_published_depth_bounds():
     """The LLFF depth bounds come from the original COLMAP reconstruction: independent ground truth."""
     data = load_scene(FERN, "train", downscale=2)
-    xyz, rgb = triangulate_views(data.images, data.cameras)
+    points = triangulate_views(data.images, data.cameras)
+    xyz, rgb = points.xyz, points.rgb
     assert len(xyz) >= 300 and rgb.shape == xyz.shape and 0.0 <= float(rgb.min()) <= float(rgb.max()) <= 1.0
+    # every point is tracked in at least 3 views, each of which sees it in its image, in front of the camera
+    per_point = torch.bincount(points.tracks[:, 0], minlength=len(xyz))
+    assert int(per_point.min()) >= 3 and int(points.tracks[:, 1].max()) < len(data.images)
+    assert len(SparseDepth.from_tracks(points, data.cameras)) == len(points.tracks)
     c2w = data.cameras.c2w.double()
     local = torch.einsum("nji,npj->npi", c2w[:, :3, :3], xyz.double()[None] - c2w[:, None, :3, 3])
     depth, bounds = -local[..., 2], data.near_far.double()

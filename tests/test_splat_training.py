@@ -74,6 +74,24 @@ def test_density_control_duplicates_splits_prunes_with_gsplat_semantics():
     assert all(len(g["params"][0]) == 5 for g in optimizer.param_groups)
 
 
+def test_gaussians_no_training_view_drew_for_a_whole_cycle_of_views_are_pruned():
+    scene = _scene_for_control()
+    scene.opacity_logits.data[2] = 0.0  # not faint: only visibility decides here
+    optimizer = make_optimizer(scene, 1.0)
+    control = DensityControl(DensityControlConfig(refine_start_iter=0, refine_every=2, reset_every=1000,
+                                                  unseen_after=3), 1.0)
+    for step in range(1, 5):  # Gaussian 3 is never drawn (radius 0); pruned once 3 steps have not drawn it
+        info = _backward_with_grad(scene, optimizer, torch.zeros(4, 2))
+        report = control.step_post_backward(scene, optimizer, info, step=step)
+        assert report.get("pruned", 0) == (1 if step == 4 else 0)
+    assert len(scene) == 3 and scene.means.data[:, 0].tolist() == [0.0, 1.0, 2.0]
+    # growth keeps the record aligned: split children count as seen at the step they are made
+    info = _backward_with_grad(scene, optimizer, torch.tensor([[1e-5, 0.0], [1e-5, 0.0], [0.0, 0.0]]))
+    info["radii"] = torch.tensor([5, 5, 0])
+    assert control.step_post_backward(scene, optimizer, info, step=6) == {"duplicated": 1, "split": 1, "pruned": 0}
+    assert control.last_seen.tolist() == [6, 4, 6, 6, 6]  # 0, 2 (last drawn at step 4), copy of 0, children of 1
+
+
 def test_opacity_reset_and_large_gaussian_pruning():
     scene = _scene_for_control()
     scene.opacity_logits.data[2] = 3.0
@@ -265,6 +283,10 @@ def test_bad_options_raise_clear_errors(tiny_data, tmp_path):
         _train(tiny_data, tmp_path / "x", compact=True, color_lr_decay_at=(0.5, float("nan")))
     with pytest.raises(OmnifieldError, match="s3im-weight must be >= 0"):
         _train(tiny_data, tmp_path / "x", s3im_weight=-1.0)
+    with pytest.raises(OmnifieldError, match="--depth-weight must be a finite number"):
+        _train(tiny_data, tmp_path / "x", depth_weight=float("nan"))
+    with pytest.raises(OmnifieldError, match="--max-scale-ratio must be 0"):
+        _train(tiny_data, tmp_path / "x", max_scale_ratio=0.5)
 
 
 def test_point_cloud_readers(tmp_path):

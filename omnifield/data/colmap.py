@@ -10,7 +10,7 @@ Per-view ``near_far`` comes from the depths of the points that project into each
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -63,12 +63,24 @@ class ColmapCamera:
 
 @dataclass
 class ColmapModel:
-    """A sparse model: cameras by id; per image (name, camera id, world-to-camera ``[4, 4]``); points."""
+    """A sparse model: cameras by id; per image (name, camera id, world-to-camera ``[4, 4]``); points and
+    their tracks as (point row, image name) pairs: ``track_points [M]`` rows of ``xyz``, ``track_images [M]``
+    names of images."""
 
     cameras: dict[int, ColmapCamera]
     images: list[tuple[str, int, np.ndarray]]
     xyz: np.ndarray  # [P, 3]
     rgb: np.ndarray  # [P, 3] uint8
+    track_points: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # [M]
+    track_images: list[str] = field(default_factory=list)  # [M]
+
+    def tracks_in(self, names: list[str]) -> torch.Tensor:
+        """(point row, view) pairs ``[M', 2]`` of the tracks' observations in the images ``names`` (a view is
+        an index into ``names``); observations in other images are left out."""
+        view_of = {name: i for i, name in enumerate(names)}
+        views = np.array([view_of.get(name, -1) for name in self.track_images], dtype=np.int64)
+        keep = views >= 0
+        return torch.from_numpy(np.stack([self.track_points[keep], views[keep]], axis=-1).reshape(-1, 2))
 
 
 def qvec_to_rotation(q: np.ndarray) -> np.ndarray:
@@ -138,24 +150,28 @@ def _read_binary(folder: Path) -> ColmapModel:
         n_params = CAMERA_MODELS.get(model_id, ("", 0))[1]
         cameras[cam_id] = _camera(model_id, width, height, r.read(f"{n_params}d"), f"{r.path} camera {cam_id}")
     r = _Reader(folder / "images.bin")
-    images = []
+    images, names = [], {}
     for _ in range(r.read("Q")[0]):
         values = r.read("i4d3di")
         name = r.string()
         r.skip(r.read("Q")[0] * 24)  # 2D points: x, y (double), point3D id (int64)
         images.append((name, values[8], _w2c(values[1:5], values[5:8])))
+        names[values[0]] = name
     xyz, rgb = np.zeros((0, 3)), np.zeros((0, 3), np.uint8)
+    track_points, track_ids = [], []
     if (folder / "points3D.bin").is_file():
         r = _Reader(folder / "points3D.bin")
         rows = []
         for _ in range(r.read("Q")[0]):
             values = r.read("Q3d3BdQ")
-            r.skip(values[8] * 8)  # track: image id, point2D index (int32 each)
+            track = r.read(f"{2 * values[8]}i")  # track: image id, point2D index (int32 each)
+            track_ids.extend(track[::2])
+            track_points.extend([len(rows)] * values[8])
             rows.append(values[1:7])
         if rows:
             table = np.asarray(rows, dtype=np.float64)
             xyz, rgb = table[:, :3], table[:, 3:6].astype(np.uint8)
-    return ColmapModel(cameras, images, xyz, rgb)
+    return ColmapModel(cameras, images, xyz, rgb, *_tracks(track_points, track_ids, names))
 
 
 def _data_lines(path: Path) -> list[list[str]]:
@@ -175,17 +191,28 @@ def _read_text(folder: Path) -> ColmapModel:
         cameras[int(row[0])] = _camera(MODEL_IDS[row[1]], int(row[2]), int(row[3]), [float(v) for v in row[4:]],
                                        where)
     # images.txt alternates a 10-field pose line and a 2D-points line of (x, y, id) triples (maybe empty)
-    images = []
+    images, names = [], {}
     for row in _data_lines(folder / "images.txt"):
         if len(row) == 10:
             images.append((row[9], int(row[8]), _w2c([float(v) for v in row[1:5]], [float(v) for v in row[5:8]])))
+            names[int(row[0])] = row[9]
     xyz, rgb = np.zeros((0, 3)), np.zeros((0, 3), np.uint8)
+    track_points, track_ids = [], []
     if (folder / "points3D.txt").is_file():
         rows = _data_lines(folder / "points3D.txt")
         if rows:
             table = np.asarray([row[1:7] for row in rows], dtype=np.float64)
             xyz, rgb = table[:, :3], table[:, 3:6].astype(np.uint8)
-    return ColmapModel(cameras, images, xyz, rgb)
+        for i, row in enumerate(rows):  # ... ERROR, then (IMAGE_ID, POINT2D_IDX) pairs
+            track_ids.extend(int(v) for v in row[8::2])
+            track_points.extend([i] * len(row[8::2]))
+    return ColmapModel(cameras, images, xyz, rgb, *_tracks(track_points, track_ids, names))
+
+
+def _tracks(points: list[int], image_ids: list[int], names: dict[int, str]) -> tuple[np.ndarray, list[str]]:
+    """Track observations as (point row, image name); those naming an image the model lacks are dropped."""
+    kept = [(p, names[i]) for p, i in zip(points, image_ids) if i in names]
+    return np.array([p for p, _ in kept], dtype=np.int64), [n for _, n in kept]
 
 
 def read_colmap_model(folder: str | Path) -> ColmapModel:
@@ -265,6 +292,7 @@ def load_colmap(root: str | Path, split: str = "train", downscale: int = 1) -> S
     cameras.distortion = k[:, 4:] if bool((k[:, 4:] != 0).any()) else None
     cameras.fisheye = fisheye == {True}
     points = ScenePoints(torch.from_numpy(normalization.to_box(model.xyz)).float(),
-                         torch.from_numpy(model.rgb.astype(np.float32) / 255.0)) if len(model.xyz) else None
+                         torch.from_numpy(model.rgb.astype(np.float32) / 255.0),
+                         model.tracks_in([frames[i][0] for i in chosen])) if len(model.xyz) else None
     near_far = depth_bounds_from_points(cameras, points.xyz) if points is not None else None
     return Scene(pixels, cameras, names, normalization, points, near_far)

@@ -56,10 +56,13 @@ class Normalization:
 
 @dataclass
 class ScenePoints:
-    """Sparse 3D points of a capture in box coordinates: ``xyz [P, 3]``, ``rgb [P, 3]`` in [0, 1]."""
+    """Sparse 3D points of a capture in box coordinates: ``xyz [P, 3]``, ``rgb [P, 3]`` in [0, 1], and, where
+    known, their ``tracks [M, 2]``: (point, view) pairs saying which of the images they were found in sees
+    which point."""
 
     xyz: torch.Tensor
     rgb: torch.Tensor
+    tracks: torch.Tensor | None = None
 
 
 @dataclass

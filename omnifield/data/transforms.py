@@ -7,7 +7,9 @@ its unit cube; defaults 0.33 and 0.5 as there) define the normalisation into the
 ``ply_file_path`` (nerfstudio, ``omnifield process``: a point cloud relative to the json, in the frames'
 world) gives the sparse points, from their depths the per-view ``near_far``, and, without ``scale`` and
 ``offset``, the normalisation (their robust bounding box mapped onto ``[-1, 1]^3``, as the COLMAP reader
-does); with neither, world = box. ``aabb_scale`` is kept on the scene. Frames are sorted by file name and
+does); with neither, world = box. Where a COLMAP model lies beside the json (``sparse/0``, ``sparse`` or
+``colmap/sparse/0``: the folders of ``omnifield process`` and ``ns-process-data``) and its points are the
+ply's, row for row, the points get its tracks. ``aabb_scale`` is kept on the scene. Frames are sorted by file name and
 every 8th one is held out for ``test``/``val``.
 """
 
@@ -106,7 +108,7 @@ def load_transforms(path: str | Path, split: str = "train", downscale: int = 1) 
     chosen = split_indices(len(frames), split, str(path))
     if len(chosen) == 0:
         raise OmnifieldError(f"{path}: split {split!r} is empty ({len(frames)} frames)")
-    images, poses, intrinsics, names, models = [], [], [], [], set()
+    images, poses, intrinsics, names, file_names, models = [], [], [], [], [], set()
     for i in chosen:
         frame, where = frames[i], f"{path} frames[{i}]"
         if not isinstance(frame, dict) or "file_path" not in frame or "transform_matrix" not in frame:
@@ -124,6 +126,7 @@ def load_transforms(path: str | Path, split: str = "train", downscale: int = 1) 
         intrinsics.append(_intrinsics(params, img.shape[:2], where))
         models.add(str(params.get("camera_model", "OPENCV")).upper())
         names.append(image_path.stem)
+        file_names.append(image_path.name)
     if len(models) > 1:
         raise OmnifieldError(f"{path}: frames mix camera models {sorted(models)}")
     if any(img.shape[-1] == 4 for img in images):  # frames without a mask or alpha are fully opaque
@@ -136,7 +139,8 @@ def load_transforms(path: str | Path, split: str = "train", downscale: int = 1) 
     pixels, cameras = downscale_images(torch.from_numpy(np.stack(images)), cameras, downscale)
     cameras.distortion, cameras.fisheye = distortion, models == {"OPENCV_FISHEYE"}
     points = None if world_points is None else ScenePoints(
-        torch.from_numpy(normalization.to_box(world_points.xyz.double().numpy())).float(), world_points.rgb)
+        torch.from_numpy(normalization.to_box(world_points.xyz.double().numpy())).float(), world_points.rgb,
+        _tracks_beside(path.parent, world_points.xyz.double().numpy(), file_names))
     near_far = depth_bounds_from_points(cameras, points.xyz) if points is not None else None
     return Scene(pixels, cameras, names, normalization, points, near_far, _aabb_scale(meta, path))
 
@@ -148,6 +152,29 @@ def transforms_points(path: Path, meta: dict) -> ScenePoints | None:
         return None
     xyz, rgb = read_point_cloud(_resolve_frame(path.parent, str(meta["ply_file_path"]), f"{path} ply_file_path"))
     return ScenePoints(xyz, rgb if rgb is not None else torch.full_like(xyz, 0.5))
+
+
+def _tracks_beside(root: Path, xyz: np.ndarray, names: list[str]) -> torch.Tensor | None:
+    """(point, view) pairs ``[M, 2]`` for the points ``xyz [P, 3]`` (world units) in the frames ``names``, from a
+    COLMAP model beside the json whose points are these, row for row (same number; same shape up to a
+    similarity, checked by the distances from the centroid); None when there is none or it does not fit."""
+    from omnifield.data.colmap import read_colmap_model
+
+    for folder in (root / "sparse" / "0", root / "sparse", root / "colmap" / "sparse" / "0"):
+        if not any((folder / f"cameras{ext}").is_file() for ext in (".bin", ".txt")):
+            continue
+        try:
+            model = read_colmap_model(folder)
+        except OmnifieldError:
+            return None
+        if len(model.xyz) != len(xyz) or len(xyz) < 4:
+            return None
+        ours, theirs = (np.linalg.norm(q - q.mean(0), axis=-1) for q in (xyz, model.xyz))
+        scale = ours.sum() / max(theirs.sum(), 1e-12)
+        if not np.allclose(ours, scale * theirs, rtol=1e-3, atol=1e-4 * ours.max()):
+            return None
+        return model.tracks_in(names)
+    return None
 
 
 def _aabb_scale(meta: dict, path: Path) -> float | None:

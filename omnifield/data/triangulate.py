@@ -18,6 +18,7 @@ import torch
 
 from omnifield.data.images import to_uint8
 from omnifield.data.pycolmap_settings import sift_first_octave, silence_colmap_logging
+from omnifield.data.scene import ScenePoints
 from omnifield.errors import OmnifieldError
 from omnifield.renderers.cameras import Cameras
 
@@ -57,11 +58,12 @@ def _posed_model(database: Path, names: list[str], cameras: Cameras):
     return model
 
 
-def triangulate_views(images: torch.Tensor, cameras: Cameras, min_track: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+def triangulate_views(images: torch.Tensor, cameras: Cameras, min_track: int = 3) -> ScenePoints:
     """Points seen by the posed ``images [V, H, W, C]`` (values in [0, 1]) through ``cameras``.
 
-    Returns ``xyz [P, 3]`` in the cameras' coordinates and ``rgb [P, 3]`` in [0, 1]; only points seen in at
-    least ``min_track`` images are kept. Raises :class:`OmnifieldError` when too few points are found.
+    Returns the points in the cameras' coordinates with their colours in [0, 1] and their ``tracks`` (which
+    view sees which point); only points seen in at least ``min_track`` images are kept. Raises
+    :class:`OmnifieldError` when too few points are found.
     """
     import pycolmap
 
@@ -91,4 +93,7 @@ def triangulate_views(images: torch.Tensor, cameras: Cameras, min_track: int = 3
                              "(too little texture or overlap, or poses that do not fit the photos)")
     xyz = torch.tensor(np.stack([p.xyz for p in points]), dtype=torch.float32)
     rgb = torch.tensor(np.stack([p.color for p in points]), dtype=torch.float32) / 255.0
-    return xyz, rgb
+    tracks = sorted({(i, int(e.image_id)) for i, p in enumerate(points) for e in p.track.elements})
+    view_of_image = {image.image_id: names.index(image.name) for image in model.images.values()}
+    pairs = torch.tensor([(i, view_of_image[image_id]) for i, image_id in tracks], dtype=torch.long)
+    return ScenePoints(xyz, rgb, pairs)

@@ -54,6 +54,15 @@ def add_splat_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
     g.add_argument("--reset-every", type=int, default=DEFAULTS.reset_every, help="opacity reset period in steps")
     g.add_argument("--refine-start", type=int, default=DEFAULTS.refine_start,
                    help="first step of density control (or --densify-from, whichever comes first)")
+    g.add_argument("--depth-weight", type=float, default=DEFAULTS.depth_weight,
+                   help="weight of the sparse depth loss: L1 in disparity between the rendered depth and the depths "
+                        "of points triangulated from the training photos, where their tracks see them (gsplat's "
+                        "depth_loss); default: 0.01 for photos without alpha, 0 for images with alpha")
+    g.add_argument("--max-scale-ratio", type=float, default=DEFAULTS.max_scale_ratio,
+                   help="penalise Gaussians longer than this many times their thinnest axis (PhysGaussian's "
+                        "regulariser, splatfacto's use_scale_regularization with max_gauss_ratio 10): fewer "
+                        "spikes in views between the photos; 0 = off; default: 10 for 360-degree photo captures, "
+                        "off for forward-facing ones (thin structures need thin Gaussians) and objects with alpha")
     g.add_argument("--eval-views", type=int, default=DEFAULTS.eval_views,
                    help="evaluate on the first N test views (0 = all)")
     g.add_argument("--compact", action="store_true", help="Compact-3DGS: masks, hash-grid colour, RVQ, compressed file")
@@ -98,6 +107,7 @@ def splat_configs(args: argparse.Namespace) -> tuple[SplatTrainConfig, LoopConfi
             reset_every=args.reset_every, refine_start=args.refine_start, compact=args.compact,
             rvq_from=args.rvq_from, mask_lambda=args.mask_lambda, mask_lr=args.mask_lr, color_lr=args.color_lr,
             color_lr_decay_at=tuple(args.color_lr_decay_at), s3im_weight=args.s3im_weight,
+            depth_weight=args.depth_weight, max_scale_ratio=args.max_scale_ratio,
             downscale=args.downscale, seed=args.seed, evaluate=not args.no_eval, eval_views=args.eval_views)
         stored_loop = LoopConfig()  # log_every 100 = the density-control period, so its reports reach the log
     loop = loop_config(args, log_every=stored_loop.log_every, checkpoint_every_s=stored_loop.checkpoint_every_s)

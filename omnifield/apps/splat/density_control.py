@@ -8,7 +8,10 @@ visible Gaussian is accumulated, with gsplat's normalisation ``grad * (W/2, H/2)
   (``max scale <= grow_scale3d * scene_scale``) and *split* in two otherwise (children sampled from
   the parent's Gaussian, scales / 1.6);
 - prune: opacity ``< prune_opa``, and after the first opacity reset also world scale
-  ``> prune_scale3d * scene_scale``;
+  ``> prune_scale3d * scene_scale``; with ``unseen_after = V`` (not in gsplat; the trainer sets it to its
+  number of views, which it cycles through) also every Gaussian that no training view drew in the last ``V``
+  steps: it gets no gradient, and only shows, as a floater no photo corrects, in views between the photos
+  (one such Gaussian, beside a training camera, cost a held-out view of a 25-photo capture 7 dB);
 - every ``reset_every`` steps opacities are clamped to ``2 * prune_opa``.
 
 After ``refine_stop_iter``, scenes with volume masks (Compact-3DGS) still drop their masked
@@ -45,6 +48,7 @@ class DensityControlConfig:
     refine_every: int = 100
     max_gaussians: int = 0
     mask_prune_every: int = 1000
+    unseen_after: int = 0
 
 
 def replace_gaussians(scene: nn.Module, optimizer: torch.optim.Optimizer, select: torch.Tensor | None,
@@ -82,6 +86,7 @@ class DensityControl:
         self.scene_scale = scene_scale
         self.grad2d: torch.Tensor | None = None
         self.count: torch.Tensor | None = None
+        self.last_seen: torch.Tensor | None = None  # [N] the last step at which a training view drew each Gaussian
 
     def step_post_backward(self, scene, optimizer: torch.optim.Optimizer, info: dict, step: int) -> dict[str, int]:
         """Call after ``loss.backward()`` with the renderer's output ``info`` (means2d, radii, width, height)."""
@@ -91,12 +96,13 @@ class DensityControl:
                 masked = scene.prune_mask()
                 if bool(masked.any()):
                     replace_gaussians(scene, optimizer, ~masked, None)
+                    self.last_seen = None  # only density control reads it
                 return {"pruned": int(masked.sum())}
             return {}
-        self._accumulate(info, len(scene))
+        self._accumulate(info, len(scene), step)
         report: dict[str, int] = {}
         if step > cfg.refine_start_iter and step % cfg.refine_every == 0:
-            report.update(self._grow(scene, optimizer))
+            report.update(self._grow(scene, optimizer, step))
             report["pruned"] = self._prune(scene, optimizer, step)
             self.grad2d = self.count = None
         if step % cfg.reset_every == 0 and step > 0:
@@ -104,7 +110,10 @@ class DensityControl:
             report["opacity_reset"] = 1
         return report
 
-    def _accumulate(self, info: dict, n: int) -> None:
+    def _accumulate(self, info: dict, n: int, step: int) -> None:
+        if self.last_seen is None or len(self.last_seen) != n:
+            self.last_seen = torch.full((n,), step, dtype=torch.long, device=info["radii"].device)
+        self.last_seen = torch.where(info["radii"].reshape(n) > 0, step, self.last_seen)
         grad = info["means2d"].grad
         if grad is None:
             return
@@ -117,7 +126,7 @@ class DensityControl:
         self.grad2d += scaled.norm(dim=-1) * visible
         self.count += visible
 
-    def _grow(self, scene, optimizer) -> dict[str, int]:
+    def _grow(self, scene, optimizer, step: int) -> dict[str, int]:
         if self.grad2d is None:
             return {"duplicated": 0, "split": 0}
         cfg = self.cfg
@@ -137,6 +146,9 @@ class DensityControl:
             split = torch.cat([split, torch.zeros(n_dupli, dtype=torch.bool, device=split.device)])
         if n_split:
             replace_gaussians(scene, optimizer, ~split, self._split_children(scene, split))
+        if self.last_seen is not None and (n_dupli or n_split):  # split children count as seen now
+            kept = torch.cat([self.last_seen, self.last_seen[dupli]])[~split]
+            self.last_seen = torch.cat([kept, kept.new_full((len(scene) - len(kept),), step)])
         return {"duplicated": n_dupli, "split": n_split}
 
     @staticmethod
@@ -160,9 +172,12 @@ class DensityControl:
             prune |= scene.log_scales.data.exp().max(dim=-1).values > cfg.prune_scale3d * self.scene_scale
         if hasattr(scene, "prune_mask"):
             prune |= scene.prune_mask()
+        if cfg.unseen_after > 0 and self.last_seen is not None:
+            prune |= step - self.last_seen >= cfg.unseen_after
         n = int(prune.sum())
         if n:
             replace_gaussians(scene, optimizer, ~prune, None)
+            self.last_seen = None if self.last_seen is None else self.last_seen[~prune]
         return n
 
     def _reset_opacity(self, scene, optimizer) -> None:

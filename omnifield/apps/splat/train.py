@@ -40,6 +40,7 @@ from omnifield.apps.splat.config import (
     LEARNING_RATES,
     SplatTrainConfig,
     resolve_densify_from,
+    resolve_photo_regularisers,
 )
 from omnifield.apps.splat.density_control import DensityControl, DensityControlConfig
 from omnifield.apps.splat.init import points_from_density, points_from_views, random_points
@@ -47,7 +48,8 @@ from omnifield.backend import missing_cuda_library_note, resolve_device
 from omnifield.config import config_to_dict
 from omnifield.data.blender import PosedImages
 from omnifield.data.images import composite_on, to_uint8
-from omnifield.data.scene import Scene, load_scene
+from omnifield.data.scene import Scene, ScenePoints, load_scene
+from omnifield.data.sparse_depth import SparseDepth
 from omnifield.data.triangulate import triangulate_views
 from omnifield.engine import Engine, LoopConfig
 from omnifield.errors import OmnifieldError
@@ -59,8 +61,11 @@ from omnifield.io.points import read_point_cloud
 from omnifield.io.splat_ofz import save_compressed
 from omnifield.io.splat_ply import save_splat_ply
 from omnifield.io.splat_run import CHECKPOINT, save_splat_run, scene_from_checkpoint
+from omnifield.losses.depth import sparse_depth_loss
 from omnifield.losses.photometric import photometric_loss, s3im_on_pixels
+from omnifield.losses.splat_shape import SCALE_RATIO_EVERY, SCALE_RATIO_WEIGHT, scale_ratio_loss
 from omnifield.metrics import psnr, psnr_from_mse, ssim
+from omnifield.renderers.space import detect_scene_type
 from omnifield.renderers.splat import SplatRenderer
 
 Watch = Callable[[GaussianScene, Engine], ContextManager]  # something to run beside training: the live viewer
@@ -97,13 +102,18 @@ def resolve_init(init: str, data: Scene) -> str:
     return init
 
 
-def initial_points(init: str, cfg: SplatTrainConfig, generator: torch.Generator,
-                   data: Scene) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Points ``[P, 3]`` (box units) and colours ``[P, 3]`` (or None) of ``init`` (a resolved choice) for ``data``."""
+def initial_points(init: str, cfg: SplatTrainConfig, generator: torch.Generator, data: Scene) -> ScenePoints:
+    """The starting points of ``init`` (a resolved choice) for ``data``, in box units (tracks when triangulated)."""
     if init == "scene":
-        return data.points.xyz, data.points.rgb
+        return data.points
     if init == "triangulate":
         return triangulate_views(data.images, data.cameras)
+    return ScenePoints(*_other_points(init, cfg, generator, data))
+
+
+def _other_points(init: str, cfg: SplatTrainConfig, generator: torch.Generator,
+                  data: Scene) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points ``[P, 3]`` (box units) and colours ``[P, 3]`` of the choices that find no tracks."""
     if init == "views":
         return points_from_views(data.images, data.cameras, data.near_far, cfg.n_init, generator)
     if init == "points":
@@ -123,21 +133,41 @@ def initial_points(init: str, cfg: SplatTrainConfig, generator: torch.Generator,
     return random_points(cfg.n_init, torch.tensor(cfg.aabb, dtype=torch.float32), generator)
 
 
-def initial_scene(cfg: SplatTrainConfig, generator: torch.Generator, data: Scene) -> tuple[GaussianScene, str]:
-    """The starting Gaussians for ``data`` and the initialisation used (``cfg.init`` resolved by :func:`resolve_init`).
+def initial_scene(cfg: SplatTrainConfig, generator: torch.Generator,
+                  data: Scene) -> tuple[GaussianScene, str, ScenePoints]:
+    """The starting Gaussians for ``data``, the initialisation used (``cfg.init`` resolved by :func:`resolve_init`)
+    and the points they were made from.
 
     Under ``--init auto``, a capture where too few points can be triangulated falls back to points on the
     training rays (``views``, with depth bounds) or random points, saying so; ``--init triangulate`` fails."""
     init = resolve_init(cfg.init, data)
     try:
-        pts, colors = initial_points(init, cfg, generator, data)
+        points = initial_points(init, cfg, generator, data)
     except OmnifieldError as exc:
         if not (init == "triangulate" and cfg.init == "auto"):
             raise
         init = "views" if data.near_far is not None else "random"
         print(f"note: {exc}; starting from {init} points instead")
-        pts, colors = initial_points(init, cfg, generator, data)
-    return GaussianScene.from_points(pts, colors, sh_degree=cfg.sh_degree), init
+        points = initial_points(init, cfg, generator, data)
+    return GaussianScene.from_points(points.xyz, points.rgb, sh_degree=cfg.sh_degree), init, points
+
+
+def sparse_depth_of(data: Scene, start: ScenePoints, init_tried_triangulation: bool,
+                    required: bool) -> SparseDepth | None:
+    """Depth samples of the training views for the sparse depth loss: the tracks of the starting points when
+    they were triangulated, else points triangulated from the training photos for the purpose (unless the
+    initialisation tried already). Where too few points are found: an error when ``required`` (an explicit
+    ``--depth-weight``), else a note and None."""
+    try:
+        if start.tracks is None and init_tried_triangulation:
+            raise OmnifieldError("the training photos gave too few triangulated points")
+        points = start if start.tracks is not None else triangulate_views(data.images, data.cameras)
+    except OmnifieldError as exc:
+        if required:
+            raise OmnifieldError(f"--depth-weight: {exc}") from None
+        print(f"note: {exc}; training without the sparse depth loss")
+        return None
+    return SparseDepth.from_tracks(points, data.cameras)
 
 
 def make_optimizer(scene: GaussianScene, scene_scale: float, mask_lr: float = LEARNING_RATES["mask_logits"],
@@ -175,12 +205,14 @@ class SplatTask:
     in a random order drawn once from ``generator`` (then cycled). The engine back-propagates the loss;
     :meth:`after_backward` runs density control between the backward pass and Adam's step, since it reads the
     screen-space gradients and resizes the parameters and their moments. Checkpoints are the run's
-    ``checkpoint.safetensors`` in ``out_dir`` with ``record`` as its settings.
+    ``checkpoint.safetensors`` in ``out_dir`` with ``record`` as its settings. With ``sparse_depth`` (the
+    training views' sparse depth samples) the loss adds ``cfg.depth_weight`` x :func:`sparse_depth_loss`.
     """
 
     def __init__(self, scene: GaussianScene, data: Scene, cfg: SplatTrainConfig, generator: torch.Generator,
-                 out_dir: Path, record: dict[str, Any], log_every: int = 100):
+                 out_dir: Path, record: dict[str, Any], log_every: int = 100, sparse_depth: SparseDepth | None = None):
         self.scene, self.cfg, self.generator = scene, cfg, generator
+        self.sparse_depth = None if sparse_depth is None else sparse_depth.to(scene.means.device)
         self.out_dir, self.record, self.log_every = out_dir, record, log_every
         device = scene.means.device
         self.random_background = data.images.shape[-1] != 4
@@ -190,7 +222,8 @@ class SplatTask:
         self.scale = scene_scale_of(data.cameras)
         self.optimizer = make_optimizer(scene, self.scale, cfg.mask_lr, cfg.color_lr)
         control_cfg = DensityControlConfig(refine_start_iter=cfg.refine_start, refine_every=cfg.refine_every,
-                                           reset_every=cfg.reset_every, max_gaussians=cfg.max_gaussians)
+                                           reset_every=cfg.reset_every, max_gaussians=cfg.max_gaussians,
+                                           unseen_after=len(self.images))  # the views are cycled
         self.control = DensityControl(control_cfg, self.scale)
         self.renderer = SplatRenderer(background=tuple(background.tolist()))
         self.order = torch.randperm(len(self.images), generator=generator)  # [V] views, cycled
@@ -214,7 +247,7 @@ class SplatTask:
             elif group["name"] == "color_field":
                 group["lr"] = group["base_lr"] * color_field_lr_factor(step, progress, cfg.color_lr_decay_at)
         view = int(self.order[step % len(self.order)])
-        out = self.renderer.render_camera(scene, self.cameras, view)
+        out = self.renderer.render_camera(scene, self.cameras, view, depth=self.sparse_depth is not None)
         if self.random_background:  # rendered on black: add a random colour where the Gaussians leave light through
             bg = torch.rand(3, generator=self.generator).to(out["rgb"].device)
             out["rgb"] = out["rgb"] + (1.0 - out["alpha"][..., None]) * bg
@@ -224,6 +257,10 @@ class SplatTask:
             loss = loss + cfg.s3im_weight * s3im_on_pixels(out["rgb"], target, self.generator)
         if isinstance(scene, CompactGaussianScene):
             loss = loss + scene.mask_loss()
+        if cfg.max_scale_ratio > 0 and step % SCALE_RATIO_EVERY == 0:
+            loss = loss + SCALE_RATIO_WEIGHT * scale_ratio_loss(scene.log_scales, cfg.max_scale_ratio)
+        if self.sparse_depth is not None:
+            loss = loss + cfg.depth_weight * sparse_depth_loss(out["depth"], *self.sparse_depth.view(view), self.scale)
         self._info = {**out, "width": self.cameras.width, "height": self.cameras.height}
         stats = {"loss": float(loss.detach()), "n_gaussians": len(scene)}
         if step % self.log_every == 0 or step == 1:  # only the engine's log lines show it
@@ -241,8 +278,12 @@ class SplatTask:
         """Generator, view order, density-control accumulators and schedule (the engine adds the step, the
         torch RNG and Adam's moments; the Gaussians are written beside them by :meth:`write_checkpoint`)."""
         tensors = {"train/generator": self.generator.get_state(), "train/order": self.order}
+        if self.sparse_depth is not None:
+            tensors.update(self.sparse_depth.tensors("train/depth_"))
         if self.control.grad2d is not None:
             tensors.update({"train/grad2d": self.control.grad2d, "train/count": self.control.count})
+        if self.control.last_seen is not None:
+            tensors["train/last_seen"] = self.control.last_seen
         if self.scene.means.is_cuda:  # splitting draws on the device
             tensors["rng/cuda"] = torch.cuda.get_rng_state(self.scene.means.device)
         return tensors, {"refine_start_iter": self.control.cfg.refine_start_iter,
@@ -252,12 +293,16 @@ class SplatTask:
         """Continue from :meth:`state` (the scene itself is re-opened from the same checkpoint beforehand)."""
         try:
             self.order = restored_view_order(tensors, self.generator, len(self.images), "the data have")
+            if self.cfg.depth_weight > 0:
+                self.sparse_depth = SparseDepth.from_tensors(tensors, "train/depth_").to(self.scene.means.device)
             self.control.cfg.refine_start_iter = int(meta.get("refine_start_iter", self.cfg.refine_start))
             self.control.cfg.refine_stop_iter = int(meta["refine_stop_iter"])
             device = self.scene.means.device
             if "train/grad2d" in tensors:
                 self.control.grad2d = tensors["train/grad2d"].to(device)
                 self.control.count = tensors["train/count"].to(device)
+            if "train/last_seen" in tensors:
+                self.control.last_seen = tensors["train/last_seen"].to(device)
             if "rng/cuda" in tensors and self.scene.means.is_cuda:
                 torch.cuda.set_rng_state(tensors["rng/cuda"], device)
         except (KeyError, ValueError, RuntimeError) as exc:
@@ -288,6 +333,7 @@ def train_splat(data_dir: Path, out_dir: Path, cfg: SplatTrainConfig, loop: Loop
     checkpoint = out_dir / CHECKPOINT
     train = load_scene(data_dir, "train", cfg.downscale)
     init_seconds = None  # the initial Gaussians' cost, outside the training budget (triangulation takes seconds)
+    sparse_depth = None  # depth samples of the sparse depth loss (a resumed run reads its own from the checkpoint)
     if resume:
         tensors, meta = load_checkpoint(checkpoint)
         scene = scene_from_checkpoint(tensors, meta, checkpoint)
@@ -300,19 +346,28 @@ def train_splat(data_dir: Path, out_dir: Path, cfg: SplatTrainConfig, loop: Loop
         generator = torch.Generator()  # its state comes from the checkpoint
         if cfg.densify_from is None:  # a run recorded before --densify-from: density control from --refine-start
             cfg = replace(cfg, densify_from=1.0)
+        # recorded before --depth-weight / --max-scale-ratio: neither
+        cfg = replace(cfg, depth_weight=cfg.depth_weight or 0.0, max_scale_ratio=cfg.max_scale_ratio or 0.0)
     else:
         torch.manual_seed(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
         t0 = time.perf_counter()
-        scene, init = initial_scene(cfg, generator, train)
+        scene, init, start = initial_scene(cfg, generator, train)
+        scene_type = detect_scene_type(train.cameras.c2w, has_alpha=train.images.shape[-1] == 4)
+        depth_weight, max_scale_ratio = resolve_photo_regularisers(cfg.depth_weight, cfg.max_scale_ratio, scene_type)
+        if depth_weight > 0:
+            sparse_depth = sparse_depth_of(train, start, resolve_init(cfg.init, train) == "triangulate",
+                                           required=cfg.depth_weight is not None)
+            depth_weight = depth_weight if sparse_depth is not None else 0.0
         init_seconds = round(time.perf_counter() - t0, 1)
-        cfg = replace(cfg, init=init, densify_from=resolve_densify_from(cfg.densify_from, len(scene), cfg.n_init))
+        cfg = replace(cfg, init=init, densify_from=resolve_densify_from(cfg.densify_from, len(scene), cfg.n_init),
+                      depth_weight=depth_weight, max_scale_ratio=max_scale_ratio)
         if cfg.compact:
             scene = CompactGaussianScene.from_scene(scene, torch.tensor(cfg.aabb),
                                                     CompactConfig(mask_lambda=cfg.mask_lambda))
     record = {"method": "splat", "data": str(data_dir), "options": config_to_dict(cfg), "loop": config_to_dict(loop),
               "train_views": train.names}
-    task = SplatTask(scene.to(device), train, cfg, generator, out_dir, record, loop.log_every)
+    task = SplatTask(scene.to(device), train, cfg, generator, out_dir, record, loop.log_every, sparse_depth)
     engine = Engine(task, loop, log_path=out_dir / "log.jsonl", description="splat",
                     postfix=("loss", "psnr", "n_gaussians"), where=str(out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -323,10 +378,12 @@ def train_splat(data_dir: Path, out_dir: Path, cfg: SplatTrainConfig, loop: Loop
     else:
         write_text_atomic(out_dir / "log.jsonl", "")
         on_device = f", on {device}" if device.type != "cpu" else ""
+        depth_note = "" if sparse_depth is None else (f", depth loss x{cfg.depth_weight:g} on {len(sparse_depth)} "
+                                                      "sparse depths")
         print(f"training splat{' (compact)' if cfg.compact else ''} from {len(scene)} Gaussians "
               f"({cfg.init} init in {init_seconds:.0f} s, scene scale {task.scale:.3g}) on {data_dir} ({len(train.images)} views, "
               f"{task.cameras.width}x{task.cameras.height}{on_device}, "
-              f"{'random' if task.random_background else 'white'} background) -> {out_dir}")
+              f"{'random' if task.random_background else 'white'} background{depth_note}) -> {out_dir}")
     note = missing_cuda_library_note(device, "gsplat", "rasterization")
     if note:
         print(note)

@@ -28,19 +28,26 @@ class SplatRenderer:
     near: float = 0.01
     eps2d: float = 0.3
 
-    def render(self, scene, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int) -> dict:
+    def render(self, scene, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
+               depth: bool = False) -> dict:
         """One view: ``viewmat [4, 4]`` (OpenCV world-to-camera), ``K [3, 3]``.
 
         Returns ``rgb [H, W, 3]``, ``alpha [H, W]``, ``means2d [N, 2]`` (``[1, N, 2]`` from gsplat; it retains
-        its grad) and ``radii [N]``.
+        its grad) and ``radii [N]``; with ``depth``, also ``depth [H, W]``: the expected z-depth of what is drawn
+        (``sum w_i z_i / alpha``, gsplat's "ED"; 0 where nothing is), differentiable in the means.
         """
         means = scene.means
         origin = -viewmat[:3, :3].T @ viewmat[:3, 3]
         scales, quats, opacities = scene.scales(), scene.rotations(), scene.opacities()
         bg = _background(self.background, means.device, means.dtype)
+        if depth:  # the z-depth rides along as one more colour channel, blended over a background of 0
+            bg = torch.cat([bg, bg.new_zeros(1)])
         if use_cuda_library(means, "gsplat"):
+            colors = scene.colors(origin)
+            if depth:
+                colors = torch.cat([colors, (means @ viewmat[2, :3] + viewmat[2, 3])[:, None]], dim=-1)
             out = render_with_gsplat(
-                means, quats, scales, opacities, scene.colors(origin), viewmat, K, width, height, bg,
+                means, quats, scales, opacities, colors, viewmat, K, width, height, bg,
                 self.tile_size, self.near, self.eps2d,
             )  # fmt: skip
         else:
@@ -48,16 +55,22 @@ class SplatRenderer:
                 means, scales, quats, viewmat, K, width, height, near=self.near, eps2d=self.eps2d, opacities=opacities
             )
             colors = scene.colors(origin, visible=radii > 0)  # only what this view draws
+            if depth:
+                colors = torch.cat([colors, depths[:, None]], dim=-1)
             rgb, alpha = rasterize_to_pixels(
                 means2d, conics, colors, opacities, depths, radii, width, height, self.tile_size, bg
             )
             out = {"rgb": rgb, "alpha": alpha, "means2d": means2d, "radii": radii}
+        if depth:
+            out["depth"] = out["rgb"][..., 3] / out["alpha"].clamp_min(1e-6)
+            out["rgb"] = out["rgb"][..., :3]
         if out["means2d"].requires_grad:
             out["means2d"].retain_grad()
         return out
 
-    def render_camera(self, scene, cameras: Cameras, index: int) -> dict:
-        """Render view ``index`` of ``cameras`` (OpenGL camera-to-world, as loaded from Blender/COLMAP).
+    def render_camera(self, scene, cameras: Cameras, index: int, depth: bool = False) -> dict:
+        """Render view ``index`` of ``cameras`` (OpenGL camera-to-world, as loaded from Blender/COLMAP); ``depth``
+        as in :meth:`render`.
 
         Cameras kept on the scene's device render without copies between host and device.
         """
@@ -66,7 +79,7 @@ class SplatRenderer:
         fx, fy, cx, cy = (t[index].to(device) for t in (cameras.fx, cameras.fy, cameras.cx, cameras.cy))
         zero, one = torch.zeros_like(fx), torch.ones_like(fx)
         K = torch.stack([fx, zero, cx, zero, fy, cy, zero, zero, one]).reshape(3, 3)
-        return self.render(scene, viewmat, K, cameras.width, cameras.height)
+        return self.render(scene, viewmat, K, cameras.width, cameras.height, depth)
 
 
 @lru_cache(maxsize=16)

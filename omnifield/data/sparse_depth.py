@@ -1,0 +1,69 @@
+"""Depths of sparse structure-from-motion points where the views that found them see them.
+
+A point triangulated from several photos is a measurement of the surface along each of its tracks' rays:
+its depth in view ``v`` is what a renderer should see at its pixel there. Depth-supervised NeRF (Deng et
+al. 2022) and gsplat's ``depth_loss`` train on exactly these depths; :func:`omnifield.losses.depth.sparse_depth_loss`
+is the loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from omnifield.data.scene import ScenePoints
+from omnifield.errors import OmnifieldError
+from omnifield.renderers.cameras import Cameras
+
+
+@dataclass
+class SparseDepth:
+    """Per-view depth samples, packed: view ``v`` owns rows ``offsets[v]:offsets[v + 1]`` of ``uv [M, 2]``
+    (pixel coordinates, x right, y down, ``0.5`` = centre of the first pixel) and ``depth [M]`` (z-depth
+    along the camera's optical axis, in the cameras' units). ``offsets`` is ``[V + 1]``."""
+
+    offsets: torch.Tensor
+    uv: torch.Tensor
+    depth: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.depth)
+
+    def view(self, v: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``uv [m, 2]`` and ``depth [m]`` of view ``v``."""
+        start, stop = int(self.offsets[v]), int(self.offsets[v + 1])
+        return self.uv[start:stop], self.depth[start:stop]
+
+    def to(self, device: torch.device | str) -> "SparseDepth":
+        return SparseDepth(self.offsets, self.uv.to(device), self.depth.to(device))
+
+    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The samples as named tensors (for a checkpoint); :meth:`from_tensors` reads them back."""
+        return {f"{prefix}offsets": self.offsets, f"{prefix}uv": self.uv.cpu(), f"{prefix}depth": self.depth.cpu()}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str) -> "SparseDepth":
+        return cls(tensors[f"{prefix}offsets"].long(), tensors[f"{prefix}uv"], tensors[f"{prefix}depth"])
+
+    @classmethod
+    def from_tracks(cls, points: ScenePoints, cameras: Cameras) -> "SparseDepth":
+        """Project each point of ``points`` (with ``tracks``, view indices into ``cameras``) into the views
+        that saw it; observations behind a camera or outside its image are dropped."""
+        if points.tracks is None:
+            raise OmnifieldError("sparse depths need points with tracks (which view saw which point)")
+        point, view = points.tracks[:, 0].long(), points.tracks[:, 1].long()
+        if len(view) and (int(view.max()) >= len(cameras) or int(view.min()) < 0):
+            raise OmnifieldError(f"point tracks name view {int(view.max())}, but there are {len(cameras)} views")
+        c2w = cameras.c2w.double()[view]  # [M, 4, 4], OpenGL camera axes
+        local = torch.einsum("mji,mj->mi", c2w[:, :3, :3], points.xyz.double()[point] - c2w[:, :3, 3])
+        depth = -local[:, 2]
+        safe = depth.clamp_min(1e-12)
+        u = cameras.cx.double()[view] + cameras.fx.double()[view] * local[:, 0] / safe
+        v = cameras.cy.double()[view] - cameras.fy.double()[view] * local[:, 1] / safe
+        seen = (depth > 1e-9) & (u >= 0) & (u < cameras.width) & (v >= 0) & (v < cameras.height)
+        view, order = view[seen], torch.argsort(view[seen], stable=True)
+        offsets = torch.zeros(len(cameras) + 1, dtype=torch.long)
+        offsets[1:] = torch.cumsum(torch.bincount(view, minlength=len(cameras)), 0)
+        uv = torch.stack([u, v], dim=-1)[seen][order].float()
+        return cls(offsets, uv, depth[seen][order].float())
