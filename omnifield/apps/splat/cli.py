@@ -56,8 +56,9 @@ def add_splat_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
                    help="first step of density control (or --densify-from, whichever comes first)")
     g.add_argument("--depth-weight", type=float, default=DEFAULTS.depth_weight,
                    help="weight of the sparse depth loss: L1 in disparity between the rendered depth and the depths "
-                        "of points triangulated from the training photos, where their tracks see them (gsplat's "
-                        "depth_loss); default: 0.01 for photos without alpha, 0 for images with alpha")
+                        "of the capture's structure-from-motion points (else points triangulated from the training "
+                        "photos) in the views whose tracks hold them (gsplat's depth_loss); default: 0.01 for photos "
+                        "without alpha, 0 for images with alpha")
     g.add_argument("--max-scale-ratio", type=float, default=DEFAULTS.max_scale_ratio,
                    help="penalise Gaussians longer than this many times their thinnest axis (PhysGaussian's "
                         "regulariser, splatfacto's use_scale_regularization with max_gauss_ratio 10): fewer "

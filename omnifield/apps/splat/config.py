@@ -43,7 +43,7 @@ def resolve_photo_regularisers(depth_weight: float | None, max_scale_ratio: floa
 
     - depth: gsplat's 0.01 for photos (real captures, whose views leave the geometry loose between them), 0
       for objects with alpha (their masks pin it down). 10-minute runs: kitchen25 (unbounded) 19.15 dB with it,
-      16.35 without; fern (forward) 25.31 and 25.19 with it, 25.32 and 25.27 without.
+      16.35 without; fern (forward) 25.19, 25.22 and 25.31 with it, 25.32 and 25.27 without.
     - ratio: splatfacto's 10 for 360° captures, whose held-out views see a spike from the side, off for
       forward-facing ones (all views look along it; thin fronds need thin Gaussians) and objects. Kitchen25
       (unbounded, 10 minutes): 18.31 -> 19.22 dB (the spikes across the table in held-out view 16 went,
