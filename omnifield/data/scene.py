@@ -84,6 +84,21 @@ class Scene(PosedImages):
     aabb_scale: float | None = None
 
 
+def project_into_views(cameras: Cameras, view: torch.Tensor,
+                       xyz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pinhole projection (distortion ignored, float64) of points ``xyz [..., 3]`` into the views ``view [...]``
+    (indices into ``cameras``; the two broadcast): pixel ``u``, ``v`` (x right, y down), z-depth along the
+    optical axis and whether the point lies in front of the camera and inside its image, each ``[...]``."""
+    c2w = cameras.c2w.double()[view]  # [..., 4, 4], OpenGL camera axes
+    local = ((xyz.double() - c2w[..., :3, 3])[..., None, :] @ c2w[..., :3, :3])[..., 0, :]
+    depth = -local[..., 2]
+    safe = depth.clamp_min(1e-12)
+    u = cameras.cx.double()[view] + cameras.fx.double()[view] * local[..., 0] / safe
+    v = cameras.cy.double()[view] - cameras.fy.double()[view] * local[..., 1] / safe
+    seen = (depth > 1e-9) & (u >= 0) & (u < cameras.width) & (v >= 0) & (v < cameras.height)
+    return u, v, depth, seen
+
+
 def depth_bounds_from_points(cameras: Cameras, xyz: torch.Tensor, percentiles: tuple[float, float] = (1.0, 99.0),
                              max_points: int = 20000) -> torch.Tensor | None:
     """Per-view ``[near, far]`` ``[N, 2]``: percentiles of the z-depths of the points ``xyz [P, 3]`` that lie in
@@ -91,13 +106,8 @@ def depth_bounds_from_points(cameras: Cameras, xyz: torch.Tensor, percentiles: t
     the bounds over all views; None when no view sees any point. At most ``max_points`` (evenly strided)."""
     if len(xyz) == 0:
         return None
-    pts = xyz[:: max(1, -(-len(xyz) // max_points))].double()
-    c2w = cameras.c2w.double()
-    cam = torch.einsum("nji,npj->npi", c2w[:, :3, :3], pts[None] - c2w[:, None, :3, 3])  # OpenGL camera axes
-    depth = -cam[..., 2]
-    u = cameras.cx.double()[:, None] + cameras.fx.double()[:, None] * cam[..., 0] / depth
-    v = cameras.cy.double()[:, None] - cameras.fy.double()[:, None] * cam[..., 1] / depth
-    seen = (depth > 1e-9) & (u >= 0) & (u < cameras.width) & (v >= 0) & (v < cameras.height)
+    pts = xyz[:: max(1, -(-len(xyz) // max_points))]
+    _, _, depth, seen = project_into_views(cameras, torch.arange(len(cameras))[:, None], pts[None])  # [N, P]
     if not bool(seen.any()):
         return None
     q = torch.tensor(percentiles, dtype=torch.float64) / 100.0

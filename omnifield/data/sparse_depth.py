@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from omnifield.data.scene import ScenePoints
+from omnifield.data.scene import ScenePoints, project_into_views
 from omnifield.errors import OmnifieldError
 from omnifield.renderers.cameras import Cameras
 
@@ -55,13 +55,7 @@ class SparseDepth:
         point, view = points.tracks[:, 0].long(), points.tracks[:, 1].long()
         if len(view) and (int(view.max()) >= len(cameras) or int(view.min()) < 0):
             raise OmnifieldError(f"point tracks name view {int(view.max())}, but there are {len(cameras)} views")
-        c2w = cameras.c2w.double()[view]  # [M, 4, 4], OpenGL camera axes
-        local = torch.einsum("mji,mj->mi", c2w[:, :3, :3], points.xyz.double()[point] - c2w[:, :3, 3])
-        depth = -local[:, 2]
-        safe = depth.clamp_min(1e-12)
-        u = cameras.cx.double()[view] + cameras.fx.double()[view] * local[:, 0] / safe
-        v = cameras.cy.double()[view] - cameras.fy.double()[view] * local[:, 1] / safe
-        seen = (depth > 1e-9) & (u >= 0) & (u < cameras.width) & (v >= 0) & (v < cameras.height)
+        u, v, depth, seen = project_into_views(cameras, view, points.xyz[point])
         view, order = view[seen], torch.argsort(view[seen], stable=True)
         offsets = torch.zeros(len(cameras) + 1, dtype=torch.long)
         offsets[1:] = torch.cumsum(torch.bincount(view, minlength=len(cameras)), 0)

@@ -7,9 +7,9 @@ its unit cube; defaults 0.33 and 0.5 as there) define the normalisation into the
 ``ply_file_path`` (nerfstudio, ``omnifield process``: a point cloud relative to the json, in the frames'
 world) gives the sparse points, from their depths the per-view ``near_far``, and, without ``scale`` and
 ``offset``, the normalisation (their robust bounding box mapped onto ``[-1, 1]^3``, as the COLMAP reader
-does); with neither, world = box. Where a COLMAP model lies beside the json (``sparse/0``, ``sparse`` or
-``colmap/sparse/0``: the folders of ``omnifield process`` and ``ns-process-data``) and its points are the
-ply's, row for row, the points get its tracks. ``aabb_scale`` is kept on the scene. Frames are sorted by file name and
+does); with neither, world = box. Where a COLMAP model lies beside the json (where :func:`colmap_model_dir`
+finds one, in the json's folder or under ``colmap/``: the layouts of ``omnifield process`` and
+``ns-process-data``) and its points are the ply's, row for row, the points get its tracks. ``aabb_scale`` is kept on the scene. Frames are sorted by file name and
 every 8th one is held out for ``test``/``val``.
 """
 
@@ -24,7 +24,14 @@ import torch
 
 from omnifield.data.blender import _matrix, _resolve_frame, check_camera, downscale_images
 from omnifield.data.images import layout_mismatch, read_image
-from omnifield.data.scene import Normalization, Scene, ScenePoints, depth_bounds_from_points, split_indices
+from omnifield.data.scene import (
+    Normalization,
+    Scene,
+    ScenePoints,
+    colmap_model_dir,
+    depth_bounds_from_points,
+    split_indices,
+)
 from omnifield.errors import OmnifieldError
 from omnifield.io.points import read_point_cloud
 from omnifield.renderers.cameras import Cameras
@@ -160,21 +167,20 @@ def _tracks_beside(root: Path, xyz: np.ndarray, names: list[str]) -> torch.Tenso
     similarity, checked by the distances from the centroid); None when there is none or it does not fit."""
     from omnifield.data.colmap import read_colmap_model
 
-    for folder in (root / "sparse" / "0", root / "sparse", root / "colmap" / "sparse" / "0"):
-        if not any((folder / f"cameras{ext}").is_file() for ext in (".bin", ".txt")):
-            continue
-        try:
-            model = read_colmap_model(folder)
-        except OmnifieldError:
-            return None
-        if len(model.xyz) != len(xyz) or len(xyz) < 4:
-            return None
-        ours, theirs = (np.linalg.norm(q - q.mean(0), axis=-1) for q in (xyz, model.xyz))
-        scale = ours.sum() / max(theirs.sum(), 1e-12)
-        if not np.allclose(ours, scale * theirs, rtol=1e-3, atol=1e-4 * ours.max()):
-            return None
-        return model.tracks_in(names)
-    return None
+    folder = colmap_model_dir(root) or colmap_model_dir(root / "colmap")
+    if folder is None:
+        return None
+    try:
+        model = read_colmap_model(folder)
+    except OmnifieldError:
+        return None
+    if len(model.xyz) != len(xyz) or len(xyz) < 4:
+        return None
+    ours, theirs = (np.linalg.norm(q - q.mean(0), axis=-1) for q in (xyz, model.xyz))
+    scale = ours.sum() / max(theirs.sum(), 1e-12)
+    if not np.allclose(ours, scale * theirs, rtol=1e-3, atol=1e-4 * ours.max()):
+        return None
+    return model.tracks_in(names)
 
 
 def _aabb_scale(meta: dict, path: Path) -> float | None:
