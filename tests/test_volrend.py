@@ -4,7 +4,12 @@ import math
 
 import torch
 
-from omnifield.renderers.volrend import accumulate_along_rays, exclusive_segment_cumsum, render_weight_from_density
+from omnifield.renderers.volrend import (
+    accumulate_along_rays,
+    distortion_per_ray,
+    exclusive_segment_cumsum,
+    render_weight_from_density,
+)
 
 
 def test_constant_density_slab_matches_analytic_transmittance():
@@ -58,3 +63,44 @@ def test_weights_gradients_match_dense_formula():
     g1 = torch.autograd.grad((w * up).sum(), sig)[0]
     g2 = torch.autograd.grad((dense_w * up).sum(), sig)[0]
     assert torch.allclose(w, dense_w) and torch.allclose(g1, g2)
+
+
+def _distortion_by_double_loop(w, s0, s1):
+    """mip-NeRF 360's eq. 15 for one ray, written as the paper states it."""
+    mids = (s0 + s1) / 2
+    pairs = sum(w[i] * w[j] * (mids[i] - mids[j]).abs() for i in range(len(w)) for j in range(len(w)))
+    return pairs + (w.square() * (s1 - s0)).sum() / 3
+
+
+def test_distortion_matches_the_double_sum_with_gradients():
+    g = torch.Generator().manual_seed(3)
+    counts = torch.tensor([4, 0, 1, 6, 3])
+    ids = torch.repeat_interleave(torch.arange(5), counts)
+    edges = [torch.sort(torch.rand(int(c) + 1, generator=g, dtype=torch.float64)).values for c in counts]
+    s0 = torch.cat([e[:-1] for e in edges])
+    s1 = torch.cat([e[1:] for e in edges])
+    w = torch.rand(int(counts.sum()), generator=g, dtype=torch.float64).requires_grad_(True)
+    got = distortion_per_ray(w, s0, s1, ids, 5)
+    expected = torch.stack([_distortion_by_double_loop(w[ids == r], s0[ids == r], s1[ids == r]) if counts[r] else
+                            w.new_zeros(()) for r in range(5)])
+    assert torch.allclose(got, expected)
+    up = torch.rand(5, generator=g, dtype=torch.float64)
+    assert torch.allclose(torch.autograd.grad((got * up).sum(), w)[0], torch.autograd.grad((expected * up).sum(), w)[0])
+
+
+def test_distortion_analytic_values():
+    # a uniform weight over the whole ray: the integral of |x - y| over the unit square, 1/3, for any binning
+    for n in (1, 7, 100):
+        t = torch.linspace(0, 1, n + 1, dtype=torch.float64)
+        loss = distortion_per_ray(torch.full((n,), 1.0 / n, dtype=torch.float64), t[:-1], t[1:],
+                                  torch.zeros(n, dtype=torch.long), 1)
+        assert abs(float(loss) - 1 / 3) < 1e-12
+    # two thin surfaces of weight 1/2 each, 0.6 apart: 2 * 1/4 * 0.6 (+ the tiny width terms)
+    s0 = torch.tensor([0.2, 0.8], dtype=torch.float64)
+    loss = distortion_per_ray(torch.tensor([0.5, 0.5], dtype=torch.float64), s0, s0 + 1e-6,
+                              torch.zeros(2, dtype=torch.long), 1)
+    assert abs(float(loss) - 0.3) < 1e-6
+    # all the weight in one thin surface: almost nothing
+    loss = distortion_per_ray(torch.tensor([1.0]), torch.tensor([0.5]), torch.tensor([0.501]),
+                              torch.zeros(1, dtype=torch.long), 1)
+    assert float(loss) < 1e-3

@@ -8,6 +8,7 @@ from omnifield.backend import has_module
 from omnifield.renderers.cameras import Cameras, look_at
 from omnifield.renderers.occupancy import OccupancyGridConfig
 from omnifield.renderers.raymarch import _march_rays, march_rays
+from omnifield.renderers.rays import ray_aabb_intersect
 from omnifield.renderers.volrend import render_weight_from_density
 from omnifield.renderers.volume import VolumeRenderer, VolumeRendererConfig
 
@@ -188,3 +189,74 @@ def test_nerfacc_weights_and_gradients_match_ours_on_cuda():
     for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(grad_ours, grad_theirs, atol=1e-5, rtol=1e-4)
+
+
+class FogField(BoxField):
+    """A thin fog filling the whole box: its weight is spread along every ray."""
+
+    def density(self, x):
+        return torch.full(x.shape[:-1], 0.6)
+
+
+class WallField(BoxField):
+    """A dense cube: each ray's weight sits just behind its surface."""
+
+    def density(self, x):
+        return 20 * super().density(x)
+
+
+@pytest.mark.parametrize("space", ["box", "contract"])
+def test_distortion_loss_is_low_on_a_surface_and_high_in_fog(space):
+    origins, directions = _rays()
+    aabb = torch.tensor([-1.0, -1, -1, 1, 1, 1]) * (2 if space == "contract" else 1)
+    renderer = VolumeRenderer(aabb, VolumeRendererConfig(sampler="uniform", n_samples=96, space=space,
+                                                         near_plane=0.1 if space == "contract" else 0.0))
+    o, d = renderer.to_field_space(origins, directions)
+    s0, s1 = renderer.unit_distances(o, d, renderer.sample(BoxField(), o, d))
+    assert float(s0.min()) > -1e-6 and float(s1.max()) < 1 + 1e-6 and bool((s1 > s0).all())
+    solid = renderer.render_rays(WallField(), origins, directions, distortion=True)
+    fog = renderer.render_rays(FogField(), origins, directions, distortion=True)
+    hit = solid.opacity > 0.99
+    assert int(hit.sum()) > 20 and float(fog.opacity[hit].min()) > 0.5  # the fog is about as opaque
+    assert float(fog.distortion[hit].mean()) > 5 * float(solid.distortion[hit].mean())
+    assert renderer.render_rays(BoxField(), origins, directions).distortion is None
+    # fog in front of the wall raises the loss: its gradient pushes the fog's density down
+    fog_density = torch.full((), 0.3, requires_grad=True)
+
+    class FoggyWall(WallField):
+        def forward(self, x, d):
+            return torch.sigmoid(3 * x), self.density(x) + fog_density * (self.density(x) == 0)
+
+    renderer.render_rays(FoggyWall(), origins, directions, distortion=True).distortion[hit].mean().backward()
+    assert float(fog_density.grad) > 0
+
+
+class CountingField(WallField):
+    """The dense cube, counting the points its density is asked for."""
+
+    def __init__(self):
+        super().__init__()
+        self.queries = 0
+
+    def density(self, x):
+        self.queries += x.shape[0]
+        return super().density(x)
+
+
+def test_early_termination_keeps_the_samples_of_one_full_pass_without_evaluating_behind_surfaces():
+    origins, directions = _rays()
+    renderer = _renderer(early_stop_eps=1e-4, alpha_threshold=1e-3)
+    near, far = ray_aabb_intersect(origins, directions, renderer.aabb)
+    s = renderer._march(origins, directions, near, far, False, None)
+    # the plain rule over all marched samples at once
+    sigmas = WallField().density(renderer._positions(origins, directions, s))
+    _, trans, alphas = render_weight_from_density(s.t_starts, s.t_ends, sigmas, s.ray_indices, origins.shape[0])
+    expected = (trans >= 1e-4) & (alphas >= 1e-3)
+    kept = renderer.sample(WallField(), origins, directions)
+    assert torch.equal(kept.ray_indices, s.ray_indices[expected]) and torch.equal(kept.t_starts, s.t_starts[expected])
+    # rays that hit the cube: the inside and back of the cube are never evaluated
+    hit = torch.zeros(origins.shape[0], dtype=torch.bool).index_fill_(0, s.ray_indices[trans < 1e-4], True)
+    field = CountingField()
+    renderer.sample(field, origins[hit], directions[hit])
+    marched = int(hit[s.ray_indices].sum())
+    assert int(hit.sum()) > 30 and field.queries < 0.5 * marched

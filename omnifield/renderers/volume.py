@@ -23,6 +23,7 @@ On CUDA with nerfacc installed the marching uses ``nerfacc.traverse_grids`` and 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +36,15 @@ from omnifield.renderers.occupancy import OccupancyGrid, OccupancyGridConfig
 from omnifield.renderers.raymarch import march_rays
 from omnifield.renderers.rays import ray_aabb_intersect
 from omnifield.renderers.space import contract, contraction_stretch, inverse_spacing, ndc_rays, spacing
-from omnifield.renderers.volrend import accumulate_along_rays, render_weight_from_density
+from omnifield.renderers.volrend import (
+    accumulate_along_rays,
+    distortion_per_ray,
+    exclusive_segment_cumsum,
+    render_weight_from_density,
+)
+
+
+TERMINATION_ROUND = 32  # samples per ray whose densities are evaluated before dead rays are dropped
 
 
 @register_config("volume_renderer")
@@ -83,12 +92,14 @@ class Samples:
 
 @dataclass
 class RenderOutput:
-    """Per-ray results: ``rgb [R, 3]``, ``depth [R]``, ``opacity [R]``; ``n_samples`` kept in total."""
+    """Per-ray results: ``rgb [R, 3]``, ``depth [R]``, ``opacity [R]``; ``n_samples`` kept in total;
+    ``distortion [R]`` (mip-NeRF 360's loss of each ray's weights) when asked for, else None."""
 
     rgb: torch.Tensor
     depth: torch.Tensor
     opacity: torch.Tensor
     n_samples: int
+    distortion: torch.Tensor | None = None
 
 
 class VolumeRenderer(nn.Module):
@@ -128,6 +139,18 @@ class VolumeRenderer(nn.Module):
     def field_points(self, x: torch.Tensor) -> torch.Tensor:
         """Sample positions ``[N, 3]`` along rays of :meth:`to_field_space` -> the field's input points."""
         return contract(x) if self.cfg.space == "contract" else x
+
+    def unit_distances(self, origins: torch.Tensor, directions: torch.Tensor,
+                       s: "Samples") -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples' interval ends ``[S]`` as fractions of their ray's span (rays of :meth:`to_field_space`):
+        from the box entry to the exit, or, in contracted space, from the near to the far plane in the
+        comb's spacing coordinate (so steps even in disparity count equally)."""
+        if self.cfg.space == "contract":
+            lo, hi = self.comb
+            return tuple((spacing(t) - lo) / (hi - lo) for t in (s.t_starts, s.t_ends))
+        near, far = ray_aabb_intersect(origins, directions, self.aabb, self.cfg.near_plane)
+        near, span = near[s.ray_indices], (far - near).clamp_min(1e-9)[s.ray_indices]
+        return tuple((t - near) / span for t in (s.t_starts, s.t_ends))
 
     def _positions(self, origins, directions, s: "Samples") -> torch.Tensor:
         mids = (s.t_starts + s.t_ends)[:, None] * 0.5
@@ -217,10 +240,34 @@ class VolumeRenderer(nn.Module):
         if s.ray_indices.numel() == 0 or (self.cfg.early_stop_eps <= 0 and self.cfg.alpha_threshold <= 0):
             return s
         with torch.no_grad():
-            sigmas = field.density(self._positions(origins, directions, s))
-            _, trans, alphas = self._weights(s, sigmas, origins.shape[0])
-            keep = (alphas >= self.cfg.alpha_threshold) & (trans >= self.cfg.early_stop_eps)
+            keep = self._visible(field, origins, directions, s)
         return Samples(s.ray_indices[keep], s.t_starts[keep], s.t_ends[keep])
+
+    def _visible(self, field: nn.Module, origins, directions, s: Samples) -> torch.Tensor:
+        """Which samples ``[S] bool`` to keep: transmittance ``>= early_stop_eps`` and alpha ``>=
+        alpha_threshold``. Densities are evaluated in rounds of ``TERMINATION_ROUND`` samples per ray, front
+        to back, and only for rays still alive, so samples behind a ray's termination point (inside and
+        behind surfaces) are never evaluated; the kept samples are exactly those of one pass over all."""
+        n_rays, n = origins.shape[0], s.ray_indices.numel()
+        counts = torch.bincount(s.ray_indices, minlength=n_rays)
+        rank = torch.arange(n, device=counts.device) - (torch.cumsum(counts, 0) - counts)[s.ray_indices]
+        sigma_delta = torch.zeros(n, dtype=torch.float64, device=counts.device)
+        evaluated = torch.zeros(n, dtype=torch.bool, device=counts.device)
+        optical_depth = torch.zeros(n_rays, dtype=torch.float64, device=counts.device)  # so far, per ray
+        limit = -math.log(self.cfg.early_stop_eps) if self.cfg.early_stop_eps > 0 else math.inf
+        for first in range(0, int(counts.max()), TERMINATION_ROUND):
+            window = (rank >= first) & (rank < first + TERMINATION_ROUND) & (optical_depth <= limit)[s.ray_indices]
+            idx = torch.nonzero(window).squeeze(-1)
+            if idx.numel() == 0:
+                break
+            part = Samples(s.ray_indices[idx], s.t_starts[idx], s.t_ends[idx])
+            step = field.density(self._positions(origins, directions, part)).double() * (part.t_ends - part.t_starts)
+            sigma_delta[idx] = step
+            evaluated[idx] = True
+            optical_depth.index_add_(0, part.ray_indices, step)
+        before = exclusive_segment_cumsum(sigma_delta, s.ray_indices, n_rays)
+        alphas = -torch.expm1(-sigma_delta)
+        return evaluated & (alphas >= self.cfg.alpha_threshold) & (torch.exp(-before) >= self.cfg.early_stop_eps)
 
     # -------------------------------------------------------------- compositing
     def _weights(self, s: Samples, sigmas: torch.Tensor, n_rays: int):
@@ -239,9 +286,12 @@ class VolumeRenderer(nn.Module):
         stratified: bool = False,
         jitter: torch.Tensor | None = None,  # stratified offsets, see sample()
         appearance: torch.Tensor | None = None,  # [R, E] per-ray appearance codes; None = the field's default
+        distortion: bool = False,
     ) -> RenderOutput:
         """Differentiable rendering of a batch of rays of ``field`` (rays in the capture's coordinates).
-        ``appearance`` codes reach the field as a third argument, one per sample (``appearance[ray_indices]``)."""
+        ``appearance`` codes reach the field as a third argument, one per sample (``appearance[ray_indices]``).
+        ``distortion``: also each ray's distortion loss over :meth:`unit_distances` (zero for rays without
+        samples)."""
         n_rays = origins.shape[0]
         view_directions = directions
         origins, directions = self.to_field_space(origins, directions)
@@ -249,7 +299,7 @@ class VolumeRenderer(nn.Module):
         if s.ray_indices.numel() == 0:  # every ray missed the box or crossed only empty space
             zeros = origins.new_zeros(n_rays)
             bg = origins.new_zeros(n_rays, 3) if background is None else background.expand(n_rays, 3)
-            return RenderOutput(bg.clone(), zeros, zeros.clone(), 0)
+            return RenderOutput(bg.clone(), zeros, zeros.clone(), 0, zeros.clone() if distortion else None)
         mids = (s.t_starts + s.t_ends) * 0.5
         x = self.field_points(origins[s.ray_indices] + directions[s.ray_indices] * mids[:, None])
         codes = () if appearance is None else (appearance[s.ray_indices],)
@@ -262,7 +312,10 @@ class VolumeRenderer(nn.Module):
             depth = depth / self.cfg.space_scale
         if background is not None:
             rgb = rgb + (1.0 - opacity)[:, None] * background
-        return RenderOutput(rgb, depth, opacity, int(s.ray_indices.numel()))
+        spread = None
+        if distortion:
+            spread = distortion_per_ray(weights, *self.unit_distances(origins, directions, s), s.ray_indices, n_rays)
+        return RenderOutput(rgb, depth, opacity, int(s.ray_indices.numel()), spread)
 
     @torch.no_grad()
     def render_image(self, field: nn.Module, cameras, index: int, background: torch.Tensor | None = None,

@@ -16,7 +16,7 @@ from omnifield import distributed
 from omnifield.apps.recon.config import TrainConfig
 from omnifield.apps.recon.evaluate import evaluate, render_orbit
 from omnifield.apps.recon.open_run import SplatRun, open_run
-from omnifield.apps.recon.run import Run
+from omnifield.apps.recon.run import DISTORTION_WEIGHT_PHOTOS, Run
 from omnifield.apps.recon.trainer import Trainer
 from omnifield.backend import build_on, missing_cuda_library_note, resolve_device
 from omnifield.cli_options import add_log_argument, refuse_changed_settings
@@ -64,7 +64,7 @@ def build_configs(args: argparse.Namespace, space: dict | None = None) -> tuple[
         train_cfg = TrainConfig(steps=args.steps, minutes=args.minutes, lr=args.lr, batch_rays=args.batch_rays,
                                 target_samples=args.target_samples, seed=args.seed, grad_clip=args.grad_clip,
                                 s3im_weight=args.s3im_weight, camera_opt=args.camera_opt,
-                                appearance_dim=args.appearance_dim)
+                                appearance_dim=args.appearance_dim, distortion_weight=args.distortion_weight)
         renderer_cfg = VolumeRendererConfig(sampler=args.sampler, **space)
     except ValueError as exc:
         raise OmnifieldError(f"invalid option: {exc}") from None
@@ -143,7 +143,8 @@ def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: to
             say(note)
         tcfg = run.train_config
         say(f"pose refinement {'on (SE3)' if run.camera_opt is not None else 'off'}, appearance codes "
-            f"{f'on ({tcfg.appearance_dim} values per view)' if tcfg.appearance_dim > 0 else 'off'}")
+            f"{f'on ({tcfg.appearance_dim} values per view)' if tcfg.appearance_dim > 0 else 'off'}, distortion loss "
+            f"{f'{tcfg.distortion_weight:g}' if tcfg.distortion_weight > 0 else 'off'}")
         if trainer.hull_fraction < 1.0:
             say(f"alpha masks: the visual hull keeps {100 * trainer.hull_fraction:.1f}% of the occupancy grid")
     if group.is_main:
@@ -270,6 +271,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grad-clip", type=float, default=0.0, help="clip the gradient norm (0 = off)")
     p.add_argument("--loss.s3im-weight", dest="s3im_weight", type=float, default=0.0,
                    help="weight of the S3IM stochastic structural similarity loss (paper: 1.0; 0 = off)")
+    p.add_argument("--loss.distortion-weight", dest="distortion_weight", type=float, default=-1.0,
+                   help="weight of mip-NeRF 360's distortion loss, which gathers each ray's weight into one short "
+                        f"stretch (against fog and floaters); -1 = auto: {DISTORTION_WEIGHT_PHOTOS:g} for photos "
+                        "(forward-facing and unbounded captures), 0 for objects (default -1)")
     p.add_argument("--camera-opt", choices=["auto", "off", "SE3"], default="auto",
                    help="refine each training pose by a learned SE(3) correction; auto = off (held-out views keep "
                         "their given poses, so refined training poses that drift together hurt them) (default auto)")

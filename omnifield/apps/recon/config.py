@@ -52,6 +52,7 @@ class TrainConfig:
     camera_opt_lr: float = 6e-4
     camera_opt_l2: float = 0.0
     appearance_dim: int = -1
+    distortion_weight: float = -1.0
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -68,5 +69,7 @@ class TrainConfig:
             raise ValueError(f"camera_opt must be one of {', '.join(CAMERA_OPT_MODES)}, got {self.camera_opt!r}")
         if not self.camera_opt_lr > 0 or self.camera_opt_l2 < 0:
             raise ValueError("camera_opt_lr must be > 0 and camera_opt_l2 >= 0")
+        if not (self.distortion_weight >= 0 or self.distortion_weight == -1):
+            raise ValueError(f"distortion_weight must be -1 (auto) or >= 0, got {self.distortion_weight}")
         if self.appearance_dim < -1:
             raise ValueError(f"appearance_dim must be -1 (auto), 0 (off) or a size, got {self.appearance_dim}")

@@ -32,10 +32,14 @@ CHECKPOINT = "checkpoint.safetensors"
 CONFIG = "config.json"
 
 
-def resolve_capture_options(field_config: Any, train_config: TrainConfig,
-                            train_data: PosedImages | None) -> tuple[Any, TrainConfig]:
+DISTORTION_WEIGHT_PHOTOS = 0.002  # nerfacto's distortion_loss_mult
+
+
+def resolve_capture_options(field_config: Any, train_config: TrainConfig, train_data: PosedImages | None,
+                            space: str = "box") -> tuple[Any, TrainConfig]:
     """Settle ``camera_opt`` / ``appearance_dim`` "auto": both off (see :class:`TrainConfig` for the
-    measurements behind it); explicit values are kept.
+    measurements behind it), and ``distortion_weight`` "auto": ``DISTORTION_WEIGHT_PHOTOS`` for photos of
+    a scene (``space`` "ndc" or "contract"), 0 for objects ("box"); explicit values are kept.
 
     Returns the train config with the resolved values and the field config sized for them (its
     ``appearance_dim`` and ``n_images``, the number of training views).
@@ -51,7 +55,11 @@ def resolve_capture_options(field_config: Any, train_config: TrainConfig,
         raise OmnifieldError(f"{type(field_config).__name__} has no colour head for appearance codes")
     else:
         dim = 0
-    return field_config, replace_config(train_config, camera_opt=camera_opt, appearance_dim=dim)
+    distortion = train_config.distortion_weight
+    if distortion < 0:
+        distortion = 0.0 if space == "box" else DISTORTION_WEIGHT_PHOTOS
+    return field_config, replace_config(train_config, camera_opt=camera_opt, appearance_dim=dim,
+                                        distortion_weight=distortion)
 
 
 def data_normalization(data_dir: str) -> Normalization:
@@ -88,7 +96,8 @@ class Run:
                downscale: int = 1, train_data: PosedImages | None = None) -> "Run":
         """A fresh run with a newly initialised field. ``train_data`` (the training views) settles the
         "auto" options (:func:`resolve_capture_options`) and gives pose refinement its starting poses."""
-        field_config, train_config = resolve_capture_options(field_config, train_config, train_data)
+        field_config, train_config = resolve_capture_options(field_config, train_config, train_data,
+                                                             renderer_config.space)
         c2w = None if train_data is None else train_data.cameras.c2w
         return cls._assemble(path, method, field_config, renderer_config, train_config, data_dir, downscale, c2w)
 

@@ -53,14 +53,16 @@ def make_optimizer(field: torch.nn.Module, cfg: TrainConfig,
 
 
 class _RayRendering(nn.Module):
-    """``(origins, directions, background, jitter, camera_ids) -> (rgb [R, 3], n_samples, pose penalty [])``:
+    """``(origins, directions, background, jitter, camera_ids) -> (rgb [R, 3], n_samples, pose penalty [],
+    distortion [])`` (the batch's mean distortion loss; 0 unless ``distortion``):
     the one forward that ``DistributedDataParallel`` wraps, so gradients of the field, the appearance
     codes and the pose corrections are averaged across ranks. Rays are moved to the refined poses and
     each ray gets its image's appearance code here."""
 
-    def __init__(self, field: nn.Module, renderer: nn.Module, camera_opt: nn.Module | None):
+    def __init__(self, field: nn.Module, renderer: nn.Module, camera_opt: nn.Module | None, distortion: bool):
         super().__init__()
         self.field, self.renderer, self.camera_opt = field, renderer, camera_opt
+        self.distortion = distortion
 
     def forward(self, origins, directions, background, jitter, camera_ids):
         penalty = origins.new_zeros(())
@@ -70,8 +72,9 @@ class _RayRendering(nn.Module):
         appearance = getattr(self.field, "appearance", None)
         codes = None if appearance is None else appearance(camera_ids)
         out = self.renderer.render_rays(self.field, origins, directions, background, stratified=True, jitter=jitter,
-                                        appearance=codes)
-        return out.rgb, out.n_samples, penalty
+                                        appearance=codes, distortion=self.distortion)
+        spread = out.distortion.mean() if self.distortion else penalty.new_zeros(())
+        return out.rgb, out.n_samples, penalty, spread
 
 
 class Trainer(EngineTask):
@@ -94,7 +97,7 @@ class Trainer(EngineTask):
         self.run, self.cfg = run, run.train_config
         self.eval_fn = eval_fn
         self.group = current()
-        self.rendering = _RayRendering(run.field, run.renderer, run.camera_opt)
+        self.rendering = _RayRendering(run.field, run.renderer, run.camera_opt, self.cfg.distortion_weight > 0)
         self.device = run.device
         if self.group.active:  # buffers: the occupancy grid is broadcast after each update instead
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -193,9 +196,11 @@ class Trainer(EngineTask):
         for group in self.optimizer.param_groups:
             group["lr"] = group.get("base_lr", cfg.lr) * factor  # runs saved before base_lr: one rate
         origins, dirs, bg, target, jitter, cam = self._batch()
-        rgb, n_samples, pose_penalty = self.rendering(origins, dirs, bg, jitter, cam)
+        rgb, n_samples, pose_penalty, distortion = self.rendering(origins, dirs, bg, jitter, cam)
         mse = torch.nn.functional.mse_loss(rgb, target)
         loss = mse + self._extra_losses(rgb, target)
+        if cfg.distortion_weight > 0:  # runs saved before the option carry -1, i.e. off
+            loss = loss + cfg.distortion_weight * distortion
         if cfg.camera_opt_l2 > 0:
             loss = loss + cfg.camera_opt_l2 * pose_penalty
         # a single all-reduce for the batch's samples, squared error and loss (the clock has its own)
