@@ -43,7 +43,6 @@ from omnifield.renderers.volrend import (
     render_weight_from_density,
 )
 
-
 TERMINATION_ROUND = 32  # samples per ray whose densities are evaluated before dead rays are dropped
 
 
