@@ -170,7 +170,7 @@ class Distiller(EngineTask):
         self.shared_head = share_color_head(teacher, student)
         self.views = ViewSampler(len(self.cameras), cfg.active, self.generator)
         self.pool = HardRayPool(cfg.active, self.generator)
-        self.optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr, eps=1e-15, fused=True)
+        self.optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr, eps=1e-15)
         self.out_dir = None if out_dir is None else Path(out_dir)
         self._save, self._evaluate = save, evaluate
         loop = loop or LoopConfig(steps=cfg.steps, minutes=cfg.minutes, log_every=LOG_EVERY)

@@ -17,4 +17,4 @@ def make_optimizer(field: torch.nn.Module, lr_grid: float, lr_mlp: float) -> tor
     """Adam with two groups (Instant-NGP's eps); empty groups are left out."""
     grid, mlp = grid_and_mlp_parameters(field)
     groups = [g for g in ({"params": grid, "lr": lr_grid}, {"params": mlp, "lr": lr_mlp}) if g["params"]]
-    return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15, fused=True)
+    return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
