@@ -11,6 +11,7 @@ from omnifield.backend import resolve_device
 from omnifield.config import config_from_dict, config_to_dict
 from omnifield.errors import OmnifieldError
 from omnifield.fields import build_field
+from omnifield.fields import mlp as mlp_module
 from omnifield.fields.cam import CAMConfig
 from omnifield.fields.grid_lookup import grid_lookup
 from omnifield.fields.hashgrid import HashGridConfig
@@ -372,6 +373,22 @@ def test_mlps_the_native_kernel_cannot_express_run_the_twin(cfg):
     mlp = cfg.build(5, 2)
     x = torch.randn(9, 5)
     assert not mlp.fusable and torch.equal(mlp(x), mlp.twin(x))
+
+
+@pytest.mark.parametrize("cfg", [MLPConfig(width=64, n_hidden_layers=2), MLPConfig(activation="tanh", bias=False)])
+def test_no_grad_cpu_forward_in_blocks_matches_one_pass(cfg, monkeypatch):
+    monkeypatch.setattr(mlp_module, "INFERENCE_BLOCK_ROWS", 64)
+    monkeypatch.setattr(mlp_module, "wide_vector_registers", lambda: False)  # the torch layers, not the kernel
+    mlp = cfg.build(7, 3)
+    x = torch.randn(64 * 3 + 17, 7)
+    with torch.no_grad():
+        blocked = mlp(x)
+        spy = []
+        monkeypatch.setattr(mlp_module, "_mlp_layers", lambda h, *a, **k: spy.append(h.shape[0]) or mlp.twin(h))
+        mlp(x)
+    assert spy == [64, 64, 64, 17]  # the blocks, the last one ragged
+    torch.testing.assert_close(blocked, mlp.twin(x), rtol=1e-6, atol=1e-6)
+    assert mlp(x).requires_grad  # with autograd on, one pass as before
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,8 @@ import torch
 from torch import nn
 
 from omnifield.backend import has_module
+from omnifield.fields.hashgrid import HashGridConfig
+from omnifield.fields.radiance import RadianceFieldConfig
 from omnifield.renderers.cameras import Cameras, look_at
 from omnifield.renderers.occupancy import OccupancyGridConfig
 from omnifield.renderers.raymarch import _march_rays, march_rays
@@ -260,3 +262,22 @@ def test_early_termination_keeps_the_samples_of_one_full_pass_without_evaluating
     renderer.sample(field, origins[hit], directions[hit])
     marched = int(hit[s.ray_indices].sum())
     assert int(hit.sum()) > 30 and field.queries < 0.5 * marched
+
+
+def test_renders_without_autograd_reuse_the_termination_pass_features():
+    torch.manual_seed(0)
+    field = RadianceFieldConfig(encoding=HashGridConfig(n_levels=4, log2_hashmap_size=12), aabb=(-1, -1, -1, 1, 1, 1),
+                                density_bias=2.0).build()
+    origins, directions = _rays()
+    renderer = _renderer(early_stop_eps=1e-2)
+    with_grad = renderer.render_rays(field, origins, directions, torch.ones(3))
+    encoded = []
+    field.encoding.register_forward_hook(lambda module, args, out: encoded.append(out.shape[0]))
+    with torch.no_grad():
+        without = renderer.render_rays(field, origins, directions, torch.ones(3))
+    assert with_grad.rgb.requires_grad and not without.rgb.requires_grad
+    assert without.n_samples == with_grad.n_samples > 0
+    assert without.n_samples <= sum(encoded) < 1.5 * without.n_samples  # once, in the rounds (not twice)
+    for a, b in [(with_grad.rgb, without.rgb), (with_grad.depth, without.depth), (with_grad.opacity, without.opacity)]:
+        torch.testing.assert_close(a.detach(), b, rtol=1e-5, atol=1e-6)
+    assert (with_grad.opacity > 0.5).sum() > 50  # the field is not empty: the comparison means something

@@ -10,6 +10,8 @@ from torch import nn
 from omnifield.backend import native_kernels, resolve_implementation, wide_vector_registers
 from omnifield.config import register_config
 
+INFERENCE_BLOCK_ROWS = 8192  # rows per block of a no-grad CPU forward (see MLP.modulated)
+
 _ACTIVATIONS = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -54,7 +56,10 @@ class MLP(nn.Module):
 
     ReLU MLPs with biases, a hidden width that is a multiple of 16 (at most 128) and input/output
     widths up to 128 run as one fused native kernel on CPU float32 tensors (``omnifield/native/mlp.cpp``);
-    the layer-by-layer torch code below is its twin and runs everywhere else.
+    the layer-by-layer torch code below is its twin and runs everywhere else. Without autograd on the CPU
+    the torch layers run ``INFERENCE_BLOCK_ROWS`` rows at a time, so each block's activations stay in cache
+    instead of a fresh ``[N, width]`` buffer per layer (the colour MLP 31 -> 64 -> 64 -> 3 over ~1M rows on
+    2 cores: 585-675 ms whole, ~140 ms in blocks).
     """
 
     def __init__(self, n_in: int, n_out: int, cfg: MLPConfig | None = None):
@@ -88,6 +93,8 @@ class MLP(nn.Module):
         lib = native_kernels(h, "mlp") if on_cpu and (fused or modulation is not None) else None
         if lib is not None and fused:
             return self.out_act(_NativeMLP.apply(lib, h, modulation, layer_norm, *params))
+        if modulation is None and h.device.type == "cpu" and not torch.is_grad_enabled():
+            return self.out_act(_mlp_layers_blocked(h, params, self.act))
         return self.out_act(_mlp_layers(h, params, self.act, modulation, layer_norm, lib))
 
     def twin(self, h: torch.Tensor) -> torch.Tensor:
@@ -114,6 +121,18 @@ def _mlp_layers(h: torch.Tensor, params: list[torch.Tensor | None], act,
             h = _modulate(h, modulation, layer, layer_norm, lib)
         h = act(h)
     return torch.nn.functional.linear(h, params[-2], params[-1])
+
+
+def _mlp_layers_blocked(h: torch.Tensor, params: list[torch.Tensor | None], act) -> torch.Tensor:
+    """:func:`_mlp_layers` without modulation, ``INFERENCE_BLOCK_ROWS`` rows of ``h [N, n_in]`` at a time
+    -> ``[N, n_out]`` (for no-grad forwards: the activations of one block fit in cache)."""
+    rows = INFERENCE_BLOCK_ROWS
+    if h.shape[0] <= rows:
+        return _mlp_layers(h, params, act)
+    out = h.new_empty(h.shape[0], params[-2].shape[0])
+    for first in range(0, h.shape[0], rows):
+        out[first:first + rows] = _mlp_layers(h[first:first + rows], params, act)
+    return out
 
 
 def _modulate(h: torch.Tensor, modulation: torch.Tensor, layer: int, layer_norm: bool, lib=None) -> torch.Tensor:

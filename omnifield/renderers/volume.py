@@ -32,6 +32,7 @@ from torch import nn
 
 from omnifield.backend import use_cuda_library
 from omnifield.config import register_config
+from omnifield.fields.protocol import PointFeatureFieldLike
 from omnifield.renderers.occupancy import OccupancyGrid, OccupancyGridConfig
 from omnifield.renderers.raymarch import march_rays
 from omnifield.renderers.rays import ray_aabb_intersect
@@ -82,11 +83,13 @@ class VolumeRendererConfig:
 
 @dataclass
 class Samples:
-    """Packed samples: ``ray_indices [S]``, ``t_starts [S]``, ``t_ends [S]``."""
+    """Packed samples: ``ray_indices [S]``, ``t_starts [S]``, ``t_ends [S]``; ``features [S, F]``: the field's
+    point features at the samples when the early-termination pass kept them (renders without autograd)."""
 
     ray_indices: torch.Tensor
     t_starts: torch.Tensor
     t_ends: torch.Tensor
+    features: torch.Tensor | None = None
 
 
 @dataclass
@@ -220,12 +223,14 @@ class VolumeRenderer(nn.Module):
         return Samples(samples.ray_indices.long(), intervals.vals[intervals.is_left], intervals.vals[intervals.is_right])
 
     def sample(self, field: nn.Module, origins: torch.Tensor, directions: torch.Tensor,
-               stratified: bool = False, jitter: torch.Tensor | None = None) -> Samples:
+               stratified: bool = False, jitter: torch.Tensor | None = None, keep_features: bool = False) -> Samples:
         """Packed samples along rays ``origins/directions [R, 3]`` of the field's space (see
         :meth:`to_field_space`), after empty-space skipping and early termination (occupancy sampler).
 
         ``stratified`` offsets the samples randomly: by ``jitter`` (in [0, 1), shape
-        :meth:`jitter_shape`) when given, else by fresh ``torch.rand`` draws.
+        :meth:`jitter_shape`) when given, else by fresh ``torch.rand`` draws. ``keep_features`` (a field with
+        point features): the early-termination pass keeps the features it computed in ``Samples.features``,
+        so a render without autograd need not evaluate them again.
         """
         if self.cfg.space == "contract":
             s = self._comb(origins, directions, stratified, jitter)
@@ -238,20 +243,25 @@ class VolumeRenderer(nn.Module):
             s = self._march(origins, directions, near, far, stratified, jitter)
         if s.ray_indices.numel() == 0 or (self.cfg.early_stop_eps <= 0 and self.cfg.alpha_threshold <= 0):
             return s
+        features = keep_features and isinstance(field, PointFeatureFieldLike)
         with torch.no_grad():
-            keep = self._visible(field, origins, directions, s)
-        return Samples(s.ray_indices[keep], s.t_starts[keep], s.t_ends[keep])
+            keep, feats = self._visible(field, origins, directions, s, features)
+        return Samples(s.ray_indices[keep], s.t_starts[keep], s.t_ends[keep], feats[keep] if features else None)
 
-    def _visible(self, field: nn.Module, origins, directions, s: Samples) -> torch.Tensor:
+    def _visible(self, field: nn.Module, origins, directions, s: Samples,
+                 features: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Which samples ``[S] bool`` to keep: transmittance ``>= early_stop_eps`` and alpha ``>=
         alpha_threshold``. Densities are evaluated in rounds of ``TERMINATION_ROUND`` samples per ray, front
         to back, and only for rays still alive, so samples behind a ray's termination point (inside and
-        behind surfaces) are never evaluated; the kept samples are exactly those of one pass over all."""
+        behind surfaces) are never evaluated; the kept samples are exactly those of one pass over all.
+        With ``features`` the densities come from the field's point features, returned ``[S, F]`` as well
+        (rows of samples never evaluated are zero), else None."""
         n_rays, n = origins.shape[0], s.ray_indices.numel()
         counts = torch.bincount(s.ray_indices, minlength=n_rays)
         rank = torch.arange(n, device=counts.device) - (torch.cumsum(counts, 0) - counts)[s.ray_indices]
         sigma_delta = torch.zeros(n, dtype=torch.float64, device=counts.device)
         evaluated = torch.zeros(n, dtype=torch.bool, device=counts.device)
+        feats = None
         optical_depth = torch.zeros(n_rays, dtype=torch.float64, device=counts.device)  # so far, per ray
         limit = -math.log(self.cfg.early_stop_eps) if self.cfg.early_stop_eps > 0 else math.inf
         for first in range(0, int(counts.max()), TERMINATION_ROUND):
@@ -260,13 +270,23 @@ class VolumeRenderer(nn.Module):
             if idx.numel() == 0:
                 break
             part = Samples(s.ray_indices[idx], s.t_starts[idx], s.t_ends[idx])
-            step = field.density(self._positions(origins, directions, part)).double() * (part.t_ends - part.t_starts)
+            x = self._positions(origins, directions, part)
+            if features:
+                part_feats = field.point_features(x)
+                if feats is None:
+                    feats = part_feats.new_zeros(n, part_feats.shape[-1])
+                feats[idx] = part_feats
+                sigma = field.density_from_features(part_feats, x)
+            else:
+                sigma = field.density(x)
+            step = sigma.double() * (part.t_ends - part.t_starts)
             sigma_delta[idx] = step
             evaluated[idx] = True
             optical_depth.index_add_(0, part.ray_indices, step)
         before = exclusive_segment_cumsum(sigma_delta, s.ray_indices, n_rays)
         alphas = -torch.expm1(-sigma_delta)
-        return evaluated & (alphas >= self.cfg.alpha_threshold) & (torch.exp(-before) >= self.cfg.early_stop_eps)
+        keep = evaluated & (alphas >= self.cfg.alpha_threshold) & (torch.exp(-before) >= self.cfg.early_stop_eps)
+        return keep, feats
 
     # -------------------------------------------------------------- compositing
     def _weights(self, s: Samples, sigmas: torch.Tensor, n_rays: int):
@@ -294,7 +314,7 @@ class VolumeRenderer(nn.Module):
         n_rays = origins.shape[0]
         view_directions = directions
         origins, directions = self.to_field_space(origins, directions)
-        s = self.sample(field, origins, directions, stratified, jitter)
+        s = self.sample(field, origins, directions, stratified, jitter, keep_features=not torch.is_grad_enabled())
         if s.ray_indices.numel() == 0:  # every ray missed the box or crossed only empty space
             zeros = origins.new_zeros(n_rays)
             bg = origins.new_zeros(n_rays, 3) if background is None else background.expand(n_rays, 3)
@@ -302,7 +322,11 @@ class VolumeRenderer(nn.Module):
         mids = (s.t_starts + s.t_ends) * 0.5
         x = self.field_points(origins[s.ray_indices] + directions[s.ray_indices] * mids[:, None])
         codes = () if appearance is None else (appearance[s.ray_indices],)
-        rgbs, sigmas = field(x, view_directions[s.ray_indices], *codes)
+        if s.features is None:
+            rgbs, sigmas = field(x, view_directions[s.ray_indices], *codes)
+        else:  # no autograd: the termination pass's features, so the field's encoding runs once per sample
+            rgbs = field.rgb_from_features(s.features, view_directions[s.ray_indices], *codes)
+            sigmas = field.density_from_features(s.features, x)
         weights, _, _ = self._weights(s, sigmas, n_rays)
         rgb = accumulate_along_rays(weights, rgbs, s.ray_indices, n_rays)
         opacity = accumulate_along_rays(weights, None, s.ray_indices, n_rays).squeeze(-1)
