@@ -129,7 +129,7 @@ def test_an_option_of_another_method_is_refused_in_one_line(argv, message, tmp_p
 
 
 @pytest.mark.parametrize("argv", [
-    ["train", "@d", "--method", "splat", "--sampler", "occupancy", "--compact"],  # a default value given: harmless
+    ["train", "@d", "--method", "splat", "--sampler", "auto", "--compact"],  # a default value given: harmless
     ["pde", "solve", "heat", "--solver", "pig", "--n-gaussians", "8", "--steps", "0", "--lbfgs-steps", "0"],
 ])
 def test_options_that_apply_pass_the_check(argv, tmp_path, capsys):

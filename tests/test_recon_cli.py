@@ -78,8 +78,15 @@ def bitwise_repeatable(monkeypatch):
     torch.use_deterministic_algorithms(False)
 
 
-@pytest.mark.parametrize("features", [[], ["--camera-opt", "SE3", "--appearance-dim", "4"]],
-                         ids=["plain", "poses+appearance"])
+PROPOSAL = ["--sampler", "proposal", "--set", "renderer.n_samples=8", "--set", "renderer.proposal_samples=16,8",
+            "--set", "renderer.proposal_resolutions=32,64"]
+
+
+POSES_AND_CODES = ["--camera-opt", "SE3", "--appearance-dim", "4"]
+
+
+@pytest.mark.parametrize("features", [[], POSES_AND_CODES, PROPOSAL],
+                         ids=["plain", "poses+appearance", "proposal"])
 def test_resume_reproduces_uninterrupted_training(tiny_scene, tmp_path, bitwise_repeatable, features):
     data = load_blender(tiny_scene, "train", 8)
 
@@ -111,7 +118,15 @@ def test_resume_reproduces_uninterrupted_training(tiny_scene, tmp_path, bitwise_
     resumed.fit()
     for (name, a), (_, b) in zip(straight.run.field.state_dict().items(), resumed.run.field.state_dict().items()):
         assert torch.equal(a, b), name
-    if features:  # the pose corrections moved and continued bit for bit too
+    renderer_a, renderer_b = straight.run.renderer.state_dict(), resumed.run.renderer.state_dict()
+    assert renderer_a.keys() == renderer_b.keys()
+    for name in renderer_a:  # the occupancy grid, or the proposal fields, continued bit for bit too
+        assert torch.equal(renderer_a[name], renderer_b[name]), name
+    if features == PROPOSAL:  # the proposal fields trained (from the interlevel loss) and were checkpointed
+        fresh = Run.create(tmp_path / "c", "hashgrid", run.field_config, run.renderer_config, run.train_config, "")
+        table = "proposals.0.encoding.table"
+        assert table in renderer_b and not torch.equal(renderer_b[table], fresh.renderer.state_dict()[table])
+    if features == POSES_AND_CODES:  # the pose corrections moved and continued bit for bit too
         assert resumed.run.camera_opt.deltas.abs().sum() > 0
         assert torch.equal(straight.run.camera_opt.deltas, resumed.run.camera_opt.deltas)
         assert torch.equal(straight.run.camera_opt.c2w, resumed.run.camera_opt.c2w)

@@ -29,7 +29,7 @@ from omnifield.fields.footprint import check_field_fits
 from omnifield.fields.registry import field_config, field_names
 from omnifield.io.atomic import write_text_atomic
 from omnifield.renderers.space import SCENE_TYPES, SPACE_OF_SCENE, choose_space, detect_scene_type, nearest_depth
-from omnifield.renderers.volume import VolumeRendererConfig
+from omnifield.renderers.volume import SAMPLERS, VolumeRendererConfig, sampler_settings, sampling_summary
 from omnifield.resources import require_memory
 
 DEVICE_HELP = "auto (a GPU when present, else the CPU), cpu, cuda or cuda:N (default auto)"
@@ -65,7 +65,7 @@ def build_configs(args: argparse.Namespace, space: dict | None = None) -> tuple[
                                 target_samples=args.target_samples, seed=args.seed, grad_clip=args.grad_clip,
                                 s3im_weight=args.s3im_weight, camera_opt=args.camera_opt,
                                 appearance_dim=args.appearance_dim, distortion_weight=args.distortion_weight)
-        renderer_cfg = VolumeRendererConfig(sampler=args.sampler, **space)
+        renderer_cfg = VolumeRendererConfig(**space, **sampler_settings(args.sampler, space.get("space", "box")))
     except ValueError as exc:
         raise OmnifieldError(f"invalid option: {exc}") from None
     field_cfg = replace_config(field_config(args.method), **field_changes)
@@ -137,7 +137,7 @@ def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: to
         ranks += f", on {device}" if device.type != "cpu" else ""
         say(f"training {args.method} ({n_params / 1e6:.2f} M parameters) on {data_dir} "
             f"({len(train_data.images)} views, {train_data.cameras.width}x{train_data.cameras.height}{ranks}, "
-            f"{scene_type} scene: {renderer_cfg.space} space) -> {out}")
+            f"{scene_type} scene: {renderer_cfg.space} space, {sampling_summary(renderer_cfg)}) -> {out}")
         note = missing_cuda_library_note(device, "nerfacc", "ray marching and compositing")
         if note:
             say(note)
@@ -262,8 +262,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-rays", type=int, default=4096, help="initial rays per step (then adapted)")
     p.add_argument("--target-samples", type=int, default=1 << 16,
                    help="samples per step the ray count adapts to (0 = fixed ray count)")
-    p.add_argument("--sampler", choices=["occupancy", "uniform"], default="occupancy",
-                   help="occupancy-grid skipping (fast) or uniform samples (vanilla NeRF)")
+    p.add_argument("--sampler", choices=["auto", *SAMPLERS], default="auto",
+                   help="occupancy: march through the cells of an occupancy grid, ending rays behind surfaces; "
+                        "proposal: small density fields place a few samples per ray (mip-NeRF 360, nerfacto); "
+                        "uniform: even samples (vanilla NeRF); default auto: occupancy for objects, proposal "
+                        "for photos of forward-facing and unbounded scenes")
     p.add_argument("--scene-type", choices=["auto", *SCENE_TYPES], default="auto",
                    help="object: inside a box, white background where alpha is 0; forward: forward-facing "
                         "capture in NDC; unbounded: 360-degree capture with contracted space (default auto: "

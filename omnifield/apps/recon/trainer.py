@@ -34,15 +34,19 @@ def lr_factor(progress: float, step: int, cfg: TrainConfig) -> float:
     return warm * cfg.decay_gamma**decays
 
 
-def make_optimizer(field: torch.nn.Module, cfg: TrainConfig,
-                   camera_opt: nn.Module | None = None) -> torch.optim.Optimizer:
+def make_optimizer(field: torch.nn.Module, cfg: TrainConfig, camera_opt: nn.Module | None = None,
+                   renderer: nn.Module | None = None) -> torch.optim.Optimizer:
     """Fused Adam: weight decay on decoder weight matrices only (never on grids/tables of features,
-    CAM's modulation grids inside a decoder included). Pose corrections get their own group: peak
-    learning rate ``cfg.camera_opt_lr``, no weight decay. Each group keeps its peak rate as ``base_lr``."""
+    CAM's modulation grids inside a decoder included). The renderer's own fields (the proposal sampler's
+    density fields) train at the same rate, without weight decay, as nerfacto's. Pose corrections get their
+    own group: peak learning rate ``cfg.camera_opt_lr``, no weight decay. Each group keeps its peak rate as
+    ``base_lr``."""
     decay, no_decay = [], []
     for name, p in field.named_parameters():
         weight_matrix = "decoder" in name and p.dim() == 2
         (decay if weight_matrix else no_decay).append(p)
+    if renderer is not None:
+        no_decay.extend(renderer.parameters())
     groups = [{"params": no_decay, "weight_decay": 0.0, "base_lr": cfg.lr},
               {"params": decay, "weight_decay": cfg.weight_decay, "base_lr": cfg.lr}]
     if camera_opt is not None:
@@ -54,7 +58,8 @@ def make_optimizer(field: torch.nn.Module, cfg: TrainConfig,
 
 class _RayRendering(nn.Module):
     """``(origins, directions, background, jitter, camera_ids) -> (rgb [R, 3], n_samples, pose penalty [],
-    distortion [])`` (the batch's mean distortion loss; 0 unless ``distortion``):
+    distortion [], interlevel [])`` (the batch's mean distortion loss, 0 unless ``distortion``; its mean
+    interlevel loss, 0 unless the renderer samples with proposal fields):
     the one forward that ``DistributedDataParallel`` wraps, so gradients of the field, the appearance
     codes and the pose corrections are averaged across ranks. Rays are moved to the refined poses and
     each ray gets its image's appearance code here."""
@@ -63,6 +68,7 @@ class _RayRendering(nn.Module):
         super().__init__()
         self.field, self.renderer, self.camera_opt = field, renderer, camera_opt
         self.distortion = distortion
+        self.interlevel = renderer.cfg.sampler == "proposal"
 
     def forward(self, origins, directions, background, jitter, camera_ids):
         penalty = origins.new_zeros(())
@@ -72,9 +78,10 @@ class _RayRendering(nn.Module):
         appearance = getattr(self.field, "appearance", None)
         codes = None if appearance is None else appearance(camera_ids)
         out = self.renderer.render_rays(self.field, origins, directions, background, stratified=True, jitter=jitter,
-                                        appearance=codes, distortion=self.distortion)
+                                        appearance=codes, distortion=self.distortion, interlevel=self.interlevel)
         spread = out.distortion.mean() if self.distortion else penalty.new_zeros(())
-        return out.rgb, out.n_samples, penalty, spread
+        inter = out.interlevel.mean() if self.interlevel else penalty.new_zeros(())
+        return out.rgb, out.n_samples, penalty, spread, inter
 
 
 class Trainer(EngineTask):
@@ -103,7 +110,7 @@ class Trainer(EngineTask):
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.rendering = nn.parallel.DistributedDataParallel(self.rendering, device_ids=ids, broadcast_buffers=False,
                                                                  find_unused_parameters=True)
-        self.optimizer = make_optimizer(run.field, self.cfg, run.camera_opt)
+        self.optimizer = make_optimizer(run.field, self.cfg, run.camera_opt, run.renderer)
         images = data.images
         self.n_images, self.height, self.width = images.shape[0], images.shape[1], images.shape[2]
         self.pixels = images.reshape(-1, images.shape[-1]).to(self.device)  # [N*H*W, C]
@@ -148,7 +155,7 @@ class Trainer(EngineTask):
         self.engine.save()
 
     def clip_parameters(self):
-        return self.run.field.parameters()
+        return [*self.run.field.parameters(), *self.run.renderer.parameters()]
 
     def evaluate(self, step: int) -> dict[str, Any]:
         return self.eval_fn(self.run, step)
@@ -196,13 +203,15 @@ class Trainer(EngineTask):
         for group in self.optimizer.param_groups:
             group["lr"] = group.get("base_lr", cfg.lr) * factor  # runs saved before base_lr: one rate
         origins, dirs, bg, target, jitter, cam = self._batch()
-        rgb, n_samples, pose_penalty, distortion = self.rendering(origins, dirs, bg, jitter, cam)
+        rgb, n_samples, pose_penalty, distortion, interlevel = self.rendering(origins, dirs, bg, jitter, cam)
         mse = torch.nn.functional.mse_loss(rgb, target)
         loss = mse + self._extra_losses(rgb, target)
         if cfg.distortion_weight > 0:  # runs saved before the option carry -1, i.e. off
             loss = loss + cfg.distortion_weight * distortion
         if cfg.camera_opt_l2 > 0:
             loss = loss + cfg.camera_opt_l2 * pose_penalty
+        if run.renderer.cfg.sampler == "proposal":
+            loss = loss + cfg.interlevel_weight * interlevel
         # a single all-reduce for the batch's samples, squared error and loss (the clock has its own)
         n_samples, sq_err, loss_sum = sum_over_ranks(
             [float(n_samples), float(mse.detach()) * rgb.numel(), float(loss.detach())], self.group)
