@@ -65,6 +65,26 @@ def test_weights_gradients_match_dense_formula():
     assert torch.allclose(w, dense_w) and torch.allclose(g1, g2)
 
 
+def test_rows_of_equal_length_composite_as_the_packed_segments():
+    """``per_ray``: the [R, n] row path gives the packed path's weights, sums and gradients."""
+    g = torch.Generator().manual_seed(2)
+    n_rays, per_ray = 5, 7
+    t = torch.rand(n_rays, per_ray + 1, generator=g, dtype=torch.float64).sort(-1).values * 3
+    sig = (torch.rand(n_rays * per_ray, generator=g, dtype=torch.float64) * 4).requires_grad_()
+    colour = torch.rand(n_rays * per_ray, 3, generator=g, dtype=torch.float64)
+    ids = torch.arange(n_rays).repeat_interleave(per_ray)
+    t0, t1 = t[:, :-1].reshape(-1), t[:, 1:].reshape(-1)
+    results = []
+    for rows in (0, per_ray):
+        w, trans, alpha = render_weight_from_density(t0, t1, sig, ids, n_rays, rows)
+        rgb = accumulate_along_rays(w, colour, ids, n_rays, rows)
+        opacity = accumulate_along_rays(w, None, ids, n_rays, rows)
+        grad = torch.autograd.grad((rgb.sum() + opacity.square().sum()), sig)[0]
+        results.append((w, trans, alpha, rgb, opacity, grad))
+    for packed, rows in zip(*results):
+        assert packed.shape == rows.shape and torch.allclose(packed, rows, atol=1e-12)
+
+
 def _distortion_by_double_loop(w, s0, s1):
     """mip-NeRF 360's eq. 15 for one ray, written as the paper states it."""
     mids = (s0 + s1) / 2

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from omnifield.renderers.volrend import weights_along_rows
+
 HISTOGRAM_PADDING = 0.01  # nerfacto's: a little weight on every bin, so no region is ever left unsampled
 INTERLEVEL_EPS = 1e-7
 
@@ -83,7 +85,5 @@ def interlevel_loss(edges: torch.Tensor, weights: torch.Tensor,
 
 def histogram_weights(sigmas: torch.Tensor, t_edges: torch.Tensor) -> torch.Tensor:
     """Volume-rendering weights ``[R, m]`` of densities ``sigmas [R, m]`` over bins with distance edges
-    ``t_edges [R, m + 1]`` (dense layout; the same quadrature as the packed compositing)."""
-    sigma_delta = sigmas * (t_edges[:, 1:] - t_edges[:, :-1])
-    before = torch.cumsum(sigma_delta, -1) - sigma_delta
-    return torch.exp(-before) * -torch.expm1(-sigma_delta)
+    ``t_edges [R, m + 1]``."""
+    return weights_along_rows(sigmas * (t_edges[:, 1:] - t_edges[:, :-1]))[0]

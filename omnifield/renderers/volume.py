@@ -134,12 +134,14 @@ class VolumeRendererConfig:
 @dataclass
 class Samples:
     """Packed samples: ``ray_indices [S]``, ``t_starts [S]``, ``t_ends [S]``; ``features [S, F]``: the field's
-    point features at the samples when the early-termination pass kept them (renders without autograd)."""
+    point features at the samples when the early-termination pass kept them (renders without autograd);
+    ``per_ray`` > 0: every ray has exactly that many samples, rays in order (proposal sampling)."""
 
     ray_indices: torch.Tensor
     t_starts: torch.Tensor
     t_ends: torch.Tensor
     features: torch.Tensor | None = None
+    per_ray: int = 0
 
 
 @dataclass
@@ -279,7 +281,7 @@ class VolumeRenderer(nn.Module):
         edges = resample_edges(edges, weights.detach(), self.cfg.n_samples, shifts[-1], self.anneal)
         t = self._distances(edges, lo, hi)
         ids = torch.arange(n_rays, device=origins.device).repeat_interleave(self.cfg.n_samples)
-        return Samples(ids, t[:, :-1].reshape(-1), t[:, 1:].reshape(-1)), edges, levels
+        return Samples(ids, t[:, :-1].reshape(-1), t[:, 1:].reshape(-1), per_ray=self.cfg.n_samples), edges, levels
 
     def _comb(self, origins, directions, stratified: bool, jitter: torch.Tensor | None) -> Samples:
         """Contracted space: ``n_samples`` bins per ray, evenly spaced in :func:`spacing` between the near
@@ -406,7 +408,7 @@ class VolumeRenderer(nn.Module):
             from nerfacc import render_weight_from_density as nerfacc_weights
 
             return nerfacc_weights(s.t_starts, s.t_ends, sigmas, ray_indices=s.ray_indices, n_rays=n_rays)
-        return render_weight_from_density(s.t_starts, s.t_ends, sigmas, s.ray_indices, n_rays)
+        return render_weight_from_density(s.t_starts, s.t_ends, sigmas, s.ray_indices, n_rays, s.per_ray)
 
     def render_rays(
         self,
@@ -446,9 +448,9 @@ class VolumeRenderer(nn.Module):
             rgbs = field.rgb_from_features(s.features, view_directions[s.ray_indices], *codes)
             sigmas = field.density_from_features(s.features, x)
         weights, _, _ = self._weights(s, sigmas, n_rays)
-        rgb = accumulate_along_rays(weights, rgbs, s.ray_indices, n_rays)
-        opacity = accumulate_along_rays(weights, None, s.ray_indices, n_rays).squeeze(-1)
-        depth = accumulate_along_rays(weights, mids[:, None], s.ray_indices, n_rays).squeeze(-1)
+        rgb = accumulate_along_rays(weights, rgbs, s.ray_indices, n_rays, s.per_ray)
+        opacity = accumulate_along_rays(weights, None, s.ray_indices, n_rays, s.per_ray).squeeze(-1)
+        depth = accumulate_along_rays(weights, mids[:, None], s.ray_indices, n_rays, s.per_ray).squeeze(-1)
         if self.cfg.space == "contract":  # back to the capture's units
             depth = depth / self.cfg.space_scale
         if background is not None:
