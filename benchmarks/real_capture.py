@@ -50,8 +50,10 @@ def train_row(method: str, data: Path, minutes: float, downscale: int, out: Path
     wall, peak = omnifield("train", str(data), "--method", method, "--minutes", str(minutes), "--steps", str(10**9),
                            "--downscale", str(downscale), "--out", str(out), *extra)
     metrics = json.loads((out / "metrics.json").read_text())
+    renderer = json.loads((out / "config.json").read_text()).get("renderer") or {}
     return {
         "method": method, "scene": data.name, "downscale": downscale, "budget_min": minutes,
+        **({"sampler": renderer["sampler"]} if "sampler" in renderer else {}),
         "steps": metrics.get("step", metrics.get("steps")),
         "seconds": round(float(metrics.get("train_seconds") or 0.0), 1),
         "psnr": round(float(metrics["psnr"]), 2), "ssim": round(float(metrics["ssim"]), 4),
