@@ -70,6 +70,31 @@ def test_convert_there_and_back_keeps_valid_runs(teacher_run, capsys):
     assert main(["eval", str(back)]) == 0  # the converted run is an ordinary run folder
 
 
+def test_a_proposal_sampled_teacher_lends_its_proposal_fields_to_the_student(tmp_path):
+    """Conversion samples where the teacher's proposal fields put its weight, and the student run renders
+    with those same proposal fields (it describes the same scene)."""
+    data = tmp_path / "scene"
+    write_scene(data)
+    enc = HashGridConfig(n_levels=4, n_features_per_level=2, base_resolution=4, max_resolution=16)
+    cfg = RadianceFieldConfig(encoding=enc, density_decoder=MLPConfig(width=16, n_hidden_layers=1),
+                              color_decoder=MLPConfig(width=16, n_hidden_layers=1), sh_degree=2, aabb=AABB)
+    renderer = VolumeRendererConfig(sampler="proposal", n_samples=8, proposal_samples=(16, 8),
+                                    proposal_resolutions=(16, 32))
+    teacher = Run.create(tmp_path / "teacher", "hashgrid", cfg, renderer, TrainConfig(steps=1), str(data))
+    with torch.no_grad():  # proposal fields that are not at their initial values
+        for p in teacher.renderer.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    teacher.save(1, {}, {})
+    out = tmp_path / "tri"
+    assert main(["convert", str(tmp_path / "teacher"), "--method", "triplane", "--steps", "5", "--batch-rays", "64",
+                 "--out", str(out), "--set", "field.encoding.resolutions=16", "--quiet"]) == 0
+    student, _, _ = Run.open(out)
+    assert student.renderer.cfg.sampler == "proposal"
+    for (name, a), (_, b) in zip(teacher.renderer.state_dict().items(), student.renderer.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert main(["eval", str(out)]) == 0
+
+
 def test_convert_to_splat_writes_a_splat_run(teacher_run, capsys):
     from omnifield.io.splat_run import load_splat_run
 
