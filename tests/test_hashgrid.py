@@ -144,7 +144,8 @@ def test_native_matches_twin(d, n):
     gt = torch.autograd.grad(twin, [x, grid.table], upstream)
     scale_x = gt[0].abs().max().clamp_min(1.0)
     torch.testing.assert_close(gn[0] / scale_x, gt[0] / scale_x, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(gn[1], gt[1], rtol=1e-4, atol=1e-5)
+    # a table row sums the gradients of ~n / rows points in float32, in another order in each path
+    torch.testing.assert_close(gn[1], gt[1], rtol=1e-4, atol=1e-5 if n <= 2000 else 1e-4)
 
 
 @pytest.mark.parametrize("features", [1, 4, 8])
