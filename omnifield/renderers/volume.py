@@ -62,7 +62,8 @@ from omnifield.renderers.volrend import (
 SAMPLERS = ("occupancy", "uniform", "proposal")
 TERMINATION_ROUND = 32  # samples per ray whose densities are evaluated before dead rays are dropped
 # Radiance-field samples per ray after proposal sampling (nerfacto, on a GPU: 48). 10 CPU minutes each, 24 against
-# 32: fern 25.85 / 25.64 dB, kitchen25 19.11 / 19.31-19.40 dB, and ~15 % faster evaluation (fern 4.5 s a frame).
+# 32: fern 25.85 / 25.64 dB, kitchen25 19.11 and 17.82 / 19.31-19.40 and 18.50 dB (seeds 0 and 1), and ~15 %
+# faster evaluation (fern 4.5 s a frame).
 PROPOSAL_FIELD_SAMPLES = 24
 
 
