@@ -60,6 +60,11 @@ class BoxMapping(nn.Module):
         return self.lo.to(s.dtype) + s * (self.hi - self.lo).to(s.dtype)
 
 
+def inside_unit_cube(s: torch.Tensor) -> torch.Tensor:
+    """Whether unit-cube coordinates ``s [..., D]`` lie in ``[0, 1]^D`` (boundary included): ``[...]`` bool."""
+    return ((s >= 0.0) & (s <= 1.0)).all(dim=-1)
+
+
 def box_of_aabb(aabb: Sequence[float]) -> BoxMapping:
     """The mapping of a 3-D field's ``aabb = (xmin, ymin, zmin, xmax, ymax, zmax)``; ValueError otherwise."""
     if len(aabb) != 6 or not all(hi > lo for lo, hi in zip(aabb[:3], aabb[3:])):

@@ -15,7 +15,7 @@ from torch import nn
 
 from omnifield.config import register_config
 from omnifield.fields.activations import trunc_exp
-from omnifield.fields.box import box_of_aabb
+from omnifield.fields.box import box_of_aabb, inside_unit_cube
 from omnifield.fields.hashgrid import HashGridConfig
 from omnifield.fields.mlp import MLPConfig
 
@@ -49,5 +49,4 @@ class DensityField(nn.Module):
         u = self.box(x)
         logit = self.decoder(self.encoding(u.clamp(0.0, 1.0)), u)[..., 0]
         sigma = trunc_exp(logit + self.cfg.density_bias)
-        inside = ((u >= 0.0) & (u <= 1.0)).all(dim=-1)
-        return torch.where(inside, sigma, torch.zeros_like(sigma))
+        return torch.where(inside_unit_cube(u), sigma, torch.zeros_like(sigma))

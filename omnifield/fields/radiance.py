@@ -21,7 +21,7 @@ from torch import nn
 from omnifield.config import register_config
 from omnifield.fields.activations import trunc_exp
 from omnifield.fields.appearance import AppearanceEmbedding
-from omnifield.fields.box import box_of_aabb
+from omnifield.fields.box import box_of_aabb, inside_unit_cube
 from omnifield.fields.hashgrid import HashGridConfig
 from omnifield.fields.mlp import MLPConfig
 from omnifield.fields.sh import spherical_harmonics
@@ -80,9 +80,6 @@ class RadianceField(nn.Module):
         """World points ``[..., 3]`` -> unit-cube coordinates ``[..., 3]``."""
         return self.box(x)
 
-    def _inside(self, u: torch.Tensor) -> torch.Tensor:
-        return ((u >= 0.0) & (u <= 1.0)).all(dim=-1)
-
     def point_features(self, x: torch.Tensor) -> torch.Tensor:
         """``[..., 3] -> [..., 1 + geo_feat_dim]``: raw density logit then geometry features."""
         u = self.normalize(x)
@@ -92,7 +89,7 @@ class RadianceField(nn.Module):
     def density_from_features(self, feats: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Density ``[...]`` from point features, zero outside the box."""
         sigma = trunc_exp(feats[..., 0] + self.cfg.density_bias if self.cfg.density_bias else feats[..., 0])
-        return torch.where(self._inside(self.normalize(x)), sigma, torch.zeros_like(sigma))
+        return torch.where(inside_unit_cube(self.normalize(x)), sigma, torch.zeros_like(sigma))
 
     def rgb_from_features(self, feats: torch.Tensor, d: torch.Tensor,
                           appearance: torch.Tensor | None = None) -> torch.Tensor:

@@ -37,9 +37,8 @@ import torch
 from torch import nn
 
 from omnifield.backend import use_cuda_library
-from omnifield.config import register_config
+from omnifield.config import register_config, replace_config
 from omnifield.fields.density import DensityFieldConfig
-from omnifield.fields.hashgrid import HashGridConfig
 from omnifield.fields.protocol import PointFeatureFieldLike
 from omnifield.renderers.occupancy import OccupancyGrid, OccupancyGridConfig
 from omnifield.renderers.proposal import (
@@ -185,9 +184,10 @@ class VolumeRenderer(nn.Module):
             self.step_size = self.cfg.step_size or diagonal / self.cfg.n_steps_per_diagonal
         self.proposals = nn.ModuleList()
         if self.cfg.sampler == "proposal":  # nerfacto's proposal networks, one per level
-            self.proposals.extend(DensityFieldConfig(
-                encoding=HashGridConfig(n_levels=5, log2_hashmap_size=17, max_resolution=int(resolution)),
-                aabb=tuple(float(v) for v in aabb)).build() for resolution in self.cfg.proposal_resolutions)
+            base = DensityFieldConfig(aabb=tuple(float(v) for v in aabb))
+            self.proposals.extend(
+                replace_config(base, encoding=replace_config(base.encoding, max_resolution=int(resolution))).build()
+                for resolution in self.cfg.proposal_resolutions)
         self.anneal = 1.0  # exponent on proposal weights; the trainer lowers it at the start of training
 
     # ------------------------------------------------------------------- space
@@ -210,13 +210,11 @@ class VolumeRenderer(nn.Module):
                        s: "Samples") -> tuple[torch.Tensor, torch.Tensor]:
         """Samples' interval ends ``[S]`` as fractions of their ray's span (rays of :meth:`to_field_space`):
         from the box entry to the exit, or, in contracted space, from the near to the far plane in the
-        comb's spacing coordinate (so steps even in disparity count equally)."""
-        if self.cfg.space == "contract":
-            lo, hi = self.comb
-            return tuple((spacing(t) - lo) / (hi - lo) for t in (s.t_starts, s.t_ends))
-        near, far = ray_aabb_intersect(origins, directions, self.aabb, self.cfg.near_plane)
-        near, span = near[s.ray_indices], (far - near).clamp_min(1e-9)[s.ray_indices]
-        return tuple((t - near) / span for t in (s.t_starts, s.t_ends))
+        comb's spacing coordinate (so steps even in disparity count equally). :meth:`_distances` inverts it."""
+        lo, hi = self._ray_spans(origins, directions)
+        lo, span = lo[s.ray_indices], (hi - lo).clamp_min(1e-9)[s.ray_indices]
+        along = spacing if self.cfg.space == "contract" else (lambda t: t)
+        return tuple((along(t) - lo) / span for t in (s.t_starts, s.t_ends))
 
     def _positions(self, origins, directions, s: "Samples") -> torch.Tensor:
         mids = (s.t_starts + s.t_ends)[:, None] * 0.5
