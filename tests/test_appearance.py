@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from omnifield.apps.recon.config import TrainConfig
-from omnifield.apps.recon.run import DISTORTION_WEIGHT_PHOTOS, resolve_capture_options
+from omnifield.apps.recon.run import DEPTH_WEIGHT_PHOTOS, DISTORTION_WEIGHT_PHOTOS, resolve_capture_options
 from omnifield.data.blender import PosedImages, load_blender
 from omnifield.errors import OmnifieldError
 from omnifield.fields import field_config
@@ -81,18 +81,21 @@ def test_auto_leaves_both_off_and_explicit_values_are_kept(lego):
         resolve_capture_options(field_cfg, TrainConfig(appearance_dim=8), None)
 
 
-def test_distortion_loss_is_on_for_photos_of_scenes_and_off_for_objects(lego):
+@pytest.mark.parametrize("name, photos", [("distortion_weight", DISTORTION_WEIGHT_PHOTOS),
+                                          ("depth_weight", DEPTH_WEIGHT_PHOTOS)])
+def test_scene_losses_are_on_for_photos_of_scenes_and_off_for_objects(lego, name, photos):
     field_cfg = field_config("hashgrid")
-    weights = {space: resolve_capture_options(field_cfg, TrainConfig(), lego, space)[1].distortion_weight
+    weights = {space: getattr(resolve_capture_options(field_cfg, TrainConfig(), lego, space)[1], name)
                for space in ("box", "ndc", "contract")}
-    assert weights == {"box": 0.0, "ndc": DISTORTION_WEIGHT_PHOTOS, "contract": DISTORTION_WEIGHT_PHOTOS}
-    assert resolve_capture_options(field_cfg, TrainConfig(distortion_weight=0.0), lego, "ndc")[1].distortion_weight == 0
-    assert resolve_capture_options(field_cfg, TrainConfig(distortion_weight=0.05), lego)[1].distortion_weight == 0.05
+    assert weights == {"box": 0.0, "ndc": photos, "contract": photos}
+    assert getattr(resolve_capture_options(field_cfg, TrainConfig(**{name: 0.0}), lego, "ndc")[1], name) == 0
+    assert getattr(resolve_capture_options(field_cfg, TrainConfig(**{name: 0.05}), lego)[1], name) == 0.05
 
 
 def test_train_config_checks_the_new_options():
     for bad in ({"camera_opt": "SO3"}, {"camera_opt_lr": 0.0}, {"camera_opt_l2": -1.0}, {"appearance_dim": -2},
-                {"distortion_weight": -0.5}, {"distortion_weight": float("nan")}):
+                {"distortion_weight": -0.5}, {"distortion_weight": float("nan")}, {"depth_weight": -0.5},
+                {"depth_weight": float("nan")}, {"depth_rays": 0.0}, {"depth_rays": 1.5}):
         with pytest.raises(ValueError):
             TrainConfig(**bad)
 

@@ -9,6 +9,8 @@ from omnifield.apps.recon.run import Run
 from omnifield.apps.recon.trainer import Trainer
 from omnifield.cli import main
 from omnifield.data.blender import load_blender
+from omnifield.data.scene import ScenePoints
+from omnifield.data.sparse_depth import SparseDepth
 from tests.conftest import lego_subset
 
 TINY = [
@@ -83,24 +85,31 @@ PROPOSAL = ["--sampler", "proposal", "--set", "renderer.n_samples=8", "--set", "
 
 
 POSES_AND_CODES = ["--camera-opt", "SE3", "--appearance-dim", "4"]
+DEPTH = ["sparse depth"]  # not an option: the test gives the trainer depth samples of points in the box
 
 
-@pytest.mark.parametrize("features", [[], POSES_AND_CODES, PROPOSAL],
-                         ids=["plain", "poses+appearance", "proposal"])
+@pytest.mark.parametrize("features", [[], POSES_AND_CODES, PROPOSAL, DEPTH],
+                         ids=["plain", "poses+appearance", "proposal", "sparse depth"])
 def test_resume_reproduces_uninterrupted_training(tiny_scene, tmp_path, bitwise_repeatable, features):
     data = load_blender(tiny_scene, "train", 8)
+    depths = None
+    if features == DEPTH:
+        xyz = torch.rand(50, 3, generator=torch.Generator().manual_seed(0)) - 0.5
+        tracks = torch.stack(torch.meshgrid(torch.arange(50), torch.arange(6), indexing="ij"), -1).reshape(-1, 2)
+        depths = SparseDepth.from_tracks(ScenePoints(xyz, xyz, tracks), data.cameras)
 
     def make(path):
         assert main(["train", str(tiny_scene), "--out", str(path), "--steps", "1", "--no-eval", *TINY,
-                     *features]) == 0
+                     *(features if features != DEPTH else [])]) == 0
         run, _, _ = Run.open(path)
         run.train_config.steps = 10
+        run.train_config.depth_weight = 0.1 if features == DEPTH else 0.0
         fresh = Run.create(path, run.method, run.field_config, run.renderer_config, run.train_config, run.data_dir,
                            run.downscale, data)
         torch.manual_seed(0)
         return fresh
 
-    straight = Trainer(make(tmp_path / "a"), data, progress=False)
+    straight = Trainer(make(tmp_path / "a"), data, progress=False, sparse_depth=depths)
     straight.fit()
 
     def stop_at_5(run, step):
@@ -108,13 +117,16 @@ def test_resume_reproduces_uninterrupted_training(tiny_scene, tmp_path, bitwise_
             raise KeyboardInterrupt
         return {}
 
-    interrupted = Trainer(make(tmp_path / "b"), data, eval_fn=stop_at_5, eval_every=1, progress=False)
+    interrupted = Trainer(make(tmp_path / "b"), data, eval_fn=stop_at_5, eval_every=1, progress=False,
+                          sparse_depth=depths)
     with pytest.raises(KeyboardInterrupt):
         interrupted.fit()
     run, tensors, meta = Run.open(tmp_path / "b")
     assert meta["step"] == 5
-    resumed = Trainer(run, data, progress=False)
+    resumed = Trainer(run, data, progress=False)  # the depth samples come back from the checkpoint
     resumed.resume(tensors, meta)
+    if features == DEPTH:
+        assert torch.equal(resumed.sparse_depth.uv, depths.uv) and torch.equal(resumed.sparse_depth.depth, depths.depth)
     resumed.fit()
     for (name, a), (_, b) in zip(straight.run.field.state_dict().items(), resumed.run.field.state_dict().items()):
         assert torch.equal(a, b), name

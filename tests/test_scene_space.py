@@ -20,7 +20,7 @@ from omnifield.renderers.space import (
     nearest_depth,
     spacing,
 )
-from omnifield.renderers.volume import VolumeRenderer, VolumeRendererConfig
+from omnifield.renderers.volume import Samples, VolumeRenderer, VolumeRendererConfig
 
 
 def test_contraction_values_and_bounds():
@@ -215,3 +215,74 @@ def test_box_space_leaves_rays_untouched():
     o, d = torch.randn(5, 3), torch.nn.functional.normalize(torch.randn(5, 3), dim=-1)
     o2, d2 = renderer.to_field_space(o, d)
     assert o2 is o and d2 is d
+
+
+def _rotation_about_z(angle: float) -> tuple:
+    c, s = math.cos(angle), math.sin(angle)
+    return (c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("space", ["box", "contract", "ndc"])
+def test_unit_depth_of_a_point_is_its_ray_coordinate(space):
+    """A point at distance t along a capture ray lies at the ray coordinate that :meth:`unit_distances` gives a
+    sample at t in the renderer's own space: t itself (box), t x scale (contract, moved and rotated), or the
+    point's distance along the NDC ray, computed here with NeRF's formula."""
+    g = torch.Generator().manual_seed(3)
+    if space == "box":
+        cfg, aabb = VolumeRendererConfig(), (-1.0, -1.0, -1.0, 1.0, 1.0, 1.0)
+        origins = torch.tensor([-3.0, 0.0, 0.0]) + 0.2 * torch.randn(16, 3, generator=g, dtype=torch.float64)
+        dirs = torch.tensor([1.0, 0.0, 0.0]) + 0.1 * torch.randn(16, 3, generator=g, dtype=torch.float64)
+        distance = 2.6 + 0.8 * torch.rand(16, generator=g, dtype=torch.float64)
+    elif space == "contract":
+        cfg = VolumeRendererConfig(space="contract", space_center=(1.0, 2.0, 3.0), space_scale=0.25,
+                                   space_rotation=_rotation_about_z(0.7))
+        aabb = (-2.0, -2.0, -2.0, 2.0, 2.0, 2.0)
+        origins = torch.tensor([1.0, 2.0, 3.0]) + torch.randn(16, 3, generator=g, dtype=torch.float64)
+        dirs = torch.randn(16, 3, generator=g, dtype=torch.float64)
+        distance = 50.0 * torch.rand(16, generator=g, dtype=torch.float64)
+    else:
+        focal, near = (1.5, 2.0), 1.0
+        cfg = VolumeRendererConfig(space="ndc", ndc_focal=focal, ndc_near=near)
+        aabb = (-1.25, -1.25, -1.0, 1.25, 1.25, 1.0)
+        origins = 0.2 * torch.randn(16, 3, generator=g, dtype=torch.float64)
+        dirs = torch.tensor([0.0, 0.0, -1.0]) + 0.1 * torch.randn(16, 3, generator=g, dtype=torch.float64)
+        distance = 1.5 + 30.0 * torch.rand(16, generator=g, dtype=torch.float64)
+    renderer = VolumeRenderer(aabb, cfg).double()
+    dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+    points = origins + dirs * distance[:, None]
+    o, d = renderer.to_field_space(origins, dirs)
+    if space == "box":
+        t = distance
+    elif space == "contract":
+        t = distance * 0.25
+    else:
+        p_ndc = torch.stack([-focal[0] * points[:, 0] / points[:, 2], -focal[1] * points[:, 1] / points[:, 2],
+                             1 + 2 * near / points[:, 2]], -1)
+        t = ((p_ndc - o) * d).sum(-1)
+        torch.testing.assert_close(o + t[:, None] * d, p_ndc)  # the point is on the NDC ray
+    rays = torch.arange(16)
+    expected, _ = renderer.unit_distances(o, d, Samples(rays, t, t))
+    got = renderer.unit_depth_of(origins, dirs, points)
+    torch.testing.assert_close(got, expected.clamp(0, 1))
+    assert 0.0 < float(got.min()) and float(got.max()) < 1.0  # the points lie inside the rays' spans
+
+
+def test_rendered_unit_depth_finds_a_wall_and_counts_empty_rays_as_far():
+    """An opaque wall across the box: each ray's expected unit depth is the wall point's (within a step);
+    a ray through empty space stops nowhere, so its unit depth is 1."""
+    cfg = VolumeRendererConfig(sampler="uniform", n_samples=512, early_stop_eps=0.0)
+    renderer = VolumeRenderer((-1, -1, -1, 1, 1, 1), cfg)
+
+    class Wall(_Ball):
+        def density(self, x):
+            return torch.where(x[..., 0] > 0.3, torch.full_like(x[..., 0], 1e4), torch.zeros_like(x[..., 0]))
+
+    g = torch.Generator().manual_seed(0)
+    origins = torch.tensor([-3.0, 0.0, 0.0]) + 0.3 * torch.randn(8, 3, generator=g)
+    dirs = torch.tensor([1.0, 0.0, 0.0]) + 0.2 * torch.randn(8, 3, generator=g)
+    dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+    hit = origins + dirs * ((0.3 - origins[:, 0]) / dirs[:, 0])[:, None]
+    out = renderer.render_rays(Wall(0, 0), origins, dirs, unit_depth=True)
+    torch.testing.assert_close(out.unit_depth, renderer.unit_depth_of(origins, dirs, hit), atol=4e-3, rtol=0)
+    empty = renderer.render_rays(_Ball(0.0, 0.5), origins, dirs, unit_depth=True)
+    torch.testing.assert_close(empty.unit_depth, torch.ones(8))

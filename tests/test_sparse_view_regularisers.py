@@ -1,5 +1,5 @@
 """Regularisers of sparse captures: sparse depth (samples from point tracks, the splat renderer's depth, the loss
-and its pull) and the scale-ratio penalty on spiky Gaussians."""
+and its pull, for the splats and the NeRF) and the scale-ratio penalty on spiky Gaussians."""
 
 from __future__ import annotations
 
@@ -9,18 +9,26 @@ import math
 import pytest
 import torch
 
+from omnifield.apps.recon.config import TrainConfig
+from omnifield.apps.recon.run import Run
+from omnifield.apps.recon.trainer import Trainer
 from omnifield.apps.splat import SplatTask
 from omnifield.apps.splat.config import PHOTO_MAX_SCALE_RATIO, SPARSE_DEPTH_WEIGHT, resolve_photo_regularisers
+from omnifield.config import replace_config
+from omnifield.data.blender import PosedImages
 from omnifield.data.scene import ScenePoints
 from omnifield.data.sparse_depth import SparseDepth
 from omnifield.errors import OmnifieldError
+from omnifield.fields import field_config
 from omnifield.fields.gaussians import GaussianScene
+from omnifield.fields.hashgrid import HashGridConfig
 from omnifield.io.checkpoint import load_checkpoint
 from omnifield.io.splat_run import CHECKPOINT
 from omnifield.losses.depth import sample_image, sparse_depth_loss
 from omnifield.losses.splat_shape import scale_ratio_loss
-from omnifield.renderers.cameras import Cameras
+from omnifield.renderers.cameras import Cameras, look_at
 from omnifield.renderers.splat import SplatRenderer
+from omnifield.renderers.volume import VolumeRendererConfig
 from tests._processes import ctrl_c_at
 from tests.test_splat_training import _train, tiny_data  # noqa: F401 - fixture re-used
 
@@ -134,9 +142,14 @@ def _tracks_of_the_tiny_scene(images, cameras):
     return ScenePoints(xyz, torch.full_like(xyz, 0.5), tracks)
 
 
+# the initial points' triangulation and the depth samples' (when the initial points have no tracks)
+TRIANGULATORS = ("omnifield.apps.splat.train.triangulate_views", "omnifield.data.sparse_depth.triangulate_views")
+
+
 @pytest.mark.usefixtures("one_thread")  # bit for bit: the native backward sums in thread order
 def test_a_run_with_the_depth_loss_resumes_bit_for_bit(tiny_data, tmp_path, monkeypatch):  # noqa: F811
-    monkeypatch.setattr("omnifield.apps.splat.train.triangulate_views", _tracks_of_the_tiny_scene)
+    for where in TRIANGULATORS:
+        monkeypatch.setattr(where, _tracks_of_the_tiny_scene)
     kw = {"refine_start": 5, "refine_every": 10, "densify_until": 0.9, "evaluate": False, "depth_weight": 0.05}
     straight = _train(tiny_data, tmp_path / "straight", steps=20, **kw)
     assert straight["steps"] == 20
@@ -145,7 +158,8 @@ def test_a_run_with_the_depth_loss_resumes_bit_for_bit(tiny_data, tmp_path, monk
         ctrl_c_at(patch, SplatTask, "training_step", step=10)
         with pytest.raises(KeyboardInterrupt):
             _train(tiny_data, parted, steps=20, **kw)
-    monkeypatch.setattr("omnifield.apps.splat.train.triangulate_views", None)  # resuming reads the checkpoint's
+    for where in TRIANGULATORS:  # resuming reads the checkpoint's
+        monkeypatch.setattr(where, None)
     _train(tiny_data, parted, steps=20, resume=True, **kw)
     a, meta = load_checkpoint(tmp_path / "straight" / CHECKPOINT)
     b, _ = load_checkpoint(parted / CHECKPOINT)
@@ -158,7 +172,8 @@ def test_an_explicit_weight_fails_clearly_where_no_points_can_be_triangulated(ti
     def too_few(images, cameras):
         raise OmnifieldError("only 3 points could be triangulated")
 
-    monkeypatch.setattr("omnifield.apps.splat.train.triangulate_views", too_few)
+    for where in TRIANGULATORS:
+        monkeypatch.setattr(where, too_few)
     with pytest.raises(OmnifieldError, match="--depth-weight: only 3 points"):
         _train(tiny_data, tmp_path / "explicit", steps=2, evaluate=False, depth_weight=0.1)
     assert _train(tiny_data, tmp_path / "off", steps=2, evaluate=False, depth_weight=0.0)["steps"] == 2
@@ -170,3 +185,46 @@ def test_scale_ratio_penalty_is_zero_up_to_the_ratio_and_linear_beyond():
     needle = torch.log(torch.tensor([[1.0, 1.0, 30.0]])).requires_grad_()
     scale_ratio_loss(needle, 10.0).backward()
     assert needle.grad[0, 2] > 0 and needle.grad[0, 0] < 0  # shortens the long axis, widens the thin one
+
+
+def _grey_views_of_a_plane(n_views: int = 4):
+    """Views of a uniformly grey world from above (z = 3, looking down), and structure-from-motion points on
+    the plane z = 0 seen by every view. The photos cannot tell where the grey surface is; the points can."""
+    eye = torch.tensor([[0.3 * (i % 2) - 0.15, 0.3 * (i // 2) - 0.15, 3.0] for i in range(n_views)])
+    c2w = look_at(eye, torch.zeros(3), torch.tensor([0.0, 1.0, 0.0]))
+    full = lambda v: torch.full((n_views,), float(v))  # noqa: E731
+    cameras = Cameras(c2w, full(F), full(F), full(W / 2), full(H / 2), W, H)
+    grid = torch.stack(torch.meshgrid(torch.linspace(-0.8, 0.8, 9), torch.linspace(-0.6, 0.6, 7), indexing="ij"), -1)
+    xyz = torch.cat([grid.reshape(-1, 2), torch.zeros(63, 1)], -1)
+    tracks = torch.stack(torch.meshgrid(torch.arange(63), torch.arange(n_views), indexing="ij"), -1).reshape(-1, 2)
+    depths = SparseDepth.from_tracks(ScenePoints(xyz, torch.zeros_like(xyz), tracks), cameras)
+    return PosedImages(torch.full((n_views, H, W, 3), 0.5), cameras, [f"{i}" for i in range(n_views)]), depths
+
+
+def _nerf_on(data: PosedImages, depths: SparseDepth, weight: float, path) -> tuple[Trainer, torch.Tensor]:
+    """A small hash-grid NeRF trained 80 steps on ``data`` with the sparse depth loss at ``weight``, and the
+    mean error of its expected stopping point (ray coordinate) on the rays through the points."""
+    torch.manual_seed(0)
+    field_cfg = replace_config(field_config("hashgrid"), encoding=HashGridConfig(n_levels=4, log2_hashmap_size=12,
+                                                                               max_resolution=32))
+    run = Run.create(path, "hashgrid", field_cfg, VolumeRendererConfig(sampler="uniform", n_samples=48),
+                     TrainConfig(steps=80, depth_weight=weight, batch_rays=512, target_samples=0), "", 1, data)
+    trainer = Trainer(run, data, progress=False, sparse_depth=depths)
+    trainer.fit()
+    view = torch.repeat_interleave(torch.arange(len(data.images)), depths.offsets.diff())
+    origins, dirs = data.cameras.generate_rays(view, depths.uv[:, 0], depths.uv[:, 1])
+    forward = -data.cameras.c2w[view, :3, 2]
+    points = origins + dirs * (depths.depth / (dirs * forward).sum(-1))[:, None]
+    with torch.no_grad():
+        out = run.renderer.render_rays(run.field, origins, dirs, unit_depth=True)
+    return trainer, (out.unit_depth - run.renderer.unit_depth_of(origins, dirs, points)).abs().mean()
+
+
+def test_the_nerf_depth_loss_moves_the_surface_to_the_points(tmp_path):
+    """Trained on photos that say nothing about depth, a field stops its rays anywhere; with the sparse depth
+    loss the rays through the points stop at them (the loss's own rays: 1/8 of each batch more)."""
+    data, depths = _grey_views_of_a_plane()
+    trainer, with_loss = _nerf_on(data, depths, 1.0, tmp_path / "with")
+    _, without = _nerf_on(data, depths, 0.0, tmp_path / "without")
+    assert trainer.sparse_depth is depths and len(trainer._batch()[0]) == 512 + 64
+    assert float(with_loss) < 0.02 and float(without) > 3 * float(with_loss)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from omnifield.data.scene import ScenePoints, project_into_views
+from omnifield.data.triangulate import triangulate_views
 from omnifield.errors import OmnifieldError
 from omnifield.renderers.cameras import Cameras
 
@@ -61,3 +62,22 @@ class SparseDepth:
         offsets[1:] = torch.cumsum(torch.bincount(view, minlength=len(cameras)), 0)
         uv = torch.stack([u, v], dim=-1)[seen][order].float()
         return cls(offsets, uv, depth[seen][order].float())
+
+
+def training_depths(images: torch.Tensor, cameras: Cameras, points: ScenePoints | None, triangulate: bool,
+                    required: bool, option: str) -> SparseDepth | None:
+    """Depth samples of the training views ``images [V, H, W, C]`` seen through ``cameras``: the tracks of
+    ``points`` where they have them (a COLMAP model's), else points triangulated from the photos for the
+    purpose (unless ``triangulate`` is False: the caller tried already). Where too few points are found: an
+    error naming ``option`` when ``required`` (the user asked for the loss), else a note and None."""
+    try:
+        if points is None or points.tracks is None:
+            if not triangulate:
+                raise OmnifieldError("the training photos gave too few triangulated points")
+            points = triangulate_views(images, cameras)
+    except OmnifieldError as exc:
+        if required:
+            raise OmnifieldError(f"{option}: {exc}") from None
+        print(f"note: {exc}; training without the sparse depth loss")
+        return None
+    return SparseDepth.from_tracks(points, cameras)

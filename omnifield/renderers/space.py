@@ -55,6 +55,14 @@ def inverse_spacing(s: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------- NDC
+def ndc_points(points: torch.Tensor, focal: tuple[float, float], near: float) -> torch.Tensor:
+    """Points in a camera frame looking down -z ``[R, 3]`` -> their NDC coordinates ``[R, 3]`` (the map
+    under which :func:`ndc_rays` turns rays into straight NDC rays)."""
+    fx, fy = focal
+    z = torch.where(points[:, 2].abs() < 1e-9, torch.full_like(points[:, 2], -1e-9), points[:, 2])
+    return torch.stack([-fx * points[:, 0] / z, -fy * points[:, 1] / z, 1.0 + 2.0 * near / z], dim=-1)
+
+
 def ndc_rays(origins: torch.Tensor, directions: torch.Tensor, focal: tuple[float, float],
              near: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Rays in a camera frame looking down -z ``[R, 3]`` -> NDC origins and unit NDC directions ``[R, 3]``.
@@ -67,7 +75,7 @@ def ndc_rays(origins: torch.Tensor, directions: torch.Tensor, focal: tuple[float
     t = -(near + origins[:, 2]) / dz
     o = origins + t[:, None] * directions
     oz = torch.where(o[:, 2].abs() < 1e-9, torch.full_like(o[:, 2], -1e-9), o[:, 2])
-    o_ndc = torch.stack([-fx * o[:, 0] / oz, -fy * o[:, 1] / oz, 1.0 + 2.0 * near / oz], dim=-1)
+    o_ndc = ndc_points(o, focal, near)
     d_ndc = torch.stack([-fx * (directions[:, 0] / dz - o[:, 0] / oz),
                          -fy * (directions[:, 1] / dz - o[:, 1] / oz),
                          -2.0 * near / oz], dim=-1)

@@ -50,7 +50,7 @@ from omnifield.renderers.proposal import (
 )
 from omnifield.renderers.raymarch import march_rays
 from omnifield.renderers.rays import ray_aabb_intersect
-from omnifield.renderers.space import contract, contraction_stretch, inverse_spacing, ndc_rays, spacing
+from omnifield.renderers.space import contract, contraction_stretch, inverse_spacing, ndc_points, ndc_rays, spacing
 from omnifield.renderers.volrend import (
     accumulate_along_rays,
     distortion_per_ray,
@@ -150,7 +150,8 @@ class Samples:
 class RenderOutput:
     """Per-ray results: ``rgb [R, 3]``, ``depth [R]``, ``opacity [R]``; ``n_samples`` kept in total;
     ``distortion [R]`` (mip-NeRF 360's loss of each ray's weights) and ``interlevel [R]`` (the proposal
-    sampler's loss) when asked for, else None."""
+    sampler's loss) and ``unit_depth [R]`` (the expected stopping point in the ray coordinate of
+    :meth:`VolumeRenderer.unit_distances`, what passes every sample counting as 1) when asked for, else None."""
 
     rgb: torch.Tensor
     depth: torch.Tensor
@@ -158,6 +159,7 @@ class RenderOutput:
     n_samples: int
     distortion: torch.Tensor | None = None
     interlevel: torch.Tensor | None = None
+    unit_depth: torch.Tensor | None = None
 
 
 class VolumeRenderer(nn.Module):
@@ -196,11 +198,27 @@ class VolumeRenderer(nn.Module):
         (unchanged for ``"box"``; NDC rays for ``"ndc"``; moved and scaled for ``"contract"``)."""
         if self.cfg.space == "box":
             return origins, directions
-        o = (origins - self.space_center) @ self.space_rotation.T * self.cfg.space_scale
-        d = directions @ self.space_rotation.T
+        o, d = self._in_frame(origins), directions @ self.space_rotation.T
         if self.cfg.space == "ndc":
             return ndc_rays(o, d, self.cfg.ndc_focal, self.cfg.ndc_near)
         return o, d
+
+    def _in_frame(self, points: torch.Tensor) -> torch.Tensor:
+        """Capture points ``[R, 3]`` -> the space's frame: moved to its centre, rotated and scaled."""
+        return (points - self.space_center) @ self.space_rotation.T * self.cfg.space_scale
+
+    def unit_depth_of(self, origins: torch.Tensor, directions: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Where ``points [R, 3]``, each on its capture ray (``origins``, unit ``directions [R, 3]``), lie in
+        the ray coordinate of :meth:`unit_distances` ``[R]`` (clamped to [0, 1]): the target of a ray whose
+        surface is known, in the units of :class:`RenderOutput`'s ``unit_depth``."""
+        o, d = self.to_field_space(origins, directions)
+        p = points if self.cfg.space == "box" else self._in_frame(points)
+        if self.cfg.space == "ndc":
+            p = ndc_points(p, self.cfg.ndc_focal, self.cfg.ndc_near)
+        t = ((p - o) * d).sum(-1)
+        lo, hi = self._ray_spans(o, d)
+        along = spacing(t) if self.cfg.space == "contract" else t
+        return ((along - lo) / (hi - lo).clamp_min(1e-9)).clamp(0.0, 1.0)
 
     def field_points(self, x: torch.Tensor) -> torch.Tensor:
         """Sample positions ``[N, 3]`` along rays of :meth:`to_field_space` -> the field's input points."""
@@ -422,12 +440,13 @@ class VolumeRenderer(nn.Module):
         appearance: torch.Tensor | None = None,  # [R, E] per-ray appearance codes; None = the field's default
         distortion: bool = False,
         interlevel: bool = False,
+        unit_depth: bool = False,
     ) -> RenderOutput:
         """Differentiable rendering of a batch of rays of ``field`` (rays in the capture's coordinates).
         ``appearance`` codes reach the field as a third argument, one per sample (``appearance[ray_indices]``).
         ``distortion``: also each ray's distortion loss over :meth:`unit_distances` (zero for rays without
         samples). ``interlevel`` (proposal sampler): also each ray's interlevel loss, differentiable in the
-        proposal fields."""
+        proposal fields. ``unit_depth``: also each ray's expected stopping point in that ray coordinate."""
         n_rays = origins.shape[0]
         view_directions = directions
         origins, directions = self.to_field_space(origins, directions)
@@ -439,7 +458,8 @@ class VolumeRenderer(nn.Module):
         if s.ray_indices.numel() == 0:  # every ray missed the box or crossed only empty space
             zeros = origins.new_zeros(n_rays)
             bg = origins.new_zeros(n_rays, 3) if background is None else background.expand(n_rays, 3)
-            return RenderOutput(bg.clone(), zeros, zeros.clone(), 0, zeros.clone() if distortion else None)
+            return RenderOutput(bg.clone(), zeros, zeros.clone(), 0, zeros.clone() if distortion else None,
+                                None, torch.ones_like(zeros) if unit_depth else None)
         mids = (s.t_starts + s.t_ends) * 0.5
         x = self.field_points(origins[s.ray_indices] + directions[s.ray_indices] * mids[:, None])
         codes = () if appearance is None else (appearance[s.ray_indices],)
@@ -456,11 +476,16 @@ class VolumeRenderer(nn.Module):
             depth = depth / self.cfg.space_scale
         if background is not None:
             rgb = rgb + (1.0 - opacity)[:, None] * background
-        spread = None
-        if distortion:
-            spread = distortion_per_ray(weights, *self.unit_distances(origins, directions, s), s.ray_indices, n_rays)
+        spread = expected = None
+        if distortion or unit_depth:
+            starts, ends = self.unit_distances(origins, directions, s)
+            if distortion:
+                spread = distortion_per_ray(weights, starts, ends, s.ray_indices, n_rays)
+            if unit_depth:  # what the rays do not stop counts as stopping at the far end (1)
+                expected = accumulate_along_rays(weights, ((starts + ends) * 0.5)[:, None], s.ray_indices, n_rays,
+                                                 s.per_ray).squeeze(-1) + (1.0 - opacity)
         inter = interlevel_loss(edges, weights.reshape(n_rays, -1), levels) if levels else None
-        return RenderOutput(rgb, depth, opacity, int(s.ray_indices.numel()), spread, inter)
+        return RenderOutput(rgb, depth, opacity, int(s.ray_indices.numel()), spread, inter, expected)
 
     @torch.no_grad()
     def render_image(self, field: nn.Module, cameras, index: int, background: torch.Tensor | None = None,

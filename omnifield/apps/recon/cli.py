@@ -16,13 +16,14 @@ from omnifield import distributed
 from omnifield.apps.recon.config import TrainConfig
 from omnifield.apps.recon.evaluate import evaluate, render_orbit
 from omnifield.apps.recon.open_run import SplatRun, open_run
-from omnifield.apps.recon.run import DISTORTION_WEIGHT_PHOTOS, Run
+from omnifield.apps.recon.run import DEPTH_WEIGHT_PHOTOS, DISTORTION_WEIGHT_PHOTOS, Run
 from omnifield.apps.recon.trainer import Trainer
 from omnifield.backend import build_on, missing_cuda_library_note, resolve_device
 from omnifield.cli_options import add_log_argument, refuse_changed_settings
 from omnifield.config import replace_config
 from omnifield.config_overrides import apply_section_overrides
 from omnifield.data.scene import load_scene
+from omnifield.data.sparse_depth import training_depths
 from omnifield.engine import Engine
 from omnifield.errors import OmnifieldError
 from omnifield.fields.footprint import check_field_fits
@@ -64,7 +65,8 @@ def build_configs(args: argparse.Namespace, space: dict | None = None) -> tuple[
         train_cfg = TrainConfig(steps=args.steps, minutes=args.minutes, lr=args.lr, batch_rays=args.batch_rays,
                                 target_samples=args.target_samples, seed=args.seed, grad_clip=args.grad_clip,
                                 s3im_weight=args.s3im_weight, camera_opt=args.camera_opt,
-                                appearance_dim=args.appearance_dim, distortion_weight=args.distortion_weight)
+                                appearance_dim=args.appearance_dim, distortion_weight=args.distortion_weight,
+                                depth_weight=args.loss_depth_weight)
         renderer_cfg = VolumeRendererConfig(**space, **sampler_settings(args.sampler, space.get("space", "box")))
     except ValueError as exc:
         raise OmnifieldError(f"invalid option: {exc}") from None
@@ -78,7 +80,7 @@ def refuse_changed_run_settings(args: argparse.Namespace, run: Run) -> None:
     """One line (exit 2) when ``train --resume`` gives a setting, or a ``--set``, that differs from the run's
     (a resumed run continues with its own; only its budget changes)."""
     stored = {f.name: getattr(run.train_config, f.name) for f in fields(run.train_config)}
-    stored.update(downscale=run.downscale, sampler=run.renderer_config.sampler)
+    stored.update(downscale=run.downscale, sampler=run.renderer_config.sampler, loss_depth_weight=stored["depth_weight"])
     scene_of_space = {space: scene for scene, space in SPACE_OF_SCENE.items()}
     if run.renderer_config.space in scene_of_space:
         stored["scene_type"] = scene_of_space[run.renderer_config.space]
@@ -131,7 +133,15 @@ def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: to
         field_cfg, renderer_cfg, train_cfg = build_configs(args, space)
         run = Run.create(out, args.method, field_cfg, renderer_cfg, train_cfg, str(data_dir), args.downscale,
                          train_data).to(device)
-        trainer = Trainer(run, train_data, progress=not args.quiet, tensorboard=args.log == "tensorboard")
+        sparse = None
+        if run.train_config.depth_weight > 0:  # outside the time budget, as the splats' triangulation
+            sparse = training_depths(train_data.images, train_data.cameras, getattr(train_data, "points", None),
+                                     triangulate=True, required=train_cfg.depth_weight > 0,
+                                     option="--loss.depth-weight")
+            if sparse is None:
+                run.train_config = replace_config(run.train_config, depth_weight=0.0)
+        trainer = Trainer(run, train_data, progress=not args.quiet, tensorboard=args.log == "tensorboard",
+                          sparse_depth=sparse)
         n_params = sum(p.numel() for p in run.field.parameters())
         ranks = f", {group.world_size} processes" if group.active else ""
         ranks += f", on {device}" if device.type != "cpu" else ""
@@ -144,7 +154,8 @@ def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: to
         tcfg = run.train_config
         say(f"pose refinement {'on (SE3)' if run.camera_opt is not None else 'off'}, appearance codes "
             f"{f'on ({tcfg.appearance_dim} values per view)' if tcfg.appearance_dim > 0 else 'off'}, distortion loss "
-            f"{f'{tcfg.distortion_weight:g}' if tcfg.distortion_weight > 0 else 'off'}")
+            f"{f'{tcfg.distortion_weight:g}' if tcfg.distortion_weight > 0 else 'off'}, sparse depth loss "
+            f"{f'{tcfg.depth_weight:g} ({len(sparse)} samples)' if sparse is not None else 'off'}")
         if trainer.hull_fraction < 1.0:
             say(f"alpha masks: the visual hull keeps {100 * trainer.hull_fraction:.1f}% of the occupancy grid")
     if group.is_main:
@@ -278,6 +289,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="weight of mip-NeRF 360's distortion loss, which gathers each ray's weight into one short "
                         f"stretch (against fog and floaters); -1 = auto: {DISTORTION_WEIGHT_PHOTOS:g} for photos "
                         "(forward-facing and unbounded captures), 0 for objects (default -1)")
+    p.add_argument("--loss.depth-weight", dest="loss_depth_weight", type=float, default=-1.0,
+                   help="weight of the sparse depth loss (depth-supervised NeRF): rays through the structure-from-"
+                        "motion points of the training views (the capture's, or triangulated from the photos) should "
+                        f"stop at them; -1 = auto: {DEPTH_WEIGHT_PHOTOS:g} for photos (forward-facing and unbounded "
+                        "captures), 0 for objects (default -1)")
     p.add_argument("--camera-opt", choices=["auto", "off", "SE3"], default="auto",
                    help="refine each training pose by a learned SE(3) correction; auto = off (held-out views keep "
                         "their given poses, so refined training poses that drift together hurt them) (default auto)")

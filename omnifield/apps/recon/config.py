@@ -29,6 +29,9 @@ class TrainConfig:
 
     ``distortion_weight`` (-1 = auto) weighs mip-NeRF 360's distortion loss; ``interlevel_weight`` the
     interlevel loss that trains the proposal fields when the renderer samples with them (nerfacto: 1).
+    ``depth_weight`` (-1 = auto) weighs the sparse depth loss (depth-supervised NeRF): ``depth_rays`` x the
+    batch's rays more go through structure-from-motion points of the training views, and the loss is the
+    mean absolute error of their expected stopping point against the point, in the renderer's ray coordinate.
     """
 
     steps: int = 20000
@@ -57,6 +60,8 @@ class TrainConfig:
     appearance_dim: int = -1
     distortion_weight: float = -1.0
     interlevel_weight: float = 1.0
+    depth_weight: float = -1.0
+    depth_rays: float = 0.125
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -75,6 +80,9 @@ class TrainConfig:
             raise ValueError("camera_opt_lr must be > 0 and camera_opt_l2 >= 0")
         if not (self.distortion_weight >= 0 or self.distortion_weight == -1):
             raise ValueError(f"distortion_weight must be -1 (auto) or >= 0, got {self.distortion_weight}")
+        if not (self.depth_weight >= 0 or self.depth_weight == -1) or not 0 < self.depth_rays <= 1:
+            raise ValueError(f"depth_weight must be -1 (auto) or >= 0 and depth_rays in (0, 1], got "
+                             f"{self.depth_weight} and {self.depth_rays}")
         if not self.interlevel_weight >= 0:
             raise ValueError(f"interlevel_weight must be >= 0, got {self.interlevel_weight}")
         if self.appearance_dim < -1:

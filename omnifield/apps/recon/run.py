@@ -33,13 +33,15 @@ CONFIG = "config.json"
 
 
 DISTORTION_WEIGHT_PHOTOS = 0.002  # nerfacto's distortion_loss_mult
+DEPTH_WEIGHT_PHOTOS = 0.1  # the sparse depth loss on photos of scenes (measured on kitchen25, see the README)
 
 
 def resolve_capture_options(field_config: Any, train_config: TrainConfig, train_data: PosedImages | None,
                             space: str = "box") -> tuple[Any, TrainConfig]:
     """Settle ``camera_opt`` / ``appearance_dim`` "auto": both off (see :class:`TrainConfig` for the
-    measurements behind it), and ``distortion_weight`` "auto": ``DISTORTION_WEIGHT_PHOTOS`` for photos of
-    a scene (``space`` "ndc" or "contract"), 0 for objects ("box"); explicit values are kept.
+    measurements behind it), and ``distortion_weight`` / ``depth_weight`` "auto": ``DISTORTION_WEIGHT_PHOTOS`` /
+    ``DEPTH_WEIGHT_PHOTOS`` for photos of a scene (``space`` "ndc" or "contract"), 0 for objects ("box");
+    explicit values are kept.
 
     Returns the train config with the resolved values and the field config sized for them (its
     ``appearance_dim`` and ``n_images``, the number of training views).
@@ -55,11 +57,12 @@ def resolve_capture_options(field_config: Any, train_config: TrainConfig, train_
         raise OmnifieldError(f"{type(field_config).__name__} has no colour head for appearance codes")
     else:
         dim = 0
-    distortion = train_config.distortion_weight
-    if distortion < 0:
-        distortion = 0.0 if space == "box" else DISTORTION_WEIGHT_PHOTOS
+    photos = space != "box"
+    distortion, depth = train_config.distortion_weight, train_config.depth_weight
+    distortion = distortion if distortion >= 0 else DISTORTION_WEIGHT_PHOTOS if photos else 0.0
+    depth = depth if depth >= 0 else DEPTH_WEIGHT_PHOTOS if photos else 0.0
     return field_config, replace_config(train_config, camera_opt=camera_opt, appearance_dim=dim,
-                                        distortion_weight=distortion)
+                                        distortion_weight=distortion, depth_weight=depth)
 
 
 def data_normalization(data_dir: str) -> Normalization:

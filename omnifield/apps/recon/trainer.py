@@ -20,11 +20,14 @@ from omnifield.apps.recon.config import TrainConfig
 from omnifield.apps.recon.run import CHECKPOINT, Run
 from omnifield.data.blender import PosedImages
 from omnifield.data.images import composite_on
+from omnifield.data.sparse_depth import SparseDepth
 from omnifield.distributed import broadcast_from_main, current, shard, sum_over_ranks
 from omnifield.engine import Engine, EngineTask, LoopConfig
 from omnifield.errors import OmnifieldError
 from omnifield.io.checkpoint import remove_stale_temporaries
 from omnifield.metrics import psnr_from_mse
+
+DEPTH_PREFIX = "train/depth_"  # the sparse depth samples in a checkpoint
 
 
 def lr_factor(progress: float, step: int, cfg: TrainConfig) -> float:
@@ -70,18 +73,26 @@ class _RayRendering(nn.Module):
         self.distortion = distortion
         self.interlevel = renderer.cfg.sampler == "proposal"
 
-    def forward(self, origins, directions, background, jitter, camera_ids):
+    def forward(self, origins, directions, background, jitter, camera_ids, surface_distances):
         penalty = origins.new_zeros(())
+        known = surface_distances > 0  # rays that end on a known surface (a structure-from-motion point)
+        surfaces = origins[known] + directions[known] * surface_distances[known, None]
         if self.camera_opt is not None:
             origins, directions = self.camera_opt.apply(camera_ids, origins, directions)
             penalty = self.camera_opt.penalty()
         appearance = getattr(self.field, "appearance", None)
         codes = None if appearance is None else appearance(camera_ids)
+        depth_rays = bool(known.any())
         out = self.renderer.render_rays(self.field, origins, directions, background, stratified=True, jitter=jitter,
-                                        appearance=codes, distortion=self.distortion, interlevel=self.interlevel)
+                                        appearance=codes, distortion=self.distortion, interlevel=self.interlevel,
+                                        unit_depth=depth_rays)
         spread = out.distortion.mean() if self.distortion else penalty.new_zeros(())
         inter = out.interlevel.mean() if self.interlevel else penalty.new_zeros(())
-        return out.rgb, out.n_samples, penalty, spread, inter
+        depth_error = penalty.new_zeros(())
+        if depth_rays:
+            target = self.renderer.unit_depth_of(origins[known], directions[known], surfaces)
+            depth_error = (out.unit_depth[known] - target).abs().mean()
+        return out.rgb, out.n_samples, penalty, spread, inter, depth_error
 
 
 class Trainer(EngineTask):
@@ -100,7 +111,7 @@ class Trainer(EngineTask):
 
     def __init__(self, run: Run, data: PosedImages, eval_fn: Callable[[Run, int], dict] | None = None,
                  eval_every: int = 0, eval_at_seconds: tuple[float, ...] = (), progress: bool = True,
-                 tensorboard: bool = False):
+                 tensorboard: bool = False, sparse_depth: SparseDepth | None = None):
         self.run, self.cfg = run, run.train_config
         self.eval_fn = eval_fn
         self.group = current()
@@ -116,6 +127,7 @@ class Trainer(EngineTask):
         self.pixels = images.reshape(-1, images.shape[-1]).to(self.device)  # [N*H*W, C]
         self.cameras = data.cameras.to(self.device)
         self.generator = torch.Generator().manual_seed(self.cfg.seed)
+        self._use_depths(sparse_depth)
         self.n_rays = self.cfg.batch_rays
         grid = run.renderer.grid
         carved_before = not bool(grid.allowed.all())  # a re-opened run carries its hull in the checkpoint
@@ -130,16 +142,29 @@ class Trainer(EngineTask):
         self.engine = Engine(self, loop, group=self.group, where=str(run.path),
                              postfix=("loss", "psnr", "rays_per_s", "samples_per_ray"))
 
+    def _use_depths(self, sparse_depth: SparseDepth | None) -> None:
+        """Train on the depth samples ``sparse_depth`` when the config weighs the sparse depth loss."""
+        self.sparse_depth = sparse_depth if sparse_depth is not None and self.cfg.depth_weight > 0 else None
+        if self.sparse_depth is not None:
+            counts = self.sparse_depth.offsets.diff()
+            self.depth_views = torch.repeat_interleave(torch.arange(len(counts)), counts)  # [M] view of each sample
+
     # ------------------------------------------------------------------ engine
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """The task's own state (the engine adds step, time, torch RNG and the optimiser)."""
-        return {"rng/generator": self.generator.get_state()}, {"n_rays": self.n_rays}
+        """The task's own state (the engine adds step, time, torch RNG and the optimiser), with the depth
+        samples of the sparse depth loss, so a resumed run trains on the same ones."""
+        tensors = {"rng/generator": self.generator.get_state()}
+        if self.sparse_depth is not None:
+            tensors.update(self.sparse_depth.tensors(DEPTH_PREFIX))
+        return tensors, {"n_rays": self.n_rays}
 
     def restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Continue from a checkpoint of :meth:`save` (called by the engine after its own state)."""
         try:
             self.generator.set_state(tensors["rng/generator"])
             self.n_rays = int(meta["n_rays"])
+            if self.cfg.depth_weight > 0:
+                self._use_depths(SparseDepth.from_tensors(tensors, DEPTH_PREFIX))
         except (KeyError, ValueError, RuntimeError) as exc:
             raise OmnifieldError(f"{self.run.path}: checkpoint lacks a usable training state ({exc})") from None
 
@@ -162,23 +187,36 @@ class Trainer(EngineTask):
 
     # ------------------------------------------------------------------- step
     def _batch(self) -> tuple[torch.Tensor, ...]:
-        """This rank's shard of the global batch: origins, directions, background, target, jitter, camera ids."""
+        """This rank's shard of the global batch: origins, directions, background, target, jitter, camera ids, and
+        each ray's distance to the structure-from-motion point it passes through (0: none; with the sparse depth
+        loss, ``depth_rays`` x the batch's rays more go through the points' pixels, targets their pixels' colours)."""
         n = self.n_rays
-        idx = torch.randint(0, self.pixels.shape[0], (n,), generator=self.generator)
-        px_offset = torch.rand(n, generator=self.generator)
-        py_offset = torch.rand(n, generator=self.generator)
-        bg = torch.rand(n, 3, generator=self.generator) if self.cfg.random_background else torch.ones(n, 3)
-        jitter = torch.rand(self.run.renderer.jitter_shape(n), generator=self.generator)
-        mine = shard(n, self.group)  # the random draws stay on the CPU generator: the same on every device
-        idx, px_offset, py_offset, bg, jitter = (t[mine].to(self.device) for t in (idx, px_offset, py_offset, bg, jitter))
         per_image = self.height * self.width
+        idx = torch.randint(0, self.pixels.shape[0], (n,), generator=self.generator)
+        px = (idx % self.width).float() + torch.rand(n, generator=self.generator)
+        py = (idx % per_image // self.width).float() + torch.rand(n, generator=self.generator)
+        depth = torch.zeros(n)
+        if self.sparse_depth is not None:  # rays through structure-from-motion points, their depth known
+            k = max(1, int(n * self.cfg.depth_rays))
+            pick = torch.randint(0, len(self.sparse_depth), (k,), generator=self.generator)
+            view, uv = self.depth_views[pick], self.sparse_depth.uv[pick]
+            column = uv[:, 0].long().clamp(0, self.width - 1)
+            row = uv[:, 1].long().clamp(0, self.height - 1)
+            idx = torch.cat([idx, view * per_image + row * self.width + column])
+            px, py = torch.cat([px, uv[:, 0]]), torch.cat([py, uv[:, 1]])
+            depth = torch.cat([depth, self.sparse_depth.depth[pick]])
+        total = len(idx)
+        bg = torch.rand(total, 3, generator=self.generator) if self.cfg.random_background else torch.ones(total, 3)
+        jitter = torch.rand(self.run.renderer.jitter_shape(total), generator=self.generator)
+        mine = shard(total, self.group)  # the random draws stay on the CPU generator: the same on every device
+        idx, px, py, depth, bg, jitter = (t[mine].to(self.device) for t in (idx, px, py, depth, bg, jitter))
         cam = idx // per_image
-        pix = idx % per_image
-        px = (pix % self.width).float() + px_offset
-        py = (pix // self.width).float() + py_offset
         origins, dirs = self.cameras.generate_rays(cam, px, py)
         target = composite_on(self.pixels[idx], bg)
-        return origins, dirs, bg, target, jitter, cam
+        # z-depth along the optical axis -> distance along the ray (unit directions; cameras look down -z)
+        forward = -self.cameras.c2w[cam, :3, 2]
+        distance = torch.where(depth > 0, depth / (dirs * forward).sum(-1).clamp_min(1e-6), depth)
+        return origins, dirs, bg, target, jitter, cam, distance
 
     def _extra_losses(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Optional losses switched on in the config (S3IM)."""
@@ -202,8 +240,9 @@ class Trainer(EngineTask):
         factor = lr_factor(progress, step, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = group.get("base_lr", cfg.lr) * factor  # runs saved before base_lr: one rate
-        origins, dirs, bg, target, jitter, cam = self._batch()
-        rgb, n_samples, pose_penalty, distortion, interlevel = self.rendering(origins, dirs, bg, jitter, cam)
+        origins, dirs, bg, target, jitter, cam, distance = self._batch()
+        rgb, n_samples, pose_penalty, distortion, interlevel, depth_error = self.rendering(
+            origins, dirs, bg, jitter, cam, distance)
         mse = torch.nn.functional.mse_loss(rgb, target)
         loss = mse + self._extra_losses(rgb, target)
         if cfg.distortion_weight > 0:  # runs saved before the option carry -1, i.e. off
@@ -212,21 +251,27 @@ class Trainer(EngineTask):
             loss = loss + cfg.camera_opt_l2 * pose_penalty
         if run.renderer.cfg.sampler == "proposal":
             loss = loss + cfg.interlevel_weight * interlevel
+        if self.sparse_depth is not None:
+            loss = loss + cfg.depth_weight * depth_error
         # a single all-reduce for the batch's samples, squared error and loss (the clock has its own)
-        n_samples, sq_err, loss_sum = sum_over_ranks(
-            [float(n_samples), float(mse.detach()) * rgb.numel(), float(loss.detach())], self.group)
-        mse = sq_err / (3 * self.n_rays)
-        n_rays = self.n_rays
+        n_samples, sq_err, loss_sum, n_rays = sum_over_ranks(
+            [float(n_samples), float(mse.detach()) * rgb.numel(), float(loss.detach()), float(rgb.shape[0])],
+            self.group)
+        mse = sq_err / (3 * n_rays)
+        n_rays = int(n_rays)  # the batch's rays, those through structure-from-motion points included
         if cfg.target_samples > 0 and n_samples > 0:
-            want = n_rays * cfg.target_samples / n_samples
+            want = self.n_rays * cfg.target_samples / n_samples
             self.n_rays = int(min(max(want, 256), cfg.max_batch_rays))
-        return loss, {
+        stats = {
             "loss": loss_sum / self.group.world_size,
             "psnr": psnr_from_mse(mse),
             "rays": n_rays,
             "samples_per_ray": n_samples / max(n_rays, 1),
             "lr": cfg.lr * factor,
         }
+        if self.sparse_depth is not None:  # this rank's mean, in the ray coordinate (0 = near, 1 = far)
+            stats["depth_error"] = float(depth_error.detach())
+        return loss, stats
 
     @torch.no_grad()
     def place_bases_on_density(self, max_points: int = 1 << 16) -> bool:

@@ -49,7 +49,7 @@ from omnifield.config import config_to_dict
 from omnifield.data.blender import PosedImages
 from omnifield.data.images import composite_on, to_uint8
 from omnifield.data.scene import Scene, ScenePoints, load_scene
-from omnifield.data.sparse_depth import SparseDepth
+from omnifield.data.sparse_depth import SparseDepth, training_depths
 from omnifield.data.triangulate import triangulate_views
 from omnifield.engine import Engine, LoopConfig
 from omnifield.errors import OmnifieldError
@@ -154,20 +154,11 @@ def initial_scene(cfg: SplatTrainConfig, generator: torch.Generator,
 
 def sparse_depth_of(data: Scene, start: ScenePoints, init_tried_triangulation: bool,
                     required: bool) -> SparseDepth | None:
-    """Depth samples of the training views for the sparse depth loss: the tracks of the starting points when
-    they were triangulated, else points triangulated from the training photos for the purpose (unless the
-    initialisation tried already). Where too few points are found: an error when ``required`` (an explicit
-    ``--depth-weight``), else a note and None."""
-    try:
-        if start.tracks is None and init_tried_triangulation:
-            raise OmnifieldError("the training photos gave too few triangulated points")
-        points = start if start.tracks is not None else triangulate_views(data.images, data.cameras)
-    except OmnifieldError as exc:
-        if required:
-            raise OmnifieldError(f"--depth-weight: {exc}") from None
-        print(f"note: {exc}; training without the sparse depth loss")
-        return None
-    return SparseDepth.from_tracks(points, data.cameras)
+    """Depth samples of the training views for the sparse depth loss (:func:`training_depths`): the tracks of
+    the starting points when they were triangulated, else points triangulated for the purpose (unless the
+    initialisation tried already). ``required``: an explicit ``--depth-weight``."""
+    return training_depths(data.images, data.cameras, start, triangulate=not init_tried_triangulation,
+                           required=required, option="--depth-weight")
 
 
 def make_optimizer(scene: GaussianScene, scene_scale: float, mask_lr: float = LEARNING_RATES["mask_logits"],

@@ -20,7 +20,7 @@ from omnifield.io.run_folder import claim_output, describe_output
 SPLAT = "splat"
 # Options of the radiance-field trainer that splat training has no use for (the splat ones are their own group).
 FIELD_ONLY = ("lr", "batch_rays", "target_samples", "sampler", "scene_type", "camera_opt", "appearance_dim",
-              "distortion_weight")
+              "distortion_weight", "loss_depth_weight")
 
 EPILOG = """examples:
   omnifield train data/lego_200 --method hashgrid --minutes 4 --out outputs/lego
