@@ -286,3 +286,43 @@ def test_rendered_unit_depth_finds_a_wall_and_counts_empty_rays_as_far():
     torch.testing.assert_close(out.unit_depth, renderer.unit_depth_of(origins, dirs, hit), atol=4e-3, rtol=0)
     empty = renderer.render_rays(_Ball(0.0, 0.5), origins, dirs, unit_depth=True)
     torch.testing.assert_close(empty.unit_depth, torch.ones(8))
+
+
+@pytest.mark.parametrize("space", ["box", "contract", "ndc"])
+def test_stopping_points_map_a_rendered_depth_back_to_the_capture(space):
+    """A wall at a known point: the rendered depth and opacity of a ray that hits it give the point back, in the
+    capture's coordinates, for each space (NDC depths are NDC distances, mapped back by the inverse warp)."""
+    if space == "box":
+        cfg, aabb, wall = VolumeRendererConfig(sampler="uniform", n_samples=1024), (-1, -1, -1, 1, 1, 1), 0.3
+    elif space == "contract":
+        cfg = VolumeRendererConfig(sampler="uniform", space="contract", space_center=(1.0, 2.0, 3.0), space_scale=0.5,
+                                   space_rotation=_rotation_about_z(0.7), n_samples=1024)
+        aabb, wall = (-2, -2, -2, 2, 2, 2), 0.3
+    else:
+        cfg = VolumeRendererConfig(sampler="uniform", space="ndc", ndc_focal=(1.5, 2.0), ndc_near=1.0, n_samples=1024,
+                                   space_scale=0.5, space_rotation=_rotation_about_z(0.3))
+        aabb, wall = (-1.25, -1.25, -1.0, 1.25, 1.25, 1.0), 0.6
+    cfg = VolumeRendererConfig(**{**cfg.__dict__, "early_stop_eps": 0.0})
+    renderer = VolumeRenderer(aabb, cfg)
+
+    class Wall(_Ball):  # opaque beyond a plane of the field's input space
+        def density(self, x):
+            return torch.where(x[..., 2] > wall, torch.full_like(x[..., 0], 1e4), torch.zeros_like(x[..., 0]))
+
+    g = torch.Generator().manual_seed(0)
+    toward = torch.tensor([0.0, 0.0, 1.0]) @ renderer.space_rotation  # the wall's normal in the capture
+    origins = renderer.space_center - 0.8 / cfg.space_scale * toward + 0.05 * torch.randn(6, 3, generator=g)
+    if space == "ndc":  # NDC rays look down -z of the frame; the wall is far away in front
+        origins = renderer.space_center + 0.05 * torch.randn(6, 3, generator=g)
+        toward = -toward
+    dirs = toward + 0.1 * torch.randn(6, 3, generator=g)
+    dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+    out = renderer.render_rays(Wall(0, 0), origins, dirs)
+    assert float(out.opacity.min()) > 0.999
+    points = renderer.stopping_points(origins, dirs, out.depth, out.opacity)
+    # the points lie on their rays, where the wall is
+    along = ((points - origins) * dirs).sum(-1, keepdim=True)
+    torch.testing.assert_close(points, origins + along * dirs, atol=1e-4, rtol=0)
+    frame = (points - renderer.space_center) @ renderer.space_rotation.T * cfg.space_scale
+    wall_z = 2.0 * cfg.ndc_near / (wall - 1.0) if space == "ndc" else wall  # NDC z' = 1 + 2 near / z
+    torch.testing.assert_close(frame[:, 2], torch.full((6,), wall_z), atol=0.02 * abs(wall_z), rtol=0)

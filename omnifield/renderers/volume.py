@@ -220,6 +220,21 @@ class VolumeRenderer(nn.Module):
         along = spacing(t) if self.cfg.space == "contract" else t
         return ((along - lo) / (hi - lo).clamp_min(1e-9)).clamp(0.0, 1.0)
 
+    def stopping_points(self, origins: torch.Tensor, directions: torch.Tensor, depth: torch.Tensor,
+                        opacity: torch.Tensor) -> torch.Tensor:
+        """Where capture rays (``origins``, unit ``directions [R, 3]``) stop on average, in capture coordinates
+        ``[R, 3]``, from :meth:`render_rays`' ``depth`` and ``opacity [R]`` (the depth of the ray's weight, divided
+        by its opacity; NDC depths are mapped back to the capture)."""
+        distance = depth / opacity.clamp_min(1e-6)
+        if self.cfg.space != "ndc":
+            return origins + directions * distance[:, None]
+        o, d = self.to_field_space(origins, directions)
+        p = o + d * distance[:, None]  # in NDC: z' = 1 + 2 near / z, x' = -fx x / z, y' = -fy y / z
+        fx, fy = self.cfg.ndc_focal
+        z = 2.0 * self.cfg.ndc_near / (p[:, 2] - 1.0).clamp_max(-1e-6)
+        frame = torch.stack([-p[:, 0] * z / fx, -p[:, 1] * z / fy, z], dim=-1)
+        return frame / self.cfg.space_scale @ self.space_rotation + self.space_center
+
     def field_points(self, x: torch.Tensor) -> torch.Tensor:
         """Sample positions ``[N, 3]`` along rays of :meth:`to_field_space` -> the field's input points."""
         return contract(x) if self.cfg.space == "contract" else x

@@ -14,7 +14,8 @@ import torch
 
 from omnifield import distributed
 from omnifield.apps.recon.config import TrainConfig
-from omnifield.apps.recon.evaluate import evaluate, render_orbit
+from omnifield.apps.recon.coverage import Coverage
+from omnifield.apps.recon.evaluate import WHITE, evaluate, render_orbit
 from omnifield.apps.recon.open_run import SplatRun, open_run
 from omnifield.apps.recon.run import DEPTH_WEIGHT_PHOTOS, DISTORTION_WEIGHT_PHOTOS, Run
 from omnifield.apps.recon.trainer import Trainer
@@ -176,14 +177,29 @@ def _chunk_rays(args: argparse.Namespace) -> int:
 
 
 def _evaluate_and_report(run: Run | SplatRun, data_dir: Path, split: str, out: Path, step: int | None = None,
-                         train_seconds: float | None = None, chunk: int = 8192) -> int:
+                         train_seconds: float | None = None, chunk: int = 8192, coverage_views: int = 0) -> int:
     data = load_scene(data_dir, split, run.downscale)
-    metrics = evaluate(run, data, out / "renders" / split, chunk=chunk, training_views=split == "train")
+    coverage = None
+    if coverage_views > 0:
+        if run.kind != "field":
+            raise OmnifieldError("--coverage needs a radiance-field run (it reads where the run's rays stop)")
+        train_cameras, _ = run.training_views(load_scene(data_dir, "train", run.downscale).cameras)
+        coverage = (Coverage(run, train_cameras, lambda cams, j: run.render(cams, j, WHITE, chunk=chunk)),
+                    coverage_views)
+    metrics = evaluate(run, data, out / "renders" / split, chunk=chunk, training_views=split == "train",
+                       coverage=coverage)
     metrics.update(split=split, step=step, train_seconds=train_seconds, method=run.method)
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
     spr = f"{metrics['samples_per_ray']:.1f} samples/ray, " if "samples_per_ray" in metrics else ""
     print(f"{split}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over {metrics['n_views']} views "
           f"({spr}{metrics['seconds_per_frame']:.2f} s/frame); renders in {out / 'renders' / split}")
+    if coverage is not None:
+        c = metrics["coverage"]
+        dbs = " and ".join(f"{c[k]:.2f} dB {where}" for k, where in (("psnr_covered", "there"),
+                                                                      ("psnr_uncovered", "elsewhere"))
+                           if c[k] is not None)
+        print(f"coverage: {100 * c['covered']:.0f} % of the pixels seen by >= {coverage_views} training views "
+              f"(mean over views); PSNR {dbs}; <name>_coverage.png tints the rest red")
     return 0
 
 
@@ -212,7 +228,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     with build_on(device):
         run = open_run(args.run)
     run.to(device)
-    return _evaluate_and_report(run, _data_dir(args, run), args.split, _output_folder(args), run.step, chunk=chunk)
+    if args.coverage < 0:
+        raise OmnifieldError(f"--coverage must be >= 0, got {args.coverage}")
+    return _evaluate_and_report(run, _data_dir(args, run), args.split, _output_folder(args), run.step, chunk=chunk,
+                                coverage_views=args.coverage)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -328,6 +347,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Render every view of a split, compare with ground truth on white, write "
                                    "metrics.json and side-by-side PNGs.")
     _add_run_arguments(p, "to evaluate")
+    p.add_argument("--coverage", type=int, default=0, metavar="K",
+                   help="also score each view on the pixels whose surface (where the run's rays stop) at least K "
+                        "training views see, unoccluded, and on the rest, and write <name>_coverage.png with the "
+                        "rest tinted red: how much of a held-out view the photos covered (radiance-field runs; "
+                        "renders every training view once; default 0 = off)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("render", help="render test views with depth, and an orbit video",

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from omnifield.apps.recon.coverage import Coverage, coverage_picture, covered_scores
 from omnifield.apps.recon.open_run import SplatRun
 from omnifield.apps.recon.run import Run
 from omnifield.data.blender import PosedImages
@@ -23,7 +24,8 @@ WHITE = torch.ones(3)
 
 
 def evaluate(run: Run | SplatRun, data: PosedImages, out_dir: Path | None = None, limit: int | None = None,
-             progress: bool = True, chunk: int = 8192, training_views: bool = False) -> dict[str, Any]:
+             progress: bool = True, chunk: int = 8192, training_views: bool = False,
+             coverage: tuple[Coverage, int] | None = None) -> dict[str, Any]:
     """Render every view of ``data`` on white, compare with ground truth composited on white.
 
     Held-out views are rendered from their given poses with the mean appearance code; with
@@ -33,6 +35,10 @@ def evaluate(run: Run | SplatRun, data: PosedImages, out_dir: Path | None = None
     Returns mean ``psnr``, ``ssim``, per-view values, ``samples_per_ray`` (field runs) and seconds per frame.
     With ``out_dir``, writes ``<name>.png`` (render | ground truth) and, for field runs, ``<name>_depth.png``
     there. At most ``chunk`` rays are rendered at once (memory grows with it).
+
+    ``coverage`` ``(Coverage, K)`` (field runs): each view is also scored on the pixels at least K training
+    views saw and on the rest (:func:`covered_scores`, summed up under ``coverage``), and with ``out_dir``
+    ``<name>_coverage.png`` shows the rest tinted red.
     """
     run.field.eval()
     cameras, codes = run.training_views(data.cameras) if training_views else (data.cameras, None)
@@ -45,6 +51,12 @@ def evaluate(run: Run | SplatRun, data: PosedImages, out_dir: Path | None = None
         gt = composite_on(data.images[i], WHITE)
         pred = out["rgb"].clamp(0, 1)
         per_view.append({"name": data.names[i], "psnr": psnr(pred, gt), "ssim": float(ssim(pred, gt))})
+        if coverage is not None:
+            seen_by = coverage[0].count(cameras, i, out)
+            per_view[-1].update(covered_scores(pred, gt, seen_by, coverage[1]))
+            if out_dir is not None:
+                write_png(out_dir / f"{data.names[i]}_coverage.png",
+                          to_uint8(coverage_picture(pred, seen_by >= coverage[1])))
         if "samples_per_ray" in out:
             spr.append(out["samples_per_ray"])
         if out_dir is not None:
@@ -61,6 +73,13 @@ def evaluate(run: Run | SplatRun, data: PosedImages, out_dir: Path | None = None
     }
     if spr:
         metrics["samples_per_ray"] = float(np.mean(spr))
+    if coverage is not None:
+        def mean_of(key: str) -> float | None:
+            values = [v[key] for v in per_view if v[key] is not None]
+            return float(np.mean(values)) if values else None
+
+        metrics["coverage"] = {"min_views": coverage[1], "covered": mean_of("covered"),
+                               "psnr_covered": mean_of("psnr_covered"), "psnr_uncovered": mean_of("psnr_uncovered")}
     return metrics
 
 
