@@ -14,6 +14,7 @@ from omnifield.apps.recon.run import Run
 from omnifield.apps.recon.trainer import Trainer
 from omnifield.apps.splat import SplatTask
 from omnifield.apps.splat.config import PHOTO_MAX_SCALE_RATIO, SPARSE_DEPTH_WEIGHT, resolve_photo_regularisers
+from omnifield.cli import main
 from omnifield.config import replace_config
 from omnifield.data.blender import PosedImages
 from omnifield.data.scene import ScenePoints
@@ -30,6 +31,8 @@ from omnifield.renderers.cameras import Cameras, look_at
 from omnifield.renderers.splat import SplatRenderer
 from omnifield.renderers.volume import VolumeRendererConfig
 from tests._processes import ctrl_c_at
+from tests.conftest import lego_subset
+from tests.test_recon_cli import TINY as NERF_TINY
 from tests.test_splat_training import _train, tiny_data  # noqa: F401 - fixture re-used
 
 W, H, F = 40, 30, 35.0
@@ -228,3 +231,21 @@ def test_the_nerf_depth_loss_moves_the_surface_to_the_points(tmp_path):
     _, without = _nerf_on(data, depths, 0.0, tmp_path / "without")
     assert trainer.sparse_depth is depths and len(trainer._batch()[0]) == 512 + 64
     assert float(with_loss) < 0.02 and float(without) > 3 * float(with_loss)
+
+
+def test_the_nerf_trains_without_the_loss_where_no_points_are_found_unless_asked_for_it(tmp_path, monkeypatch, capsys):
+    """Photos of a scene with no points and none triangulable: "auto" says so and trains without the loss (the run
+    records 0); an explicit ``--loss.depth-weight`` is one clear line, exit 2."""
+
+    def too_few(images, cameras):
+        raise OmnifieldError("only 3 points could be triangulated")
+
+    monkeypatch.setattr("omnifield.data.sparse_depth.triangulate_views", too_few)
+    scene = lego_subset(tmp_path / "scene", {"train": 4, "test": 1})
+    common = ["train", str(scene), "--steps", "2", "--no-eval", "--scene-type", "unbounded", *NERF_TINY]
+    assert main([*common, "--out", str(tmp_path / "auto")]) == 0
+    assert "only 3 points could be triangulated; training without the sparse depth loss" in capsys.readouterr().out
+    run, _, _ = Run.open(tmp_path / "auto")
+    assert run.train_config.depth_weight == 0.0
+    assert main([*common, "--out", str(tmp_path / "explicit"), "--loss.depth-weight", "0.1"]) == 2
+    assert "--loss.depth-weight: only 3 points could be triangulated" in capsys.readouterr().err

@@ -24,7 +24,7 @@ from omnifield.cli_options import add_log_argument, refuse_changed_settings
 from omnifield.config import replace_config
 from omnifield.config_overrides import apply_section_overrides
 from omnifield.data.scene import load_scene
-from omnifield.data.sparse_depth import training_depths
+from omnifield.data.sparse_depth import SparseDepth, training_depths
 from omnifield.engine import Engine
 from omnifield.errors import OmnifieldError
 from omnifield.fields.footprint import check_field_fits
@@ -134,13 +134,7 @@ def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: to
         field_cfg, renderer_cfg, train_cfg = build_configs(args, space)
         run = Run.create(out, args.method, field_cfg, renderer_cfg, train_cfg, str(data_dir), args.downscale,
                          train_data).to(device)
-        sparse = None
-        if run.train_config.depth_weight > 0:  # outside the time budget, as the splats' triangulation
-            sparse = training_depths(train_data.images, train_data.cameras, getattr(train_data, "points", None),
-                                     triangulate=True, required=train_cfg.depth_weight > 0,
-                                     option="--loss.depth-weight")
-            if sparse is None:
-                run.train_config = replace_config(run.train_config, depth_weight=0.0)
+        sparse, depth_note = _depth_samples(run, train_data, explicit=train_cfg.depth_weight > 0)
         trainer = Trainer(run, train_data, progress=not args.quiet, tensorboard=args.log == "tensorboard",
                           sparse_depth=sparse)
         n_params = sum(p.numel() for p in run.field.parameters())
@@ -155,8 +149,7 @@ def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: to
         tcfg = run.train_config
         say(f"pose refinement {'on (SE3)' if run.camera_opt is not None else 'off'}, appearance codes "
             f"{f'on ({tcfg.appearance_dim} values per view)' if tcfg.appearance_dim > 0 else 'off'}, distortion loss "
-            f"{f'{tcfg.distortion_weight:g}' if tcfg.distortion_weight > 0 else 'off'}, sparse depth loss "
-            f"{f'{tcfg.depth_weight:g} ({len(sparse)} samples)' if sparse is not None else 'off'}")
+            f"{f'{tcfg.distortion_weight:g}' if tcfg.distortion_weight > 0 else 'off'}, sparse depth loss {depth_note}")
         if trainer.hull_fraction < 1.0:
             say(f"alpha masks: the visual hull keeps {100 * trainer.hull_fraction:.1f}% of the occupancy grid")
     if group.is_main:
@@ -168,6 +161,23 @@ def _train(args: argparse.Namespace, group: distributed.ProcessGroup, device: to
     if not args.no_eval and group.is_main:
         return _evaluate_and_report(run, data_dir, "test", out, trainer.step, trainer.elapsed)
     return 0
+
+
+def _depth_samples(run: Run, train_data, explicit: bool) -> tuple[SparseDepth | None, str]:
+    """The sparse depth loss's samples for a new ``run`` (:func:`training_depths`; where too few points are found,
+    None and the loss off, or with an ``explicit`` weight an error) and how the training header names them.
+    Triangulation happens here, outside the time budget, as the splats' does."""
+    if run.train_config.depth_weight <= 0:
+        return None, "off"
+    points = getattr(train_data, "points", None)
+    tracked = points is not None and points.tracks is not None
+    sparse = training_depths(train_data.images, train_data.cameras, points, triangulate=True, required=explicit,
+                             option="--loss.depth-weight")
+    if sparse is None:
+        run.train_config = replace_config(run.train_config, depth_weight=0.0)
+        return None, "off"
+    source = "the capture's points" if tracked else "points triangulated from the training photos"
+    return sparse, f"{run.train_config.depth_weight:g} ({len(sparse)} samples of {source})"
 
 
 def _chunk_rays(args: argparse.Namespace) -> int:
