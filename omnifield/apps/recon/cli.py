@@ -318,7 +318,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="weight of mip-NeRF 360's distortion loss, which gathers each ray's weight into one short "
                         f"stretch (against fog and floaters); -1 = auto: {DISTORTION_WEIGHT_PHOTOS:g} for photos "
                         "(forward-facing and unbounded captures), 0 for objects (default -1)")
-    p.add_argument("--loss.depth-weight", dest="loss_depth_weight", type=float, default=-1.0,
+    p.add_argument("--loss.depth-weight", dest="loss_depth_weight", metavar="DEPTH_WEIGHT", type=float, default=-1.0,
                    help="weight of the sparse depth loss (depth-supervised NeRF): rays through the structure-from-"
                         "motion points of the training views (the capture's, or triangulated from the photos) should "
                         f"stop at them; -1 = auto: {DEPTH_WEIGHT_PHOTOS:g} for photos (forward-facing and unbounded "
