@@ -58,7 +58,7 @@ def test_counts_are_the_training_views_whose_footprint_holds_the_surface():
     train_xs = [0.0, 0.5, 3.0]
     run = _PlaneRun()
     train = _cameras_above(train_xs)
-    coverage = Coverage(run, train, run.training_render, progress=False)
+    coverage = Coverage(run, train, run.training_render, 2, progress=False)
     test = _cameras_above([1.2])
     counts = coverage.count(test, 0, run.render(test, 0))
     expected = _footprint_count(test, train_xs)
@@ -72,7 +72,7 @@ def test_a_view_whose_own_surface_is_nearer_does_not_see_the_point():
     train = _cameras_above([0.0, 0.5])
     test = _cameras_above([0.2])
     run = _PlaneRun(nearer={1: 0.5})  # view 1 stops its rays halfway: something stands in front of the plane
-    counts = Coverage(run, train, run.training_render, progress=False).count(test, 0, run.render(test, 0))
+    counts = Coverage(run, train, run.training_render, 2, progress=False).count(test, 0, run.render(test, 0))
     torch.testing.assert_close(counts, _footprint_count(test, [0.0]), atol=1, rtol=0)
     assert float((counts == _footprint_count(test, [0.0])).float().mean()) > 0.94
 

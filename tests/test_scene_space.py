@@ -18,6 +18,7 @@ from omnifield.renderers.space import (
     inverse_spacing,
     ndc_rays,
     nearest_depth,
+    points_from_ndc,
     spacing,
 )
 from omnifield.renderers.volume import Samples, VolumeRenderer, VolumeRendererConfig
@@ -78,6 +79,7 @@ def test_ndc_rays_match_the_nerf_formula():
     p_ndc = torch.stack([-(focal / (w / 2)) * p[:, 0] / p[:, 2], -(focal / (h / 2)) * p[:, 1] / p[:, 2],
                          1 + 2 * near / p[:, 2]], -1)
     assert torch.allclose(p_ndc[:, 2], 1 - 2 * near / depth)
+    assert torch.allclose(points_from_ndc(p_ndc, (focal / (w / 2), focal / (h / 2)), near), p)  # the inverse map
     along = ((p_ndc - o) * d).sum(-1, keepdim=True)
     assert torch.allclose(o + along * d, p_ndc, atol=1e-9)
 

@@ -63,6 +63,13 @@ def ndc_points(points: torch.Tensor, focal: tuple[float, float], near: float) ->
     return torch.stack([-fx * points[:, 0] / z, -fy * points[:, 1] / z, 1.0 + 2.0 * near / z], dim=-1)
 
 
+def points_from_ndc(points: torch.Tensor, focal: tuple[float, float], near: float) -> torch.Tensor:
+    """NDC coordinates ``[R, 3]`` (``z' < 1``) -> the camera-frame points of :func:`ndc_points` ``[R, 3]`` (its inverse)."""
+    fx, fy = focal
+    z = 2.0 * near / (points[:, 2] - 1.0).clamp_max(-1e-6)
+    return torch.stack([-points[:, 0] * z / fx, -points[:, 1] * z / fy, z], dim=-1)
+
+
 def ndc_rays(origins: torch.Tensor, directions: torch.Tensor, focal: tuple[float, float],
              near: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Rays in a camera frame looking down -z ``[R, 3]`` -> NDC origins and unit NDC directions ``[R, 3]``.

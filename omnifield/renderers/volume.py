@@ -50,7 +50,15 @@ from omnifield.renderers.proposal import (
 )
 from omnifield.renderers.raymarch import march_rays
 from omnifield.renderers.rays import ray_aabb_intersect
-from omnifield.renderers.space import contract, contraction_stretch, inverse_spacing, ndc_points, ndc_rays, spacing
+from omnifield.renderers.space import (
+    contract,
+    contraction_stretch,
+    inverse_spacing,
+    ndc_points,
+    ndc_rays,
+    points_from_ndc,
+    spacing,
+)
 from omnifield.renderers.volrend import (
     accumulate_along_rays,
     distortion_per_ray,
@@ -229,11 +237,8 @@ class VolumeRenderer(nn.Module):
         if self.cfg.space != "ndc":
             return origins + directions * distance[:, None]
         o, d = self.to_field_space(origins, directions)
-        p = o + d * distance[:, None]  # in NDC: z' = 1 + 2 near / z, x' = -fx x / z, y' = -fy y / z
-        fx, fy = self.cfg.ndc_focal
-        z = 2.0 * self.cfg.ndc_near / (p[:, 2] - 1.0).clamp_max(-1e-6)
-        frame = torch.stack([-p[:, 0] * z / fx, -p[:, 1] * z / fy, z], dim=-1)
-        return frame / self.cfg.space_scale @ self.space_rotation + self.space_center
+        frame = points_from_ndc(o + d * distance[:, None], self.cfg.ndc_focal, self.cfg.ndc_near)
+        return frame / self.cfg.space_scale @ self.space_rotation + self.space_center  # inverse of _in_frame
 
     def field_points(self, x: torch.Tensor) -> torch.Tensor:
         """Sample positions ``[N, 3]`` along rays of :meth:`to_field_space` -> the field's input points."""

@@ -194,8 +194,7 @@ def _evaluate_and_report(run: Run | SplatRun, data_dir: Path, split: str, out: P
         if run.kind != "field":
             raise OmnifieldError("--coverage needs a radiance-field run (it reads where the run's rays stop)")
         train_cameras, _ = run.training_views(load_scene(data_dir, "train", run.downscale).cameras)
-        coverage = (Coverage(run, train_cameras, lambda cams, j: run.render(cams, j, WHITE, chunk=chunk)),
-                    coverage_views)
+        coverage = Coverage(run, train_cameras, lambda cams, j: run.render(cams, j, WHITE, chunk=chunk), coverage_views)
     metrics = evaluate(run, data, out / "renders" / split, chunk=chunk, training_views=split == "train",
                        coverage=coverage)
     metrics.update(split=split, step=step, train_seconds=train_seconds, method=run.method)

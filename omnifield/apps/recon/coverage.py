@@ -27,11 +27,12 @@ OCCLUSION_TOLERANCE = 0.05  # a point is hidden from a view when that view's own
 
 class Coverage:
     """The training views' stopping distances of ``run`` (``[V, H, W]``, rendered once), to count per pixel of
-    another view how many of them see its surface. ``render(cameras, index)`` is the run's renderer on a
-    background; ``cameras`` the training views as trained (refined poses, where the run refines them)."""
+    another view how many of them see its surface; a pixel is covered when at least ``min_views`` do.
+    ``render(cameras, index)`` is the run's renderer on a background; ``cameras`` the training views as
+    trained (refined poses, where the run refines them)."""
 
-    def __init__(self, run: Run, cameras: Cameras, render, progress: bool = True):
-        self.run, self.cameras = run, cameras
+    def __init__(self, run: Run, cameras: Cameras, render, min_views: int, progress: bool = True):
+        self.run, self.cameras, self.min_views = run, cameras, min_views
         maps = []
         for j in tqdm(range(len(cameras)), desc="training views' depth", disable=not progress, leave=False):
             points, origins = self._stopping_points(cameras, j, render(cameras, j))

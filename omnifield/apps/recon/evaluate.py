@@ -25,7 +25,7 @@ WHITE = torch.ones(3)
 
 def evaluate(run: Run | SplatRun, data: PosedImages, out_dir: Path | None = None, limit: int | None = None,
              progress: bool = True, chunk: int = 8192, training_views: bool = False,
-             coverage: tuple[Coverage, int] | None = None) -> dict[str, Any]:
+             coverage: Coverage | None = None) -> dict[str, Any]:
     """Render every view of ``data`` on white, compare with ground truth composited on white.
 
     Held-out views are rendered from their given poses with the mean appearance code; with
@@ -36,7 +36,7 @@ def evaluate(run: Run | SplatRun, data: PosedImages, out_dir: Path | None = None
     With ``out_dir``, writes ``<name>.png`` (render | ground truth) and, for field runs, ``<name>_depth.png``
     there. At most ``chunk`` rays are rendered at once (memory grows with it).
 
-    ``coverage`` ``(Coverage, K)`` (field runs): each view is also scored on the pixels at least K training
+    ``coverage`` (field runs): each view is also scored on the pixels at least ``coverage.min_views`` training
     views saw and on the rest (:func:`covered_scores`, summed up under ``coverage``), and with ``out_dir``
     ``<name>_coverage.png`` shows the rest tinted red.
     """
@@ -52,11 +52,11 @@ def evaluate(run: Run | SplatRun, data: PosedImages, out_dir: Path | None = None
         pred = out["rgb"].clamp(0, 1)
         per_view.append({"name": data.names[i], "psnr": psnr(pred, gt), "ssim": float(ssim(pred, gt))})
         if coverage is not None:
-            seen_by = coverage[0].count(cameras, i, out)
-            per_view[-1].update(covered_scores(pred, gt, seen_by, coverage[1]))
+            seen_by = coverage.count(cameras, i, out)
+            per_view[-1].update(covered_scores(pred, gt, seen_by, coverage.min_views))
             if out_dir is not None:
                 write_png(out_dir / f"{data.names[i]}_coverage.png",
-                          to_uint8(coverage_picture(pred, seen_by >= coverage[1])))
+                          to_uint8(coverage_picture(pred, seen_by >= coverage.min_views)))
         if "samples_per_ray" in out:
             spr.append(out["samples_per_ray"])
         if out_dir is not None:
@@ -78,7 +78,7 @@ def evaluate(run: Run | SplatRun, data: PosedImages, out_dir: Path | None = None
             values = [v[key] for v in per_view if v[key] is not None]
             return float(np.mean(values)) if values else None
 
-        metrics["coverage"] = {"min_views": coverage[1], "covered": mean_of("covered"),
+        metrics["coverage"] = {"min_views": coverage.min_views, "covered": mean_of("covered"),
                                "psnr_covered": mean_of("psnr_covered"), "psnr_uncovered": mean_of("psnr_uncovered")}
     return metrics
 
